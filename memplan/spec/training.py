@@ -1,0 +1,222 @@
+"""How the model is trained: precision recipe, optimizer, parallel layout, workload.
+
+All of it is data.  The arithmetic that turns these into bytes lives in memplan.memory; this module only
+names things, holds presets, and rejects combinations no engine supports.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from memplan.errors import MemplanError, did_you_mean
+
+
+class DType(str, Enum):
+    fp32 = "fp32"
+    tf32 = "tf32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp8 = "fp8"
+    int8 = "int8"
+    int4 = "int4"
+    nf4 = "nf4"
+
+    @property
+    def bytes(self) -> float:
+        return _DTYPE_BYTES[self]
+
+    @classmethod
+    def parse(cls, text: str | "DType") -> "DType":
+        if isinstance(text, DType):
+            return text
+        key = _DTYPE_ALIASES.get(str(text).lower().replace("-", "").replace("_", ""), str(text).lower())
+        try:
+            return cls(key)
+        except ValueError:
+            raise MemplanError(did_you_mean(str(text), [d.value for d in cls], "dtype")) from None
+
+
+_DTYPE_BYTES = {DType.fp32: 4, DType.tf32: 4, DType.bf16: 2, DType.fp16: 2, DType.fp8: 1, DType.int8: 1,
+                DType.int4: 0.5, DType.nf4: 0.5}
+_DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16",
+                  "float8": "fp8", "fp8e4m3": "fp8", "e4m3": "fp8"}
+
+
+class Recipe(BaseModel):
+    """The dtype of each model-state component, and how activations are computed.
+
+    `master_weights` is the separate fp32 copy the optimizer updates (None: the optimizer updates `weights`
+    directly).  `autocast` means torch.autocast over the stored `weights`: matmuls run in `compute` dtype on
+    per-step half-precision copies of the weights, the rest in the stored dtype.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    weights: DType
+    gradients: DType
+    master_weights: DType | None = None
+    optimizer_states: DType = DType.fp32
+    compute: DType = Field(description="dtype of matmul inputs/outputs and most saved activations")
+    autocast: bool = False
+    description: str = ""
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe(name="fp32", weights=DType.fp32, gradients=DType.fp32, compute=DType.fp32,
+               description="everything fp32 (4+4+K bytes/param)"),
+        Recipe(name="amp-bf16", weights=DType.fp32, gradients=DType.fp32, compute=DType.bf16, autocast=True,
+               description="torch.autocast(bf16) over fp32 weights: fp32 weights, grads, states"),
+        Recipe(name="amp-fp16", weights=DType.fp32, gradients=DType.fp32, compute=DType.fp16, autocast=True,
+               description="torch.autocast(fp16) + GradScaler over fp32 weights"),
+        Recipe(name="bf16-mixed", weights=DType.bf16, gradients=DType.bf16, master_weights=DType.fp32,
+               compute=DType.bf16, description="bf16 weights+grads, fp32 master+states (ZeRO paper: 2+2+12)"),
+        Recipe(name="fp16-mixed", weights=DType.fp16, gradients=DType.fp16, master_weights=DType.fp32,
+               compute=DType.fp16, description="fp16 weights+grads, fp32 master+states (ZeRO paper: 2+2+12)"),
+        Recipe(name="bf16", weights=DType.bf16, gradients=DType.bf16, optimizer_states=DType.bf16,
+               compute=DType.bf16, description="pure bf16: weights, grads and optimizer states"),
+        Recipe(name="fp8-mixed", weights=DType.bf16, gradients=DType.bf16, master_weights=DType.fp32,
+               compute=DType.fp8,
+               description="Transformer Engine style: bf16 weights, fp8 matmuls (fp8 weight copies per step), "
+                           "fp32 master+states"),
+    ]
+}
+
+
+def get_recipe(name: str, **overrides: str | None) -> Recipe:
+    """A preset with per-component overrides, e.g. get_recipe('bf16-mixed', gradients='fp32') (Megatron's 18 B)."""
+    if name not in RECIPES:
+        raise MemplanError(did_you_mean(name, RECIPES, "precision recipe"))
+    recipe = RECIPES[name]
+    changes = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "master_weights" and str(value).lower() in ("none", "no", "off"):
+            changes[key] = None
+        else:
+            changes[key] = DType.parse(value)
+    if changes:
+        suffix = ",".join(f"{k}={v.value if v else 'none'}" for k, v in changes.items())
+        recipe = recipe.model_copy(update={**changes, "name": f"{name}[{suffix}]"})
+    return recipe
+
+
+class OptimizerSpec(BaseModel):
+    """An optimizer's persistent state per parameter.
+
+    `states`: full-size state tensors per parameter (Adam: exp_avg, exp_avg_sq). `state_bytes`: bytes per state
+    element when the optimizer fixes it (8-bit Adam: 1) instead of following the recipe's optimizer_states dtype.
+    `block_size`/`block_scale_bytes`: block-wise quantisation scales per state. `factored`: Adafactor's second
+    moment is a row and a column vector per matrix (Shazeer & Stern 2018, section 3).
+    """
+
+    name: str
+    states: int
+    state_bytes: float | None = None
+    block_size: int | None = None
+    block_scale_bytes: int = 0
+    factored: bool = False
+    source: str = ""
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    o.name: o
+    for o in [
+        OptimizerSpec(name="adamw", states=2, source="Loshchilov & Hutter 2019; torch.optim.AdamW: exp_avg, exp_avg_sq"),
+        OptimizerSpec(name="adam", states=2, source="Kingma & Ba 2015; torch.optim.Adam: exp_avg, exp_avg_sq"),
+        OptimizerSpec(name="sgd", states=0, source="torch.optim.SGD(momentum=0): no state"),
+        OptimizerSpec(name="sgd-momentum", states=1, source="torch.optim.SGD(momentum>0): momentum_buffer"),
+        OptimizerSpec(name="lion", states=1, source="Chen et al. 2023 (Lion): one momentum buffer"),
+        OptimizerSpec(name="adafactor", states=1, factored=True,
+                      source="Shazeer & Stern 2018; transformers.Adafactor(beta1=None): factored row/col second moment "
+                             "for matrices, full for vectors"),
+        OptimizerSpec(name="adamw-8bit", states=2, state_bytes=1, block_size=2048, block_scale_bytes=4,
+                      source="Dettmers et al. 2022 (8-bit optimizers); bitsandbytes AdamW8bit: uint8 states, "
+                             "one fp32 absmax per 2048-element block"),
+    ]
+}
+
+
+def get_optimizer(name: str) -> OptimizerSpec:
+    if name not in OPTIMIZERS:
+        raise MemplanError(did_you_mean(name, OPTIMIZERS, "optimizer"))
+    return OPTIMIZERS[name]
+
+
+Offload = Literal["none", "cpu", "nvme"]
+Engine = Literal["plain", "deepspeed", "megatron", "fsdp"]
+
+
+class Parallelism(BaseModel):
+    """GPU count and layout. dp = gpus / (tp * pp)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: int = Field(1, gt=0)
+    gpus_per_node: int = Field(8, gt=0)
+    tp: int = Field(1, gt=0)
+    pp: int = Field(1, gt=0)
+    sequence_parallel: bool = False
+    zero: int = Field(0, ge=0, le=3)
+    offload_optimizer: Offload = "none"
+    offload_params: Offload = "none"
+    engine: Engine = "plain"
+    virtual_stages: int = Field(1, gt=0, description="interleaved 1F1B: model chunks per pipeline rank")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Parallelism":
+        if self.gpus % (self.tp * self.pp):
+            raise MemplanError(
+                f"--gpus {self.gpus} is not divisible by tp*pp = {self.tp}*{self.pp} = {self.tp * self.pp}; "
+                "choose a GPU count that is a multiple of tp*pp"
+            )
+        if self.tp > self.gpus_per_node:
+            raise MemplanError(f"--tp {self.tp} exceeds --gpus-per-node {self.gpus_per_node}: keep TP within a node")
+        if self.offload_params != "none" and self.zero != 3:
+            raise MemplanError("--offload-params needs --zero 3 (DeepSpeed offloads parameters only in ZeRO stage 3)")
+        if self.offload_optimizer != "none" and self.zero == 0:
+            raise MemplanError("--offload-optimizer needs --zero 1, 2 or 3 (ZeRO-Offload works on the partitioned "
+                               "optimizer)")
+        if self.offload_optimizer == "nvme" and self.zero != 3:
+            raise MemplanError("--offload-optimizer nvme needs --zero 3 (ZeRO-Infinity)")
+        if self.engine == "megatron" and (self.zero > 1 or self.offload_optimizer != "none"):
+            raise MemplanError("--engine megatron supports --zero 0 or 1 (the distributed optimizer), no offload")
+        if self.engine == "fsdp" and self.offload_optimizer == "nvme":
+            raise MemplanError("--engine fsdp cannot offload to NVMe (FSDP's CPUOffloadPolicy is CPU only)")
+        if self.sequence_parallel and self.tp == 1:
+            raise MemplanError("--sequence-parallel needs --tp > 1 (it shards along the TP group)")
+        return self
+
+    @property
+    def dp(self) -> int:
+        return self.gpus // (self.tp * self.pp)
+
+    @property
+    def nodes(self) -> int:
+        return -(-self.gpus // self.gpus_per_node)
+
+    @property
+    def gpus_on_a_node(self) -> int:
+        return min(self.gpus, self.gpus_per_node)
+
+
+Recompute = Literal["none", "selective", "full"]
+Attention = Literal["eager", "sdpa", "flash"]
+
+
+class Workload(BaseModel):
+    """What one step processes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    micro_batch: int = Field(1, gt=0)
+    seq: int | None = Field(None, gt=0, description="sequence length; default: the model's max positions")
+    grad_accum: int = Field(1, gt=0)
+    recompute: Recompute = "none"
+    attention: Attention = "sdpa"
+    implementation: str = Field("hf", description="activation accounting profile in profiles/implementations/")
