@@ -18,6 +18,7 @@ class GPUSpec(BaseModel):
     peak_tflops: dict[str, float] = Field(description="dense TFLOP/s by dtype: fp32, tf32, bf16, fp16, fp8, int8")
     default_mfu: float = Field(0.4, gt=0, le=1, description="efficiency assumed when none is given")
     interconnect: str | None = Field(None, description="intra-node interconnect profile name")
+    internode: str | None = Field(None, description="default inter-node interconnect profile name (per-GPU NIC share)")
     price_per_hour: float | None = Field(None, description="USD per GPU-hour, a labelled default")
     context_bytes: int | None = Field(None, description="CUDA context + library workspaces, measured or cited")
     sources: list[str] = []
