@@ -105,7 +105,7 @@ def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
         from memplan.spec.hfconfig import load_hf_config
 
         spec = load_hf_config(path)
-    elif re.fullmatch(r"\s*[0-9.][0-9.eE+\-]*\s*[kKmMbBgGtT]?\s*", text):
+    elif text.strip()[:1].isdigit() or text.strip()[:1] == ".":
         spec = ModelSpec(name=text, total_parameters=parse_count(text))
     else:
         spec = get_model_profile(text)

@@ -201,6 +201,7 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
+    aliases: list[str] = Field(default_factory=list, description="other names users type (hub ids, short forms)")
     source: str | None = Field(None, description="where the architecture and the published count come from")
     published_parameters: int | None = Field(None, description="the count the source publishes, checked in tests")
     architecture: Architecture | None = None

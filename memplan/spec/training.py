@@ -120,6 +120,7 @@ class OptimizerSpec(BaseModel):
     state_bytes: float | None = None
     block_size: int | None = None
     block_scale_bytes: int = 0
+    min_quantized_numel: int = Field(0, description="tensors smaller than this keep fp32 states (bitsandbytes)")
     factored: bool = False
     source: str = ""
 
@@ -135,9 +136,11 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         OptimizerSpec(name="adafactor", states=1, factored=True,
                       source="Shazeer & Stern 2018; transformers.Adafactor(beta1=None): factored row/col second moment "
                              "for matrices, full for vectors"),
-        OptimizerSpec(name="adamw-8bit", states=2, state_bytes=1, block_size=2048, block_scale_bytes=4,
-                      source="Dettmers et al. 2022 (8-bit optimizers); bitsandbytes AdamW8bit: uint8 states, "
-                             "one fp32 absmax per 2048-element block"),
+        OptimizerSpec(name="adamw-8bit", states=2, state_bytes=1, block_size=256, block_scale_bytes=4,
+                      min_quantized_numel=4096,
+                      source="Dettmers et al. 2022 (8-bit optimizers); bitsandbytes 0.50 optim/optimizer.py "
+                             "Optimizer2State.init_state: uint8 state1/state2, fp32 absmax1/absmax2 per 256-element "
+                             "block; tensors under min_8bit_size=4096 elements keep fp32 states"),
     ]
 }
 

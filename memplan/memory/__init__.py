@@ -1,0 +1,1 @@
+"""Bytes: the analytic memory model (no torch here, ever)."""

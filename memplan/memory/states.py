@@ -1,0 +1,246 @@
+"""Model states per GPU: weights, gradients, master weights, optimizer states; ZeRO sharding and offload.
+
+The default ("plain") accounting is the ZeRO paper's (Rajbhandari et al. 2019, arXiv 1910.02054, section 3.1 and
+5): with mixed-precision Adam each parameter costs 2 (fp16 weights) + 2 (fp16 gradients) + K=12 (fp32 master
+weights, momentum, variance) bytes; stage 1 (P_os) shards the K bytes over the N_d data-parallel ranks, stage 2
+(P_os+g) also the gradients, stage 3 (P_os+g+p) also the weights.  Engine conventions differ from the paper and
+are reproduced exactly where the engine documents them:
+
+- deepspeed: the figures of deepspeed/runtime/zero/stage_1_and_2.py `estimate_zero2_model_states_mem_needs`
+  (2 + 18/N: 16-bit weights, then 16-bit grads + fp32 grads + fp32 params + fp32 Adam states, all partitioned)
+  and stage3.py `estimate_zero3_model_states_mem_needs` (4 x largest layer + 18/N; CPU x 1.5 buffer factor).
+- megatron: Megatron-LM docs/source/api-guide/dist_optimizer.md: bf16 weights with fp32 main gradients
+  (18 B/param, 6 + 12/d with the distributed optimizer), fp16 weights and grads with an fp32 main-grad copy
+  (20, 4 + 16/d), fp32 (16, 8 + 8/d).
+- fsdp: FSDP2 `fully_shard` with MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): the sharded
+  parameter *is* the fp32 master copy (no separate 16-bit weights), gradients are fp32 shards, and the
+  16-bit parameters exist only unsharded, for the modules in flight.
+"""
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel
+
+from memplan.errors import MemplanError
+from memplan.memory.layout import LocalParameters, local_parameters
+from memplan.results.memory import Component, HostMemory
+from memplan.spec.setup import TrainingSetup
+from memplan.spec.training import DType, OptimizerSpec, Recipe
+
+# ZeRO-3 / FSDP keep the unsharded parameters of this many transformer layers on the GPU at once: the layer
+# computing and the one prefetched (FSDP2 prefetches one module ahead in forward and backward by default;
+# DeepSpeed's stage3_prefetch_bucket_size plays the same role).
+LAYERS_IN_FLIGHT = 2
+# deepspeed/runtime/zero/stage_1_and_2.py and stage3.py: `additional_buffer_factor=1.5` for CPU memory.
+DEEPSPEED_CPU_BUFFER_FACTOR = 1.5
+
+CONVENTIONS = {
+    "plain": "plain (ZeRO paper, arXiv 1910.02054 sec. 3.1: weights + grads + fp32 master + optimizer states; "
+             "stage 1/2/3 shard states / +grads / +weights over DP)",
+    "deepspeed": "deepspeed (reproduces deepspeed.runtime.zero estimate_zero2/zero3_model_states_mem_needs, "
+                 "incl. the fp32 gradient partition and the 1.5x CPU buffer factor)",
+    "megatron": "megatron (Megatron-LM distributed optimizer: fp32 main grads; 18 B/param bf16, 20 fp16, 16 fp32)",
+    "fsdp": "fsdp (FSDP2 fully_shard + MixedPrecisionPolicy: sharded fp32 params are the master copy, fp32 grad "
+            "shards, bf16 unsharded params only for modules in flight)",
+}
+
+
+class ModelStates(BaseModel):
+    components: list[Component]
+    local: LocalParameters
+    convention: str
+    notes: list[str] = []
+
+    def gpu_bytes(self, category: str) -> int:
+        return sum(c.bytes for c in self.components if c.location == "gpu" and c.category == category)
+
+    def host(self, location: str) -> HostMemory:
+        h = HostMemory()
+        for c in self.components:
+            if c.location == location and c.category in HostMemory.model_fields:
+                setattr(h, c.category, getattr(h, c.category) + c.bytes)
+        h.total = sum(c.bytes for c in self.components if c.location == location)
+        return h
+
+
+def optimizer_state_bytes(opt: OptimizerSpec, recipe: Recipe, local: LocalParameters) -> tuple[float, str, str]:
+    """Bytes of optimizer state for the parameters on this GPU (before ZeRO), its dtype label and a note."""
+    n = local.params
+    state_dtype_bytes = opt.state_bytes if opt.state_bytes is not None else recipe.optimizer_states.bytes
+    label = "uint8" if opt.state_bytes == 1 else recipe.optimizer_states.value
+    if opt.factored:
+        # Adafactor (Shazeer & Stern 2018, Alg. 4; transformers.Adafactor with beta1=None): a row and a column
+        # accumulator per matrix, a full accumulator per vector; (+ beta1 momentum when configured: not here).
+        if local.tensor_numels:
+            elems = sum(k * ((r + c) if c > 1 else r) for r, c, k in local.tensor_numels)
+            return elems * state_dtype_bytes, label, "factored second moment: rows + cols per matrix"
+        elems = 2 * n / 4096
+        return elems * state_dtype_bytes, label, "approximate: no architecture, matrices assumed 4096 wide"
+    if opt.block_size:
+        # bitsandbytes Optimizer2State: uint8 states + one fp32 absmax per block; small tensors stay fp32.
+        small = sum(r * c * k for r, c, k in local.tensor_numels if r * c < opt.min_quantized_numel)
+        big = n - small
+        per_state = big * (state_dtype_bytes + opt.block_scale_bytes / opt.block_size) + small * 4
+        note = f"{opt.states} x (1 B + {opt.block_scale_bytes} B per {opt.block_size}-element block)"
+        if small:
+            note += f"; {small:,} params in tensors < {opt.min_quantized_numel} elements keep fp32 states"
+        return opt.states * per_state, label, note
+    return opt.states * n * state_dtype_bytes, label, f"{opt.states} state(s) x {state_dtype_bytes:g} B"
+
+
+def _ceil_div(x: float, n: int) -> int:
+    return int(math.ceil(x / n))
+
+
+def model_states(setup: TrainingSetup) -> ModelStates:
+    p = setup.parallel
+    if setup.parallel.engine == "deepspeed" and p.zero in (2, 3):
+        return _deepspeed_states(setup)
+    if setup.parallel.engine == "fsdp" and p.zero == 1:
+        raise MemplanError("--engine fsdp has no stage 1: use --zero 2 (reshard_after_forward=False) or 3")
+    local = local_parameters(setup.model, p)
+    recipe, opt, dp, zero, engine = setup.recipe, setup.optimizer, p.dp, p.zero, p.engine
+    n = local.params
+    notes: list[str] = []
+
+    weights_dtype, grads_dtype, master_dtype = recipe.weights, recipe.gradients, recipe.master_weights
+    extra_fp32_grads = False
+    if engine == "megatron":
+        if recipe.weights == DType.bf16 and recipe.gradients == DType.bf16:
+            grads_dtype = DType.fp32  # --accumulate-allreduce-grads-in-fp32 is implied for bf16 in Megatron-LM
+            notes.append("megatron: bf16 params keep fp32 main gradients (main_grad buffer)")
+        if recipe.gradients == DType.fp16:
+            extra_fp32_grads = True
+    if engine == "fsdp" and zero >= 2:
+        # FSDP2: the sharded parameter is stored in the master dtype (or the weights dtype when there is none).
+        weights_dtype = master_dtype or recipe.weights
+        grads_dtype = weights_dtype
+        master_dtype = None
+
+    def shard(stage: int) -> int:
+        return dp if zero >= stage else 1
+
+    def where(kind: str) -> str:
+        if kind == "weights":
+            return p.offload_params if p.offload_params != "none" else "gpu"
+        if kind in ("master", "states", "fp32_grads"):
+            return p.offload_optimizer if p.offload_optimizer != "none" else "gpu"
+        return "gpu"
+
+    comps: list[Component] = []
+
+    def add(name, category, dtype_label, bpp, total_bytes, sharded_over, location, note=""):
+        per_rank = _ceil_div(total_bytes, sharded_over)
+        if location != "gpu":
+            per_rank *= p.gpus_on_a_node  # host memory is counted per node: every local rank offloads its shard
+        comps.append(Component(name=name, category=category, dtype=dtype_label, bytes_per_param=bpp,
+                               sharded_over=sharded_over, bytes=per_rank, location=location, note=note))
+
+    wb = weights_dtype.bytes
+    add("weights", "weights", weights_dtype.value, wb, n * wb, shard(3), where("weights"),
+        "sharded parameters (ZeRO-3)" if zero >= 3 else "")
+    gb = grads_dtype.bytes
+    grad_loc = "gpu"
+    if p.offload_optimizer != "none" and zero >= 2:
+        grad_loc = p.offload_optimizer  # ZeRO-Offload: the gradient partition lives with the optimizer on CPU
+    add("gradients", "gradients", grads_dtype.value, gb, n * gb, shard(2), grad_loc,
+        "partitioned (ZeRO-2)" if zero >= 2 else "")
+    if extra_fp32_grads:
+        add("main gradients (fp32)", "gradients", "fp32", 4, n * 4, shard(1), where("fp32_grads"),
+            "megatron: fp32 copy of fp16 grads for the optimizer")
+    if master_dtype is not None:
+        mb = master_dtype.bytes
+        add("master weights", "master_weights", master_dtype.value, mb, n * mb, shard(1), where("master"))
+    sbytes, slabel, snote = optimizer_state_bytes(opt, recipe, local)
+    if sbytes:
+        add(f"optimizer states ({opt.name})", "optimizer_states", slabel, sbytes / n if n else 0, sbytes, shard(1),
+            where("states"), snote)
+
+    if zero >= 3 or (engine == "fsdp" and zero >= 2):
+        layers = local.layers if (engine == "fsdp" and zero == 2) else min(LAYERS_IN_FLIGHT, max(local.layers, 1))
+        compute_dtype = recipe.weights if engine != "fsdp" else (recipe.weights if master_dtype is None and
+                                                                  recipe.master_weights is None else recipe.weights)
+        per_layer = local.layer_params or local.largest_module_params
+        if not per_layer:
+            # No architecture: assume ~1/100 of the model is one layer (stated).
+            per_layer = n // 100
+            notes.append("no architecture: a layer is taken as 1% of the parameters for ZeRO-3 gathering")
+        what = ("all layers stay gathered between forward and backward (FSDP reshard_after_forward=False)"
+                if engine == "fsdp" and zero == 2 else f"{layers} layer(s) in flight (computing + prefetched)")
+        comps.append(Component(name="gathered parameters", category="gathered_parameters", dtype=compute_dtype.value,
+                               bytes=layers * per_layer * compute_dtype.bytes, location="gpu", note=what))
+    return ModelStates(components=comps, local=local, convention=CONVENTIONS[engine], notes=notes)
+
+
+def _deepspeed_states(setup: TrainingSetup) -> ModelStates:
+    """Exactly DeepSpeed's published estimators (deepspeed 0.19.8, see module docstring), as components.
+
+    DeepSpeed's functions take `total_params` and the GPU count; here total_params is the parameters of one
+    TP/PP partition (DeepSpeed itself knows no TP/PP), total_gpus = the DP group size x nodes as DeepSpeed does.
+    """
+    p = setup.parallel
+    local = local_parameters(setup.model, p)
+    n, g = local.params, p.dp
+    if p.tp * p.pp != 1:
+        g = p.dp
+    nodes = p.nodes
+    per_node = p.gpus_on_a_node
+    f = DEEPSPEED_CPU_BUFFER_FACTOR
+    comps: list[Component] = []
+    notes = [f"deepspeed estimator: total_gpus={g}, num_nodes={nodes}, num_gpus_per_node={per_node}, "
+             f"additional_buffer_factor={f}"]
+    adam_like = setup.optimizer.states == 2 and setup.recipe.master_weights is not None
+    if not adam_like:
+        notes.append("DeepSpeed's estimator assumes mixed-precision Adam; its figures ignore the chosen "
+                     f"optimizer ({setup.optimizer.name}) and recipe ({setup.recipe.name})")
+
+    def gpu(name, category, dtype, bpp, nbytes, sharded, note=""):
+        comps.append(Component(name=name, category=category, dtype=dtype, bytes_per_param=bpp, sharded_over=sharded,
+                               bytes=int(nbytes), location="gpu", note=note))
+
+    def host(name, location, nbytes, note):
+        comps.append(Component(name=name, category="optimizer_states" if "optim" in name else "weights",
+                               bytes=int(nbytes), location=location, note=note))
+
+    offload_opt = p.offload_optimizer != "none"
+    if p.zero == 2:
+        if offload_opt:
+            gpu("weights", "weights", "fp16/bf16", 2, 2 * n, 1)
+            host("optimizer offload (fp32 params, grads, Adam states)", "cpu", n * max(4 * g, 16) * f,
+                 "total_params x max(4 x total_gpus, 16) x 1.5")
+        else:
+            # int(18 * total_params / total_gpus) split into its documented parts (same total, see test)
+            gpu("weights", "weights", "fp16/bf16", 2, 2 * n, 1)
+            gpu("gradients (16-bit)", "gradients", "fp16/bf16", 2, 2 * n / g, g)
+            gpu("gradients (fp32 partition)", "gradients", "fp32", 4, 4 * n / g, g)
+            gpu("master weights", "master_weights", "fp32", 4, 4 * n / g, g)
+            rest = int(2 * n + int(18 * n / g)) - sum(c.bytes for c in comps)
+            gpu("optimizer states (Adam)", "optimizer_states", "fp32", 8, rest, g)
+            host("model load (fp32 copy per process)", "cpu", n * 4 * per_node * f,
+                 "total_params x 4 x num_gpus_per_node x 1.5")
+    else:
+        llp = local.largest_module_params or 0
+        if not llp:
+            raise MemplanError("--engine deepspeed with --zero 3 needs the largest layer's size: give an architecture "
+                               "(a profile name or config.json), not a bare parameter count")
+        gpu("largest layer (16-bit params + grads)", "weights", "fp16/bf16", None, 4 * llp, 1,
+            f"4 x largest_layer_params ({llp:,})")
+        offload_params = p.offload_params != "none"
+        if offload_opt and offload_params:
+            host("params + optimizer offload", p.offload_params if p.offload_params == "nvme" else "cpu",
+                 n * 18 / nodes * f, "total_params x 18 / num_nodes x 1.5 (zero_init)")
+        elif offload_opt:
+            gpu("weights (16-bit partition)", "weights", "fp16/bf16", 2, int(2 * n / g), g)
+            host("optimizer offload (fp32 params, grads, Adam states)", p.offload_optimizer, n * 16 / nodes * f,
+                 "total_params x 16 / num_nodes x 1.5 (zero_init)")
+        else:
+            total = int(18 * n / g)
+            gpu("weights (16-bit partition)", "weights", "fp16/bf16", 2, 2 * n / g, g)
+            gpu("gradients (fp32 partition)", "gradients", "fp32", 4, 4 * n / g, g)
+            gpu("master weights", "master_weights", "fp32", 4, 4 * n / g, g)
+            rest = total - sum(c.bytes for c in comps[1:])
+            gpu("optimizer states (Adam)", "optimizer_states", "fp32", 8, rest, g)
+            host("largest layer staging (zero_init)", "cpu", llp * 4 * per_node * f,
+                 "largest_layer_params x 4 x num_gpus_per_node x 1.5")
+    return ModelStates(components=comps, local=local, convention=CONVENTIONS["deepspeed"], notes=notes)

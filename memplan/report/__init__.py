@@ -1,0 +1,1 @@
+"""How results look: tables (tabulate) and JSON. Views only: no arithmetic here."""

@@ -1,0 +1,1 @@
+"""What memplan answers: pydantic result models. The table, the JSON and the Python API are views of these."""

@@ -1,0 +1,112 @@
+"""A measured training step: bytes by category at the peak, per-phase peaks, and how it was measured.
+
+JSON field names are a public interface (the estimate-vs-measurement suite and scripts read them): the integer
+byte fields `peak_allocated, weights, master_weights, gradients, optimizer_states, activations, temporaries,
+other` are the categories at the overall peak and sum to `peak_allocated` on cpu/fake (tensor-level tracking);
+on cuda `peak_allocated` is the caching allocator's figure and `tracked_peak` the tensor-level one.
+Add fields; never rename.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from memplan.spec.setup import TrainingSetup
+
+SCHEMA_VERSION = 1
+
+CATEGORIES = ("weights", "master_weights", "gradients", "optimizer_states", "activations", "temporaries", "other")
+PHASES = ("forward", "loss", "backward", "optimizer_step", "zero_grad")
+
+
+class PhasePeak(BaseModel):
+    """The highest tensor bytes alive during one phase, and the bytes by category at that moment."""
+
+    name: str
+    peak_bytes: int
+    bytes: dict[str, int] = Field(description="category -> bytes at this phase's peak")
+    # cuda only: torch.cuda.memory_stats() peaks for this phase (reset at the phase start)
+    allocated_peak_bytes: int | None = None
+    reserved_peak_bytes: int | None = None
+    active_peak_bytes: int | None = None
+    requested_peak_bytes: int | None = None
+
+
+class CudaInfo(BaseModel):
+    """What the driver and the allocator say (cuda only)."""
+
+    device_name: str
+    driver: str | None = None
+    total_memory_bytes: int | None = None
+    reserved_peak_bytes: int | None = None
+    active_peak_bytes: int | None = None
+    requested_peak_bytes: int | None = None
+    nvml_used_bytes: int | None = Field(None, description="this process's memory as NVML reports it (the whole footprint)")
+    context_overhead_bytes: int | None = Field(None, description="nvml_used_bytes - reserved: CUDA context + libraries")
+    step_seconds: float | None = Field(None, description="median over timed steps, CUDA events")
+    step_seconds_all: list[float] = []
+    flops_per_step: int | None = Field(None, description="torch.utils.flop_counter.FlopCounterMode, one step")
+    model_flops_per_step: int | None = Field(None, description="6*N*tokens + attention (PaLM appendix B), no recompute")
+    achieved_tflops: float | None = None
+    peak_tflops: float | None = Field(None, description="the GPU profile's dense peak for the compute dtype")
+    mfu: float | None = Field(None, description="model FLOPs / (step time * peak), PaLM appendix B")
+    hfu: float | None = Field(None, description="hardware FLOPs (incl. recompute) / (step time * peak)")
+    snapshot_path: str | None = None
+
+
+class MeasuredStep(BaseModel):
+    """One steady-state training step (after warm-up): forward, loss, backward, optimizer step, zero_grad."""
+
+    schema_version: int = SCHEMA_VERSION
+    model: str
+    parameters: int = Field(description="sum of numel over the built module's parameters")
+    device: Literal["cpu", "fake", "cuda"]
+    model_source: str = Field(description="hf, reference, or factory:<module:function>")
+    recipe: str
+    optimizer: str
+    optimizer_impl: Literal["for-loop", "foreach", "fused"] = Field(
+        description="which torch.optim implementation ran (the analytic model needs it: foreach/fused keep "
+                    "per-step temporaries the for-loop does not)")
+    micro_batch: int
+    seq: int
+    recompute: str
+    attention: str
+    torch_version: str
+    transformers_version: str | None = None
+
+    peak_allocated: int
+    weights: int
+    master_weights: int = 0
+    gradients: int
+    optimizer_states: int
+    activations: int
+    temporaries: int
+    other: int = Field(0, description="buffers (e.g. rotary tables) and the input batch")
+    tracked_peak: int = Field(description="tensor-level peak (equals peak_allocated except on cuda)")
+    peak_phase: str
+    phases: list[PhasePeak]
+    activations_at_backward_start: int = Field(description="bytes created in forward+loss still alive when "
+                                                           "backward starts (the saved activations)")
+    cuda: CudaInfo | None = None
+    oom: bool = False
+    oom_phase: str | None = None
+    oom_message: str | None = None
+    notes: list[str] = []
+    setup: TrainingSetup | None = None
+
+    def phase(self, name: str) -> PhasePeak | None:
+        return next((p for p in self.phases if p.name == name), None)
+
+
+class ProfileRecord(BaseModel):
+    """What `memplan profile --out` writes: the measurement beside the estimate it was compared with."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: str = "memplan.profile"
+    created_utc: str
+    measured: MeasuredStep
+    estimated: dict | None = Field(None, description="MemoryEstimate.model_dump() for the same setup")
+    error_percent: float | None = None
+    gpu: str | None = None
+    host: str | None = None
