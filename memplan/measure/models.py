@@ -11,7 +11,9 @@ the measurement would not be of the model the estimate describes (MemplanError s
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import inspect
 import math
 from dataclasses import dataclass
@@ -264,7 +266,8 @@ def hf_config(a: Architecture, attention: str = "sdpa"):
     fam = a.family.replace("-", "_").lower()
     common = dict(vocab_size=a.vocab_size, tie_word_embeddings=a.tied_embeddings)
     if fam == "gpt2":
-        cfg = tf.GPT2Config(n_layer=a.n_layers, n_embd=a.hidden_size, n_head=a.n_heads, n_inner=a.ffn_hidden_size,
+        special = min(50256, a.vocab_size - 1)  # GPT-2's <|endoftext|>, kept inside a small test vocabulary
+        cfg = tf.GPT2Config(bos_token_id=special, eos_token_id=special, n_layer=a.n_layers, n_embd=a.hidden_size, n_head=a.n_heads, n_inner=a.ffn_hidden_size,
                             n_positions=a.max_positions, activation_function=a.activation,
                             resid_pdrop=a.hidden_dropout, embd_pdrop=a.embedding_dropout,
                             attn_pdrop=a.attention_dropout, **common)
@@ -321,7 +324,7 @@ def build_hf(a: Architecture, attention: str = "sdpa") -> BuiltModel:
         module = tf.AutoModelForCausalLM.from_config(cfg, attn_implementation=impl)
         kind, head = "causal-lm", module.get_output_embeddings()
     if kind == "encoder":
-        module.config._attn_implementation = impl if impl != "flash_attention_2" else impl
+        module.config._attn_implementation = impl
     return BuiltModel(module=module, source="hf", kind=kind, lm_head=head, vocab_size=a.vocab_size)
 
 
@@ -358,29 +361,47 @@ def build_factory(spec: str, model: ModelSpec) -> BuiltModel:
     return BuiltModel(module=module, source=f"factory:{spec}", kind="causal-lm", lm_head=head, vocab_size=vocab)
 
 
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Create parameters directly in `dtype`: no fp32 copy first, and no `.to()` (which fake tensors refuse)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def build_model(model: ModelSpec, source: str = "hf", attention: str = "sdpa", recompute: str = "none",
-                check_count: bool = True) -> BuiltModel:
+                check_count: bool = True, dtype: torch.dtype = torch.float32) -> BuiltModel:
     """The module for `model` from `source` ('hf', 'reference', or a 'module:function' factory).
 
-    Parameters are float32 and random; the runner casts them to the recipe's weight dtype.
+    Parameters are random and created in `dtype` (the recipe's weight dtype).
     `check_count`: the built module must hold exactly count_parameters(architecture).total parameters.
     """
+    with default_dtype(dtype):
+        built = _build(model, source, attention, recompute)
+    if ":" in source:
+        check_count = check_count and model.architecture is not None
+    if check_count:
+        have = module_parameters(built.module)
+        want = count_parameters(model.arch).total
+        if have != want:
+            raise MemplanError(
+                f"the {built.source} module for {model.name!r} has {have:,} parameters but memplan counts {want:,}; "
+                "the architecture has a feature this source does not express -- try another --model-source")
+    return built
+
+
+def _build(model: ModelSpec, source: str, attention: str, recompute: str) -> BuiltModel:
     if source == "hf":
         built = build_hf(model.arch, attention)
     elif source == "reference":
         built = build_reference(model.arch, attention, recompute)
     elif ":" in source:
         built = build_factory(source.removeprefix("factory:"), model)
-        check_count = check_count and model.architecture is not None
     else:
         raise MemplanError(f"unknown model source {source!r}; use hf, reference or --factory module:function")
-    if check_count:
-        have = module_parameters(built.module)
-        want = count_parameters(model.arch).total if model.architecture else model.parameters.total
-        if have != want:
-            raise MemplanError(
-                f"the {built.source} module for {model.name!r} has {have:,} parameters but memplan counts {want:,}; "
-                "the architecture has a feature this source does not express -- try another --model-source")
     return built
 
 

@@ -1,0 +1,401 @@
+"""One steady-state training step, measured: warm-up steps, then forward, loss, backward, optimizer step,
+zero_grad(set_to_none=True), with every tensor storage counted by category (measure/tracker.py).
+
+Devices: "cpu" (real tensors), "fake" (the same step under FakeTensorMode on the cpu device: the model is
+*built* fake, so a 70B step costs seconds and almost no memory; bytes are exact tensor bytes), "cuda" (real, plus
+allocator/NVML/timing in measure/cuda.py).  cpu and fake agree to the byte (tests/test_measure_runner.py).
+
+Recipes (memplan/spec/training.py RECIPES):
+- fp32: fp32 weights, grads, optimizer states;
+- amp-bf16 / amp-fp16: torch.autocast(compute dtype) over fp32 weights; fp16 adds loss scaling;
+- bf16-mixed / fp16-mixed: half-precision model + fp32 master copy (MasterWeightsOptimizer, below);
+- bf16: pure bf16 (the optimizer updates the bf16 weights; torch keeps its states in the parameter's dtype).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib.util
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from memplan.errors import MemplanError
+from memplan.measure.models import BuiltModel, build_model
+from memplan.measure.tracker import StorageTracker
+from memplan.results.profile import CATEGORIES, MeasuredStep
+from memplan.spec.setup import TrainingSetup
+from memplan.spec.training import DType
+
+TORCH_DTYPES = {DType.fp32: torch.float32, DType.tf32: torch.float32, DType.bf16: torch.bfloat16,
+                DType.fp16: torch.float16}
+OPTIMIZER_IMPLS = ("for-loop", "foreach", "fused")
+Progress = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# mixed precision with a separate fp32 master copy
+# ---------------------------------------------------------------------------------------------------------
+class MasterWeightsOptimizer:
+    """Half-precision model, fp32 master weights, an inner optimizer that updates the master copy.
+
+    Exact memory behaviour (what the analytic model must reproduce):
+    - persistent: the model's half weights (2 B/param), the fp32 master copy (4 B/param, allocated once at
+      construction), the inner optimizer's fp32 states (Adam: 8 B/param, created on the first step);
+    - backward: autograd accumulates half-precision grads into the model's parameters' .grad (2 B/param);
+    - step(): the fp32 grads of *all* master parameters are materialized at once, before the inner step
+      (`m.grad = p.grad.float()` for every parameter: 4 B/param transient, created in the optimizer_step phase
+      and counted as temporaries), then the inner optimizer runs (its own foreach/for-loop temporaries on top),
+      then the master values are copied back into the half weights in place (copy_ casts in-kernel: no
+      temporary), then the fp32 grads are dropped (m.grad = None) -- one param at a time, after all updates.
+      So the optimizer_step peak is: half weights + half grads + master + states + 4 B/param fp32 grads +
+      the inner optimizer's temporaries.
+    - zero_grad(set_to_none=True) drops the half grads.
+    This is the plain scheme of the ZeRO paper's "2+2+12 bytes per parameter" (Rajbhandari et al. 2020, sec. 3.1)
+    as written without fused kernels; Megatron-LM instead keeps a persistent fp32 main_grad buffer (18 B/param).
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], make_inner: Callable[[list], torch.optim.Optimizer],
+                 scaler: "LossScaler | None" = None) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        # detach().float() allocates the fp32 copy; clone() is redundant for half inputs and would double it
+        self.master = [p.detach().float().requires_grad_(True) for p in self.params]
+        self.inner = make_inner(self.master)
+        self.scaler = scaler
+        self.state = self.inner.state
+
+    def step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_([p.grad for p in self.params if p.grad is not None])
+        for p, m in zip(self.params, self.master):
+            m.grad = None if p.grad is None else p.grad.float()
+        self.inner.step()
+        with torch.no_grad():
+            for p, m in zip(self.params, self.master):
+                p.copy_(m)
+        for m in self.master:
+            m.grad = None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+
+class LossScaler:
+    """Static loss scaling for fp16 (Micikevicius et al. 2018, sec. 3.2): loss * S before backward, grads / S
+    before the update, with torch's fused non-finite check (torch._amp_foreach_non_finite_check_and_unscale_,
+    what torch.amp.GradScaler calls).  A step is never skipped here: this measures memory, and skipping would
+    drop the optimizer step from the measurement; an overflow is recorded in `found_inf` instead.
+    """
+
+    def __init__(self, scale: float = 2.0 ** 16) -> None:
+        self.scale = scale
+        self.found_inf = False
+
+    def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * self.scale
+
+    def unscale_(self, grads: list[torch.Tensor]) -> None:
+        if not grads:
+            return
+        found = torch.zeros(1, device=grads[0].device)
+        inv = torch.full((1,), 1.0 / self.scale, device=grads[0].device)
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for g in grads:
+            by_dtype.setdefault(g.dtype, []).append(g)
+        for group in by_dtype.values():
+            torch._amp_foreach_non_finite_check_and_unscale_(group, found, inv)
+
+
+class ScaledOptimizer:
+    """An optimizer over fp32 weights whose grads are loss-scaled (amp-fp16): unscale, then step."""
+
+    def __init__(self, inner: torch.optim.Optimizer, scaler: LossScaler) -> None:
+        self.inner, self.scaler, self.state = inner, scaler, inner.state
+
+    def step(self) -> None:
+        self.scaler.unscale_([p.grad for g in self.inner.param_groups for p in g["params"] if p.grad is not None])
+        self.inner.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.inner.zero_grad(set_to_none=set_to_none)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# optimizers
+# ---------------------------------------------------------------------------------------------------------
+def default_optimizer_impl(params: list[torch.Tensor]) -> str:
+    """What torch.optim picks when neither foreach nor fused is given (torch/optim/optimizer.py
+    _default_to_fused_or_foreach): foreach on cuda, the for-loop on cpu (and for fake tensors)."""
+    from torch.optim.optimizer import _default_to_fused_or_foreach
+
+    _, foreach = _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)
+    return "foreach" if foreach else "for-loop"
+
+
+def make_optimizer(name: str, params: list[torch.Tensor], impl: str) -> torch.optim.Optimizer:
+    """torch.optim (or the package that provides it) with the implementation `impl` forced."""
+    if impl not in OPTIMIZER_IMPLS:
+        raise MemplanError(f"optimizer implementation {impl!r}: use one of {', '.join(OPTIMIZER_IMPLS)}")
+    flags = {"foreach": impl == "foreach", "fused": impl == "fused"}
+    if name in ("adamw", "adam"):
+        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        return cls(params, lr=1e-4, **flags)
+    if name in ("sgd", "sgd-momentum"):
+        return torch.optim.SGD(params, lr=1e-3, momentum=0.9 if name == "sgd-momentum" else 0.0, **flags)
+    if impl != "for-loop":
+        raise MemplanError(f"optimizer {name} has only a for-loop implementation; drop --optimizer-impl {impl}")
+    if name == "adafactor":
+        try:
+            from transformers.optimization import Adafactor
+        except ImportError:
+            raise MemplanError("--optimizer adafactor needs transformers (transformers.Adafactor)") from None
+        # beta1=None: no first moment (Shazeer & Stern 2018 sec. 6); fixed lr, no parameter scaling
+        return Adafactor(params, lr=1e-3, relative_step=False, scale_parameter=False, warmup_init=False, beta1=None)
+    if name == "lion":
+        if importlib.util.find_spec("lion_pytorch") is None:
+            raise MemplanError("--optimizer lion needs the lion-pytorch package (`pip install lion-pytorch`)")
+        from lion_pytorch import Lion
+
+        return Lion(params, lr=1e-4)
+    if name == "adamw-8bit":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise MemplanError("--optimizer adamw-8bit needs bitsandbytes (`pip install bitsandbytes`, cuda only)")
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=1e-4)
+    raise MemplanError(f"no measured implementation of optimizer {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the step
+# ---------------------------------------------------------------------------------------------------------
+class _Phases:
+    """Tells every observer (tracker, cuda stats) where the step is; remembers the phase for OOM reports."""
+
+    def __init__(self, observers: list) -> None:
+        self.observers = observers
+        self.current: str | None = None
+
+    def __call__(self, name: str) -> None:
+        self.current = name
+        for obs in self.observers:
+            obs.set_phase(name)
+
+
+class _Step:
+    """Everything one training step needs; `run(phases)` does one step."""
+
+    def __init__(self, setup: TrainingSetup, device: str, model_source: str, optimizer_impl: str | None,
+                 seed: int) -> None:
+        r, w = setup.recipe, setup.workload
+        if r.compute == DType.fp8 or r.weights not in TORCH_DTYPES:
+            raise MemplanError(f"recipe {r.name} cannot be measured here (fp8/quantized weights need Transformer "
+                               "Engine or bitsandbytes); measure bf16-mixed instead")
+        if r.gradients != r.weights:
+            raise MemplanError(f"recipe {r.name}: gradients in {r.gradients.value} with weights in {r.weights.value} "
+                               "is not measured (autograd accumulates grads in the weight dtype)")
+        if r.master_weights not in (None, DType.fp32):
+            raise MemplanError(f"recipe {r.name}: master weights must be fp32 or none to be measured")
+        if setup.parallel.gpus > 1:
+            raise MemplanError("profile measures one device; use --gpus 1 (multi-GPU runs: measure/distributed.py)")
+        if setup.lora is not None:
+            raise MemplanError("profile does not measure LoRA yet; drop --lora")
+        self.setup, self.device = setup, device
+        self.torch_device = torch.device("cuda" if device == "cuda" else "cpu")
+        weight_dtype = TORCH_DTYPES[r.weights]
+        self.compute_dtype = TORCH_DTYPES[r.compute]
+        self.autocast = r.autocast
+        torch.manual_seed(seed)
+        with torch.device(self.torch_device):
+            self.built: BuiltModel = build_model(setup.model, model_source, w.attention, w.recompute,
+                                                 dtype=weight_dtype)
+        m = self.built.module
+        m.train()
+        if w.recompute == "full" and self.built.source == "hf":
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif w.recompute == "selective" and self.built.source != "reference":
+            raise MemplanError("--recompute selective is measured with --model-source reference only "
+                               "(it checkpoints the attention core); use full, or the reference model")
+        elif w.recompute == "full" and self.built.source.startswith("factory"):
+            raise MemplanError("--recompute full with --factory: enable checkpointing inside your factory and "
+                               "pass --recompute none")
+        params = [p for p in m.parameters() if p.requires_grad]
+        self.opt_params = params
+        self.scaler = LossScaler() if r.compute == DType.fp16 else None
+        master = r.master_weights is not None
+        self.optimizer_impl = optimizer_impl or default_optimizer_impl(params)
+        name = setup.optimizer.name
+        if master:
+            self.optimizer = MasterWeightsOptimizer(params, lambda ps: make_optimizer(name, ps, self.optimizer_impl),
+                                                    self.scaler)
+        else:
+            inner = make_optimizer(name, params, self.optimizer_impl)
+            self.optimizer = ScaledOptimizer(inner, self.scaler) if self.scaler else inner
+        self.batch, self.seq = w.micro_batch, setup.seq
+        vocab = self.built.vocab_size
+        with torch.device(self.torch_device):
+            self.input_ids = torch.randint(0, vocab, (self.batch, self.seq))
+            # next-token targets drawn directly (the HF path shifts labels itself)
+            self.targets = torch.randint(0, vocab, (self.batch, self.seq))
+        self._phases: _Phases | None = None
+        if self.built.lm_head is not None:
+            self.built.lm_head.register_forward_hook(self._after_head)
+
+    def _after_head(self, module, args, output) -> None:
+        if self._phases is not None:
+            self._phases("loss")
+
+    def _autocast(self):
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(self.torch_device.type, dtype=self.compute_dtype)
+
+    def _loss(self) -> torch.Tensor:
+        m, b = self.built.module, self.built
+        if b.kind == "encoder":  # BertModel has no LM loss: a synthetic scalar over the last hidden state
+            return m(input_ids=self.input_ids).last_hidden_state.float().pow(2).mean()
+        if b.source == "hf":  # HF's own loss path (ForCausalLMLoss: logits.float(), shift, cross_entropy)
+            return m(input_ids=self.input_ids, labels=self.input_ids).loss
+        out = m(self.input_ids)
+        if getattr(out, "loss", None) is not None:
+            return out.loss
+        logits = getattr(out, "logits", out)
+        # same as HF: upcast logits to fp32 for the loss
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), self.targets.view(-1))
+
+    def run(self, phases: _Phases) -> None:
+        self._phases = phases
+        try:
+            phases("forward")
+            with self._autocast():
+                loss = self._loss()
+            phases("backward")
+            (self.scaler.scale_loss(loss) if self.scaler else loss).backward()
+            del loss
+            phases("optimizer_step")
+            self.optimizer.step()
+            phases("zero_grad")
+            self.optimizer.zero_grad(set_to_none=True)
+            phases("done")
+        finally:
+            self._phases = None
+
+    def master_tensors(self) -> list[torch.Tensor]:
+        return self.optimizer.master if isinstance(self.optimizer, MasterWeightsOptimizer) else []
+
+
+def _fake_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    return FakeTensorMode()
+
+
+def measure_training_step(setup: TrainingSetup, device: str = "cpu", model_source: str = "hf",
+                          warmup_steps: int = 1, optimizer_impl: str | None = None, seed: int = 0,
+                          progress: Progress | None = None, cuda_options: dict | None = None) -> MeasuredStep:
+    """Warm-up steps, then one measured steady-state step; bytes by category at the peak of each phase.
+
+    `model_source`: "hf", "reference", or "module:function" (a factory). `optimizer_impl`: "for-loop",
+    "foreach", "fused", or None for torch's default on the device (recorded in the result).
+    `cuda_options` (device "cuda" only): see memplan.measure.cuda.CudaSession (timed_steps, snapshot, ...).
+    An out-of-memory error is a result: `oom=True`, `oom_phase`, and what was measured up to then.
+    """
+    if device not in ("cpu", "fake", "cuda"):
+        raise MemplanError(f"--device {device!r}: use cuda, cpu or fake")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MemplanError("--device cuda: torch sees no CUDA device here; use --device fake or cpu")
+    if warmup_steps < 1:
+        raise MemplanError("warm-up steps must be >= 1: the measured step must find the optimizer state allocated")
+    say = progress or (lambda _msg: None)
+    mode = _fake_mode() if device == "fake" else contextlib.nullcontext()
+    with mode:
+        return _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, say, cuda_options or {})
+
+
+def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, say, cuda_options) -> MeasuredStep:
+    say(f"building {setup.model.name} ({model_source}) on {device}")
+    step = _Step(setup, device, model_source, optimizer_impl, seed)
+    tracker = StorageTracker("cuda" if device == "cuda" else "cpu")
+    cuda = None
+    if device == "cuda":
+        from memplan.measure.cuda import CudaSession
+
+        cuda = CudaSession(step, **cuda_options)
+    observers: list = [tracker] + ([cuda] if cuda else [])
+    phases = _Phases([])
+    notes: list[str] = []
+    oom: tuple[str, str] | None = None
+    try:
+        for i in range(warmup_steps):
+            say(f"warm-up step {i + 1}/{warmup_steps}")
+            step.run(phases)
+    except torch.OutOfMemoryError as exc:
+        oom = (phases.current or "forward", str(exc).splitlines()[0] if str(exc) else "out of memory")
+        notes.append("out of memory during warm-up (the first step also allocates the optimizer states)")
+    if oom is None:
+        gc.collect()
+        _register(tracker, step)
+        if cuda is not None:
+            cuda.before_measured_step()
+        phases = _Phases(observers)
+        say("measured step")
+        try:
+            with tracker:
+                step.run(phases)
+        except torch.OutOfMemoryError as exc:
+            oom = (phases.current or "forward", str(exc).splitlines()[0] if str(exc) else "out of memory")
+        finally:
+            tracker.remove_hooks()
+    if cuda is not None and oom is None:
+        cuda.after_measured_step(phases)
+    if step.scaler is not None and step.scaler.found_inf:
+        notes.append("loss scaling overflowed in the measured step (the update was applied anyway)")
+    return _result(setup, device, step, tracker, cuda, oom, notes)
+
+
+def _register(tracker: StorageTracker, step: _Step) -> None:
+    """Everything alive before the measured step, by category; a parameter's .grad is `gradients` once accumulated."""
+    m = step.built.module
+    tracker.track(list(m.parameters()), "weights")
+    tracker.track(list(m.buffers()), "other")
+    tracker.track(step.master_tensors(), "master_weights")
+    inner = getattr(step.optimizer, "inner", step.optimizer)
+    tracker.track_optimizer(inner)
+    tracker.track([step.input_ids, step.targets], "other")
+    for p in m.parameters():  # zero_grad(set_to_none) ran at the end of warm-up; anything left is a gradient
+        tracker.track(p.grad, "gradients")
+    tracker.watch_gradients(m.parameters())
+
+
+def _result(setup, device, step: _Step, tracker: StorageTracker, cuda, oom, notes) -> MeasuredStep:
+    phases = [p for p in tracker.phase_results() if p.name != "done"]
+    if cuda is not None:
+        cuda.annotate_phases(phases)
+    cats = {c: tracker.peak_bytes.get(c, 0) for c in CATEGORIES}
+    try:
+        import transformers
+
+        tf_version = transformers.__version__
+    except ImportError:
+        tf_version = None
+    from memplan.measure.models import module_parameters
+
+    w = setup.workload
+    peak = tracker.peak
+    cuda_info = cuda.info() if cuda is not None else None
+    if cuda is not None and cuda.allocated_peak is not None:
+        peak = cuda.allocated_peak
+    return MeasuredStep(
+        model=setup.model.name, parameters=module_parameters(step.built.module), device=device,
+        model_source=step.built.source, recipe=setup.recipe.name, optimizer=setup.optimizer.name,
+        optimizer_impl=step.optimizer_impl, micro_batch=w.micro_batch, seq=step.seq, recompute=w.recompute,
+        attention=w.attention, torch_version=torch.__version__, transformers_version=tf_version,
+        peak_allocated=peak, tracked_peak=tracker.peak, peak_phase=tracker.peak_phase or (oom[0] if oom else "forward"),
+        phases=phases, activations_at_backward_start=tracker.activations_at_backward_start,
+        cuda=cuda_info, oom=oom is not None, oom_phase=oom[0] if oom else None, oom_message=oom[1] if oom else None,
+        notes=notes, setup=setup, **cats)
