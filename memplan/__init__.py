@@ -1,16 +1,20 @@
 """memplan: memory and throughput planning for training and serving transformer models.
 
-The Python API (`memplan.estimate`, ...) lives in memplan.api; importing memplan never imports torch.
+The Python API (`memplan.estimate`, `memplan.build_setup`, ...) lives in memplan.api and is loaded lazily, so
+`import memplan` stays cheap and never imports torch.
 """
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
+
+_API = ("estimate", "build_setup", "estimate_inference", "time", "plan", "profile")
 
 
 def __getattr__(name: str):
-    # Lazy so that `import memplan` stays cheap and torch-free.
-    from memplan import api
-
-    if hasattr(api, name):
-        return getattr(api, name)
+    if name in _API:
+        api = importlib.import_module("memplan.api")
+        if hasattr(api, name):
+            return getattr(api, name)
     raise AttributeError(f"module 'memplan' has no attribute {name!r}")
