@@ -86,9 +86,9 @@ class _Config:
         raise MemplanError(f"{self.path}: {key} is not supported ({why}); describe the model with flags instead")
 
 
-def _heads(c: _Config, hidden: int, n_heads: int, kv_key: str | None) -> dict[str, Any]:
+def _heads(c: _Config, hidden: int, n_heads: int, kv_key: str) -> dict[str, Any]:
     """n_kv_heads / head_dim, left unset (None) where they equal the defaults, as in the built-in profiles."""
-    kv = c.integer(kv_key, default=n_heads) if kv_key else n_heads
+    kv = c.integer(kv_key, default=n_heads)
     head_dim = c.integer("head_dim", default=hidden // n_heads)
     default_head_dim = hidden // n_heads if hidden % n_heads == 0 else None
     return {"n_kv_heads": None if kv == n_heads else kv,
@@ -309,5 +309,7 @@ def load_hf_config(path: Path) -> ModelSpec:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise MemplanError(f"{config_path}: {where}: {err['msg']}") from None
+    except MemplanError as exc:  # Architecture's own consistency checks (heads vs KV heads, ...)
+        raise MemplanError(f"{config_path}: {exc}") from None
     return ModelSpec(name=_spec_name(given, config_path, data, model_type),
                      source=f"Hugging Face config {config_path}", architecture=arch)
