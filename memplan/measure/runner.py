@@ -217,7 +217,11 @@ class _Step:
         m = self.built.module
         m.train()
         if w.recompute == "full" and self.built.source == "hf":
-            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # every layer, non-reentrant torch.utils.checkpoint (transformers 5 renamed the method)
+            if hasattr(m, "activation_checkpointing_enable"):
+                m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         elif w.recompute == "selective" and self.built.source != "reference":
             raise MemplanError("--recompute selective is measured with --model-source reference only "
                                "(it checkpoints the attention core); use full, or the reference model")

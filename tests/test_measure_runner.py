@@ -1,0 +1,99 @@
+"""measure/runner.py: cpu and fake agree to the byte; recipes keep the bytes they promise; OOM is a result."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from memplan.errors import MemplanError  # noqa: E402
+from memplan.measure.models import build_model  # noqa: E402
+from memplan.measure.runner import measure_training_step  # noqa: E402
+from memplan.spec.model import count_parameters  # noqa: E402
+from tests.measure_archs import ARCHS, setup  # noqa: E402
+
+N_LLAMA = count_parameters(ARCHS["llama"]).total
+N_TENSORS_LLAMA = 2 * 9 + 3  # per layer: q k v o gate up down + 2 norms; + embed, final norm, lm_head
+
+
+@pytest.mark.parametrize("family,source,precision", [
+    ("llama", "reference", "fp32"),
+    ("llama", "reference", "bf16-mixed"),
+    ("llama", "hf", "amp-bf16"),
+    ("gpt2", "hf", "bf16"),
+    ("qwen2", "hf", "fp16-mixed"),
+])
+def test_cpu_and_fake_agree_to_the_byte(family, source, precision):
+    s = setup(family, precision)
+    cpu = measure_training_step(s, device="cpu", model_source=source)
+    fake = measure_training_step(s, device="fake", model_source=source)
+    assert cpu.model_dump(exclude={"device"}) == fake.model_dump(exclude={"device"})
+    assert cpu.peak_allocated == sum(getattr(cpu, c) for c in
+                                     ("weights", "master_weights", "gradients", "optimizer_states", "activations",
+                                      "temporaries", "other"))
+
+
+def test_model_states_of_bf16_mixed_adamw_are_2_2_4_8_bytes_per_parameter():
+    r = measure_training_step(setup("llama", "bf16-mixed"), device="fake", model_source="reference")
+    assert r.optimizer_impl == "for-loop"  # torch's choice on cpu (and for fake tensors)
+    assert r.peak_phase == "optimizer_step"
+    step = r.phase("optimizer_step").bytes
+    assert step["weights"] == 2 * N_LLAMA
+    assert step["gradients"] == 2 * N_LLAMA
+    assert step["master_weights"] == 4 * N_LLAMA
+    # exp_avg + exp_avg_sq in fp32, plus torch's 0-dim fp32 `step` counter per parameter tensor
+    assert step["optimizer_states"] == 8 * N_LLAMA + 4 * N_TENSORS_LLAMA
+    # MasterWeightsOptimizer materializes every fp32 grad at once (4 B/param); torch's for-loop AdamW
+    # (_single_tensor_adam) adds sqrt(exp_avg_sq) and its quotient `denom` for the current tensor while the
+    # previous iteration's `denom` is still bound: at most three fp32 tensors of the largest size (512x64)
+    largest = 512 * 64
+    assert 4 * N_LLAMA + 2 * 4 * largest <= step["temporaries"] <= 4 * N_LLAMA + 3 * 4 * largest
+
+
+def test_fp32_sgd_has_no_optimizer_state_and_foreach_is_recorded():
+    r = measure_training_step(setup("llama", "fp32", "sgd"), device="fake", model_source="reference",
+                              optimizer_impl="foreach")
+    assert r.optimizer_impl == "foreach"
+    assert r.optimizer_states == 0
+    assert r.phase("backward").bytes["weights"] == 4 * N_LLAMA
+
+
+def test_full_recompute_keeps_fewer_activations():
+    plain = measure_training_step(setup("llama", "fp32", seq=64), device="fake", model_source="hf")
+    full = measure_training_step(setup("llama", "fp32", seq=64, recompute="full"), device="fake", model_source="hf")
+    assert full.activations_at_backward_start < plain.activations_at_backward_start
+
+
+def test_unmeasurable_setups_are_one_line_errors():
+    with pytest.raises(MemplanError, match="fp8"):
+        measure_training_step(setup("llama", "fp8-mixed"), device="fake", model_source="reference")
+    with pytest.raises(MemplanError, match="lion-pytorch|lion"):
+        import importlib.util
+
+        if importlib.util.find_spec("lion_pytorch") is not None:
+            pytest.skip("lion-pytorch is installed")
+        measure_training_step(setup("llama", "fp32", "lion"), device="fake", model_source="reference")
+    with pytest.raises(MemplanError, match="no CUDA device"):
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+        measure_training_step(setup("llama"), device="cuda", model_source="reference")
+
+
+def oom_in_backward_factory(spec):
+    """A reference model whose last layer raises CUDA's OOM error during backward (simulated on cpu)."""
+    module = build_model(spec, "reference").module
+
+    def boom(*_):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+    module.layers[-1].mlp.register_full_backward_hook(boom)
+    return module
+
+
+def test_out_of_memory_is_a_result_with_its_phase():
+    r = measure_training_step(setup("llama", "fp32"), device="cpu",
+                              model_source="tests.test_measure_runner:oom_in_backward_factory")
+    assert r.oom and r.oom_phase == "backward"
+    assert "out of memory" in r.oom_message
+    assert "warm-up" in " ".join(r.notes)  # the first step already fails
+    assert r.peak_allocated == 0  # nothing measured: it failed before the measured step
