@@ -95,7 +95,6 @@ def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
     `overrides` are architecture fields (from --layers, --hidden, ...) applied on top; with a bare count and
     overrides, the overrides must describe a whole architecture.
     """
-    from memplan.spec.model import Architecture
     from memplan.spec.units import parse_count
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -104,11 +103,22 @@ def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
     if path.exists() or "/" in text or text.endswith(".json"):
         from memplan.spec.hfconfig import load_hf_config
 
+        if not path.exists() and not text.endswith(".json"):
+            try:  # a hub id such as meta-llama/Llama-2-7b-hf is a profile alias, not a path
+                return _with_overrides(get_model_profile(text), overrides)
+            except MemplanError:
+                pass
         spec = load_hf_config(path)
     elif text.strip()[:1].isdigit() or text.strip()[:1] == ".":
         spec = ModelSpec(name=text, total_parameters=parse_count(text))
     else:
         spec = get_model_profile(text)
+    return _with_overrides(spec, overrides)
+
+
+def _with_overrides(spec: ModelSpec, overrides: dict) -> ModelSpec:
+    from memplan.spec.model import Architecture
+
     if not overrides:
         return spec
     base = spec.architecture.model_dump() if spec.architecture else {}
