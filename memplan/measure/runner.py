@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from memplan.errors import MemplanError
 from memplan.measure.models import BuiltModel, build_model
-from memplan.measure.tracker import StorageTracker
+from memplan.measure.tracker import StorageTracker, downsample_max
 from memplan.results.profile import CATEGORIES, MeasuredStep
 from memplan.spec.setup import TrainingSetup
 from memplan.spec.training import DType
@@ -355,8 +355,11 @@ def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, sa
             oom = (phases.current or "forward", str(exc).splitlines()[0] if str(exc) else "out of memory")
         finally:
             tracker.remove_hooks()
-    if cuda is not None and oom is None:
-        cuda.after_measured_step(phases)
+    if cuda is not None:
+        if oom is None:
+            cuda.after_measured_step(phases)
+        else:
+            cuda.after_oom()
     if step.scaler is not None and step.scaler.found_inf:
         notes.append("loss scaling overflowed in the measured step (the update was applied anyway)")
     return _result(setup, device, step, tracker, cuda, oom, notes)
@@ -390,8 +393,12 @@ def _result(setup, device, step: _Step, tracker: StorageTracker, cuda, oom, note
     from memplan.measure.models import module_parameters
 
     w = setup.workload
+    timeline, stride = downsample_max(tracker.timeline)
+    starts = {k: int(v / stride) for k, v in tracker.phase_starts.items() if k != "done"}
     peak = tracker.peak
     cuda_info = cuda.info() if cuda is not None else None
+    if cuda is not None:
+        notes = notes + cuda.notes
     if cuda is not None and cuda.allocated_peak is not None:
         peak = cuda.allocated_peak
     return MeasuredStep(
@@ -401,5 +408,48 @@ def _result(setup, device, step: _Step, tracker: StorageTracker, cuda, oom, note
         attention=w.attention, torch_version=torch.__version__, transformers_version=tf_version,
         peak_allocated=peak, tracked_peak=tracker.peak, peak_phase=tracker.peak_phase or (oom[0] if oom else "forward"),
         phases=phases, activations_at_backward_start=tracker.activations_at_backward_start,
-        cuda=cuda_info, oom=oom is not None, oom_phase=oom[0] if oom else None, oom_message=oom[1] if oom else None,
+        timeline_bytes=timeline, timeline_phase_starts=starts, cuda=cuda_info, oom=oom is not None, oom_phase=oom[0] if oom else None, oom_message=oom[1] if oom else None,
         notes=notes, setup=setup, **cats)
+
+
+def find_max_micro_batch(setup: TrainingSetup, device: str = "cuda", model_source: str = "hf",
+                         capacity_bytes: int | None = None, limit: int = 4096, progress: Progress | None = None,
+                         **kwargs) -> tuple[int, list[MeasuredStep]]:
+    """The largest micro-batch whose step runs: doubling until the first failure, then bisection.
+
+    On cuda a failure is an out-of-memory error; on cpu/fake it is a tracked peak above `capacity_bytes`
+    (e.g. the GPU profile's memory minus its context), which must then be given.
+    Returns (largest that runs, 0 if even 1 fails; every measurement made, in order).
+    """
+    if device != "cuda" and capacity_bytes is None:
+        raise MemplanError("--find-max-batch on cpu/fake needs a capacity: pass --gpu NAME")
+    say = progress or (lambda _msg: None)
+    tried: list[MeasuredStep] = []
+
+    def fits(batch: int) -> bool:
+        s = setup.model_copy(update={"workload": setup.workload.model_copy(update={"micro_batch": batch})})
+        say(f"micro-batch {batch}")
+        r = measure_training_step(s, device=device, model_source=model_source, progress=None, **kwargs)
+        tried.append(r)
+        if device == "cuda":
+            gc.collect()
+            torch.cuda.empty_cache()
+        return not r.oom and (capacity_bytes is None or r.peak_allocated <= capacity_bytes)
+
+    good, bad = 0, None
+    batch = 1
+    while batch <= limit:
+        if fits(batch):
+            good, batch = batch, batch * 2
+        else:
+            bad = batch
+            break
+    if bad is None:
+        return good, tried
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if fits(mid):
+            good = mid
+        else:
+            bad = mid
+    return good, tried

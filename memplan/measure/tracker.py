@@ -62,6 +62,8 @@ class StorageTracker(TorchDispatchMode):
         self.phase_peaks: dict[str, tuple[int, dict[str, int]]] = {}
         self.activations_at_backward_start = 0
         self._grad_hooks: list = []
+        self.timeline: list[int] = []  # total bytes after every allocation/free during the phases
+        self.phase_starts: dict[str, int] = {}  # phase -> index into timeline where it starts
 
     # ---- registration --------------------------------------------------------------------------------
     def _storage(self, t: torch.Tensor) -> torch.UntypedStorage | None:
@@ -126,6 +128,8 @@ class StorageTracker(TorchDispatchMode):
     def _free(self, entry: _Entry) -> None:
         self.current[entry.category] -= entry.nbytes
         self.total -= entry.nbytes
+        if self.phase is not None:
+            self.timeline.append(self.total)
 
     # ---- phases ---------------------------------------------------------------------------------------
     def set_phase(self, name: str) -> None:
@@ -138,6 +142,8 @@ class StorageTracker(TorchDispatchMode):
                 if entry.category == FORWARD:
                     entry.category = "activations"
         self.phase = name
+        self.phase_starts.setdefault(name, len(self.timeline))
+        self.timeline.append(self.total)
         self.phase_peaks.setdefault(name, (self.total, self._snapshot()))
 
     def _category_for_new(self) -> str:
@@ -153,6 +159,7 @@ class StorageTracker(TorchDispatchMode):
     def _update_peak(self) -> None:
         if self.phase is None:
             return
+        self.timeline.append(self.total)
         best = self.phase_peaks.get(self.phase)
         if best is None or self.total > best[0]:
             self.phase_peaks[self.phase] = (self.total, self._snapshot())
@@ -171,3 +178,12 @@ class StorageTracker(TorchDispatchMode):
             category = self._category_for_new()
             tree_map_only(torch.Tensor, lambda t: self._add(t, category), out)
         return out
+
+
+def downsample_max(values: list[int], points: int = 2000) -> tuple[list[int], float]:
+    """At most `points` values, each the max of its bucket (so the peak survives); returns (values, stride)."""
+    if len(values) <= points:
+        return list(values), 1.0
+    stride = len(values) / points
+    out = [max(values[int(i * stride):max(int((i + 1) * stride), int(i * stride) + 1)]) for i in range(points)]
+    return out, stride

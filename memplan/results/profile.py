@@ -88,6 +88,9 @@ class MeasuredStep(BaseModel):
     phases: list[PhasePeak]
     activations_at_backward_start: int = Field(description="bytes created in forward+loss still alive when "
                                                            "backward starts (the saved activations)")
+    timeline_bytes: list[int] = Field([], description="tensor bytes alive over the measured step, sampled "
+                                                       "(each point the max of its span, so the peak is kept)")
+    timeline_phase_starts: dict[str, int] = Field({}, description="phase -> index into timeline_bytes")
     cuda: CudaInfo | None = None
     oom: bool = False
     oom_phase: str | None = None

@@ -1,0 +1,152 @@
+"""`memplan profile`: measure one real training step (cuda, cpu or fake tensors) and show it beside the estimate.
+
+torch is imported only inside the command (memplan.measure), so `memplan --help` and the other commands stay light.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+
+import click
+
+from memplan.cli.options import (build_setup, gpu_option, json_option, pop_training_kwargs, resolve_gpu,
+                                 training_options, units_of, units_option)
+from memplan.errors import MemplanError
+
+
+def _need_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise MemplanError("memplan profile needs torch: `pip install torch` (and `pip install memplan[profile]`)") \
+            from None
+
+
+def _progress(msg: str) -> None:
+    click.echo(f"memplan profile: {msg}", err=True)
+
+
+@click.command("profile")
+@training_options
+@gpu_option
+@click.option("--device", type=click.Choice(["cuda", "cpu", "fake"]), default=None,
+              help="cuda: a real GPU step; cpu: real tensors on the CPU; fake: FakeTensorMode (exact tensor bytes, "
+                   "no memory). Default: cuda if torch sees one, else fake.")
+@click.option("--model-source", type=click.Choice(["hf", "reference"]), default="hf", show_default=True,
+              help="Build the model with Hugging Face transformers or memplan's reference decoder (random weights).")
+@click.option("--factory", metavar="MODULE:FUNCTION", help="Build the model with your function (returns nn.Module).")
+@click.option("--optimizer-impl", type=click.Choice(["for-loop", "foreach", "fused"]), default=None,
+              help="torch.optim implementation (default: torch's choice for the device; recorded).")
+@click.option("--warmup-steps", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--timed-steps", type=click.IntRange(min=1), default=5, show_default=True,
+              help="cuda: steps timed with CUDA events (median).")
+@click.option("--out", is_flag=False, flag_value="auto", default=None, metavar="[PATH]",
+              help="Save a schema-versioned JSON record (no PATH: a new file under profiles/runs/).")
+@click.option("--force", is_flag=True, help="Overwrite --out/--plot files that exist.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="PNG: timeline and categories vs GPU capacity.")
+@click.option("--snapshot", type=click.Path(dir_okay=False), help="cuda: allocator snapshot (pytorch.org/memory_viz).")
+@click.option("--find-max-batch", is_flag=True, help="Bisect the largest micro-batch that runs (cuda: until OOM; "
+                                                     "cpu/fake: until the peak exceeds --gpu's memory).")
+@units_option
+@json_option
+def profile_command(**kwargs) -> None:
+    """Measure a steady-state training step of MODEL and compare it with `memplan estimate`.
+
+    MODEL as for estimate: a built-in profile, a config.json, or a count with --layers/--hidden/... flags.
+    """
+    as_json, units = kwargs.pop("as_json"), units_of(kwargs.pop("units"))
+    gpu_name = kwargs.pop("gpu_name")
+    device, source, factory = kwargs.pop("device"), kwargs.pop("model_source"), kwargs.pop("factory")
+    impl, warmup, timed = kwargs.pop("optimizer_impl"), kwargs.pop("warmup_steps"), kwargs.pop("timed_steps")
+    out, force, plot, snapshot = kwargs.pop("out"), kwargs.pop("force"), kwargs.pop("plot"), kwargs.pop("snapshot")
+    find_max = kwargs.pop("find_max_batch")
+    setup = build_setup(**pop_training_kwargs(kwargs))
+    _need_torch()
+    import torch
+
+    from memplan.measure.runner import find_max_micro_batch, measure_training_step
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "fake"
+        _progress(f"device {device}" + ("" if device == "cuda" else " (torch sees no CUDA device)"))
+    if snapshot and device != "cuda":
+        raise MemplanError("--snapshot records the CUDA caching allocator; it needs --device cuda")
+    gpu = resolve_gpu(gpu_name)
+    if gpu is None and device == "cuda":
+        from memplan.catalog import get_gpu
+
+        try:
+            gpu = get_gpu(torch.cuda.get_device_name())
+        except MemplanError:
+            _progress(f"no GPU profile matches {torch.cuda.get_device_name()!r}; estimating without a GPU")
+    model_source = factory or source
+    cuda_options = {"timed_steps": timed, "snapshot": snapshot} if device == "cuda" else None
+
+    if find_max:
+        capacity = None
+        if device != "cuda":
+            if gpu is None:
+                raise MemplanError("--find-max-batch on cpu/fake needs --gpu NAME (the capacity to fit in)")
+            capacity = gpu.memory_bytes - (gpu.context_bytes or 0)
+        best, tried = find_max_micro_batch(setup, device, model_source, capacity_bytes=capacity,
+                                           progress=_progress, warmup_steps=warmup, optimizer_impl=impl,
+                                           cuda_options=cuda_options)
+        _print_max_batch(best, tried, capacity, as_json, units)
+        return
+
+    measured = measure_training_step(setup, device=device, model_source=model_source, warmup_steps=warmup,
+                                     optimizer_impl=impl, progress=_progress, cuda_options=cuda_options)
+    from memplan.memory.estimate import estimate_memory
+    from memplan.report.profile import profile_json, profile_plot, profile_table
+
+    est = estimate_memory(setup, gpu)
+    if out:
+        _save_record(out, force, measured, est, gpu)
+    if plot:
+        from pathlib import Path
+
+        if Path(plot).exists() and not force:
+            raise MemplanError(f"{plot} exists; pass --force to overwrite it")
+        profile_plot(measured, est, plot, capacity_bytes=gpu.memory_bytes if gpu else None, units=units)
+        _progress(f"plot written to {plot}")
+    if as_json:
+        click.echo(json.dumps(profile_json(measured, est), indent=2))
+    else:
+        click.echo(profile_table(measured, est, units))
+
+
+def _save_record(out: str, force: bool, measured, est, gpu) -> None:
+    from memplan.catalog import profiles_dir
+    from memplan.report.files import timestamped_path, write_new_file
+    from memplan.report.profile import error_percent
+    from memplan.results.profile import ProfileRecord
+
+    record = ProfileRecord(
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), measured=measured,
+        estimated=est.model_dump(mode="json"), error_percent=error_percent(est.per_gpu.peak_allocated,
+                                                                             measured.peak_allocated),
+        gpu=gpu.name if gpu else None, host=platform.node())
+    path = (timestamped_path(profiles_dir() / "runs", measured.model, measured.device, measured.recipe,
+                             f"b{measured.micro_batch}")
+            if out == "auto" else out)
+    written = write_new_file(path, record.model_dump_json(indent=2) + "\n", force=force)
+    _progress(f"record written to {written}")
+
+
+def _print_max_batch(best: int, tried, capacity: int | None, as_json: bool, units) -> None:
+    from tabulate import tabulate
+
+    from memplan.spec.units import format_bytes
+
+    if as_json:
+        click.echo(json.dumps({"max_micro_batch": best, "capacity_bytes": capacity,
+                               "tried": [{"micro_batch": r.micro_batch, "peak_allocated": r.peak_allocated,
+                                          "oom": r.oom, "oom_phase": r.oom_phase} for r in tried]}, indent=2))
+        return
+    rows = [[r.micro_batch, format_bytes(r.peak_allocated, units),
+             "OOM in " + str(r.oom_phase) if r.oom else
+             ("over capacity" if capacity is not None and r.peak_allocated > capacity else "runs")] for r in tried]
+    click.echo(tabulate(rows, headers=["micro-batch", f"peak allocated ({units.value})", "result"]))
+    click.echo(f"\nlargest micro-batch that runs: {best}"
+               + (f" (capacity {format_bytes(capacity, units)})" if capacity is not None else ""))
