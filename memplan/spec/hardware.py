@@ -19,6 +19,7 @@ class GPUSpec(BaseModel):
     default_mfu: float = Field(0.4, gt=0, le=1, description="efficiency assumed when none is given")
     interconnect: str | None = Field(None, description="intra-node interconnect profile name")
     internode: str | None = Field(None, description="default inter-node interconnect profile name (per-GPU NIC share)")
+    host_link: str | None = Field(None, description="GPU-to-CPU link profile name (offload traffic)")
     price_per_hour: float | None = Field(None, description="USD per GPU-hour, a labelled default")
     context_bytes: int | None = Field(None, description="CUDA context + library workspaces, measured or cited")
     sources: list[str] = []

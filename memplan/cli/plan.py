@@ -1,0 +1,84 @@
+"""`memplan plan`: search parallel strategies that fit, rank them by step time or cost."""
+from __future__ import annotations
+
+import click
+from tabulate import tabulate
+
+from memplan.cli.options import build_setup, json_option, pop_training_kwargs, resolve_gpu, training_options
+from memplan.cli.time import _tokens, efficiency_options
+from memplan.results.plan import PlanResult
+from memplan.spec.units import format_bytes, format_count
+
+
+@click.command("plan")
+@training_options
+@click.option("--gpu", "-g", "gpu_name", required=True, help="GPU profile name (see `memplan gpus`).")
+@click.option("--global-batch", "-B", type=click.IntRange(min=1), required=True, help="Sequences per optimizer step.")
+@click.option("--by", type=click.Choice(["time", "cost"]), default="time", show_default=True,
+              help="Rank by step time, or by GPU-seconds per step (cost; differs when GPU counts differ).")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Candidates to show.")
+@click.option("--min-gpus", is_flag=True, help="Find the fewest GPUs on which any strategy fits, then rank there.")
+@click.option("--max-gpus", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="With --min-gpus: give up above this many GPUs. Without: also try doubling --gpus up to this.")
+@click.option("--scale", is_flag=True, help="Also try 2x, 4x, ... --gpus up to --max-gpus (useful with --by cost).")
+@click.option("--max-micro-batch", type=click.IntRange(min=1), help="Largest micro-batch to consider.")
+@click.option("--tokens", "-t", help="Tokens for days/cost (default: 20 per parameter, Chinchilla).")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps for days/cost.")
+@efficiency_options
+@json_option
+def plan_command(**kwargs) -> None:
+    """Search data x tensor x pipeline layouts, ZeRO, offload, recompute and micro-batch for MODEL.
+
+    \b
+    memplan plan llama-2-70b --gpu h100-sxm --gpus 1024 --global-batch 1024 --seq 4096
+    memplan plan gpt2-xl --gpu a100-40gb --global-batch 512 --seq 1024 --min-gpus
+    """
+    as_json = kwargs.pop("as_json")
+    gpu = resolve_gpu(kwargs.pop("gpu_name"))
+    opts = {k: kwargs.pop(k) for k in ("global_batch", "by", "top", "min_gpus", "max_gpus", "scale",
+                                       "max_micro_batch", "tokens", "steps", "mfu", "achieved_tflops", "measured",
+                                       "overlap", "interconnect", "internode", "price", "causal_flops")}
+    if opts.pop("causal_flops"):
+        from memplan.errors import MemplanError
+
+        raise MemplanError("--causal-flops is for `memplan time`; plan ranks with the full attention count")
+    setup = build_setup(**pop_training_kwargs(kwargs))
+    gpus = [setup.parallel.gpus]
+    if opts.pop("scale"):
+        while gpus[-1] * 2 <= opts["max_gpus"]:
+            gpus.append(gpus[-1] * 2)
+    from memplan.perf.plan import plan
+
+    result = plan(setup, gpu, gpus=gpus, tokens=_tokens(opts.pop("tokens")),
+                  progress=lambda msg: click.echo(msg, err=True), **opts)
+    click.echo(result.model_dump_json(indent=2) if as_json else plan_table(result))
+
+
+def plan_table(r: PlanResult) -> str:
+    counts = ", ".join(str(n) for n in r.gpus)
+    head = [
+        f"{r.model}: {r.parameters:,} parameters ({format_count(r.parameters)}) on {counts} x {r.gpu} "
+        f"({format_bytes(r.gpu_memory_bytes)}), {r.precision}, global batch {r.global_batch} x seq {r.seq}",
+    ]
+    if r.min_gpus is not None:
+        head.append(f"fewest GPUs that fit: {r.min_gpus}")
+    head.append(f"searched {r.evaluated:,} strategies in {r.search_seconds:.2f} s ({r.candidates_per_second:,.0f}/s): "
+                f"{r.pruned_by_bound:,} dropped by the model-state bound, {r.checked_full} full memory estimates, "
+                f"{r.rejected_full} of them did not fit")
+    rows = []
+    for i, c in enumerate(r.candidates, 1):
+        L = c.layout
+        off = "+".join(x for x, on in (("opt", L.offload_optimizer != "none"), ("params", L.offload_params != "none"))
+                       if on) or "-"
+        rows.append([i, L.gpus, L.dp, L.tp, L.pp, L.zero, off, L.micro_batch, L.grad_accum, L.recompute,
+                     format_bytes(c.memory_required_bytes), f"{c.step_seconds:.3f}", f"{c.exposed_comm_seconds:.3f}",
+                     f"{c.bubble_seconds:.3f}", f"{c.mfu:.1%}", f"{c.days:,.1f}",
+                     f"${c.cost:,.0f}" if c.cost is not None else "-"])
+    table = tabulate(rows, headers=["#", "gpus", "dp", "tp", "pp", "zero", "offload", "mb", "ga", "recompute",
+                                    "memory/GPU", "step s", "comm s", "bubble s", "MFU", "days", "cost"])
+    tail = [f"why: {w}" for w in r.why]
+    price = f"${r.price_per_hour:g}/GPU-hour ({'--price' if r.price_source == '--price' else 'labelled default of the ' + r.gpu + ' profile'})" \
+        if r.price_per_hour is not None else "no price (use --price)"
+    tail.append(f"days/cost: {r.steps:,} steps = {format_count(r.tokens or 0)} tokens at {price}")
+    tail += [f"assumption: {a}" for a in r.assumptions]
+    return "\n".join(head + ["", table, ""] + tail)
