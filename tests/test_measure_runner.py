@@ -97,3 +97,14 @@ def test_out_of_memory_is_a_result_with_its_phase():
     assert "out of memory" in r.oom_message
     assert "warm-up" in " ".join(r.notes)  # the first step already fails
     assert r.peak_allocated == 0  # nothing measured: it failed before the measured step
+
+
+def test_find_max_micro_batch_bisects_against_a_capacity():
+    from memplan.measure.runner import find_max_micro_batch
+
+    capacity = measure_training_step(setup("llama", "fp32", micro_batch=3), device="fake",
+                                     model_source="reference").peak_allocated
+    best, tried = find_max_micro_batch(setup("llama", "fp32"), device="fake", model_source="reference",
+                                       capacity_bytes=capacity)
+    assert best == 3  # the peak grows with the batch: 3 fits exactly, 4 does not
+    assert [r.micro_batch for r in tried] == [1, 2, 4, 3]

@@ -62,6 +62,11 @@ def profile_command(**kwargs) -> None:
     out, force, plot, snapshot = kwargs.pop("out"), kwargs.pop("force"), kwargs.pop("plot"), kwargs.pop("snapshot")
     find_max = kwargs.pop("find_max_batch")
     setup = build_setup(**pop_training_kwargs(kwargs))
+    from pathlib import Path
+
+    for path in (out, plot):  # fail before minutes of measurement, not after
+        if path and path != "auto" and Path(path).exists() and not force:
+            raise MemplanError(f"{path} exists; pass --force to overwrite it or choose another path")
     _need_torch()
     import torch
 
@@ -80,6 +85,10 @@ def profile_command(**kwargs) -> None:
             gpu = get_gpu(torch.cuda.get_device_name())
         except MemplanError:
             _progress(f"no GPU profile matches {torch.cuda.get_device_name()!r}; estimating without a GPU")
+    if factory:
+        from memplan.measure.models import load_factory
+
+        load_factory(factory)  # a bad MODULE:FUNCTION fails here, before anything is built
     model_source = factory or source
     cuda_options = {"timed_steps": timed, "snapshot": snapshot} if device == "cuda" else None
 
@@ -104,11 +113,8 @@ def profile_command(**kwargs) -> None:
     if out:
         _save_record(out, force, measured, est, gpu)
     if plot:
-        from pathlib import Path
-
-        if Path(plot).exists() and not force:
-            raise MemplanError(f"{plot} exists; pass --force to overwrite it")
-        profile_plot(measured, est, plot, capacity_bytes=gpu.memory_bytes if gpu else None, units=units)
+        profile_plot(measured, est, plot, capacity_bytes=gpu.memory_bytes if gpu else None, units=units,
+                     force=force)
         _progress(f"plot written to {plot}")
     if as_json:
         click.echo(json.dumps(profile_json(measured, est), indent=2))

@@ -1,9 +1,12 @@
 """How a measured step looks beside its estimate: a table, a JSON object, a plot (matplotlib, optional)."""
 from __future__ import annotations
 
+import io
+
 from tabulate import tabulate
 
 from memplan.errors import MemplanError
+from memplan.report.files import write_new_file
 from memplan.results.memory import MemoryEstimate
 from memplan.results.profile import MeasuredStep
 from memplan.spec.units import Units, format_bytes
@@ -109,7 +112,7 @@ def profile_json(m: MeasuredStep, est: MemoryEstimate | None) -> dict:
 
 
 def profile_plot(m: MeasuredStep, est: MemoryEstimate | None, path: str, capacity_bytes: int | None = None,
-                 units: Units = Units.GiB) -> None:
+                 units: Units = Units.GiB, force: bool = False) -> None:
     """PNG: tensor bytes over the step (phases shaded) and the categories at the peak, measured vs estimated,
     against the GPU's capacity when known."""
     try:
@@ -153,5 +156,7 @@ def profile_plot(m: MeasuredStep, est: MemoryEstimate | None, path: str, capacit
     ax2.set_title("at the peak")
     ax2.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
+    write_new_file(path, buf.getvalue(), force=force)

@@ -113,3 +113,40 @@ class ProfileRecord(BaseModel):
     error_percent: float | None = None
     gpu: str | None = None
     host: str | None = None
+
+
+class MatmulBench(BaseModel):
+    """Square matmul throughput in one dtype: 2*n^3 FLOPs per multiply, median of timed repeats."""
+
+    dtype: str
+    n: int
+    repeats: int
+    median_seconds: float
+    achieved_tflops: float
+    peak_tflops: float | None = Field(None, description="the GPU profile's dense peak for this dtype")
+    fraction_of_peak: float | None = None
+
+
+class BandwidthBench(BaseModel):
+    """A device-to-device copy: bytes read + bytes written per second (STREAM 'Copy' convention)."""
+
+    bytes_copied: int
+    median_seconds: float
+    achieved_gbps: float
+    peak_gbps: float | None = None
+    fraction_of_peak: float | None = None
+
+
+class BenchResult(BaseModel):
+    """What `memplan bench` measured on this device (usable as the achievable ceiling for time estimates)."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: str = "memplan.bench"
+    created_utc: str
+    device: Literal["cpu", "cuda"]
+    device_name: str
+    gpu_profile: str | None = None
+    torch_version: str
+    matmul: list[MatmulBench]
+    bandwidth: BandwidthBench | None = None
+    notes: list[str] = []

@@ -1,0 +1,134 @@
+"""Tensor-core TFLOP/s per dtype and memory bandwidth of this device.
+
+Method (what the figures mean): square n x n matmuls, 2*n^3 FLOPs each; `warmup` untimed runs, then `repeats`
+runs each timed alone (CUDA events on cuda, perf_counter on cpu) with the L2 cache flushed before each (a write
+of a buffer larger than L2), median reported -- the convention of triton.testing.do_bench.
+Bandwidth: a device-to-device copy of `copy_bytes`, counting bytes read + bytes written (STREAM 'Copy').
+fp8 uses torch._scaled_mm (e4m3 inputs, bf16 output) and runs only where the device supports it (sm_89+).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import datetime, timezone
+
+import torch
+
+from memplan.results.profile import BandwidthBench, BenchResult, MatmulBench
+
+_L2_FLUSH_BYTES = 256 * 2**20  # larger than any current GPU's L2 (H100: 50 MB, B200: 126 MB)
+
+
+def _timer(device: str):
+    if device == "cuda":
+        def run(fn) -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1000.0
+    else:
+        def run(fn) -> float:
+            t0 = time.perf_counter()
+            fn()
+            return time.perf_counter() - t0
+    return run
+
+
+def _median_time(fn, device: str, warmup: int, repeats: int, flush: torch.Tensor | None) -> float:
+    timer = _timer(device)
+    for _ in range(warmup):
+        fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        if flush is not None:
+            flush.zero_()  # evict the operands from L2 so each multiply reads HBM
+        times.append(timer(fn))
+    return statistics.median(times)
+
+
+def fp8_supported(device: str) -> bool:
+    if device != "cuda" or not hasattr(torch, "float8_e4m3fn"):
+        return False
+    major, minor = torch.cuda.get_device_capability()
+    return (major, minor) >= (8, 9)
+
+
+def matmul_bench(dtype: str, device: str, n: int, warmup: int = 3, repeats: int = 10,
+                 flush: torch.Tensor | None = None) -> tuple[float, float]:
+    """(median seconds, TFLOP/s) of an n x n x n matmul in `dtype` (fp32, tf32, bf16, fp16, fp8)."""
+    dev = torch.device(device)
+    torch_dtype = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
+                   "fp16": torch.float16, "fp8": torch.bfloat16}[dtype]
+    a = torch.randn(n, n, device=dev, dtype=torch_dtype)
+    b = torch.randn(n, n, device=dev, dtype=torch_dtype)
+    old_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+    try:
+        if dtype == "fp8":
+            a8 = a.to(torch.float8_e4m3fn)
+            b8 = b.to(torch.float8_e4m3fn).t()  # _scaled_mm wants the second operand column-major
+            one = torch.ones((), device=dev, dtype=torch.float32)
+
+            def fn():
+                return torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+        else:
+            def fn():
+                return a @ b
+        seconds = _median_time(fn, device, warmup, repeats, flush)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old_tf32
+    return seconds, 2 * n ** 3 / seconds / 1e12
+
+
+def copy_bench(device: str, nbytes: int, warmup: int = 3, repeats: int = 10) -> tuple[float, float]:
+    """(median seconds, GB/s) of copying `nbytes` device-to-device; GB/s counts read + write."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    seconds = _median_time(lambda: dst.copy_(src), device, warmup, repeats, None)
+    return seconds, 2 * nbytes / seconds / 1e9
+
+
+def run_bench(device: str | None = None, dtypes: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp8"),
+              n: int | None = None, repeats: int = 10, copy_bytes: int | None = None, gpu=None,
+              progress=None) -> BenchResult:
+    """Every dtype this device runs; `gpu` (a GPUSpec) gives the peaks to compare with."""
+    say = progress or (lambda _m: None)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    notes: list[str] = []
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+        n = n or 8192
+        copy_bytes = copy_bytes or 2 * 2**30
+        flush = torch.empty(_L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda")
+    else:
+        import platform
+
+        name = platform.processor() or platform.machine() or "cpu"
+        n = n or 1024
+        copy_bytes = copy_bytes or 256 * 2**20
+        flush = None
+        notes.append(f"measured the CPU ({torch.get_num_threads()} threads), not a GPU: no tensor cores, no L2 flush")
+    results = []
+    for dtype in dtypes:
+        if dtype == "fp8" and not fp8_supported(device):
+            notes.append("fp8 skipped: needs a cuda device with compute capability >= 8.9")
+            continue
+        if dtype == "tf32" and device != "cuda":
+            continue
+        say(f"matmul {dtype} n={n}")
+        seconds, tflops = matmul_bench(dtype, device, n, repeats=repeats, flush=flush)
+        peak = gpu.peak_tflops.get(dtype) if gpu is not None and device == "cuda" else None
+        results.append(MatmulBench(dtype=dtype, n=n, repeats=repeats, median_seconds=seconds, achieved_tflops=tflops,
+                                   peak_tflops=peak, fraction_of_peak=tflops / peak if peak else None))
+    say(f"copy {copy_bytes / 2**20:.0f} MiB")
+    seconds, gbps = copy_bench(device, copy_bytes, repeats=repeats)
+    peak_bw = gpu.memory_bandwidth_gbps if gpu is not None and device == "cuda" else None
+    bandwidth = BandwidthBench(bytes_copied=copy_bytes, median_seconds=seconds, achieved_gbps=gbps, peak_gbps=peak_bw,
+                               fraction_of_peak=gbps / peak_bw if peak_bw else None)
+    return BenchResult(created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), device=device,
+                       device_name=name, gpu_profile=gpu.name if gpu is not None and device == "cuda" else None,
+                       torch_version=torch.__version__, matmul=results, bandwidth=bandwidth, notes=notes)
