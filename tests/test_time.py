@@ -156,6 +156,20 @@ def test_links_follow_node_boundaries_and_overlap_is_explicit():
     assert any("overlap=all" in a for a in hidden.assumptions)
 
 
+def test_offload_costs_pcie_traffic_and_the_cpu_optimizer_step():
+    # ZeRO-Offload (Ren et al. 2021): each GPU sends its gradient shard down and gets its parameter shard back over
+    # PCIe; the node's CPU then updates all 8 shards, memory-bound at 28 bytes per parameter (see perf/time.py).
+    model = gpt(12, 2048, 16)
+    n_params = model.parameters.total
+    est = estimate_time(setup(model, gpus=8, zero=1, offload_optimizer="cpu"), H100, steps=1, cpu_bandwidth_gbps=100,
+                        with_memory=False)
+    pcie = next(c for c in est.comm if c.name.startswith("optimizer offload"))
+    cpu = next(c for c in est.comm if c.name.startswith("CPU optimizer step"))
+    assert pcie.bytes_per_step == pytest.approx(n_params / 8 * (2 + 2)) and pcie.link == "pcie5"
+    assert cpu.seconds == pytest.approx(28 * n_params / 100e9)
+    assert any("28 bytes per parameter" in a for a in est.assumptions)
+
+
 def test_global_batch_sets_accumulation_and_cost_uses_the_labelled_price():
     model = gpt(12, 768, 12)
     est = estimate_time(setup(model, gpus=16, mb=4), H100, tokens=1e9, global_batch=512, with_memory=False)

@@ -10,6 +10,10 @@ from memplan.results.plan import PlanResult
 from memplan.spec.units import format_bytes, format_count
 
 
+# Training flags that, given on the command line, pin that dimension of the search (the rest are searched).
+PINNABLE = ("tp", "pp", "zero", "offload_optimizer", "offload_params", "micro_batch", "recompute")
+
+
 @click.command("plan")
 @training_options
 @click.option("--gpu", "-g", "gpu_name", required=True, help="GPU profile name (see `memplan gpus`).")
@@ -22,12 +26,16 @@ from memplan.spec.units import format_bytes, format_count
               help="With --min-gpus: give up above this many GPUs. Without: also try doubling --gpus up to this.")
 @click.option("--scale", is_flag=True, help="Also try 2x, 4x, ... --gpus up to --max-gpus (useful with --by cost).")
 @click.option("--max-micro-batch", type=click.IntRange(min=1), help="Largest micro-batch to consider.")
+@click.option("--cpu-memory", help="CPU RAM per node (e.g. 1TB, 2TiB): offload layouts that need more are dropped.")
 @click.option("--tokens", "-t", help="Tokens for days/cost (default: 20 per parameter, Chinchilla).")
 @click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps for days/cost.")
 @efficiency_options
 @json_option
 def plan_command(**kwargs) -> None:
     """Search data x tensor x pipeline layouts, ZeRO, offload, recompute and micro-batch for MODEL.
+
+    Any of --tp, --pp, --zero, --offload-optimizer, --offload-params, --micro-batch, --recompute given on the
+    command line pins that choice; the others are searched (--grad-accum follows from --global-batch).
 
     \b
     memplan plan llama-2-70b --gpu h100-sxm --gpus 1024 --global-batch 1024 --seq 4096
@@ -36,20 +44,30 @@ def plan_command(**kwargs) -> None:
     as_json = kwargs.pop("as_json")
     gpu = resolve_gpu(kwargs.pop("gpu_name"))
     opts = {k: kwargs.pop(k) for k in ("global_batch", "by", "top", "min_gpus", "max_gpus", "scale",
-                                       "max_micro_batch", "tokens", "steps", "mfu", "achieved_tflops", "measured",
-                                       "overlap", "interconnect", "internode", "price", "causal_flops")}
+                                       "max_micro_batch", "cpu_memory", "tokens", "steps", "mfu", "achieved_tflops",
+                                       "measured",
+                                       "overlap", "interconnect", "internode", "price", "causal_flops",
+                                       "cpu_bandwidth")}
     if opts.pop("causal_flops"):
         from memplan.errors import MemplanError
 
         raise MemplanError("--causal-flops is for `memplan time`; plan ranks with the full attention count")
+    ctx = click.get_current_context()
+    pinned = {k: kwargs[k] for k in PINNABLE
+              if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     setup = build_setup(**pop_training_kwargs(kwargs))
     gpus = [setup.parallel.gpus]
     if opts.pop("scale"):
         while gpus[-1] * 2 <= opts["max_gpus"]:
             gpus.append(gpus[-1] * 2)
     from memplan.perf.plan import plan
+    from memplan.spec.units import parse_bytes
 
-    result = plan(setup, gpu, gpus=gpus, tokens=_tokens(opts.pop("tokens")),
+    cpu = opts.pop("cpu_memory")
+
+    result = plan(setup, gpu, gpus=gpus, cpu_bandwidth_gbps=opts.pop("cpu_bandwidth"),
+                  tokens=_tokens(opts.pop("tokens")),
+                  cpu_memory_bytes=parse_bytes(cpu) if cpu else None, fixed=pinned or None,
                   progress=lambda msg: click.echo(msg, err=True), **opts)
     click.echo(result.model_dump_json(indent=2) if as_json else plan_table(result))
 
@@ -64,21 +82,27 @@ def plan_table(r: PlanResult) -> str:
         head.append(f"fewest GPUs that fit: {r.min_gpus}")
     head.append(f"searched {r.evaluated:,} strategies in {r.search_seconds:.2f} s ({r.candidates_per_second:,.0f}/s): "
                 f"{r.pruned_by_bound:,} dropped by the model-state bound, {r.checked_full} full memory estimates, "
-                f"{r.rejected_full} of them did not fit")
+                f"{r.rejected_full} rejected ({r.skipped_dominated} by dominance)")
     rows = []
     for i, c in enumerate(r.candidates, 1):
         L = c.layout
         off = "+".join(x for x, on in (("opt", L.offload_optimizer != "none"), ("params", L.offload_params != "none"))
                        if on) or "-"
         rows.append([i, L.gpus, L.dp, L.tp, L.pp, L.zero, off, L.micro_batch, L.grad_accum, L.recompute,
-                     format_bytes(c.memory_required_bytes), f"{c.step_seconds:.3f}", f"{c.exposed_comm_seconds:.3f}",
+                     format_bytes(c.memory_required_bytes),
+                     format_bytes(c.cpu_memory_bytes) if c.cpu_memory_bytes else "-",
+                     f"{c.step_seconds:.3f}", f"{c.exposed_comm_seconds:.3f}",
                      f"{c.bubble_seconds:.3f}", f"{c.mfu:.1%}", f"{c.days:,.1f}",
                      f"${c.cost:,.0f}" if c.cost is not None else "-"])
     table = tabulate(rows, headers=["#", "gpus", "dp", "tp", "pp", "zero", "offload", "mb", "ga", "recompute",
-                                    "memory/GPU", "step s", "comm s", "bubble s", "MFU", "days", "cost"])
+                                    "memory/GPU", "CPU/node", "step s", "exposed comm s", "bubble s", "MFU", "days",
+                                    "cost"])
     tail = [f"why: {w}" for w in r.why]
-    price = f"${r.price_per_hour:g}/GPU-hour ({'--price' if r.price_source == '--price' else 'labelled default of the ' + r.gpu + ' profile'})" \
-        if r.price_per_hour is not None else "no price (use --price)"
+    if r.price_per_hour is None:
+        price = "no price (use --price)"
+    else:
+        src = "--price" if r.price_source == "--price" else f"labelled default of the {r.gpu} profile"
+        price = f"${r.price_per_hour:g}/GPU-hour ({src})"
     tail.append(f"days/cost: {r.steps:,} steps = {format_count(r.tokens or 0)} tokens at {price}")
     tail += [f"assumption: {a}" for a in r.assumptions]
     return "\n".join(head + ["", table, ""] + tail)

@@ -26,6 +26,8 @@ def efficiency_options(f):
                           "all = everything, up to compute time."),
         click.option("--interconnect", help="Intra-node link profile (default: the GPU's), e.g. nvlink4, pcie4."),
         click.option("--internode", help="Inter-node link profile (default: the GPU's), e.g. infiniband-ndr."),
+        click.option("--cpu-bandwidth", type=float, default=200.0, show_default=True,
+                     help="Host memory GB/s per node, for the CPU optimizer step of offload layouts."),
         click.option("--price", type=float, help="USD per GPU-hour (default: the GPU profile's labelled price)."),
         click.option("--causal-flops", is_flag=True,
                      help="Count attention FLOPs over the causal half only (default: full, as PaLM/Megatron)."),
@@ -54,14 +56,16 @@ def time_command(**kwargs) -> None:
     as_json = kwargs.pop("as_json")
     gpu = resolve_gpu(kwargs.pop("gpu_name"))
     opts = {k: kwargs.pop(k) for k in ("tokens", "steps", "global_batch", "mfu", "achieved_tflops", "measured",
-                                       "overlap", "interconnect", "internode", "price", "causal_flops")}
+                                       "overlap", "interconnect", "internode", "price", "causal_flops",
+                                       "cpu_bandwidth")}
     setup = build_setup(**pop_training_kwargs(kwargs))
     from memplan.perf.time import estimate_time
 
     est = estimate_time(setup, gpu, tokens=_tokens(opts["tokens"]), steps=opts["steps"],
                         global_batch=opts["global_batch"], mfu=opts["mfu"], achieved_tflops=opts["achieved_tflops"],
                         measured=opts["measured"], overlap=opts["overlap"], interconnect=opts["interconnect"],
-                        internode=opts["internode"], price=opts["price"], causal=opts["causal_flops"])
+                        internode=opts["internode"], price=opts["price"], causal=opts["causal_flops"],
+                        cpu_bandwidth_gbps=opts["cpu_bandwidth"])
     click.echo(est.model_dump_json(indent=2) if as_json else time_table(est))
 
 
@@ -97,7 +101,8 @@ def time_table(e: TimeEstimate) -> str:
                      f"{c.bytes_per_step / 1e9:,.3g} GB/step, {_s(c.seconds)}, exposed {_s(c.exposed_seconds)}")
     cost = "-"
     if e.cost is not None:
-        src = "--price" if e.price_source == "--price" else f"labelled default of the {e.gpu} profile; --price to change"
+        src = "--price" if e.price_source == "--price" else \
+            f"labelled default of the {e.gpu} profile; --price to change"
         cost = f"${e.cost:,.0f} at ${e.price_per_hour:g}/GPU-hour ({src})"
     lines += [
         f"throughput {e.tokens_per_second:,.0f} tokens/s ({e.tokens_per_second_per_gpu:,.0f} per GPU), "

@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 from memplan.errors import MemplanError
 from memplan.memory.estimate import estimate_memory
-from memplan.perf.time import (StepModel, optimizer_bytes_per_param, peak_for, price_of, resolve_efficiency,
-                               resolve_links)
+from memplan.perf.time import (DEFAULT_CPU_BANDWIDTH_GBPS, StepModel, optimizer_bytes_per_param, peak_for, price_of,
+                               resolve_efficiency, resolve_links)
 from memplan.results.plan import Candidate, PlanResult
 from memplan.results.time import Layout
 from memplan.spec.hardware import GPUSpec
@@ -49,16 +49,21 @@ def _offloads(zero: int, dp: int) -> list[tuple[str, str]]:
     return out
 
 
-def enumerate_layouts(setup: TrainingSetup, gpus: int, global_batch: int, max_micro_batch: int | None = None):
-    """Yield (tp, pp, dp, zero, offload_optimizer, offload_params, micro_batch, grad_accum, recompute)."""
+def enumerate_layouts(setup: TrainingSetup, gpus: int, global_batch: int, max_micro_batch: int | None = None,
+                      fixed: dict | None = None):
+    """Yield (tp, pp, dp, zero, offload_optimizer, offload_params, micro_batch, grad_accum, recompute).
+
+    `fixed` pins dimensions the user chose (keys: tp, pp, zero, offload_optimizer, offload_params, micro_batch,
+    recompute)."""
+    fx = fixed or {}
     a = setup.model.arch
     gpn = setup.parallel.gpus_per_node
     engine = setup.parallel.engine
     for tp in divisors(gpn):
-        if tp > gpus or a.n_heads % tp or (a.kv_heads % tp and tp % a.kv_heads):
+        if tp > gpus or a.n_heads % tp or (a.kv_heads % tp and tp % a.kv_heads) or fx.get("tp", tp) != tp:
             continue
         for pp in divisors(a.n_layers):
-            if gpus % (tp * pp):
+            if gpus % (tp * pp) or fx.get("pp", pp) != pp:
                 continue
             dp = gpus // (tp * pp)
             if global_batch % dp:
@@ -66,13 +71,20 @@ def enumerate_layouts(setup: TrainingSetup, gpus: int, global_batch: int, max_mi
             per_rank = global_batch // dp
             zeros = (0, 1) if (pp > 1 or engine == "megatron") else (0, 1, 2, 3)
             for zero in zeros:
+                if fx.get("zero", zero) != zero:
+                    continue
                 for off_opt, off_par in _offloads(zero, dp):
-                    if engine == "megatron" and off_opt != "none":
+                    if (engine == "megatron" and off_opt != "none") or fx.get("offload_optimizer", off_opt) != off_opt \
+                            or fx.get("offload_params", off_par) != off_par:
                         continue
                     for mb in divisors(per_rank):
                         if max_micro_batch and mb > max_micro_batch:
                             break
+                        if fx.get("micro_batch", mb) != mb:
+                            continue
                         for rc in RECOMPUTE_ORDER:
+                            if fx.get("recompute", rc) != rc:
+                                continue
                             yield tp, pp, dp, zero, off_opt, off_par, mb, per_rank // mb, rc
 
 
@@ -105,7 +117,8 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
          steps: int | None = None, mfu: float | None = None, achieved_tflops: float | None = None,
          measured: str | None = None, overlap: str = "dp", interconnect: str | None = None,
          internode: str | None = None, price: float | None = None, max_micro_batch: int | None = None,
-         full_checks_per_count: int = 64,
+         full_checks_per_count: int = 64, cpu_memory_bytes: int | None = None, fixed: dict | None = None,
+         cpu_bandwidth_gbps: float = DEFAULT_CPU_BANDWIDTH_GBPS,
          progress: Callable[[str], None] | None = None) -> PlanResult:
     if by not in ("time", "cost"):
         raise MemplanError(f"--by must be time or cost, got {by!r}")
@@ -117,11 +130,14 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
     links = resolve_links(gpu, interconnect, internode)
     peak = peak_for(gpu, setup.recipe.compute)
     eff = resolve_efficiency(gpu, peak, mfu, achieved_tflops, measured)
-    sm = StepModel(setup.model, setup.recipe, gpu, seq, links, eff, overlap, gpn)
+    sm = StepModel(setup.model, setup.recipe, gpu, seq, links, eff, overlap, gpn,
+                   cpu_bandwidth_gbps=cpu_bandwidth_gbps)
     opt_bpp = optimizer_bytes_per_param(setup)
     memory = gpu.memory_bytes
     price_per_hour, price_source = price_of(gpu, price)
     assumptions = [f"efficiency {eff.value:.3g} of {peak:g} TFLOP/s ({eff.source}); overlap={overlap}"]
+    if cpu_memory_bytes is None:
+        assumptions.append("CPU RAM per node is not checked for offload layouts (set --cpu-memory)")
     tokens_per_step = global_batch * seq
     if tokens is None and steps is None:
         tokens = CHINCHILLA_TOKENS_PER_PARAM * setup.model.parameters.total
@@ -137,24 +153,39 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
             last_report[0] = now
             progress(msg)
 
-    def fits(n: int, row: tuple) -> tuple[bool, int]:
-        nonlocal checked, rejected
+    failed: dict[tuple, list[tuple[int, int]]] = {}
+    skipped = 0
+
+    def fits(n: int, row: tuple) -> tuple[bool, int, int]:
+        """(fits, GPU bytes required, CPU bytes per node) from the full estimate.
+
+        Memory grows with the micro-batch and shrinks with more recomputation, all else equal; so a layout whose
+        smaller-or-equal micro-batch with at-least-as-much recomputation already failed is rejected unestimated.
+        """
+        nonlocal checked, rejected, skipped
+        key, mb, level = (n, *row[:6]), row[6], RECOMPUTE_ORDER.index(row[8])
+        if any(m <= mb and lv >= level for m, lv in failed.get(key, ())):
+            skipped += 1
+            rejected += 1
+            return False, 0, 0
         checked += 1
         try:
             est = estimate_memory(_setup_for(setup, n, row), gpu)
         except MemplanError:
             rejected += 1
-            return False, 0
-        if not est.fits:
+            return False, 0, 0
+        ok = bool(est.fits) and (cpu_memory_bytes is None or est.cpu.total <= cpu_memory_bytes)
+        if not ok:
             rejected += 1
-        return bool(est.fits), est.per_gpu.required
+            failed.setdefault(key, []).append((mb, level))
+        return ok, est.per_gpu.required, est.cpu.total
 
     counts = list(gpus or [setup.parallel.gpus])
     found_min: int | None = None
     if min_gpus:
         for n in gpu_counts_upto(1, max_gpus, gpn):
             rows = []
-            for row in enumerate_layouts(setup, n, global_batch, max_micro_batch):
+            for row in enumerate_layouts(setup, n, global_batch, max_micro_batch, fixed):
                 evaluated += 1
                 bound = sm.memory_lower_bound(row[0], row[1], row[2], row[3], row[4], row[5], opt_bpp)
                 if bound > memory:
@@ -176,7 +207,7 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
 
     scored = []  # (key, n, row, bound, timing)
     for n in counts:
-        for row in enumerate_layouts(setup, n, global_batch, max_micro_batch):
+        for row in enumerate_layouts(setup, n, global_batch, max_micro_batch, fixed):
             tp, pp, dp, zero, off_opt, off_par, mb, ga, rc = row
             evaluated += 1
             timing = sm.evaluate(n, tp, pp, zero, mb, ga, rc, off_opt, off_par, tp > 1)
@@ -188,8 +219,11 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
             scored.append((key, n, row, bound, timing))
         report(f"memplan plan: {evaluated:,} strategies scored")
     if not scored and not evaluated:
-        raise MemplanError(f"no layout of {counts} GPUs reaches global batch {global_batch}: it must be divisible "
-                           "by the data-parallel size; try a power-of-two --global-batch")
+        a = setup.model.arch
+        pins = f"; pinned by flags: {fixed}" if fixed else ""
+        raise MemplanError(f"no layout of {counts} GPUs is possible: TP must divide the {a.n_heads} heads and fit in "
+                           f"a node, PP must divide the {a.n_layers} layers, and the data-parallel size must divide "
+                           f"--global-batch {global_batch}{pins}")
     # Exact ties (the time model does not see micro-batch size or engine overheads): prefer the larger micro-batch,
     # then fewer moving parts: no offload, lower ZeRO stage, less recomputation.
     scored.sort(key=lambda s: (s[0], -s[2][6], (s[2][4] != "none") + (s[2][5] != "none"), s[2][3],
@@ -197,7 +231,7 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
     fastest_unfit = None
     chosen: list[Candidate] = []
     for key, n, row, bound, timing in scored:
-        ok, required = fits(n, row)
+        ok, required, cpu_bytes = fits(n, row)
         if not ok:
             if fastest_unfit is None:
                 fastest_unfit = (n, row, required, timing)
@@ -209,6 +243,7 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
         gpu_hours = seconds * n / 3600
         chosen.append(Candidate(
             layout=_layout(n, gpn, row), memory_required_bytes=required, memory_lower_bound_bytes=int(bound),
+            cpu_memory_bytes=cpu_bytes,
             fits=True, step_seconds=step, compute_seconds=timing[1], bubble_seconds=timing[2],
             exposed_comm_seconds=timing[3], mfu=sm.flops["none"].model * tps / (n * peak * 1e12),
             tokens_per_second=tps, days=seconds / 86400, gpu_hours=gpu_hours,
@@ -221,6 +256,8 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
             else ""
         raise MemplanError(f"no strategy fits on {counts} x {gpu.name} ({format_bytes(memory)}){need}; "
                            "try --min-gpus, more --gpus, or a smaller --global-batch/--seq")
+    if fixed:
+        assumptions.append("pinned by flags: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
     assumptions.append("searched: TP within a node dividing the heads, PP dividing the layers, ZeRO 0-3 (0-1 with "
                        "PP), CPU offload, recompute none/selective/full, every micro-batch dividing the per-replica "
                        "batch; sequence parallelism with TP; no NVMe, no interleaving")
@@ -230,7 +267,8 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
         efficiency=eff.value, efficiency_source=eff.source, price_per_hour=price_per_hour,
         price_source=price_source, tokens=float(n_steps * tokens_per_step), steps=n_steps,
         candidates=chosen, evaluated=evaluated, pruned_by_bound=pruned, checked_full=checked,
-        rejected_full=rejected, search_seconds=elapsed, candidates_per_second=evaluated / elapsed if elapsed else 0.0,
+        rejected_full=rejected, skipped_dominated=skipped, search_seconds=elapsed,
+        candidates_per_second=evaluated / elapsed if elapsed else 0.0,
         min_gpus=found_min, why=_why(chosen, fastest_unfit, memory, by), assumptions=assumptions)
 
 

@@ -36,6 +36,15 @@ OVERLAP_MODES = {
 }
 RECOMPUTE_MODES = ("none", "selective", "full")
 
+# Host memory bandwidth of a node, GB/s: a 2-socket server with 8 DDR4-3200 channels per socket peaks at
+# 2 x 8 x 25.6 = 409.6 GB/s (DDR5-4800: 614.4); STREAM-style kernels sustain roughly half to two thirds of peak.
+# 200 GB/s is the stated default for the CPU optimizer step of ZeRO-Offload (--cpu-bandwidth to change).
+DEFAULT_CPU_BANDWIDTH_GBPS = 200.0
+# Bytes one Adam step touches per parameter on the CPU (DeepSpeed CPU-Adam, ZeRO-Offload sec. 5.1): read fp32
+# master, exp_avg, exp_avg_sq (12) and the 16-bit gradient (2); write the three fp32 tensors back (12) and the
+# 16-bit parameter copy (2). The update is memory-bound at a few FLOPs per parameter.
+CPU_ADAM_BYTES_PER_PARAM = 28
+
 
 @dataclass(frozen=True)
 class Links:
@@ -113,7 +122,8 @@ class StepModel:
     """Everything about a step that does not depend on the layout, precomputed once."""
 
     def __init__(self, model: ModelSpec, recipe: Recipe, gpu: GPUSpec, seq: int, links: Links, efficiency: Efficiency,
-                 overlap: str = "dp", gpus_per_node: int = 8, causal: bool = False):
+                 overlap: str = "dp", gpus_per_node: int = 8, causal: bool = False,
+                 cpu_bandwidth_gbps: float = DEFAULT_CPU_BANDWIDTH_GBPS):
         if overlap not in OVERLAP_MODES:
             raise MemplanError(f"--overlap must be one of {', '.join(OVERLAP_MODES)}, got {overlap!r}")
         self.model, self.recipe, self.gpu, self.seq, self.links = model, recipe, gpu, seq, links
@@ -127,6 +137,7 @@ class StepModel:
         self.weight_bytes = recipe.weights.bytes
         self.act_bytes = _comm_dtype_bytes(recipe)
         self.flop_rate = self.peak_tflops * 1e12 * efficiency.value  # executed FLOP/s per GPU
+        self.cpu_bandwidth_gbps = cpu_bandwidth_gbps
 
     def evaluate(self, gpus: int, tp: int, pp: int, zero: int, micro_batch: int, grad_accum: int,
                  recompute: str = "none", offload_optimizer: str = "none", offload_params: str = "none",
@@ -193,6 +204,15 @@ class StepModel:
             s = comm.seconds(b, links.host)
             items.append(("optimizer offload (grads down, params up)", "offload", 1, links.host, b, s,
                           s if self.overlap != "all" else None))
+            # The CPU runs the optimizer for the shards of every GPU on its node; it is memory-bound, and without
+            # ZeRO-Offload's delayed parameter update it sits between backward and the next forward.
+            on_node = min(gpus, gpn)
+            cpu_b = host_shard * on_node * CPU_ADAM_BYTES_PER_PARAM
+            cpu_link = InterconnectSpec(name="host-memory", bandwidth_gbps=self.cpu_bandwidth_gbps, latency_us=0,
+                                        scope="intra-node")
+            cs = cpu_b / (self.cpu_bandwidth_gbps * 1e9)
+            items.append((f"CPU optimizer step ({on_node} GPU shards per node)", "offload", 1, cpu_link, cpu_b, cs,
+                          cs if self.overlap != "all" else None))
         if offload_params != "none":
             # ZeRO-Infinity/ZeRO-3 offload: each GPU fetches its parameter shard from host memory for forward and
             # again for backward, every micro-batch.
@@ -269,7 +289,7 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
                   global_batch: int | None = None, mfu: float | None = None, achieved_tflops: float | None = None,
                   measured: str | None = None, overlap: str = "dp", interconnect: str | None = None,
                   internode: str | None = None, price: float | None = None, causal: bool = False,
-                  with_memory: bool = True) -> TimeEstimate:
+                  cpu_bandwidth_gbps: float = DEFAULT_CPU_BANDWIDTH_GBPS, with_memory: bool = True) -> TimeEstimate:
     """Time, GPU-hours and cost of training `setup` on `gpu` for `tokens` (or `steps` optimizer steps)."""
     p, w = setup.parallel, setup.workload
     seq = setup.seq
@@ -290,7 +310,8 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
     links = resolve_links(gpu, interconnect, internode)
     peak = peak_for(gpu, setup.recipe.compute)
     eff = resolve_efficiency(gpu, peak, mfu, achieved_tflops, measured)
-    sm = StepModel(setup.model, setup.recipe, gpu, seq, links, eff, overlap, p.gpus_per_node, causal)
+    sm = StepModel(setup.model, setup.recipe, gpu, seq, links, eff, overlap, p.gpus_per_node, causal,
+                   cpu_bandwidth_gbps)
     step, compute, bubble, exposed, total_comm, items = sm.evaluate(
         p.gpus, p.tp, p.pp, p.zero, w.micro_batch, grad_accum, w.recompute, p.offload_optimizer, p.offload_params,
         p.sequence_parallel, p.virtual_stages, detail=True)
@@ -316,7 +337,8 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
         assumptions.append(f"pipeline: 1F1B, {grad_accum} micro-batches, {p.virtual_stages} virtual stage(s); "
                            "layers split evenly, the LM head's extra work on the last stage ignored")
     if p.offload_optimizer != "none":
-        assumptions.append("the CPU optimizer step's own time is not modelled, only the PCIe traffic")
+        assumptions.append(f"CPU optimizer step: memory-bound, {CPU_ADAM_BYTES_PER_PARAM} bytes per parameter at "
+                           f"{cpu_bandwidth_gbps:g} GB/s host memory bandwidth per node (--cpu-bandwidth)")
 
     est = TimeEstimate(
         model=setup.model.name, parameters=setup.model.parameters.total, gpu=gpu.name,

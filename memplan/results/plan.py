@@ -14,6 +14,7 @@ class Candidate(BaseModel):
     layout: Layout
     memory_required_bytes: int | None = Field(None, description="the full estimate's per-GPU requirement")
     memory_lower_bound_bytes: int = Field(description="model states per GPU: the cheap bound used to prune")
+    cpu_memory_bytes: int = Field(0, description="CPU RAM per node the layout needs (offload)")
     fits: bool | None = None
     step_seconds: float
     compute_seconds: float
@@ -48,7 +49,9 @@ class PlanResult(BaseModel):
     evaluated: int = Field(description="strategies whose step time and memory bound were computed")
     pruned_by_bound: int = Field(description="dropped because model states alone exceed GPU memory")
     checked_full: int = Field(description="full memory estimates run")
-    rejected_full: int = Field(description="dropped by the full memory estimate")
+    rejected_full: int = Field(description="dropped by the full memory estimate (or by dominance, below)")
+    skipped_dominated: int = Field(0, description="rejected without an estimate: a smaller micro-batch with at least "
+                                                  "as much recomputation already failed")
     search_seconds: float
     candidates_per_second: float
     min_gpus: int | None = Field(None, description="with --min-gpus: the fewest GPUs for which any strategy fits")
