@@ -94,6 +94,10 @@ def _ceil_div(x: float, n: int) -> int:
 
 
 def model_states(setup: TrainingSetup) -> ModelStates:
+    if setup.lora is not None:
+        from memplan.memory.lora import lora_states  # LoRA/QLoRA arithmetic lives in lora.py
+
+        return lora_states(setup)
     p = setup.parallel
     if setup.parallel.engine == "deepspeed" and p.zero in (2, 3):
         return _deepspeed_states(setup)

@@ -16,6 +16,9 @@ class LoraSpec(BaseModel):
     alpha: float | None = None
     targets: list[str] | None = Field(None, description="module roles/names; None = PEFT's default for the family")
     quantize_base: str | None = Field(None, description="nf4 | int8 (bitsandbytes), None = recipe's weight dtype")
+    roles: list[str] = Field(default_factory=list, description="Architecture.linears() roles the targets resolve to")
+    dropout: float = Field(0.0, ge=0, lt=1, description="lora_dropout (PEFT default 0.0: nn.Identity, no copy)")
+    paged_optimizer: bool = Field(False, description="bitsandbytes paged optimizer (QLoRA): states may page to CPU")
 
 
 class TrainingSetup(BaseModel):

@@ -1,0 +1,277 @@
+"""LoRA / QLoRA: adapter counts against PEFT, a measured step on CPU and at 7B scale with fake tensors, the bytes
+of NF4 with double quantisation, and the LoRA and QLoRA papers' memory figures."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from memplan.errors import MemplanError
+from memplan.memory.estimate import estimate_memory
+from memplan.memory.lora import (PEFT_DEFAULT_TARGETS, adapter_parameters, lora_activation_adjustment, lora_spec,
+                                 nf4_tensor_bytes, resolve_targets)
+from memplan.memory.states import model_states
+from memplan.spec.model import Architecture, ModelSpec
+from memplan.spec.setup import TrainingSetup
+from memplan.spec.training import Workload, get_optimizer, get_recipe
+from tests.helpers import cli_json, run_cli
+
+SMALL = {
+    "llama": Architecture(family="llama", n_layers=2, hidden_size=64, n_heads=8, n_kv_heads=2, ffn_hidden_size=160,
+                          vocab_size=128, max_positions=64),
+    "gpt2": Architecture(family="gpt2", n_layers=2, hidden_size=64, n_heads=4, ffn_hidden_size=256, mlp="gelu",
+                         activation="gelu_new", norm="layernorm", norm_bias=True, vocab_size=128, max_positions=64,
+                         position="learned", tied_embeddings=True, fused_qkv=True, qkv_bias=True,
+                         attn_out_bias=True, mlp_bias=True),
+    "gpt_neox": Architecture(family="gpt_neox", n_layers=2, hidden_size=64, n_heads=4, ffn_hidden_size=256,
+                             mlp="gelu", activation="gelu", norm="layernorm", norm_bias=True, vocab_size=128,
+                             max_positions=64, rotary_fraction=0.25, fused_qkv=True, qkv_bias=True,
+                             attn_out_bias=True, mlp_bias=True, parallel_residual=True),
+    "bert": Architecture(family="bert", n_layers=2, hidden_size=64, n_heads=4, ffn_hidden_size=256, mlp="gelu",
+                         activation="gelu", norm="layernorm", norm_bias=True, norms_per_layer=2, final_norm=False,
+                         vocab_size=128, max_positions=64, position="learned", fused_qkv=False, qkv_bias=True,
+                         attn_out_bias=True, mlp_bias=True, lm_head=False, token_type_vocab=2, embedding_norm=True,
+                         pooler=True, causal=False),
+}
+
+
+def _setup(arch: Architecture, rank: int, targets: str | None = None, quantize: str | None = None,
+           recipe: str = "bf16-mixed", seq: int = 32, micro_batch: int = 1, **recipe_kw) -> TrainingSetup:
+    s = TrainingSetup(model=ModelSpec(name=arch.family, architecture=arch), recipe=get_recipe(recipe, **recipe_kw),
+                      workload=Workload(micro_batch=micro_batch, seq=seq))
+    return s.model_copy(update={"lora": lora_spec(s, lora_rank=rank, lora_targets=targets, quantize_base=quantize)})
+
+
+# ---- which modules, how many parameters: against PEFT --------------------------------------------------------
+def test_default_targets_are_peft_s():
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as peft_map
+
+    for family, names in PEFT_DEFAULT_TARGETS.items():
+        assert peft_map[family] == names, family
+
+
+@pytest.mark.parametrize("family,targets", [
+    ("llama", None), ("llama", "all-linear"), ("llama", "k_proj,o_proj,down_proj"),
+    ("gpt2", None), ("gpt2", "c_proj"), ("gpt2", "all-linear"),
+    ("gpt_neox", None), ("gpt_neox", "all-linear"),
+    ("bert", None), ("bert", "dense"), ("bert", "all-linear"),
+])
+def test_adapter_parameters_equal_peft(family, targets):
+    """The trainable count of get_peft_model on the same architecture built with transformers."""
+    from peft import LoraConfig, get_peft_model
+
+    from memplan.measure.models import build_model
+
+    arch = SMALL[family]
+    built = build_model(ModelSpec(name=family, architecture=arch), "hf")
+    target_modules = None if targets is None else ("all-linear" if targets == "all-linear" else targets.split(","))
+    model = get_peft_model(built.module, LoraConfig(r=4, target_modules=target_modules))
+    peft_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    ours = adapter_parameters(arch, 4, resolve_targets(arch, None if targets is None else targets.split(",")))
+    assert ours == peft_trainable
+
+
+def test_bad_target_is_one_line_error(capsys):
+    code, _, err = run_cli(capsys, "estimate", "llama-2-7b", "--lora-rank", "8", "--lora-targets", "q_prj")
+    assert code == 2 and "q_proj" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(MemplanError, match="needs --lora-rank"):
+        lora_spec(_setup(SMALL["llama"], 4), lora_rank=None, quantize_base="nf4")
+
+
+# ---- the frozen base: NF4 with double quantisation ----------------------------------------------------------
+def test_nf4_double_quant_is_4_127_bits_per_parameter():
+    """QLoRA sec. 3: 4 bits + 8/64 + 32/(64*256) = 4.127 bits with DQ; 4 + 32/64 = 4.5 without."""
+    n = 4096 * 4096 * 16  # large: the per-tensor constants vanish
+    assert nf4_tensor_bytes(n, True) * 8 / n == pytest.approx(4 + 8 / 64 + 32 / (64 * 256), rel=1e-5)
+    assert nf4_tensor_bytes(n, False) * 8 / n == pytest.approx(4.5, rel=1e-5)
+
+
+def test_lora_states_components():
+    """Frozen base: weights only.  Adapters: weights, grads, master and Adam states per the recipe."""
+    s = _setup(SMALL["llama"], 4)
+    states = model_states(s)
+    n = s.model.parameters.total
+    n_adapt = adapter_parameters(SMALL["llama"], 4, ["q", "v"])
+    assert states.gpu_bytes("weights") == 2 * n + 2 * n_adapt
+    assert states.gpu_bytes("gradients") == 2 * n_adapt
+    assert states.gpu_bytes("master_weights") == 4 * n_adapt
+    assert states.gpu_bytes("optimizer_states") == 8 * n_adapt
+
+
+# ---- measured: a LoRA step on CPU (PEFT) and at 7B scale with fake tensors (the same maths) -------------------
+def _inject_lora(module, targets: list[str], rank: int):
+    """LoRA exactly as PEFT's lora.Linear (lora_dropout=0): y = W0 x + B(A x) * alpha/r.  Used where PEFT's
+    `.to()` calls cannot run (FakeTensorMode)."""
+    import torch
+    from torch import nn
+
+    class LoraLinear(nn.Module):
+        def __init__(self, base: nn.Linear):
+            super().__init__()
+            self.base = base
+            self.lora_A = nn.Linear(base.in_features, rank, bias=False, dtype=base.weight.dtype)
+            self.lora_B = nn.Linear(rank, base.out_features, bias=False, dtype=base.weight.dtype)
+            nn.init.zeros_(self.lora_B.weight)
+
+        def forward(self, x):
+            return self.base(x) + self.lora_B(self.lora_A(x)) * 2.0
+
+    for name, child in list(module.named_modules()):
+        for attr, sub in list(child.named_children()):
+            if attr in targets and isinstance(sub, torch.nn.Linear):
+                setattr(child, attr, LoraLinear(sub))
+    for name, p in module.named_parameters():
+        p.requires_grad_("lora_" in name)
+    return module
+
+
+def _measure_step(module, ids, trainable_only: bool = True) -> dict[str, int]:
+    """Bytes by category after one forward/backward/AdamW step (StorageTracker, measure/tracker.py)."""
+    import torch
+
+    from memplan.measure.tracker import StorageTracker
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, foreach=False)
+    tr = StorageTracker("cpu")
+    tr.track(list(module.parameters()), "weights")
+    tr.watch_gradients(params)
+    with tr:
+        tr.set_phase("forward")
+        loss = module(input_ids=ids, labels=ids).loss
+        tr.set_phase("backward")
+        activations = tr.current["activations"]
+        loss.backward()
+        del loss
+        tr.set_phase("optimizer_step")
+        opt.step()
+        tr.track_optimizer(opt)
+    tr.remove_hooks()
+    out = {"activations": activations, **{c: tr.current[c] for c in ("weights", "gradients", "optimizer_states")}}
+    # torch AdamW also keeps a 0-d fp32 `step` per parameter tensor: 4 B each, not model-state bytes per param
+    out["optimizer_states"] -= 4 * len(params)
+    return out
+
+
+def _full_ft_activations(arch, ids, dtype, inject=None) -> int:
+    import torch
+
+    from memplan.measure.models import build_model
+
+    torch.manual_seed(0)
+    m = build_model(ModelSpec(name="m", architecture=arch), "hf", dtype=dtype).module
+    return _measure_step(m, ids)["activations"]
+
+
+def test_measured_lora_step_on_cpu_matches():
+    """PEFT LoRA (r=8, q_proj+v_proj, the llama default) on a small Llama, pure bf16 recipe, one AdamW step:
+    model states exact; saved activations = full fine-tuning's measured minus the estimate's adjustment, ±5%."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from memplan.measure.models import build_model
+
+    arch = Architecture(family="llama", n_layers=4, hidden_size=256, n_heads=8, n_kv_heads=2, ffn_hidden_size=688,
+                        vocab_size=512, max_positions=256)
+    s = _setup(arch, 8, recipe="bf16", seq=128, micro_batch=2)
+    ids = torch.randint(0, arch.vocab_size, (2, 128))
+    torch.manual_seed(0)
+    m = build_model(s.model, "hf", dtype=torch.bfloat16).module
+    m = get_peft_model(m, LoraConfig(r=8, target_modules=["q_proj", "v_proj"]), autocast_adapter_dtype=False)
+    measured = _measure_step(m, ids)
+    states = model_states(s)
+    for cat in ("weights", "gradients", "optimizer_states"):
+        assert measured[cat] == states.gpu_bytes(cat), cat
+
+    adj = lora_activation_adjustment(s)
+    full = _full_ft_activations(arch, ids, torch.bfloat16)
+    predicted = full - arch.n_layers * (adj.per_layer_removed_bytes - adj.per_layer_added_bytes) \
+        - adj.once_removed_bytes
+    assert measured["activations"] == pytest.approx(predicted, rel=0.05)
+    assert measured["activations"] < full  # a frozen base saves less
+
+
+def test_fake_7b_lora_step_matches():
+    """Llama-2-7B at seq 512, LoRA r=16 on q,v (own implementation, PEFT's maths), built and run under
+    FakeTensorMode: model states exact, activations within 5% of full-FT measured + the adjustment."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from memplan.catalog import get_model_profile
+    from memplan.measure.models import build_model
+
+    spec = get_model_profile("llama-2-7b")
+    arch = spec.arch.model_copy(update={"n_layers": 4})  # 4 of 32 layers: same shapes, a quarter of the work
+    s = _setup(arch, 16, recipe="bf16", seq=512)
+    with FakeTensorMode():
+        ids = torch.randint(0, arch.vocab_size, (1, 512))
+        m = build_model(ModelSpec(name="llama-2-7b-4l", architecture=arch), "hf", dtype=torch.bfloat16).module
+        m = _inject_lora(m, ["q_proj", "v_proj"], 16)
+        measured = _measure_step(m, ids)
+        full = _full_ft_activations(arch, ids, torch.bfloat16)
+    states = model_states(s)
+    for cat in ("weights", "gradients", "optimizer_states"):
+        assert measured[cat] == states.gpu_bytes(cat), cat
+    adj = lora_activation_adjustment(s)
+    predicted = full - arch.n_layers * (adj.per_layer_removed_bytes - adj.per_layer_added_bytes) \
+        - adj.once_removed_bytes
+    assert measured["activations"] == pytest.approx(predicted, rel=0.05)
+
+
+# ---- published anchors ------------------------------------------------------------------------------------
+def test_lora_paper_gpt3_175b():
+    """Hu et al. 2021, sec. 4.2: GPT-3 175B, r=4 on W_q and W_v: "we reduce the VRAM consumption during training
+    from 1.2TB to 350GB".  The frozen fp16 base is 2 bytes x 174.6B = 349.2 GB; the paper does not give the
+    recipe of the 1.2 TB, which lies between full fine-tuning with 16-bit weights + two 16-bit Adam states
+    (6 B/param, its "up to 2/3" saving) and the same with 16-bit gradients too (8 B/param)."""
+    from memplan.catalog import get_model_profile
+
+    s = TrainingSetup(model=get_model_profile("gpt3-175b"), recipe=get_recipe("bf16"), optimizer=get_optimizer("adam"))
+    lora = s.model_copy(update={"lora": lora_spec(s, lora_rank=4, lora_targets="q,v")})
+    lora_bytes = model_states(lora)
+    total = sum(c.bytes for c in lora_bytes.components if c.location == "gpu")
+    assert total == pytest.approx(350e9, rel=0.005)
+    # Table 5 (sec. 7.1): "18M" trainable parameters for r=8 on W_q, r=4 on W_q and W_v, r=2 on W_q,W_k,W_v,W_o
+    a = s.model.arch
+    counts = {adapter_parameters(a, 8, ["q"]), adapter_parameters(a, 4, ["q", "v"]),
+              adapter_parameters(a, 2, ["q", "k", "v", "o"])}
+    assert len(counts) == 1 and 18e6 <= counts.pop() < 19e6
+    full = model_states(s)
+    no_grads = full.gpu_bytes("weights") + full.gpu_bytes("optimizer_states")
+    assert no_grads < 1.2e12 < no_grads + full.gpu_bytes("gradients")
+
+
+LLAMA_65B = Architecture(family="llama", n_layers=80, hidden_size=8192, n_heads=64, ffn_hidden_size=22016,
+                         vocab_size=32000, max_positions=2048)  # Touvron et al. 2023, Table 2; 65.2B parameters
+
+
+def test_qlora_paper_65b_on_one_48gb_gpu():
+    """Dettmers et al. 2023, abstract: QLoRA "reduces the average memory requirements of finetuning a 65B
+    parameter model from >780GB of GPU memory to <48GB".  Full 16-bit fine-tuning: bf16 weights and grads + fp32
+    Adam states, 12 B/param.  QLoRA: NF4+DQ base, LoRA r=64 on all linear layers (sec. 4), bf16 adapters,
+    paged 32-bit AdamW, batch 1, seq 512 (Figure 6), gradient checkpointing."""
+    model = ModelSpec(name="llama-65b", architecture=LLAMA_65B)
+    assert model.parameters.total == pytest.approx(65.2e9, rel=0.002)
+    full = TrainingSetup(model=model, recipe=get_recipe("bf16-mixed", master_weights="none"))
+    assert estimate_memory(full).per_gpu.model_states > 780e9
+    # bitsandbytes' paged AdamW updates each tensor in one fused kernel (Optimizer2State.update_step ->
+    # F.optimizer_update_32bit): no foreach temporaries
+    q = TrainingSetup(model=model, recipe=get_recipe("bf16-mixed", master_weights="none"),
+                      workload=Workload(micro_batch=1, seq=512, recompute="full", optimizer_impl="fused"))
+    q = q.model_copy(update={"lora": lora_spec(q, lora_rank=64, lora_targets="all-linear", quantize_base="nf4")})
+    est = estimate_memory(q)
+    assert est.per_gpu.required < 48e9
+    # the bulk is the 4-bit base: every linear of the 80 layers at 4.127 bits (sec. 3)
+    linear_params = LLAMA_65B.n_layers * sum(lin.params for lin in LLAMA_65B.linears())
+    nf4 = next(c for c in est.components if c.name == "frozen base linears (nf4)")
+    assert nf4.bytes == pytest.approx(linear_params * (4 + 8 / 64 + 32 / (64 * 256)) / 8, rel=1e-4)
+
+
+# ---- the CLI ----------------------------------------------------------------------------------------------
+def test_cli_qlora_json(capsys):
+    out = cli_json(capsys, "estimate", "llama-2-7b", "--lora-rank", "16", "--quantize-base", "nf4",
+                   "--lora-targets", "all-linear", "-g", "a100-40gb")
+    names = [c["name"] for c in out["components"]]
+    assert "frozen base linears (nf4)" in names and out["setup"]["lora"]["roles"] == [
+        "q", "k", "v", "o", "gate", "up", "down"]
+    assert out["per_gpu"]["gradients"] * 2 == out["per_gpu"]["optimizer_states"] // 2  # bf16 grads, fp32 Adam x2
