@@ -98,9 +98,11 @@ def profile_command(**kwargs) -> None:
             if gpu is None:
                 raise MemplanError("--find-max-batch on cpu/fake needs --gpu NAME (the capacity to fit in)")
             capacity = gpu.memory_bytes - (gpu.context_bytes or 0)
+        # each probe only needs its peak: no timed steps, no FLOP count
+        probe_options = {"timed_steps": 0, "count_flops": False} if device == "cuda" else None
         best, tried = find_max_micro_batch(setup, device, model_source, capacity_bytes=capacity,
                                            progress=_progress, warmup_steps=warmup, optimizer_impl=impl,
-                                           cuda_options=cuda_options)
+                                           cuda_options=probe_options)
         _print_max_batch(best, tried, capacity, as_json, units)
         return
 
