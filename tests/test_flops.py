@@ -95,3 +95,10 @@ def test_moe_counts_active_experts_only():
     mlp_dense = 2 * 3 * 512 * 1024 * 2  # 3 SwiGLU matrices, 2 layers, 2 FLOPs per MAC
     router = 2 * 512 * 8 * 2
     assert moe.forward_linear - dense.forward_linear == pytest.approx(mlp_dense + router)
+
+
+def test_bare_parameter_count_falls_back_to_6n():
+    # No architecture: Kaplan's C = 6N per token is all there is; full recompute adds a 2N forward (8N, Megatron
+    # eq. 4).
+    f = flops_per_token(ModelSpec(name="175B", total_parameters=175_000_000_000), 2048, recompute="full")
+    assert (f.model, f.hardware, f.exact) == (6 * 175e9, 8 * 175e9, False)

@@ -70,6 +70,8 @@ def time_command(**kwargs) -> None:
 
 
 def _f(x: float) -> str:
+    if x == 0:
+        return "0 FLOP"
     return format_count(x).replace("B", " G").replace("M", " M").replace("T", " T").replace("K", " K") + "FLOP"
 
 

@@ -32,6 +32,7 @@ class FlopsPerToken(BaseModel):
     six_n: float = Field(description="6N, N = all parameters (Kaplan et al. 2020)")
     palm: float = Field(description="6N + 12 L H Q T (PaLM appendix B)")
     n_parameters: int
+    exact: bool = Field(True, description="False for a bare parameter count: 6N, attention unknown")
 
 
 def forward_components(a: Architecture, seq: int, causal: bool = False) -> tuple[float, float, float]:
@@ -55,6 +56,14 @@ def forward_components(a: Architecture, seq: int, causal: bool = False) -> tuple
 
 def flops_per_token(model: ModelSpec, seq: int, recompute: str = "none", causal: bool = False) -> FlopsPerToken:
     n = model.parameters.total
+    if model.architecture is None:
+        # A bare parameter count: the 6N rule is all there is (2N forward, every parameter in one matmul);
+        # attention is unknown and left out. Full recompute redoes the 2N forward (Megatron eq. 4's 8N).
+        fwd = 2.0 * model.parameters.active
+        extra = fwd if recompute == "full" else 0.0
+        return FlopsPerToken(seq=seq, forward_linear=fwd, forward_attention=0.0, forward_lm_head=0.0, forward=fwd,
+                             model=3 * fwd, hardware=3 * fwd + extra, recompute=recompute, causal=causal,
+                             six_n=6.0 * n, palm=6.0 * n, n_parameters=n, exact=False)
     a = model.arch
     lin, att, head = forward_components(a, seq, causal)
     fwd = lin + att + head

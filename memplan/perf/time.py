@@ -131,8 +131,8 @@ class StepModel:
         self.peak_tflops = peak_for(gpu, recipe.compute)
         self.flops = {rc: flops_per_token(model, seq, rc, causal) for rc in RECOMPUTE_MODES}
         self.params = model.parameters.total
-        a = model.arch
-        self.layers, self.hidden = a.n_layers, a.hidden_size
+        a = model.architecture
+        self.layers, self.hidden = (a.n_layers, a.hidden_size) if a is not None else (None, None)
         self.grad_bytes = recipe.gradients.bytes
         self.weight_bytes = recipe.weights.bytes
         self.act_bytes = _comm_dtype_bytes(recipe)
@@ -144,6 +144,8 @@ class StepModel:
                  sequence_parallel: bool = False, virtual_stages: int = 1, detail: bool = False):
         """(step, compute, bubble, exposed_comm, total_comm) seconds; with detail, also the CommItem list."""
         dp = gpus // (tp * pp)
+        if self.hidden is None and (tp > 1 or pp > 1):
+            self.model.arch  # raises: TP/PP traffic needs the hidden size and layer count
         f = self.flops[recompute]
         tokens = micro_batch * grad_accum * dp * self.seq
         compute = f.hardware * tokens / gpus / self.flop_rate
@@ -323,7 +325,9 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
     gpu_hours = gpu_hours_for(n_steps * tokens_per_step, tps / p.gpus)
     price_per_hour, price_source = price_of(gpu, price)
 
-    assumptions = [
+    assumptions = [] if f.exact else [
+        "bare parameter count: FLOPs by the 6N rule, attention not counted; give an architecture for the exact count"]
+    assumptions += [
         f"efficiency {eff.value:.3g} of the {peak:g} TFLOP/s dense {setup.recipe.compute.value} peak "
         f"({eff.source}), applied to executed FLOPs; communication and bubble on top",
         f"overlap={overlap}: {OVERLAP_MODES[overlap]}",
