@@ -74,12 +74,17 @@ def test_pruning_bound_never_exceeds_the_full_estimate_and_best_matches_brute_fo
 def test_min_gpus_is_the_fewest():
     setup = build_setup(model="llama-2-7b", seq=2048, precision="bf16-mixed")
     gpu = catalog.get_gpu("a10")
-    res = plan(setup, gpu, global_batch=64, min_gpus=True, max_gpus=64, top=1, tokens=1e9)
+    # 64 GB of CPU RAM per node rules out offloading a 7B model's 12 B/param of optimizer state, so more GPUs are
+    # needed than one; brute force over every smaller count must find nothing that fits.
+    cpu = 64 * 10**9
+    res = plan(setup, gpu, global_batch=64, min_gpus=True, max_gpus=64, top=1, tokens=1e9, cpu_memory_bytes=cpu)
     n = res.min_gpus
-    assert res.candidates[0].layout.gpus == n
-    for fewer in [c for c in gpu_counts_upto(1, 64, 8) if c < n]:
+    assert n > 1 and res.candidates[0].layout.gpus == n
+    smaller = [c for c in gpu_counts_upto(1, 64, 8) if c < n]
+    for fewer in smaller:
         for row in enumerate_layouts(setup, fewer, 64):
-            assert not estimate_memory(_setup_for(setup, fewer, row), gpu).fits, (fewer, row)
+            est = estimate_memory(_setup_for(setup, fewer, row), gpu)
+            assert not (est.fits and est.cpu.total <= cpu), (fewer, row)
 
 
 def test_by_cost_ranks_gpu_seconds_across_counts():

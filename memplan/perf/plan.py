@@ -117,7 +117,7 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
          steps: int | None = None, mfu: float | None = None, achieved_tflops: float | None = None,
          measured: str | None = None, overlap: str = "dp", interconnect: str | None = None,
          internode: str | None = None, price: float | None = None, max_micro_batch: int | None = None,
-         full_checks_per_count: int = 64, cpu_memory_bytes: int | None = None, fixed: dict | None = None,
+         cpu_memory_bytes: int | None = None, fixed: dict | None = None,
          cpu_bandwidth_gbps: float = DEFAULT_CPU_BANDWIDTH_GBPS,
          progress: Callable[[str], None] | None = None) -> PlanResult:
     if by not in ("time", "cost"):
@@ -184,16 +184,21 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
     found_min: int | None = None
     if min_gpus:
         for n in gpu_counts_upto(1, max_gpus, gpn):
-            rows = []
+            # Memory grows with the micro-batch and shrinks with recomputation: per layout family (everything but
+            # those two) the smallest micro-batch with the most recomputation needs the least, so it alone decides
+            # whether the family can fit. One full estimate per family, families in order of their bound.
+            frugal: dict[tuple, tuple] = {}
             for row in enumerate_layouts(setup, n, global_batch, max_micro_batch, fixed):
                 evaluated += 1
                 bound = sm.memory_lower_bound(row[0], row[1], row[2], row[3], row[4], row[5], opt_bpp)
                 if bound > memory:
                     pruned += 1
                     continue
-                rows.append((bound, row[6], RECOMPUTE_ORDER.index(row[8]) * -1, row))
-            rows.sort(key=lambda r: r[:3])
-            for _, _, _, row in rows[:full_checks_per_count]:
+                key = row[:6]
+                rank = (row[6], -RECOMPUTE_ORDER.index(row[8]))
+                if key not in frugal or rank < frugal[key][1]:
+                    frugal[key] = (bound, rank, row)
+            for _, _, row in sorted(frugal.values(), key=lambda v: v[0]):
                 if fits(n, row)[0]:
                     found_min = n
                     break
