@@ -198,3 +198,15 @@ def test_chunked_prefill_rereads_weights():
     assert chunked.roofline.prefill_bound == "memory"
     assert chunked.roofline.prefill_seconds == pytest.approx(512 * whole.per_gpu.weights / 3350e9, rel=1e-9)
     assert math.isclose(whole.roofline.prefill_flops, chunked.roofline.prefill_flops)
+
+
+def test_serving_and_lora_estimates_import_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom memplan.cli import main\n"
+            "main(['estimate', 'llama-2-7b', '--mode', 'inference', '--context', '512', '-g', 'h100', '--max-batch'])\n"
+            "main(['estimate', 'llama-2-7b', '--lora-rank', '8', '--quantize-base', 'nf4', '--seq', '512'])\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -221,7 +221,7 @@ def test_fake_7b_lora_step_matches():
 # ---- published anchors ------------------------------------------------------------------------------------
 def test_lora_paper_gpt3_175b():
     """Hu et al. 2021, sec. 4.2: GPT-3 175B, r=4 on W_q and W_v: "we reduce the VRAM consumption during training
-    from 1.2TB to 350GB".  The frozen fp16 base is 2 bytes x 174.6B = 349.2 GB; the paper does not give the
+    from 1.2TB to 350GB".  The frozen fp16 base is 2 bytes x 174.6B = 349.2 GB (+ 0.15 GB of adapters and their states); the paper does not give the
     recipe of the 1.2 TB, which lies between full fine-tuning with 16-bit weights + two 16-bit Adam states
     (6 B/param, its "up to 2/3" saving) and the same with 16-bit gradients too (8 B/param)."""
     from memplan.catalog import get_model_profile
@@ -275,3 +275,20 @@ def test_cli_qlora_json(capsys):
     assert "frozen base linears (nf4)" in names and out["setup"]["lora"]["roles"] == [
         "q", "k", "v", "o", "gate", "up", "down"]
     assert out["per_gpu"]["gradients"] * 2 == out["per_gpu"]["optimizer_states"] // 2  # bf16 grads, fp32 Adam x2
+
+
+def test_zero_shards_adapters_and_stage_3_the_frozen_base():
+    """ZeRO-1 shards the adapters' master weights and Adam states over DP, ZeRO-2 also their gradients, ZeRO-3 also
+    every weight, frozen base included (ZeRO paper sec. 5 applied to what exists: the base has no grads/states)."""
+    from memplan.spec.training import Parallelism
+
+    base = _setup(SMALL["llama"], 4)
+    n = base.model.parameters.total
+    n_adapt = adapter_parameters(SMALL["llama"], 4, ["q", "v"])
+    for zero, (w, g, m, o) in {1: (1, 1, 8, 8), 2: (1, 8, 8, 8), 3: (8, 8, 8, 8)}.items():
+        s = base.model_copy(update={"parallel": Parallelism(gpus=8, zero=zero)})
+        st = model_states(s)
+        assert st.gpu_bytes("weights") == math.ceil(2 * n / w) + math.ceil(2 * n_adapt / w)
+        assert st.gpu_bytes("gradients") == math.ceil(2 * n_adapt / g)
+        assert st.gpu_bytes("master_weights") == math.ceil(4 * n_adapt / m)
+        assert st.gpu_bytes("optimizer_states") == math.ceil(8 * n_adapt / o)

@@ -231,6 +231,7 @@ def estimate_inference(setup: InferenceSetup, gpu: GPUSpec | None = None, max_ba
     est = InferenceEstimate(model=setup.model.name, parameters=setup.model.parameters.total, setup=setup,
                             components=comps, per_gpu=per_gpu, kv_bytes_per_token=per_tok, kv_tokens=tokens,
                             notes=notes)
+    notes = est.notes  # the model holds its own copy of the list
     if gpu is None:
         notes.append("no --gpu: no verdict and no throughput roofline")
         return est

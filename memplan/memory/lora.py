@@ -305,8 +305,13 @@ def lora_states(setup: TrainingSetup) -> ModelStates:
                      "that overshoots the GPU by less than that still runs, slower (QLoRA sec. 3)")
 
     if p.zero >= 3:
-        per_layer = sum(b.bytes for b in comps if b.category == "weights" and b.location == "gpu") * shard(3)
-        per_layer = per_layer // max(local.layers, 1)
+        # one transformer layer unsharded: its frozen weights as stored + its adapters
+        per_layer = per_layer_adapt * wb
+        if spec.quantize_base:
+            lin_params = q.quantized_params // max(local.layers, 1)  # (BERT's pooler folded in: one small linear)
+            per_layer += q.quantized_bytes // max(local.layers, 1) + (local.layer_params - lin_params) * wb
+        else:
+            per_layer += local.layer_params * wb
         layers = min(LAYERS_IN_FLIGHT, max(local.layers, 1))
         comps.append(Component(name="gathered parameters", category="gathered_parameters",
                                dtype=recipe.weights.value if not spec.quantize_base else spec.quantize_base,
