@@ -211,6 +211,7 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
         counts = [found_min]
 
     scored = []  # (key, n, row, bound, timing)
+    frugal: dict[tuple, tuple] = {}  # layout family -> its least memory-hungry member (smallest mb, most recompute)
     for n in counts:
         for row in enumerate_layouts(setup, n, global_batch, max_micro_batch, fixed):
             tp, pp, dp, zero, off_opt, off_par, mb, ga, rc = row
@@ -222,6 +223,9 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
                 continue
             key = timing[0] * n if by == "cost" else timing[0]
             scored.append((key, n, row, bound, timing))
+            family, rank = (n, *row[:6]), (mb, -RECOMPUTE_ORDER.index(rc))
+            if family not in frugal or rank < frugal[family][0]:
+                frugal[family] = (rank, row)
         report(f"memplan plan: {evaluated:,} strategies scored")
     if not scored and not evaluated:
         a = setup.model.arch
@@ -235,10 +239,21 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
                                RECOMPUTE_ORDER.index(s[2][8])))
     fastest_unfit = None
     chosen: list[Candidate] = []
+    family_fits: set[tuple] = set()
     for key, n, row, bound, timing in scored:
+        family = (n, *row[:6])
+        if family not in family_fits:
+            # Check the family's most frugal member first: if it fails, dominance rejects the whole family.
+            if frugal[family][1] == row or fits(n, frugal[family][1])[0]:
+                family_fits.add(family)
         ok, required, cpu_bytes = fits(n, row)
         if not ok:
             if fastest_unfit is None:
+                if not required:  # rejected by dominance: estimate it once, to say what it would need
+                    try:
+                        required = estimate_memory(_setup_for(setup, n, row), gpu).per_gpu.required
+                    except MemplanError:
+                        required = 0
                 fastest_unfit = (n, row, required, timing)
             report(f"memplan plan: {checked} full memory estimates, {len(chosen)} fit so far")
             continue
