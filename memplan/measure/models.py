@@ -264,6 +264,8 @@ def hf_config(a: Architecture, attention: str = "sdpa"):
         raise MemplanError("--model-source hf needs transformers: `pip install transformers` "
                            "(or use --model-source reference)") from None
     fam = a.family.replace("-", "_").lower()
+    if fam == "custom" and (a.mlp, a.norm, a.position) == ("swiglu", "rmsnorm", "rotary"):
+        fam = "llama"  # an architecture given by flags (--layers/--hidden/...) is Llama-shaped by default
     common = dict(vocab_size=a.vocab_size, tie_word_embeddings=a.tied_embeddings)
     if fam == "gpt2":
         special = min(50256, a.vocab_size - 1)  # GPT-2's <|endoftext|>, kept inside a small test vocabulary
@@ -322,6 +324,8 @@ def build_hf(a: Architecture, attention: str = "sdpa") -> BuiltModel:
         kind, head = "encoder", None
     else:
         module = tf.AutoModelForCausalLM.from_config(cfg, attn_implementation=impl)
+        if getattr(module, "loss_type", "unset") is None:  # what it falls back to anyway, minus the warning
+            module.loss_type = "ForCausalLM"
         kind, head = "causal-lm", module.get_output_embeddings()
     if kind == "encoder":
         module.config._attn_implementation = impl
