@@ -18,6 +18,7 @@ COMMANDS = {
     "estimate": ("memplan.cli.estimate", "Estimate memory per GPU, CPU RAM and NVMe for training or inference."),
     "models": ("memplan.cli.catalog_cmds", "List built-in model profiles, or show one with its parameter breakdown."),
     "gpus": ("memplan.cli.catalog_cmds", "List GPU profiles (memory, bandwidth, dense TFLOP/s)."),
+    "interconnects": ("memplan.cli.catalog_cmds", "List interconnect profiles (NVLink, PCIe, InfiniBand, RoCE)."),
     "time": ("memplan.cli.time", "FLOPs, step time, training days, GPU-hours and cost."),
     "plan": ("memplan.cli.plan", "Search parallel strategies that fit and rank them by time or cost."),
     "profile": ("memplan.cli.profile", "Measure a real training step (cuda, cpu or fake tensors) beside the estimate."),

@@ -84,3 +84,19 @@ def gpus_command(name: str | None, units: str, as_json: bool) -> None:
             click.echo(f"source: {s}")
         if g.notes:
             click.echo(f"notes: {g.notes}")
+
+
+@click.command("interconnects")
+@json_option
+def interconnects_command(as_json: bool) -> None:
+    """List interconnect profiles (per-GPU, one-direction GB/s)."""
+    from memplan import catalog
+
+    items = catalog.interconnects()
+    if as_json:
+        click.echo(json.dumps({k: v.model_dump(mode="json") for k, v in items.items()}, indent=2))
+        return
+    rows = [[k, v.scope, f"{v.bandwidth_gbps:g}", f"{v.latency_us:g}", (v.sources or [""])[0][:70]]
+            for k, v in sorted(items.items(), key=lambda kv: (kv[1].scope, -kv[1].bandwidth_gbps))]
+    click.echo(tabulate(rows, headers=["interconnect", "scope", "GB/s per GPU", "latency us", "source"],
+                        disable_numparse=True))
