@@ -1,13 +1,67 @@
-"""Memory outside PyTorch's tensors: CUDA context, library workspaces, allocator reserve, comm buffers.
+"""Memory outside the step's tensors: CUDA context, library workspaces, allocator reserve, communication buffers.
 
-v1: none counted yet (issue 3 adds them, each with its assumption).
+Each line is a Component with its assumption; the figures are data (profiles/overheads/cuda.json, by GPU
+generation).  `required` = peak_allocated + these lines is what is compared with the GPU's memory.
 """
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+
+from memplan.catalog import profiles_dir
+from memplan.errors import MemplanError
+from memplan.memory.states import ModelStates
 from memplan.results.memory import Component
 from memplan.spec.hardware import GPUSpec
 from memplan.spec.setup import TrainingSetup
 
+MIB = 1024 * 1024
 
-def overhead_components(setup: TrainingSetup, gpu: GPUSpec | None) -> list[Component]:
-    return []
+
+@lru_cache(maxsize=None)
+def overhead_table() -> dict:
+    path = profiles_dir() / "overheads" / "cuda.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MemplanError(f"cannot read {path} ({exc}); reinstall memplan or set MEMPLAN_PROFILES") from None
+
+
+def overhead_components(setup: TrainingSetup, gpu: GPUSpec | None, states: ModelStates | None = None,
+                        peak_allocated: int = 0) -> list[Component]:
+    t = overhead_table()
+    gen_name = gpu.generation if gpu is not None and gpu.generation in t["generations"] else "default"
+    gen = t["generations"][gen_name]
+    where = gpu.name if gpu is not None else "no --gpu given: generic"
+    out: list[Component] = []
+    if gpu is not None and gpu.context_bytes:
+        out.append(Component(name="CUDA context + libraries", category="overheads", bytes=gpu.context_bytes,
+                             note=f"{gpu.name} profile's measured context_bytes"))
+    else:
+        out.append(Component(name="CUDA context + libraries", category="overheads", bytes=gen["context_mib"] * MIB,
+                             note=f"assumed for {gen_name} ({where}): {t['context_source']}"))
+    out.append(Component(name="cuBLAS workspace", category="overheads", bytes=gen["cublas_workspace_kib"] * 1024,
+                         note=t["cublas_workspace_source"]))
+    p = setup.parallel
+    groups = [name for name, size in (("data", p.dp), ("tensor", p.tp), ("pipeline", p.pp)) if size > 1]
+    if groups:
+        out.append(Component(name="NCCL buffers", category="overheads",
+                             bytes=len(groups) * t["nccl_mib_per_communicator"] * MIB,
+                             note=f"{len(groups)} process group(s) ({', '.join(groups)}): {t['nccl_source']}"))
+    if states is not None and p.dp > 1:
+        grads = states.gpu_bytes("gradients")
+        if p.engine == "plain" and p.zero == 0:
+            out.append(Component(name="DDP gradient buckets", category="overheads", bytes=grads,
+                                 note=t["ddp_bucket_source"]))
+        elif p.engine == "deepspeed":
+            n = min(t["deepspeed_reduce_bucket_elements"], states.local.params)
+            out.append(Component(name="ZeRO reduce bucket", category="overheads", bytes=2 * n,
+                                 note=t["deepspeed_source"]))
+    return out
+
+
+def allocator_reserve(peak_allocated: int) -> Component:
+    t = overhead_table()
+    frac = t["allocator_reserve_fraction"]
+    return Component(name="allocator reserve (cached, fragmentation)", category="overheads",
+                     bytes=int(peak_allocated * frac), note=f"{frac:.0%} of peak_allocated: {t['allocator_source']}")

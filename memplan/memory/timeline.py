@@ -1,25 +1,178 @@
-"""The training step as phases, and its peak.
+"""The training step as a timeline of moments, and its peak.
 
-v1 (model states only): the peak is the model states plus ZeRO-3's gathered parameters. Activations, logits
-and the optimizer's temporaries are added by the activation model (issue 3).
+A steady-state step (optimizer states already allocated, gradients None after zero_grad(set_to_none=True)):
+
+  forward         persistent states + activations kept so far + the model output (logits) + in-layer transients
+  loss            ... + the loss's saved log-softmax and its fp32 copy of the logits
+  backward        start: every saved activation + the loss's gradients (usually the step's peak);
+                  then layer by layer activations are freed and gradients allocated: the extremes of that linear
+                  trade are the first and the last layer, so those two moments are evaluated (O(1), not O(L));
+                  end: all gradients + the embedding's gradient
+  optimizer_step  weights + gradients + master + states + the optimizer's temporaries (for-loop: two tensors
+                  the size of the largest parameter; foreach: one list as big as the parameter group; fused: none)
+                  + the fp32 gradients a master-weights recipe materializes
+  zero_grad       gradients dropped
+
+Bytes of each moment are by category (weights, gradients, master_weights, optimizer_states,
+gathered_parameters, activations, temporaries, other), so the peak says what it is made of.
 """
 from __future__ import annotations
 
 from pydantic import BaseModel
 
+from memplan.memory.activations import Activations, activations
+from memplan.memory.implementations import Kernels, get_implementation
 from memplan.memory.states import ModelStates
 from memplan.results.memory import Component, Phase
 from memplan.spec.setup import TrainingSetup
+
+STATE_CATEGORIES = ("weights", "gradients", "master_weights", "optimizer_states", "gathered_parameters")
 
 
 class Timeline(BaseModel):
     phases: list[Phase]
     components: list[Component] = []
     notes: list[str] = []
+    activations: Activations | None = None
 
 
-def step_timeline(setup: TrainingSetup, states: ModelStates) -> Timeline:
-    held = {c: states.gpu_bytes(c) for c in ("weights", "gradients", "master_weights", "optimizer_states",
-                                             "gathered_parameters")}
-    phase = Phase(name="optimizer_step", bytes=held, total=sum(held.values()))
-    return Timeline(phases=[phase])
+def _phase(name: str, **cats: int) -> Phase:
+    b = {k: int(v) for k, v in cats.items() if v}
+    return Phase(name=name, bytes=b, total=sum(b.values()))
+
+
+def parameter_order(setup: TrainingSetup) -> list[int]:
+    """Numel of each parameter tensor on this GPU in nn.Module registration order (what torch.optim iterates):
+    embeddings, then per layer the linears (weight, bias) followed by the layer's norms, the final norm and the
+    LM head (transformers' modeling files register them in that order, e.g. modeling_llama.py)."""
+    a = setup.model.arch
+    tp = setup.parallel.tp
+    first = [-(-a.vocab_size // tp) * a.hidden_size]
+    if a.position == "learned":
+        first.append(a.max_positions * a.hidden_size)
+    layer: list[int] = []
+    for lin in a.linears():
+        w = lin.in_features * lin.out_features * lin.count
+        layer.append(w if lin.split == "replicated" else -(-w // tp))
+        if lin.bias:
+            layer.append(lin.out_features * lin.count // (tp if lin.split == "column" else 1))
+    layer += [a.hidden_size] * (a.norms_per_layer * (2 if a.norm_bias else 1))
+    last = [a.hidden_size] if a.final_norm else []
+    if a.lm_head and not a.tied_embeddings:
+        last.append(-(-a.vocab_size // tp) * a.hidden_size)
+    # two consecutive layers are enough to see every adjacent pair
+    return first + layer * min(2, a.n_layers) + last
+
+
+def optimizer_temporaries(setup: TrainingSetup, states: ModelStates) -> tuple[int, str]:
+    """Bytes of the optimizer step's transient buffers on the GPU, and the assumption in words."""
+    p = setup.parallel
+    if p.offload_optimizer != "none":
+        return 0, "optimizer offloaded: its temporaries are in CPU memory"
+    prof = get_implementation(setup.workload.implementation)
+    impl = prof.optimizer_impl or setup.workload.optimizer_impl
+    opt = setup.optimizer
+    temps = prof.optimizer_temporaries.get(opt.name, {}).get(impl)
+    if temps is None:
+        return 0, f"{opt.name} has no {impl} implementation profiled; no temporaries counted"
+    state_bytes = opt.state_bytes if opt.state_bytes is not None else setup.recipe.optimizer_states.bytes
+    shard = p.dp if p.zero >= 1 else 1
+    group = -(-states.local.params // shard)
+    pair = 0
+    if temps.current or temps.previous:
+        if setup.model.architecture is None:
+            sizes = [group]
+        else:
+            sizes = [min(n, group) for n in parameter_order(setup)]  # ZeRO: the optimizer works on its flat shard
+        prev = 0
+        for n in sizes:
+            pair = max(pair, temps.previous * prev + temps.current * n)
+            prev = n
+    nbytes = int((temps.group * group + pair) * state_bytes)
+    what = []
+    if temps.group:
+        what.append(f"{temps.group:g} x the parameter group ({group:,} elements)")
+    if pair:
+        what.append(f"{temps.current:g} x a tensor + {temps.previous:g} x the one before it ({int(pair):,} elements "
+                    "at most)")
+    return nbytes, f"{opt.name} {impl}: " + (" + ".join(what) if what else "no temporaries") + \
+        f" in {state_bytes:g}-byte state dtype"
+
+
+def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = "cuda") -> Timeline:
+    held = {c: states.gpu_bytes(c) for c in STATE_CATEGORIES}
+    if setup.model.architecture is None:
+        phase = _phase("optimizer_step", **held)
+        return Timeline(phases=[phase], notes=["no architecture: activations are not estimated (model states "
+                                               "only); give a profile name, a config.json or --layers etc."])
+    a = setup.model.arch
+    p = setup.parallel
+    acts = activations(setup, kernels)
+    prof = get_implementation(setup.workload.implementation)
+    notes = list(acts.notes)
+    comps: list[Component] = []
+
+    persistent = {c: held[c] for c in ("weights", "master_weights", "optimizer_states")}
+    gathered = held["gathered_parameters"]
+    grads_total = held["gradients"]
+    local = states.local
+    per_param_grad = grads_total / local.params if local.params else 0.0
+    layer_grads = int(local.layer_params * per_param_grad)
+    head_grads = int(-(-a.vocab_size // p.tp) * a.hidden_size * per_param_grad) if a.lm_head else 0
+    # tied embeddings: embedding backward makes a dense (V, h) gradient and adds it into the LM head's .grad
+    embed_grad_temp = head_grads if a.tied_embeddings else 0
+
+    saved = acts.saved
+    layers_saved = int(acts.in_flight * acts.layers * acts.layer)
+    recompute_extra = acts.layer_full - acts.layer if setup.workload.recompute != "none" else 0
+    other = acts.inputs
+
+    forward = _phase("forward", **persistent, gathered_parameters=gathered, other=other,
+                     activations=saved - acts.head + acts.forward_only,
+                     temporaries=acts.layer_forward + (acts.layer_full if setup.workload.recompute == "full" else 0))
+    loss = _phase("loss", **persistent, gathered_parameters=gathered, other=other,
+                  activations=saved + acts.forward_only, temporaries=acts.loss_forward)
+    bwd_start = dict(activations=saved, temporaries=acts.loss_backward)
+    # first layer's backward: head done (its gradients allocated, its saved tensors freed), one layer recomputed
+    first = dict(activations=saved - acts.head + recompute_extra, gradients=head_grads,
+                 temporaries=acts.layer_backward)
+    last_layers = max(acts.layers - 1, 0)
+    last = dict(activations=acts.embedding + int(acts.in_flight * (acts.layers - last_layers) * acts.layer)
+                + recompute_extra, gradients=head_grads + last_layers * layer_grads, temporaries=acts.layer_backward)
+    end = dict(activations=0, gradients=grads_total, temporaries=embed_grad_temp)
+    candidates = [bwd_start, first, last, end]
+    worst = max(candidates, key=lambda d: sum(d.values()))
+    backward = _phase("backward", **persistent, gathered_parameters=gathered, other=other, **worst)
+
+    temps, temps_note = optimizer_temporaries(setup, states)
+    master_copy = 0
+    if setup.recipe.master_weights is not None and prof.master_grad_copy_bytes and p.offload_optimizer == "none":
+        shard = p.dp if p.zero >= 1 else 1
+        master_copy = int(prof.master_grad_copy_bytes * -(-local.params // shard))
+        notes.append(f"master weights: the step materializes {prof.master_grad_copy_bytes:g} B/param of fp32 "
+                     "gradients for the master copy before updating it")
+    step = _phase("optimizer_step", **persistent, other=other, gradients=grads_total,
+                  temporaries=temps + master_copy)
+    zero = _phase("zero_grad", **persistent, other=other, gradients=grads_total)
+    notes.append(f"optimizer step temporaries: {temps_note}")
+
+    for line in acts.lines:
+        comps.append(Component(name=f"{line.region}: {line.name}", category="activations", bytes=line.bytes,
+                               note=_line_note(line.region, acts)))
+    if master_copy:
+        comps.append(Component(name="fp32 gradients for the master weights (step)", category="temporaries",
+                               dtype="fp32", bytes=master_copy, note="transient, optimizer step"))
+    if temps:
+        comps.append(Component(name="optimizer temporaries (step)", category="temporaries", bytes=temps,
+                               note=temps_note))
+    del layers_saved
+    return Timeline(phases=[forward, loss, backward, step, zero], components=comps, notes=notes, activations=acts)
+
+
+def _line_note(region: str, acts: Activations) -> str:
+    if region.startswith("layer"):
+        mult = acts.in_flight * acts.layers
+        return f"per layer and micro-batch; x {mult:g} on this GPU"
+    if region == "forward only":
+        return "alive during forward and loss, freed before backward"
+    return ""

@@ -39,6 +39,8 @@ class PerGPU(BaseModel):
     model_states: int = Field(0, description="weights + gradients + master_weights + optimizer_states")
     gathered_parameters: int = Field(0, description="ZeRO-3/FSDP: unsharded parameters of the layers in flight")
     activations: int = Field(0, description="saved activations at the peak (incl. logits kept for backward)")
+    saved_activations: int = Field(0, description="everything kept for backward at the start of backward "
+                                                  "(whatever the peak's phase)")
     temporaries: int = Field(0, description="transient buffers alive at the peak (optimizer, loss, workspaces)")
     kv_cache: int = 0
     peak_allocated: int = Field(0, description="comparable with torch.cuda.max_memory_allocated() for the step")

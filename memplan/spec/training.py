@@ -210,6 +210,7 @@ class Parallelism(BaseModel):
 
 Recompute = Literal["none", "selective", "full"]
 Attention = Literal["eager", "sdpa", "flash"]
+OptimizerImpl = Literal["for-loop", "foreach", "fused"]
 
 
 class Workload(BaseModel):
@@ -223,3 +224,6 @@ class Workload(BaseModel):
     recompute: Recompute = "none"
     attention: Attention = "sdpa"
     implementation: str = Field("hf", description="activation accounting profile in profiles/implementations/")
+    optimizer_impl: OptimizerImpl = Field("foreach", description="torch.optim implementation: for-loop, foreach "
+                                          "(torch's default on CUDA) or fused; decides the optimizer step's "
+                                          "temporaries")
