@@ -81,6 +81,34 @@ def test_sliding_window_caps_the_cache():
     assert measured == pytest.approx(est.per_gpu.kv_cache, rel=0.05)
 
 
+@pytest.mark.parametrize("attention,batch,seq", [("sdpa", 2, 256), ("sdpa", 1, 1024), ("eager", 2, 256),
+                                                 ("eager", 1, 1024)])
+def test_prefill_workspace_is_measured(attention, batch, seq):
+    """Peak of a no-grad prefill forward (use_cache, logits of the last token as generate() asks), every storage
+    counted by memplan.measure.tracker, minus the KV cache it builds: within 5% of the estimate."""
+    import torch
+
+    from memplan.measure.models import build_model
+    from memplan.measure.tracker import StorageTracker
+    from memplan.memory.inference import prefill_workspace_bytes
+
+    a = Architecture(family="llama", n_layers=4, hidden_size=256, n_heads=8, n_kv_heads=2, ffn_hidden_size=688,
+                     vocab_size=2048, max_positions=2048)
+    spec = ModelSpec(name="m", architecture=a)
+    m = build_model(spec, "hf", attention=attention, dtype=torch.bfloat16).module.eval()
+    ids = torch.randint(0, a.vocab_size, (batch, seq))
+    fixed = list(m.parameters()) + list(m.buffers()) + [ids]
+    tr = StorageTracker("cpu")
+    tr.track(fixed, "weights")
+    with torch.no_grad(), tr:
+        tr.set_phase("forward")
+        cache = m(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+    kv, _ = _cache_bytes(cache)
+    measured = tr.peak - sum(t.nbytes for t in fixed) - kv
+    est = prefill_workspace_bytes(InferenceSetup(model=spec, batch=batch, context=seq, attention=attention))
+    assert est == pytest.approx(measured, rel=0.05)
+
+
 # ---- published figures ------------------------------------------------------------------------------------
 def test_vllm_paper_opt_13b_kv_per_token():
     """Kwon et al. 2023 (vLLM), sec. 3: "the KV cache of a single token demands 800 KB of space, calculated as

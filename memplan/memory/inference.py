@@ -16,11 +16,12 @@ the LM head stay 16-bit (what AWQ/GPTQ checkpoints and LLM.int8() do):
     fp8   one fp32 per-tensor scale (vLLM/TensorRT-LLM fp8 checkpoints)
 
 Prefill workspace (no autograd: a tensor dies when its last user is done), for the tokens of one forward pass
-(the batch's prompts, or one --prefill-chunk): the residual stream and the normed input (2h per token) plus the
-larger of the attention block (q, k, v, the rotated q and k, the attention output: 3(q+kv)/tp per token) and the
-MLP (gate, up and their product: 3 f/tp per routed token), in the compute dtype; eager attention adds the
-score matrix (fp16/bf16 scores and the fp32 softmax, as transformers' eager_attention_forward); and the logits of
-the last token of each sequence (16-bit then upcast to fp32 for sampling).
+(the batch's prompts, or one --prefill-chunk), as transformers' decoder forward holds them (measured with
+memplan.measure.tracker, tests/test_inference.py): the larger of the MLP stage (embedding output, layer input,
+residual, normed input: 4h; gate/act, up and their product: 3f/tp per routed token) and the attention stage
+(3h; the rotated q, the output and k before rotation: (2q+kv)/tp), in the compute dtype; eager attention peaks at
+the softmax (16-bit scores plus softmax's fp32 input copy and output, the causal mask, repeat_kv's copies); and
+the logits of the last token of each sequence (16-bit then upcast to fp32 for sampling).
 """
 from __future__ import annotations
 
@@ -138,19 +139,27 @@ def prefill_workspace_bytes(setup: InferenceSetup, batch: int | None = None, con
         tokens = min(tokens, setup.prefill_chunk)
     cb = setup.compute_dtype.bytes
     h = a.hidden_size
-    attn = 3 * (a.q_size + a.kv_size) / p.tp
+    q, kv = a.q_size / p.tp, a.kv_size / p.tp
     routed = a.experts_per_token if a.n_experts else 1
-    mlp = 3 * a.ffn_hidden_size / p.tp * routed
-    per_token = (2 * h + max(attn, mlp)) * cb
+    # MLP stage: the embedding output (kept by the model's forward), the layer input (kept by the caller until
+    # the layer returns), the post-attention residual, the normed input; gate/act, up and their product
+    mlp = 4 * h + 3 * a.ffn_hidden_size / p.tp * routed
+    # attention stage (the rotated k and v are the KV cache, counted there): embedding output, layer input,
+    # normed input (3h); the rotated q and the output, with k before rotation still alive (2q + kv)
+    attn = 3 * h + 2 * q + kv
     scores = 0
     if setup.attention == "eager":
-        # one sequence's (or chunk's) queries against its keys, per head on this rank: 16-bit scores + fp32 softmax
+        # at the softmax: the rotated q, repeat_kv's copies of k and v for every query head (GQA/MQA), and per head
+        # on this rank the 16-bit scores plus softmax(dtype=float32)'s fp32 input copy and output; the 16-bit causal
+        # mask per sequence
+        attn = 3 * h + q + (2 * q if kv < q else 0)
         q_tokens = min(prompt, setup.prefill_chunk or prompt)
         seqs = max(1, tokens // q_tokens)
         keys = min(prompt, a.sliding_window or prompt)
-        scores = seqs * math.ceil(a.n_heads / p.tp) * q_tokens * keys * (cb + 4)
+        scores = seqs * q_tokens * keys * (math.ceil(a.n_heads / p.tp) * (cb + 8) + cb)
+    peak = max(tokens * attn * cb + scores, tokens * mlp * cb)  # the scores live in the attention stage
     logits = b * math.ceil(a.vocab_size / p.tp) * (cb + 4)
-    return int(tokens * per_token + scores + logits)
+    return int(peak + logits)
 
 
 def overhead_lines(setup: InferenceSetup, gpu: GPUSpec | None) -> list[Component]:
