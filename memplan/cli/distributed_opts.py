@@ -1,0 +1,90 @@
+"""`memplan profile --nproc N --strategy ddp|zero1|zero2|zero3`: the multi-rank options and their runner.
+
+`distributed_options` adds the flags to the profile command; when any of them is given, the command hands all
+its keyword arguments to `run_distributed`.  Under `torchrun --nproc-per-node N -m memplan profile --strategy S`
+every rank runs this; rank 0 prints (and writes --out), the others stay silent.
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from memplan.cli.options import _stack, build_setup, pop_training_kwargs, units_of
+from memplan.errors import MemplanError
+
+STRATEGY_CHOICES = ["ddp", "zero1", "zero2", "zero3"]
+
+distributed_options = _stack(
+    click.option("--nproc", type=click.IntRange(min=1), default=None,
+                 help="Ranks to run: local processes with gloo (--device cpu) or one GPU each with nccl (cuda); with "
+                      "--device fake, the world size emulated (e.g. 64, 1024). Under torchrun: its world size."),
+    click.option("--strategy", type=click.Choice(STRATEGY_CHOICES), default=None,
+                 help="ddp: DistributedDataParallel; zero1: + ZeroRedundancyOptimizer; zero2/zero3: FSDP2 "
+                      "fully_shard with reshard_after_forward False/True. Default with --nproc: ddp."),
+    click.option("--mixed-precision/--no-mixed-precision", default=None,
+                 help="zero2/zero3: run the recipe as FSDP MixedPrecisionPolicy(param_dtype=compute, "
+                      "reduce_dtype=fp32) over fp32 shards (default: on for recipes with fp32 master weights)."),
+)
+
+
+def wants_distributed(kwargs: dict) -> bool:
+    return any(kwargs.get(k) is not None for k in ("nproc", "strategy", "mixed_precision"))
+
+
+def run_distributed(**kw) -> None:
+    """Run the multi-rank profile from the profile command's keyword arguments, print it, save it."""
+    from memplan.measure.distributed import DistributedRequest, profile_distributed, under_torchrun
+
+    nproc, strategy, mixed = kw.pop("nproc", None), kw.pop("strategy", None), kw.pop("mixed_precision", None)
+    for flag, key in (("--plot", "plot"), ("--snapshot", "snapshot"), ("--find-max-batch", "find_max_batch")):
+        if kw.get(key):
+            raise MemplanError(f"{flag} measures one device; drop it with --nproc/--strategy")
+    if kw.get("zero") or kw.get("engine", "plain") != "plain" or kw.get("gpus", 1) != 1:
+        raise MemplanError("--strategy decides ZeRO and the engine and --nproc the GPU count: drop --zero/--engine/"
+                           "--gpus (the estimate compared is printed with the result)")
+    if strategy is None:
+        if mixed is not None and nproc is None:
+            raise MemplanError("--mixed-precision needs --strategy zero2 or zero3")
+        strategy = "ddp"
+    as_json, units = kw.pop("as_json", False), units_of(kw.pop("units", "GiB"))
+    out, force = kw.pop("out", None), kw.pop("force", False)
+    setup = build_setup(**pop_training_kwargs(kw))
+    import torch
+
+    device = kw.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if nproc is None:
+        nproc = 1
+    source = kw.get("factory") or kw.get("model_source") or "hf"
+    # DDP rebuilds its buckets in the second step's forward: measure a step after that
+    warmup = max(2, kw.get("warmup_steps") or 1)
+    req = DistributedRequest(setup=setup, strategy=strategy, nproc=nproc, device=device, model_source=source,
+                             mixed_precision=mixed, warmup_steps=warmup, optimizer_impl=kw.get("optimizer_impl"))
+    if out and out != "auto":
+        from pathlib import Path
+
+        if Path(out).exists() and not force:
+            raise MemplanError(f"{out} exists; pass --force to overwrite it or choose another path")
+    if not under_torchrun():
+        click.echo(f"memplan profile: {strategy} on {nproc} rank(s), device {device}", err=True)
+    profile = profile_distributed(req)
+    if profile is None:  # a torchrun rank other than 0
+        return
+    if out:
+        _save(profile, out, force)
+    if as_json:
+        click.echo(json.dumps(profile.model_dump(mode="json"), indent=2))
+    else:
+        from memplan.report.distributed import distributed_table
+
+        click.echo(distributed_table(profile, units))
+
+
+def _save(profile, out: str, force: bool) -> None:
+    from memplan.catalog import profiles_dir
+    from memplan.report.files import timestamped_path, write_new_file
+
+    path = (timestamped_path(profiles_dir() / "runs", profile.model, profile.strategy, f"w{profile.world_size}",
+                             profile.device) if out == "auto" else out)
+    written = write_new_file(path, profile.model_dump_json(indent=2) + "\n", force=force)
+    click.echo(f"memplan profile: record written to {written}", err=True)
