@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import click
 
+from memplan.cli.distributed_opts import distributed_options
 from memplan.cli.options import (build_setup, gpu_option, json_option, pop_training_kwargs, resolve_gpu,
                                  training_options, units_of, units_option)
 from memplan.errors import MemplanError
@@ -48,6 +49,7 @@ def _progress(msg: str) -> None:
 @click.option("--snapshot", type=click.Path(dir_okay=False), help="cuda: allocator snapshot (pytorch.org/memory_viz).")
 @click.option("--find-max-batch", is_flag=True, help="Bisect the largest micro-batch that runs (cuda: until OOM; "
                                                      "cpu/fake: until the peak exceeds --gpu's memory).")
+@distributed_options
 @units_option
 @json_option
 def profile_command(**kwargs) -> None:
@@ -55,6 +57,9 @@ def profile_command(**kwargs) -> None:
 
     MODEL as for estimate: a built-in profile, a config.json, or a count with --layers/--hidden/... flags.
     """
+    if kwargs["nproc"] is not None or kwargs["strategy"] is not None or kwargs["mixed_precision"] is not None:
+        from memplan.cli.distributed_opts import run_distributed
+        return run_distributed(**kwargs)
     as_json, units = kwargs.pop("as_json"), units_of(kwargs.pop("units"))
     gpu_name = kwargs.pop("gpu_name")
     device, source, factory = kwargs.pop("device"), kwargs.pop("model_source"), kwargs.pop("factory")
