@@ -21,6 +21,23 @@ def test_model_flops_keep_a_tied_embedding_and_drop_learned_positions():
     assert model_flops_per_step(ARCHS["gpt2"], 1, 16) == 16 * (6 * n + 12 * 2 * 4 * 16 * 16)
 
 
+@pytest.mark.parametrize("source", ["reference", "hf"])
+def test_flop_counter_on_eager_attention_equals_palm_by_hand(source):
+    # FlopCounterMode counts matmuls only: 6 x the 118,784 matmul weights (151,872 minus the 32,768 embedding
+    # lookup and 320 norm weights) per token, plus QK^T and PV: 12*L*H*Q*T per token (PaLM appendix B)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from memplan.measure.runner import _Phases, _Step
+
+    with FakeTensorMode():
+        step = _Step(setup("llama", "fp32", micro_batch=2, seq=32, attention="eager"), "fake", source, None, 0)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step.run(_Phases([]))
+    assert counter.get_total_flops() == 64 * (6 * 118_784 + 12 * 2 * 4 * 16 * 32)
+
+
 def test_utilization_and_median():
     assert utilization(989.4e12, 1.0, 989.4) == pytest.approx(1.0)
     assert utilization(None, 1.0, 989.4) is None and utilization(1e12, 1.0, None) is None
@@ -40,8 +57,56 @@ def test_cuda_step_allocator_figures_bound_the_tensor_figures(tmp_path):
     assert r.peak_allocated >= r.tracked_peak
     assert c.reserved_peak_bytes >= r.peak_allocated
     assert c.step_seconds > 0 and len(c.step_seconds_all) == 3
-    assert c.flops_per_step >= c.model_flops_per_step * 0.5
+    # PaLM's 6N counts norm weights too (not matmuls): within a few percent of what FlopCounterMode counts
+    assert 0.85 * c.model_flops_per_step <= c.flops_per_step <= 1.15 * c.model_flops_per_step
     assert snap.stat().st_size > 0
     fake = measure_training_step(setup("llama", "bf16-mixed"), device="fake", model_source="reference")
     # same tensors on cuda and fake except the optimizer's implementation (foreach on cuda, for-loop on fake)
     assert r.weights == fake.weights and r.master_weights == fake.master_weights
+
+
+class _FakeCuda:
+    """Stands in for torch.cuda's allocator statistics, so the per-phase bookkeeping is tested without a GPU."""
+
+    def __init__(self):
+        self.peak = {"forward": 10, "loss": 12, "backward": 30, "optimizer_step": 20, "zero_grad": 8, "done": 8}
+        self.phase = None
+
+    def stats(self, _device=None):
+        p = self.peak.get(self.phase, 0) << 20
+        return {"allocated_bytes.all.peak": p, "reserved_bytes.all.peak": p + (4 << 20),
+                "active_bytes.all.peak": p, "requested_bytes.all.peak": p - 100}
+
+
+def test_cuda_session_bookkeeping_without_a_gpu(monkeypatch):
+    import memplan.measure.cuda as cuda_mod
+    from memplan.measure.runner import _Phases, _Step
+
+    fake = _FakeCuda()
+    monkeypatch.setattr(torch.cuda, "memory_stats", fake.stats)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *_: None)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *_: None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *_: 40 << 20)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "NVIDIA H200")
+    monkeypatch.setattr(cuda_mod, "nvml_info", lambda _i: {"driver": "560.35", "total": 150 << 30, "used": 600 << 20})
+    step = _Step(setup("llama", "bf16-mixed"), "cpu", "reference", None, seed=0)
+    session = cuda_mod.CudaSession(step, timed_steps=0, count_flops=False)
+    session.times = [0.2, 0.1, 0.3]  # as CUDA events would have measured them
+
+    class Tracking:  # switch the fake allocator's phase as the runner switches phases
+        def set_phase(self, name):
+            fake.phase = name
+
+    phases = _Phases([session, Tracking()])  # the session closes the previous phase before the switch
+    step.run(phases)
+    session.after_measured_step(phases)
+    assert session.phase_stats["backward"]["allocated"] == 30 << 20
+    assert session.allocated_peak == 30 << 20  # the largest phase peak (backward), not the "done" tail
+    assert session.reserved_peak == 34 << 20
+    info = session.info()
+    assert info.context_overhead_bytes == (600 - 40) << 20  # NVML used - reserved at the same moment
+    assert info.step_seconds == 0.2  # the median
+    assert info.peak_tflops == 989.4  # the H200 profile's dense bf16 peak, found by its device-name alias
+    mf = model_flops_per_step(ARCHS["llama"], 2, 32)
+    assert info.mfu == pytest.approx(mf / (0.2 * 989.4e12))

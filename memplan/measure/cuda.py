@@ -124,6 +124,10 @@ class CudaSession:
         self.nvml: dict = {}
         self.reserved_at_nvml: int | None = None
         self.notes: list[str] = []
+        self._recording = False
+        self.snapshot_written = False
+        # peaks from earlier measurements in this process (find-max-batch probes) must not leak into this one
+        torch.cuda.reset_peak_memory_stats(self.device_index)
 
     def _close_phase(self) -> None:
         if self.phase is None:
@@ -141,6 +145,7 @@ class CudaSession:
         torch.cuda.reset_peak_memory_stats(self.device_index)
         if self.snapshot:
             torch.cuda.memory._record_memory_history(max_entries=200_000)
+            self._recording = True
 
     def after_measured_step(self, phases) -> None:
         torch.cuda.synchronize()
@@ -150,9 +155,7 @@ class CudaSession:
         for field, key in (("allocated_peak", "allocated"), ("reserved_peak", "reserved"),
                            ("active_peak", "active"), ("requested_peak", "requested")):
             setattr(self, field, max((s[key] for s in measured.values()), default=None))
-        if self.snapshot:
-            torch.cuda.memory._dump_snapshot(self.snapshot)
-            torch.cuda.memory._record_memory_history(enabled=None)
+        self._stop_snapshot()
         self.reserved_at_nvml = torch.cuda.memory_reserved(self.device_index)
         self.nvml = nvml_info(self.device_index)
         if self.nvml.get("note"):
@@ -169,9 +172,14 @@ class CudaSession:
         # an OOM in warm-up has no phase stats: the allocator's peak since the process started stands in
         self.allocated_peak = max((s["allocated"] for s in stats), default=torch.cuda.max_memory_allocated())
         self.reserved_peak = max((s["reserved"] for s in stats), default=torch.cuda.max_memory_reserved())
-        if self.snapshot:
+        self._stop_snapshot()
+
+    def _stop_snapshot(self) -> None:
+        if self._recording:
             torch.cuda.memory._dump_snapshot(self.snapshot)
             torch.cuda.memory._record_memory_history(enabled=None)
+            self._recording = False
+            self.snapshot_written = True
 
     def _time_steps(self) -> None:
         from memplan.measure.runner import _Phases
@@ -232,4 +240,4 @@ class CudaSession:
             model_flops_per_step=model_flops,
             achieved_tflops=(self.flops / seconds / 1e12) if self.flops and seconds else None,
             peak_tflops=peak, mfu=utilization(model_flops, seconds, peak), hfu=utilization(self.flops, seconds, peak),
-            snapshot_path=self.snapshot)
+            snapshot_path=self.snapshot if self.snapshot_written else None)

@@ -109,6 +109,14 @@ class LossScaler:
             by_dtype.setdefault(g.dtype, []).append(g)
         for group in by_dtype.values():
             torch._amp_foreach_non_finite_check_and_unscale_(group, found, inv)
+        if not _is_fake(found):  # a fake tensor has no value to read
+            self.found_inf = self.found_inf or bool(found.item())
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
 
 
 class ScaledOptimizer:
