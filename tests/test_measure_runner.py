@@ -112,3 +112,17 @@ def test_find_max_micro_batch_bisects_against_a_capacity():
                                        capacity_bytes=capacity)
     assert best == 3  # the peak grows with the batch: 3 fits exactly, 4 does not
     assert [r.micro_batch for r in tried] == [1, 2, 4, 3]
+
+
+def test_megatron_fp32_main_grads_are_persistent_and_need_no_conversion():
+    from memplan.spec.training import get_recipe
+
+    s = setup("llama", "bf16-mixed")
+    s = s.model_copy(update={"recipe": get_recipe("bf16-mixed", gradients="fp32")})
+    r = measure_training_step(s, device="fake", model_source="reference")
+    # Megatron's 18 B/param: 2 (bf16 weights) + 4 (fp32 main_grad, never freed) + 4 (master) + 8 (Adam)
+    for phase in r.phases:
+        assert phase.bytes["gradients"] == 4 * N_LLAMA, phase.name
+    step = r.phase("optimizer_step").bytes
+    # no 4 B/param fp32 grad conversion at the step: only the for-loop AdamW's (at most three) temporaries
+    assert step["temporaries"] <= 3 * 4 * 512 * 64

@@ -40,7 +40,7 @@ Progress = Callable[[str], None]
 class MasterWeightsOptimizer:
     """Half-precision model, fp32 master weights, an inner optimizer that updates the master copy.
 
-    Exact memory behaviour (what the analytic model must reproduce):
+    Exact memory behaviour (what the analytic model must reproduce), default (`fp32_grads=False`):
     - persistent: the model's half weights (2 B/param), the fp32 master copy (4 B/param, allocated once at
       construction), the inner optimizer's fp32 states (Adam: 8 B/param, created on the first step);
     - backward: autograd accumulates half-precision grads into the model's parameters' .grad (2 B/param);
@@ -53,23 +53,47 @@ class MasterWeightsOptimizer:
       the inner optimizer's temporaries.
     - zero_grad(set_to_none=True) drops the half grads.
     This is the plain scheme of the ZeRO paper's "2+2+12 bytes per parameter" (Rajbhandari et al. 2020, sec. 3.1)
-    as written without fused kernels; Megatron-LM instead keeps a persistent fp32 main_grad buffer (18 B/param).
+    as written without fused kernels.
+
+    `fp32_grads=True` (recipe gradients=fp32, Megatron-LM's accumulate_allreduce_grads_in_fp32, "18 B/param"):
+    a persistent fp32 `main_grad` per parameter (4 B/param, allocated at construction, counted as gradients);
+    a post-accumulate-grad hook adds each half grad into it and frees the half grad at once, so half grads
+    exist only transiently during backward; step() hands main_grad to the inner optimizer without a copy;
+    zero_grad zeroes main_grad in place (it is never freed).
     """
 
     def __init__(self, params: Iterable[torch.nn.Parameter], make_inner: Callable[[list], torch.optim.Optimizer],
-                 scaler: "LossScaler | None" = None) -> None:
+                 scaler: "LossScaler | None" = None, fp32_grads: bool = False) -> None:
         self.params = [p for p in params if p.requires_grad]
         # detach().float() allocates the fp32 copy; clone() is redundant for half inputs and would double it
         self.master = [p.detach().float().requires_grad_(True) for p in self.params]
         self.inner = make_inner(self.master)
         self.scaler = scaler
         self.state = self.inner.state
+        self.main_grads: list[torch.Tensor] = []
+        if fp32_grads:
+            self.main_grads = [torch.zeros_like(m) for m in self.master]
+            for p, g in zip(self.params, self.main_grads):
+                p.register_post_accumulate_grad_hook(self._accumulate_into(g))
+
+    @staticmethod
+    def _accumulate_into(main_grad: torch.Tensor):
+        def hook(p: torch.Tensor) -> None:
+            main_grad.add_(p.grad)  # add_ casts bf16 -> fp32 in-kernel: no temporary
+            p.grad = None
+        return hook
 
     def step(self) -> None:
-        if self.scaler is not None:
-            self.scaler.unscale_([p.grad for p in self.params if p.grad is not None])
-        for p, m in zip(self.params, self.master):
-            m.grad = None if p.grad is None else p.grad.float()
+        if self.main_grads:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.main_grads)
+            for m, g in zip(self.master, self.main_grads):
+                m.grad = g
+        else:
+            if self.scaler is not None:
+                self.scaler.unscale_([p.grad for p in self.params if p.grad is not None])
+            for p, m in zip(self.params, self.master):
+                m.grad = None if p.grad is None else p.grad.float()
         self.inner.step()
         with torch.no_grad():
             for p, m in zip(self.params, self.master):
@@ -78,6 +102,8 @@ class MasterWeightsOptimizer:
             m.grad = None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        for g in self.main_grads:
+            g.zero_()
         for p in self.params:
             if set_to_none:
                 p.grad = None
@@ -204,9 +230,10 @@ class _Step:
         if r.compute == DType.fp8 or r.weights not in TORCH_DTYPES:
             raise MemplanError(f"recipe {r.name} cannot be measured here (fp8/quantized weights need Transformer "
                                "Engine or bitsandbytes); measure bf16-mixed instead")
-        if r.gradients != r.weights:
+        fp32_main_grads = r.gradients == DType.fp32 and r.weights != DType.fp32 and r.master_weights == DType.fp32
+        if r.gradients != r.weights and not fp32_main_grads:
             raise MemplanError(f"recipe {r.name}: gradients in {r.gradients.value} with weights in {r.weights.value} "
-                               "is not measured (autograd accumulates grads in the weight dtype)")
+                               "is measured only with fp32 master weights (Megatron's fp32 main_grad)")
         if r.master_weights not in (None, DType.fp32):
             raise MemplanError(f"recipe {r.name}: master weights must be fp32 or none to be measured")
         if setup.parallel.gpus > 1:
@@ -244,7 +271,7 @@ class _Step:
         name = setup.optimizer.name
         if master:
             self.optimizer = MasterWeightsOptimizer(params, lambda ps: make_optimizer(name, ps, self.optimizer_impl),
-                                                    self.scaler)
+                                                    self.scaler, fp32_grads=fp32_main_grads)
         else:
             inner = make_optimizer(name, params, self.optimizer_impl)
             self.optimizer = ScaledOptimizer(inner, self.scaler) if self.scaler else inner
@@ -299,6 +326,9 @@ class _Step:
 
     def master_tensors(self) -> list[torch.Tensor]:
         return self.optimizer.master if isinstance(self.optimizer, MasterWeightsOptimizer) else []
+
+    def main_grads(self) -> list[torch.Tensor]:
+        return self.optimizer.main_grads if isinstance(self.optimizer, MasterWeightsOptimizer) else []
 
 
 def _fake_mode():
@@ -379,6 +409,7 @@ def _register(tracker: StorageTracker, step: _Step) -> None:
     tracker.track(list(m.parameters()), "weights")
     tracker.track(list(m.buffers()), "other")
     tracker.track(step.master_tensors(), "master_weights")
+    tracker.track(step.main_grads(), "gradients")  # Megatron-style persistent fp32 grads (recipe gradients=fp32)
     inner = getattr(step.optimizer, "inner", step.optimizer)
     tracker.track_optimizer(inner)
     tracker.track([step.input_ids, step.targets], "other")
