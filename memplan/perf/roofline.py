@@ -8,15 +8,18 @@ max(bytes moved / memory bandwidth, FLOPs / peak FLOP/s).
 - Prefill processes the whole prompt at once: FLOPs grow with tokens while weight bytes do not, so it is compute
   bound once batch x prompt passes the machine balance.
 FLOPs per token are memplan.perf.flops.forward_components (2 FLOPs per multiply-add; attention Q·K^T and
-scores·V over the keys in view, a sliding window capping them).  These are upper bounds on speed: peak bandwidth
-and peak FLOP/s, no kernel launch gaps, no tensor-parallel all-reduces (two per layer, Megatron-LM), no
-scheduler.  With tensor parallelism each GPU reads and computes its 1/tp share concurrently; pipeline stages run
-one after another for a given token (no interleaving of micro-batches assumed).
+scores·V over the keys in view, a sliding window capping them).  With tensor parallelism each GPU reads and
+computes its 1/tp share concurrently, then the layer's two all-reduces of the hidden states (Megatron-LM,
+Shoeybi et al. 2019 fig. 4: after attention and after the MLP) run on the critical path: ring all-reduce time on
+the GPU's NVLink/PCIe profile (memplan.perf.comm), bandwidth plus latency per ring step.  Pipeline stages run one
+after another for a given token (no interleaving of micro-batches assumed).  Still upper bounds on speed: peak
+bandwidth and FLOP/s, no kernel launch gaps, no scheduler.
 """
 from __future__ import annotations
 
 import math
 
+from memplan.perf.comm import all_reduce_bytes, seconds
 from memplan.perf.flops import forward_components
 from memplan.results.inference import Roofline
 from memplan.spec.hardware import GPUSpec
@@ -53,13 +56,31 @@ def serving_roofline(setup: InferenceSetup, gpu: GPUSpec, weight_bytes: int, exp
     b = setup.batch
     notes = []
 
+    layers = math.ceil(a.n_layers / p.pp)
+    link = None
+    if p.tp > 1:
+        if gpu.interconnect:
+            from memplan.catalog import get_interconnect
+
+            link = get_interconnect(gpu.interconnect)
+        else:
+            notes.append(f"{gpu.name} names no interconnect: tensor-parallel all-reduces not timed")
+
+    def tp_seconds(tokens: int) -> float:
+        """The 2 all-reduces per layer of `tokens` hidden states, one stage's layers."""
+        if link is None:
+            return 0.0
+        one = all_reduce_bytes(tokens * a.hidden_size * setup.compute_dtype.bytes, p.tp)
+        return seconds(2 * layers * one, link, ring_steps=2 * (p.tp - 1), calls=2 * layers)
+
     # decode: the last step, every sequence at the full context
     lin, att, head = forward_components(a, setup.context, causal=False)
     decode_flops = b * (lin + att + head) / share
     touched = expected_expert_fraction(a.n_experts, a.experts_per_token, b)
     decode_bytes = int(weight_bytes - expert_weight_bytes * (1 - touched) + kv_bytes)
     t_mem, t_flop = decode_bytes / bw, decode_flops / peak
-    stage = max(t_mem, t_flop)
+    decode_comm = tp_seconds(b)
+    stage = max(t_mem, t_flop) + decode_comm
     step = p.pp * stage
     replicas = p.dp
     aggregate = replicas * b / step
@@ -75,11 +96,13 @@ def serving_roofline(setup: InferenceSetup, gpu: GPUSpec, weight_bytes: int, exp
     passes = math.ceil(tokens / setup.prefill_chunk) if setup.prefill_chunk else 1
     p_mem = passes * (weight_bytes / bw)
     p_flop = prefill_flops / peak
-    prefill = p.pp * max(p_mem, p_flop)
+    prefill_comm = tp_seconds(tokens)
+    prefill = p.pp * (max(p_mem, p_flop) + prefill_comm)
     return Roofline(
         gpu=gpu.name, memory_bandwidth_gbps=gpu.memory_bandwidth_gbps, peak_tflops=peak_tflops,
         compute_dtype=peak_key, decode_bytes_per_step=decode_bytes, decode_flops_per_step=decode_flops,
         decode_step_seconds=step, decode_bound="memory" if t_mem >= t_flop else "compute",
+        decode_comm_seconds=p.pp * decode_comm, prefill_comm_seconds=p.pp * prefill_comm,
         decode_tokens_per_second=aggregate, decode_tokens_per_second_per_gpu=aggregate / p.gpus,
         decode_tokens_per_second_per_sequence=1.0 / step, prefill_flops=prefill_flops, prefill_seconds=prefill,
         prefill_bound="compute" if p_flop >= p_mem else "memory",

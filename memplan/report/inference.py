@@ -46,7 +46,8 @@ def inference_table(est: InferenceEstimate, units: Units = Units.GiB) -> str:
         lines += ["", f"roofline on {r.gpu} ({r.memory_bandwidth_gbps:,.0f} GB/s, {r.peak_tflops:g} TFLOP/s "
                       f"{r.compute_dtype}): upper bounds", tabulate([
                           ["decode step (full context)", _seconds(r.decode_step_seconds), f"{r.decode_bound} bound, "
-                           f"{format_bytes(r.decode_bytes_per_step, units)} read per GPU"],
+                           f"{format_bytes(r.decode_bytes_per_step, units)} read per GPU"
+                           + (f", TP all-reduces {_seconds(r.decode_comm_seconds)}" if r.decode_comm_seconds else "")],
                           ["decode tokens/s per GPU", f"{r.decode_tokens_per_second_per_gpu:,.0f}",
                            f"{r.decode_tokens_per_second:,.0f} over all {p.gpus} GPU(s); "
                            f"{r.decode_tokens_per_second_per_sequence:,.1f} per sequence"],

@@ -33,6 +33,8 @@ class Roofline(BaseModel):
     decode_flops_per_step: float = Field(description="FLOPs one GPU does per decode step")
     decode_step_seconds: float = Field(description="one new token for every sequence in the batch")
     decode_bound: str = Field(description="memory or compute")
+    decode_comm_seconds: float = Field(0.0, description="tensor-parallel all-reduces in one decode step")
+    prefill_comm_seconds: float = Field(0.0, description="tensor-parallel all-reduces in the prefill")
     decode_tokens_per_second: float = Field(description="all replicas together")
     decode_tokens_per_second_per_gpu: float
     decode_tokens_per_second_per_sequence: float
