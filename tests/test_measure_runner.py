@@ -126,3 +126,13 @@ def test_megatron_fp32_main_grads_are_persistent_and_need_no_conversion():
     step = r.phase("optimizer_step").bytes
     # no 4 B/param fp32 grad conversion at the step: only the for-loop AdamW's (at most three) temporaries
     assert step["temporaries"] <= 3 * 4 * 512 * 64
+
+
+def test_selective_recompute_drops_the_attention_core_from_saved_activations():
+    # eager attention saves the [b, heads, s, s] scores and probabilities; checkpointing the core keeps only
+    # its inputs (q, k, v), so the saved bytes must fall by at least one fp32 probability tensor per layer
+    plain = measure_training_step(setup("llama", "fp32", attention="eager"), device="fake", model_source="reference")
+    sel = measure_training_step(setup("llama", "fp32", attention="eager", recompute="selective"), device="fake",
+                                model_source="reference")
+    probs = 2 * 4 * 32 * 32 * 4  # micro-batch 2, 4 heads, 32 x 32, fp32
+    assert plain.activations_at_backward_start - sel.activations_at_backward_start >= 2 * probs
