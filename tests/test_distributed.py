@@ -119,6 +119,7 @@ def test_ddp_buckets_are_a_second_copy_of_the_gradients(w2):
     rotary = 2 * 64 * 16 * FP32
     for r in w2["ddp"].ranks:
         assert r.measured.communication_buffers == N * FP32 + rotary
+        assert r.estimated.communication_buffers == N * FP32  # memory/overheads.py "DDP gradient buckets"
 
 
 def test_losses_agree_across_strategies(w2, w4):

@@ -63,6 +63,7 @@ STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
 # strategy -> (estimate engine, ZeRO stage): the memplan convention whose per-GPU figures a rank is compared with
 ESTIMATE_CONVENTION = {"ddp": ("plain", 0), "zero1": ("plain", 1), "zero2": ("fsdp", 2), "zero3": ("fsdp", 3)}
 DDP_BUCKET_CAP_MB = 25  # torch.nn.parallel.DistributedDataParallel default
+ESTIMATE_BUCKET_LINES = ("DDP gradient buckets", "ZeRO reduce bucket")  # memory/overheads.py component names
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -686,14 +687,20 @@ def assemble(req: DistributedRequest, records: list[RankRecord], launcher: str) 
     est_setup = strategy_setup(req.setup, req.strategy, world)
     est = estimate_memory(est_setup)
     g = est.per_gpu
+    # tensors the estimate counts as communication buffers (memory/overheads.py): DDP's buckets, DeepSpeed's bucket
+    buckets = [c.bytes for c in est.components if c.name in ESTIMATE_BUCKET_LINES]
+    nccl = [c.bytes for c in est.components if c.name == "NCCL buffers"]
     estimated = RankEstimated(weights=g.weights, master_weights=g.master_weights, gradients=g.gradients,
                               optimizer_states=g.optimizer_states, model_states=g.model_states,
-                              gathered_parameters=g.gathered_parameters, peak_allocated=g.peak_allocated)
+                              gathered_parameters=g.gathered_parameters, peak_allocated=g.peak_allocated,
+                              communication_buffers=sum(buckets) if buckets else None,
+                              backend_device_bytes=sum(nccl) if nccl and req.device == "cuda" else None)
     r0 = records[0]
     ranks = []
     for rec in records:
         m = rec.measured
-        diff = {f: getattr(m, f) - getattr(estimated, f) for f in COMPARED if getattr(estimated, f) is not None}
+        diff = {f: getattr(m, f) - getattr(estimated, f) for f in COMPARED
+                if getattr(estimated, f) is not None and getattr(m, f) is not None}
         ranks.append(RankResult(rank=rec.rank, measured=m, estimated=estimated, difference=diff,
                                 explanations=explain(req, est_setup, rec, estimated, world)))
     notes = []
@@ -791,12 +798,22 @@ def explain(req: DistributedRequest, est_setup: TrainingSetup, rec: RankRecord, 
                "gradient elements")
         if rec.buffer_bytes:
             why += f", + the flat copy of the module buffers ({rec.buffer_bytes:,} B) broadcast from rank 0 each forward"
-        verdict("communication_buffers", int(buckets * gb) + rec.buffer_bytes,
-                why + "; the estimate has no communication buffers yet")
+        if e.communication_buffers is None:
+            why += "; the estimate counts no buckets for this convention (memory/overheads.py: --zero 0 only)"
+        verdict("communication_buffers", int(buckets * gb) + rec.buffer_bytes, why)
+    if m.backend_device_bytes is not None:
+        verdict("backend_device_bytes", None, "device memory outside torch's allocator that appeared after "
+                                              "init_process_group (NCCL communicators); the estimate assumes "
+                                              "memory/overheads.py's NCCL line")
     verdict("model_states", None, "sum of the above")
     parts_at_peak = ", ".join(f"{c} {v:,}" for c, v in m.at_peak.items() if v)
-    verdict("peak_allocated", None, f"measured peak in {m.peak_phase}: {parts_at_peak}; the estimate's peak "
-                                    "covers what memory/timeline.py models")
+    why = f"measured peak in {m.peak_phase}: {parts_at_peak}"
+    comm_at_peak = m.at_peak.get("communication", 0)
+    if comm_at_peak and e.communication_buffers:
+        why += (f"; the estimate puts DDP's buckets among overheads, outside its peak: without the "
+                f"{comm_at_peak:,} B of communication buffers the measured peak is {m.peak_allocated - comm_at_peak:,} B "
+                f"({m.peak_allocated - comm_at_peak - e.peak_allocated:+,} B)")
+    verdict("peak_allocated", None, why)
     return out
 
 

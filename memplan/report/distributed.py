@@ -37,7 +37,7 @@ def distributed_table(p: DistributedProfile, units: Units = Units.GiB) -> str:
             if not got and not want:
                 continue
             rows.append([r.rank, f, _b(got, units), _b(want, units),
-                         _b(r.difference.get(f), units) if want is not None else "-"])
+                         _b(r.difference[f], units) if f in r.difference else "-"])
         rows.append([r.rank, f"(peak in {r.measured.peak_phase})", "", "", ""])
     table = tabulate(rows, headers=["rank", "field", "measured", "estimated", "measured - estimated"],
                      colalign=("right", "left", "right", "right", "right"))
@@ -48,9 +48,9 @@ def distributed_table(p: DistributedProfile, units: Units = Units.GiB) -> str:
             why.setdefault((f, text), []).append(r.rank)
     lines = [f"  {f} ({_ranks_label(ranks)}): {text}" for (f, text), ranks in why.items()
              if not text.startswith("equal to the estimate")]
-    same = [f for f in COMPARED + ("model_states",) if f in p.ranks[0].explanations and
-            all(r.explanations.get(f, "").startswith("equal to the estimate") for r in p.ranks)]
-    same = list(dict.fromkeys(same))
+    same = [f for f in COMPARED if f in p.ranks[0].explanations and
+            all(r.explanations.get(f, "").startswith("equal to the estimate") and getattr(r.measured, f, 0)
+                for r in p.ranks)]
     out = "\n".join(head) + "\n\n" + table + "\n\nwhy:\n" + "\n".join(lines)
     if same:
         out += "\n  equal to the estimate on every rank shown: " + ", ".join(same)

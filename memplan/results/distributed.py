@@ -23,7 +23,7 @@ from memplan.spec.setup import TrainingSetup
 SCHEMA_VERSION = 1
 
 COMPARED = ("weights", "master_weights", "gradients", "optimizer_states", "model_states", "gathered_parameters",
-            "communication_buffers", "peak_allocated")
+            "communication_buffers", "backend_device_bytes", "peak_allocated")
 
 
 class RankMeasured(BaseModel):
@@ -56,7 +56,9 @@ class RankEstimated(BaseModel):
     optimizer_states: int
     model_states: int
     gathered_parameters: int
-    communication_buffers: int | None = Field(None, description="not in the estimate yet (memory/overheads.py)")
+    communication_buffers: int | None = Field(None, description="memory/overheads.py bucket lines (DDP gradient "
+                                                                 "buckets); None where the estimate has none")
+    backend_device_bytes: int | None = Field(None, description="cuda: the estimate's NCCL buffers line")
     peak_allocated: int
 
 
