@@ -89,6 +89,20 @@ def optimizer_state_bytes(opt: OptimizerSpec, recipe: Recipe, local: LocalParame
     return opt.states * n * state_dtype_bytes, label, f"{opt.states} state(s) x {state_dtype_bytes:g} B"
 
 
+def pipeline_notes(local: LocalParameters, p) -> list[str]:
+    """Say which GPU the per-GPU figures describe when the model is split."""
+    if p.pp == 1 and p.tp == 1:
+        return []
+    where = []
+    if p.pp > 1:
+        first, last = local.stage == 0, local.stage == p.pp - 1
+        extra = " + embeddings" if first else (" + final norm and LM head" if last else "")
+        where.append(f"pipeline stage {local.stage} of {p.pp} is the most loaded ({local.layers} layers{extra})")
+    if p.tp > 1:
+        where.append(f"tensor-parallel rank of {p.tp}")
+    return [f"per-GPU figures are for the most loaded GPU: {', '.join(where)}; {local.params:,} parameters on it"]
+
+
 def _ceil_div(x: float, n: int) -> int:
     return int(math.ceil(x / n))
 
@@ -106,7 +120,7 @@ def model_states(setup: TrainingSetup) -> ModelStates:
     local = local_parameters(setup.model, p)
     recipe, opt, dp, zero, engine = setup.recipe, setup.optimizer, p.dp, p.zero, p.engine
     n = local.params
-    notes: list[str] = []
+    notes: list[str] = pipeline_notes(local, p)
 
     weights_dtype, grads_dtype, master_dtype = recipe.weights, recipe.gradients, recipe.master_weights
     extra_fp32_grads = False
