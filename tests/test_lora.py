@@ -237,9 +237,10 @@ def test_fake_7b_lora_step_matches():
 # ---- published anchors ------------------------------------------------------------------------------------
 def test_lora_paper_gpt3_175b():
     """Hu et al. 2021, sec. 4.2: GPT-3 175B, r=4 on W_q and W_v: "we reduce the VRAM consumption during training
-    from 1.2TB to 350GB".  The frozen fp16 base is 2 bytes x 174.6B = 349.2 GB (+ 0.15 GB of adapters and their states); the paper does not give the
-    recipe of the 1.2 TB, which lies between full fine-tuning with 16-bit weights + two 16-bit Adam states
-    (6 B/param, its "up to 2/3" saving) and the same with 16-bit gradients too (8 B/param)."""
+    from 1.2TB to 350GB".  The frozen fp16 base is 2 bytes x 174.6B = 349.2 GB (+ 0.15 GB of adapters and their
+    states); the paper does not give the recipe of the 1.2 TB, which lies between full fine-tuning with 16-bit
+    weights + two 16-bit Adam states (6 B/param, its "up to 2/3" saving) and the same with 16-bit gradients too
+    (8 B/param)."""
     from memplan.catalog import get_model_profile
 
     s = TrainingSetup(model=get_model_profile("gpt3-175b"), recipe=get_recipe("bf16"), optimizer=get_optimizer("adam"))

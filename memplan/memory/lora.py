@@ -287,7 +287,7 @@ def lora_states(setup: TrainingSetup) -> ModelStates:
             where("weights"), frozen_note)
 
     add("LoRA adapters", "weights", recipe.weights.value, wb, n_adapt * wb, shard(3), where("weights"),
-        f"A: r x in, B: out x r per adapted linear")
+        "A: r x in, B: out x r per adapted linear")
     gb = recipe.gradients.bytes
     add("LoRA adapter gradients", "gradients", recipe.gradients.value, gb, n_adapt * gb, shard(2), where("gradients"))
     if recipe.master_weights is not None:

@@ -42,7 +42,8 @@ class Roofline(BaseModel):
     prefill_seconds: float
     prefill_bound: str
     prefill_tokens_per_second_per_gpu: float
-    time_to_first_token_seconds: float = Field(description="the prefill of the batch's prompts: its last logits give the first token")
+    time_to_first_token_seconds: float = Field(
+        description="the prefill of the batch's prompts: its last logits give the first token")
     notes: list[str] = []
 
 
