@@ -71,6 +71,8 @@ def _features(a: Architecture, setup: TrainingSetup, mode: Mode, kernels: Kernel
         "attention_dropout": a.attention_dropout > 0, "hidden_dropout": a.hidden_dropout > 0,
         "embedding_dropout": a.embedding_dropout > 0, "recompute": w.recompute,
         "embedding_norm": a.embedding_norm, "token_types": a.token_type_vocab > 0,
+        # PyTorch's CPU sdpa has no fused kernel with dropout: it runs the math reference (fp32, s^2 tensors)
+        "sdpa_math": kernels == "cpu" and w.attention == "sdpa" and a.attention_dropout > 0,
     }
 
 
