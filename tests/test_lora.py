@@ -102,6 +102,36 @@ def test_nf4_and_int8_bytes_equal_bitsandbytes(shape):
     assert cb.nbytes + scb.nbytes == int8_tensor_bytes(*shape)
 
 
+def test_dequantised_weight_is_the_qlora_temporary():
+    """bitsandbytes Linear4bit's backward dequantises the weight to the compute dtype for grad_input (MatMul4Bit;
+    on CUDA the forward does too): measured, that transient is the adjustment's dequant_temporary_bytes.  Runs where
+    bitsandbytes is installed (its CPU backend), skipped elsewhere."""
+    bnb = pytest.importorskip("bitsandbytes")
+    import torch
+
+    from memplan.measure.tracker import StorageTracker
+
+    arch = Architecture(family="llama", n_layers=1, hidden_size=1024, n_heads=8, ffn_hidden_size=4096,
+                        vocab_size=128, max_positions=64)
+    adj = lora_activation_adjustment(_setup(arch, 8, quantize="nf4"))
+    lin = bnb.nn.Linear4bit(1024, 4096, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
+    lin.weight = bnb.nn.Params4bit(torch.randn(4096, 1024, dtype=torch.bfloat16), requires_grad=False,
+                                   quant_type="nf4", compress_statistics=True)
+    lin = lin.to("cpu")
+    x = torch.randn(2, 64, 1024, dtype=torch.bfloat16, requires_grad=True)
+    tr = StorageTracker("cpu")
+    tr.track([x, lin.weight], "weights")
+    with tr:
+        tr.set_phase("forward")
+        loss = lin(x).sum()
+        tr.set_phase("backward")
+        held = tr.total
+        loss.backward()
+    # minus grad_input and the loss's own 0-d bf16 gradient (2 B)
+    transient = tr.phase_peaks["backward"][0] - held - x.nbytes - 2
+    assert transient == adj.dequant_temporary_bytes == 4096 * 1024 * 2
+
+
 def test_lora_states_components():
     """Frozen base: weights only.  Adapters: weights, grads, master and Adam states per the recipe."""
     s = _setup(SMALL["llama"], 4)
