@@ -116,7 +116,9 @@ def profile_command(**kwargs) -> None:
     from memplan.memory.estimate import estimate_memory
     from memplan.report.profile import profile_json, profile_plot, profile_table
 
-    est = estimate_memory(setup, gpu)
+    # estimate the step that ran: the optimizer implementation torch picked (or --optimizer-impl) decides the
+    # optimizer step's temporaries
+    est = estimate_memory(measured.setup or setup, gpu)
     if out:
         _save_record(out, force, measured, est, gpu)
     if plot:

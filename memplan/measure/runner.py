@@ -264,6 +264,8 @@ def _result(setup, device, step: _Step, tracker: StorageTracker, cuda, oom, note
     from memplan.measure.models import module_parameters
 
     w = setup.workload
+    if "optimizer_impl" in type(w).model_fields:  # record the implementation that actually ran
+        setup = setup.model_copy(update={"workload": w.model_copy(update={"optimizer_impl": step.optimizer_impl})})
     timeline, stride = downsample_max(tracker.timeline)
     starts = {k: int(v / stride) for k, v in tracker.phase_starts.items() if k != "done"}
     peak = tracker.peak
