@@ -224,3 +224,17 @@ def test_cli_bad_combinations(capsys, flags, message):
     args = TINY_FLAGS[:TINY_FLAGS.index("-p")] + ["--model-source", "reference"]
     code, out, err = run_cli(capsys, "profile", *args, *flags)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_single_rank_fsdp_follows_gathered_parameters():
+    """W=1 FSDP (the single-GPU ZeRO-3 path) skips the all-gather and copies shards into the unsharded
+    parameters (_fsdp_param_group.py wait_for_unshard, world_size == 1): still followed, still exact."""
+    (p,) = profile_distributed_many(_requests(1, ("zero3",), device="fake"))
+    (r,) = p.ranks
+    assert (r.measured.weights, r.measured.gradients, r.measured.optimizer_states) == \
+        (N * FP32, N * FP32, N * FP32 * ADAM_STATES)
+    root = 2 * 512 * 64 + 64  # embeddings, untied LM head, final norm
+    block = N - root
+    block //= 2
+    # FSDP2 gathers the root group (not resharded before the blocks run) and one block at a time here
+    assert r.measured.gathered_parameters == (root + block) * FP32

@@ -756,8 +756,9 @@ def explain(req: DistributedRequest, est_setup: TrainingSetup, rec: RankRecord, 
     if req.strategy in ("zero2", "zero3"):
         padded = shard_layout.fsdp_padded_shard_elements(shapes, world)
         local = shard_layout.fsdp_local_shard_elements(shapes, world, rec.rank)
-        pad = f"FSDP2 pads dim 0 of each parameter to a multiple of W={world} ({padded:,} stored elements per rank " \
-              f"vs N/W = {n / world:,.1f})"
+        pad = (f"FSDP2 pads dim 0 of each parameter to a multiple of W={world} ({padded:,} stored elements per rank "
+               f"vs N/W = {n / world:,.1f})" if padded * world != n else
+               f"sharded over W={world}: every dim 0 divides by W, no padding")
         if req.strategy == "zero2" and e.weights >= int(n * wb):
             pad += "; the estimate (states.py, --engine fsdp --zero 2) counts the weights unsharded, but FSDP2 with " \
                    "reshard_after_forward=False stores them sharded between steps"
