@@ -230,6 +230,13 @@ def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, sa
             cuda.after_measured_step(phases)
         else:
             cuda.after_oom()
+    arch = setup.model.architecture
+    if device != "cuda" and setup.workload.attention != "eager" and arch is not None and arch.attention_dropout:
+        # torch's CPU sdpa kernel has no dropout: with dropout_p > 0 it falls back to the math path, which keeps
+        # the b x heads x s x s probabilities and dropout mask per layer; CUDA's flash/efficient kernels do not
+        notes.append(f"attention dropout {arch.attention_dropout} with sdpa on {device}: torch runs the math path "
+                     "and saves b*heads*s^2 probabilities and masks per layer, which a cuda flash/efficient kernel "
+                     "does not; these activations overstate a cuda step's")
     if step.scaler is not None and step.scaler.found_inf:
         notes.append("loss scaling overflowed in the measured step (the update was applied anyway)")
     return _result(setup, device, step, tracker, cuda, oom, notes)
