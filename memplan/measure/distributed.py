@@ -444,6 +444,8 @@ class RankRecord(BaseModel):
     model_source: str
     block_elements: list[int] = Field([], description="parameters of each transformer block (FSDP: one group each)")
     buffer_bytes: int = Field(0, description="module buffers (DDP broadcasts them from rank 0 every forward)")
+    shapes: list[list[int]] = Field([], description="every trainable parameter's full shape, as the module holds it "
+                                                     "(Linear: (out, in); HF GPT-2 Conv1D: (in, out))")
     root_shapes: list[list[int]] = Field([], description="parameters outside the blocks (FSDP's root group)")
     block_shapes: list[list[int]] = Field([], description="the parameters of one block")
     notes: list[str] = []
@@ -528,7 +530,7 @@ def run_rank(req: DistributedRequest, rank: int, world: int, tdev: torch.device,
         return RankRecord(rank=rank, measured=measured, losses=loss_values, optimizer_impl=step.impl,
                           wrapping=step.wrapping, mixed_precision=step.mixed_precision, parameters=sum(step.numels),
                           block_elements=step.block_elements, buffer_bytes=step.buffer_bytes,
-                          root_shapes=step.root_shapes, block_shapes=step.block_shapes,
+                          root_shapes=step.root_shapes, block_shapes=step.block_shapes, shapes=step.shapes,
                           model_source=step.built.source)
 
 
@@ -752,7 +754,7 @@ def explain(req: DistributedRequest, est_setup: TrainingSetup, rec: RankRecord, 
         else:
             out[field] = why or f"differs by {got - want:+,} B"
 
-    shapes = rec_shapes(req)
+    shapes = [tuple(x) for x in rec.shapes]
     if req.strategy in ("zero2", "zero3"):
         padded = shard_layout.fsdp_padded_shard_elements(shapes, world)
         local = shard_layout.fsdp_local_shard_elements(shapes, world, rec.rank)
@@ -830,22 +832,3 @@ def _numel(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
-
-
-def rec_shapes(req: DistributedRequest) -> list[tuple[int, ...]]:
-    """Parameter shapes as the module holds them (Linear: (out, in); HF GPT-2 Conv1D: (in, out))."""
-    return _module_shapes(req.setup, req.model_source)
-
-
-@functools.lru_cache(maxsize=16)
-def _module_shapes_cached(model_json: str, source: str, attention: str) -> tuple[tuple[int, ...], ...]:
-    from memplan.spec.model import ModelSpec
-
-    spec = ModelSpec.model_validate_json(model_json)
-    with torch.device("meta"):
-        built = build_model(spec, source, attention)
-    return tuple(tuple(p.shape) for p in built.module.parameters() if p.requires_grad)
-
-
-def _module_shapes(setup: TrainingSetup, source: str) -> list[tuple[int, ...]]:
-    return list(_module_shapes_cached(setup.model.model_dump_json(), source, setup.workload.attention))
