@@ -41,7 +41,7 @@ import os
 import socket
 import tempfile
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -704,7 +704,7 @@ def assemble(req: DistributedRequest, records: list[RankRecord], launcher: str) 
         diff = {f: getattr(m, f) - getattr(estimated, f) for f in COMPARED
                 if getattr(estimated, f) is not None and getattr(m, f) is not None}
         ranks.append(RankResult(rank=rec.rank, measured=m, estimated=estimated, difference=diff,
-                                explanations=explain(req, est_setup, rec, estimated, world)))
+                                explanations=explain(req, rec, estimated, world)))
     notes = []
     if req.device == "fake":
         notes.append("fake process group: collectives move no data; shard layout and bytes are exact, losses absent")
@@ -730,8 +730,7 @@ def _element_bytes(req: DistributedRequest) -> tuple[float, float]:
     return store.bytes, (r.master_weights or store).bytes
 
 
-def explain(req: DistributedRequest, est_setup: TrainingSetup, rec: RankRecord, e: RankEstimated,
-            world: int) -> dict[str, str]:
+def explain(req: DistributedRequest, rec: RankRecord, e: RankEstimated, world: int) -> dict[str, str]:
     """Why each measured field differs from the estimate, with the exact figure where the layout predicts it."""
     m, s = rec.measured, req.setup
     out: dict[str, str] = {}
