@@ -124,8 +124,8 @@ def check_request(req: DistributedRequest) -> None:
             raise MemplanError(f"--nproc {req.nproc} needs one GPU per rank; this machine has "
                                f"{torch.cuda.device_count()} (use --device cpu for gloo ranks)")
     if req.device == "fake" and req.strategy not in ("zero2", "zero3"):
-        raise MemplanError("--device fake emulates FSDP's shard layout (zero2/zero3); DDP and ZeRO-1 state is "
-                           "not sharded by layout: use --device cpu")
+        raise MemplanError("--device fake emulates FSDP ranks (zero2/zero3); DDP's C++ reducer cannot run on fake "
+                           "tensors: run ddp/zero1 with --device cpu")
     if req.device == "fake" and req.fake_ranks and any(not 0 <= x < req.nproc for x in req.fake_ranks):
         raise MemplanError(f"fake ranks must lie in 0..{req.nproc - 1}")
 
