@@ -27,6 +27,7 @@ class LocalParameters(BaseModel):
     layer_params: int = 0  # one transformer layer on one TP rank
     largest_module_params: int = 0
     tensor_numels: list[tuple[int, int, int]] = []  # (rows, cols, count) per tensor on this GPU; cols=1 for vectors
+    layer_tensor_numels: list[tuple[int, int, int]] = []  # the same for one transformer layer
     exact: bool = True
 
 
@@ -98,6 +99,6 @@ def local_parameters(model: ModelSpec, parallel: Parallelism) -> LocalParameters
         if best is None or params > best.params:
             best = LocalParameters(params=params, stage=i, layers=n_layers, layer_params=layer_params,
                                    largest_module_params=math.ceil(largest_module_params(a) / tp),
-                                   tensor_numels=tensors)
+                                   tensor_numels=tensors, layer_tensor_numels=layer)
     assert best is not None
     return best

@@ -89,6 +89,35 @@ def optimizer_state_bytes(opt: OptimizerSpec, recipe: Recipe, local: LocalParame
     return opt.states * n * state_dtype_bytes, label, f"{opt.states} state(s) x {state_dtype_bytes:g} B"
 
 
+def _gathered(local: LocalParameters, dtype: DType, dp: int, zero: int, fsdp: bool, notes: list[str]) -> Component:
+    """Unsharded parameters held at once (ZeRO-3 / FSDP), in the compute (weights) dtype.
+
+    ZeRO-3: LAYERS_IN_FLIGHT layers. FSDP2 (`fully_shard` on each block, then the root): the root unit
+    (embeddings, final norm, untied LM head) stays gathered from forward through backward, plus LAYERS_IN_FLIGHT
+    blocks with reshard_after_forward=True (zero3) or every block with False (zero2); each gathered parameter is W
+    padded shards (measured on gloo/fake by tests/test_distributed.py; on CPU there is no prefetch stream, so one
+    block is in flight, not two).
+    """
+    if fsdp and local.layer_tensor_numels:
+        block = sum(-(-r // dp) * c * k for r, c, k in local.layer_tensor_numels) * dp
+        padded_total = sum(-(-r // dp) * c * k for r, c, k in local.tensor_numels) * dp
+        root = padded_total - block * local.layers
+        blocks = local.layers if zero == 2 else min(LAYERS_IN_FLIGHT, local.layers)
+        what = (f"FSDP2 root unit ({root:,} params) + "
+                + ("all blocks (reshard_after_forward=False)" if zero == 2 else f"{blocks} blocks in flight"))
+        return Component(name="gathered parameters", category="gathered_parameters", dtype=dtype.value,
+                         bytes=(root + blocks * block) * dtype.bytes, location="gpu", note=what)
+    per_layer = local.layer_params or local.largest_module_params
+    if not per_layer:
+        per_layer = local.params // 100
+        notes.append("no architecture: a layer is taken as 1% of the parameters for ZeRO-3 gathering")
+    layers = local.layers if (fsdp and zero == 2) else min(LAYERS_IN_FLIGHT, max(local.layers, 1))
+    what = ("all layers stay gathered between forward and backward (FSDP reshard_after_forward=False)"
+            if fsdp and zero == 2 else f"{layers} layer(s) in flight (computing + prefetched)")
+    return Component(name="gathered parameters", category="gathered_parameters", dtype=dtype.value,
+                     bytes=layers * per_layer * dtype.bytes, location="gpu", note=what)
+
+
 def pipeline_notes(local: LocalParameters, p) -> list[str]:
     """Say which GPU the per-GPU figures describe when the model is split."""
     if p.pp == 1 and p.tp == 1:
@@ -155,14 +184,23 @@ def model_states(setup: TrainingSetup) -> ModelStates:
         comps.append(Component(name=name, category=category, dtype=dtype_label, bytes_per_param=bpp,
                                sharded_over=sharded_over, bytes=per_rank, location=location, note=note))
 
+    fsdp = engine == "fsdp" and zero >= 2
+    if fsdp:
+        # FSDP2 stores every parameter sharded (reshard_after_forward only decides what stays gathered), each
+        # cut along dim 0 and padded to ceil(d0/W) rows (memory/shard_layout.py); states cover the unpadded
+        # piece, whose largest is rank 0's. Add the padding as a whole-model equivalent so `shard` divides it.
+        padded = sum(-(-r // dp) * c * k for r, c, k in local.tensor_numels) if local.tensor_numels else 0
+        n_sharded = padded * dp if padded else n
+    else:
+        n_sharded = n
     wb = weights_dtype.bytes
-    add("weights", "weights", weights_dtype.value, wb, n * wb, shard(3), where("weights"),
-        "sharded parameters (ZeRO-3)" if zero >= 3 else "")
+    add("weights", "weights", weights_dtype.value, wb, n_sharded * wb, dp if fsdp else shard(3), where("weights"),
+        "FSDP2 sharded parameters (dim-0 padded)" if fsdp else ("sharded parameters (ZeRO-3)" if zero >= 3 else ""))
     gb = grads_dtype.bytes
     grad_loc = "gpu"
     if p.offload_optimizer != "none" and zero >= 2:
         grad_loc = p.offload_optimizer  # ZeRO-Offload: the gradient partition lives with the optimizer on CPU
-    add("gradients", "gradients", grads_dtype.value, gb, n * gb, shard(2), grad_loc,
+    add("gradients", "gradients", grads_dtype.value, gb, n_sharded * gb, shard(2), grad_loc,
         "partitioned (ZeRO-2)" if zero >= 2 else "")
     if extra_fp32_grads:
         add("main gradients (fp32)", "gradients", "fp32", 4, n * 4, shard(1), where("fp32_grads"),
@@ -171,23 +209,14 @@ def model_states(setup: TrainingSetup) -> ModelStates:
         mb = master_dtype.bytes
         add("master weights", "master_weights", master_dtype.value, mb, n * mb, shard(1), where("master"))
     sbytes, slabel, snote = optimizer_state_bytes(opt, recipe, local)
+    if fsdp and n:
+        sbytes = sbytes * n_sharded / n  # rank 0's unpadded chunks are ceil(d0/W) rows: the padded count
     if sbytes:
         add(f"optimizer states ({opt.name})", "optimizer_states", slabel, sbytes / n if n else 0, sbytes, shard(1),
             where("states"), snote)
 
-    if zero >= 3 or (engine == "fsdp" and zero >= 2):
-        layers = local.layers if (engine == "fsdp" and zero == 2) else min(LAYERS_IN_FLIGHT, max(local.layers, 1))
-        compute_dtype = recipe.weights if engine != "fsdp" else (recipe.weights if master_dtype is None and
-                                                                  recipe.master_weights is None else recipe.weights)
-        per_layer = local.layer_params or local.largest_module_params
-        if not per_layer:
-            # No architecture: assume ~1/100 of the model is one layer (stated).
-            per_layer = n // 100
-            notes.append("no architecture: a layer is taken as 1% of the parameters for ZeRO-3 gathering")
-        what = ("all layers stay gathered between forward and backward (FSDP reshard_after_forward=False)"
-                if engine == "fsdp" and zero == 2 else f"{layers} layer(s) in flight (computing + prefetched)")
-        comps.append(Component(name="gathered parameters", category="gathered_parameters", dtype=compute_dtype.value,
-                               bytes=layers * per_layer * compute_dtype.bytes, location="gpu", note=what))
+    if zero >= 3 or fsdp:
+        comps.append(_gathered(local, recipe.weights, dp, zero, fsdp, notes))
     return ModelStates(components=comps, local=local, convention=CONVENTIONS[engine], notes=notes)
 
 
