@@ -136,3 +136,11 @@ def test_calibration_with_its_own_run_reproduces_the_measured_activations(tmp_pa
                                                                  m.activations_at_backward_start + 2)
     assert any("calibrated with run.json" in n for n in est.notes)
     json.loads(est.model_dump_json())  # the estimate stays serializable
+
+
+def test_gradient_accumulation_keeps_every_gradient_through_later_micro_batches():
+    one = estimate_memory(setup(impl="fused", b=2))
+    four = estimate_memory(setup(impl="fused", b=2, grad_accum=4))
+    assert phase(one, "backward").bytes.get("gradients", 0) == 0
+    assert phase(four, "backward").bytes["gradients"] == four.per_gpu.gradients == 2 * N7
+    assert four.per_gpu.peak_allocated == one.per_gpu.peak_allocated + 2 * N7

@@ -73,6 +73,8 @@ def _features(a: Architecture, setup: TrainingSetup, mode: Mode, kernels: Kernel
         "embedding_norm": a.embedding_norm, "token_types": a.token_type_vocab > 0,
         # PyTorch's CPU sdpa has no fused kernel with dropout: it runs the math reference (fp32, s^2 tensors)
         "sdpa_math": kernels == "cpu" and w.attention == "sdpa" and a.attention_dropout > 0,
+        # a sliding window shorter than the sequence needs an explicit mask (no is_causal shortcut)
+        "window_mask": a.sliding_window is not None and setup.seq > a.sliding_window,
     }
 
 

@@ -127,10 +127,16 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
     recompute_extra = acts.layer_full - acts.layer if setup.workload.recompute != "none" else 0
     other = acts.inputs
 
-    forward = _phase("forward", **persistent, gathered_parameters=gathered, other=other,
+    # gradient accumulation: from the second micro-batch on, every gradient already exists during forward and
+    # backward (accumulated in place), so the worst micro-batch holds them all next to its activations
+    accumulated = grads_total if setup.workload.grad_accum > 1 else 0
+    if accumulated:
+        notes.append(f"gradient accumulation over {setup.workload.grad_accum} micro-batches: gradients stay "
+                     "allocated through every forward and backward after the first")
+    forward = _phase("forward", **persistent, gathered_parameters=gathered, other=other, gradients=accumulated,
                      activations=saved - acts.head + acts.forward_only,
                      temporaries=acts.layer_forward + (acts.layer_full if setup.workload.recompute == "full" else 0))
-    loss = _phase("loss", **persistent, gathered_parameters=gathered, other=other,
+    loss = _phase("loss", **persistent, gathered_parameters=gathered, other=other, gradients=accumulated,
                   activations=saved + acts.forward_only, temporaries=acts.loss_forward)
     bwd_start = dict(activations=saved, temporaries=acts.loss_backward)
     # first layer's backward: head done (its gradients allocated, its saved tensors freed), one layer recomputed
@@ -141,6 +147,9 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
                 + recompute_extra, gradients=head_grads + last_layers * layer_grads, temporaries=acts.layer_backward)
     end = dict(activations=0, gradients=grads_total, temporaries=embed_grad_temp)
     candidates = [bwd_start, first, last, end]
+    if accumulated:
+        for c in candidates:
+            c["gradients"] = grads_total
     worst = max(candidates, key=lambda d: sum(d.values()))
     backward = _phase("backward", **persistent, gathered_parameters=gathered, other=other, **worst)
 
