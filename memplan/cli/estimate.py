@@ -39,6 +39,9 @@ LORA_KEYS = ("lora_rank", "lora_targets", "quantize_base")
 @click.option("--max-micro-batch", is_flag=True, help="Training: the largest micro-batch that fits on --gpu.")
 @click.option("--max-seq", is_flag=True, help="Training: the longest sequence that fits on --gpu.")
 @click.option("--calibration", type=click.Path(dir_okay=False), help="A `memplan profile` record to calibrate with.")
+@click.option("--optimizer-impl", type=click.Choice(["for-loop", "foreach", "fused"]), default="foreach",
+              show_default=True, help="torch.optim implementation (its step's temporaries); foreach is torch's "
+                                      "default on CUDA.")
 @click.option("--compare", is_flag=True, help="One row per strategy: fp32, mixed, ZeRO-1/2/3, ZeRO-3 + offload.")
 @units_option
 @json_option
@@ -55,6 +58,7 @@ def estimate_command(**kwargs) -> None:
     lora = {k: kwargs.pop(k) for k in LORA_KEYS}
     wants_max = {k: kwargs.pop(k) for k in ("max_micro_batch", "max_seq")}
     calibration_path, compare = kwargs.pop("calibration"), kwargs.pop("compare")
+    optimizer_impl = kwargs.pop("optimizer_impl")
     training = pop_training_kwargs(kwargs)
     if (wants_max["max_micro_batch"] or wants_max["max_seq"] or inference["max_batch"] or inference["max_context"]) \
             and gpu is None:
@@ -79,6 +83,8 @@ def estimate_command(**kwargs) -> None:
 
     def setup_for(opts: dict):
         setup = build_setup(**opts)
+        setup = setup.model_copy(update={"workload": setup.workload.model_copy(
+            update={"optimizer_impl": optimizer_impl})})
         if lora["lora_rank"] or lora["quantize_base"]:
             from memplan.memory.lora import lora_spec
 
