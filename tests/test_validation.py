@@ -37,7 +37,7 @@ def test_the_suite_covers_what_the_issue_asks():
     assert {s.optimizer.name for s in setups} >= {"adamw", "sgd-momentum"}
     assert {s.workload.optimizer_impl for s in setups} == {"for-loop", "foreach", "fused"}
     assert {s.workload.attention for s in setups} >= {"eager", "sdpa"}
-    assert {s.workload.recompute for s in setups} >= {"none", "full"}
+    assert {s.workload.recompute for s in setups} == {"none", "selective", "full"}
     assert len({s.model.arch.vocab_size for s in setups}) >= 4
     assert len({s.seq for s in setups}) >= 4 and len({s.workload.micro_batch for s in setups}) >= 4
     assert {c.device for c in CASES} == {"cpu", "fake"}

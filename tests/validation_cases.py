@@ -72,6 +72,8 @@ CASES = [
          seq=1024, recompute="full", device="fake"),
     Case("reference decoder (V=32000), bf16, AdamW, sdpa, b4 s512", LLAMA_32K, "bf16", micro_batch=4, seq=512,
          source="reference", device="fake"),
+    Case("reference decoder (V=32000), bf16, AdamW, eager, selective recompute, b4 s512", LLAMA_32K, "bf16",
+         micro_batch=4, seq=512, attention="eager", recompute="selective", source="reference", device="fake"),
     Case("Llama-2-7B, bf16, AdamW, sdpa, b1 s4096", "llama-2-7b", "bf16", seq=4096, device="fake", slow=True),
     Case("Mistral-7B (GQA 8), bf16-mixed, AdamW foreach, sdpa, b1 s4096", "mistral-7b", "bf16-mixed",
          impl="foreach", seq=4096, device="fake", slow=True),
