@@ -123,3 +123,14 @@ def test_profiles_are_data_and_bad_input_is_one_line():
         get_implementation("megatorn")
     assert get_implementation("Megatron-LM").name == "megatron"
     assert get_implementation("transformers").name == "hf"
+
+
+def test_cuda_autocast_runs_gelu_new_pow_in_fp32():
+    # torch.autocast on CUDA lists pow among the fp32 ops, so NewGELUActivation's tanh(.) and 1 + tanh(.) are fp32
+    # (2 x 4 B instead of 2 x 2 B per b*s*f element); the CPU's autocast keeps them in bf16 (measured)
+    b, s, f = 2, 512, 3072
+    st = setup("gpt2", recipe="amp-bf16", b=b, s=s, attention="eager")
+    assert activations(st).layer - activations(st, kernels="cpu").layer == (
+        2 * (4 - 2) * b * s * f                # tanh, 1 + tanh: fp32 on CUDA, bf16 on the CPU
+        - (2 - 1) * b * 12 * s * s             # dropout masks: bool on CUDA, bf16 on the CPU (attention: b*a*s^2,
+        - (2 - 1) * 2 * b * s * 768)           # the two residual masks: b*s*h); LayerNorm stats fp32 on both
