@@ -117,8 +117,8 @@ def profile_command(**kwargs) -> None:
     from memplan.report.profile import profile_json, profile_plot, profile_table
 
     # estimate the step that ran: the optimizer implementation torch picked (or --optimizer-impl) decides the
-    # optimizer step's temporaries
-    est = estimate_memory(measured.setup or setup, gpu)
+    # optimizer step's temporaries; cpu/fake runs keep what PyTorch's CPU kernels keep (dropout masks, norm stats)
+    est = estimate_memory(measured.setup or setup, gpu, kernels="cuda" if device == "cuda" else "cpu")
     if out:
         _save_record(out, force, measured, est, gpu)
     if plot:

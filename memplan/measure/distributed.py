@@ -687,7 +687,7 @@ def assemble(req: DistributedRequest, records: list[RankRecord], launcher: str) 
 
     world = req.nproc if launcher != "torchrun" else len(records)
     est_setup = strategy_setup(req.setup, req.strategy, world)
-    est = estimate_memory(est_setup)
+    est = estimate_memory(est_setup, kernels="cuda" if req.device == "cuda" else "cpu")
     g = est.per_gpu
     # tensors the estimate counts as communication buffers (memory/overheads.py): DDP's buckets, DeepSpeed's bucket
     buckets = [c.bytes for c in est.components if c.name in ESTIMATE_BUCKET_LINES]
