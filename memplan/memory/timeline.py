@@ -166,8 +166,10 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
     notes.append(f"optimizer step temporaries: {temps_note}")
 
     for line in acts.lines:
-        comps.append(Component(name=f"{line.region}: {line.name}", category="activations", bytes=line.bytes,
-                               note=_line_note(line.region, acts)))
+        # bytes per GPU like every other component; layer lines say their per-layer size in the note
+        mult = acts.in_flight * acts.layers if line.region.startswith("layer") else 1
+        comps.append(Component(name=f"{line.region}: {line.name}", category="activations",
+                               bytes=int(line.bytes * mult), note=_line_note(line.region, acts, line.bytes)))
     if master_copy:
         comps.append(Component(name="fp32 gradients for the master weights (step)", category="temporaries",
                                dtype="fp32", bytes=master_copy, note="transient, optimizer step"))
@@ -178,10 +180,10 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
     return Timeline(phases=[forward, loss, backward, step, zero], components=comps, notes=notes, activations=acts)
 
 
-def _line_note(region: str, acts: Activations) -> str:
+def _line_note(region: str, acts: Activations, per_layer_bytes: float = 0) -> str:
     if region.startswith("layer"):
-        mult = acts.in_flight * acts.layers
-        return f"per layer and micro-batch; x {mult:g} on this GPU"
+        return (f"{per_layer_bytes / 2**20:,.1f} MiB per layer and micro-batch x {acts.layers} layers"
+                + (f" x {acts.in_flight:g} micro-batches in flight" if acts.in_flight != 1 else ""))
     if region == "forward only":
         return "alive during forward and loss, freed before backward"
     return ""

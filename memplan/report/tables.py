@@ -15,43 +15,107 @@ def _bpp(value: float | None) -> str:
     return f"{value:.4g}"
 
 
+SECTIONS = [
+    ("model states", ("weights", "gradients", "master_weights", "optimizer_states", "gathered_parameters")),
+    ("activations (saved for backward)", ("activations",)),
+    ("temporaries", ("temporaries",)),
+    ("overheads outside tensors", ("overheads",)),
+    ("KV cache", ("kv_cache",)),
+]
+NOTE_WIDTH = 60
+
+
+def _note(note: str, footnotes: list[str]) -> str:
+    """Short notes stay in the table; long assumptions become numbered footnotes under it."""
+    if len(note) <= NOTE_WIDTH:
+        return note
+    footnotes.append(note)
+    head = note.split(":")[0] if ":" in note[:NOTE_WIDTH] else note[: NOTE_WIDTH - 8].rsplit(" ", 1)[0]
+    return f"{head} [{len(footnotes)}]"
+
+
+def _tabulate_indented(rows: list[list[str]], headers: list[str]) -> str:
+    # tabulate >= 0.10 takes preserve_whitespace as an argument: keep the indent under section titles
+    return tabulate(rows, headers=headers, disable_numparse=True, preserve_whitespace=True)
+
+
+def timeline_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
+    """The step's phases side by side: what each holds, and which one is the peak."""
+    order = ["weights", "gradients", "master_weights", "optimizer_states", "gathered_parameters", "activations",
+             "temporaries"]
+    seen = {c for ph in est.timeline for c, v in ph.bytes.items() if v}
+    cats = [c for c in order if c in seen] + sorted(seen - set(order))
+    rows = []
+    for ph in est.timeline:
+        mark = "  <- peak" if ph.name == est.peak_phase else ""
+        rows.append([ph.name] + [format_bytes(ph.bytes.get(c, 0), units).split()[0] for c in cats]
+                    + [format_bytes(ph.total, units).split()[0] + mark])
+    return (f"timeline of the step (peak of each phase, {units.value}):\n"
+            + tabulate(rows, headers=["phase", *[c.replace("_", " ") for c in cats], "total"],
+                       disable_numparse=True))
+
+
 def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
     s = est.setup
     p = s.parallel
     exact = "" if est.parameters_exact else " (given count, no architecture)"
+    w = s.workload
     lines = [
         f"{est.model}: {est.parameters:,} parameters ({format_count(est.parameters)}){exact}",
         f"recipe {s.recipe.name} ({s.recipe.description}), optimizer {s.optimizer.name}",
         f"{p.gpus} GPU(s): dp={p.dp} tp={p.tp} pp={p.pp}, ZeRO-{p.zero}, offload optimizer={p.offload_optimizer} "
         f"params={p.offload_params}",
+        f"step: micro-batch {w.micro_batch} x seq {s.seq}, recompute {w.recompute}, attention {w.attention}, "
+        f"implementation {w.implementation}",
         f"convention: {est.convention}",
         "",
     ]
+    footnotes: list[str] = []
     rows = []
-    for c in sorted(est.components, key=lambda c: LOCATION_ORDER[c.location]):
-        shard = f"/{c.sharded_over}" if c.sharded_over > 1 else ""
-        where = c.location.upper() if c.location != "gpu" else "GPU"
-        if c.location != "gpu":
-            where += " (per node)"
-        rows.append([c.name, c.dtype or "-", _bpp(c.bytes_per_param) + shard, format_bytes(c.bytes, units), where,
-                     c.note])
-    lines.append(tabulate(rows, headers=["component", "dtype", "B/param", f"size ({units.value})", "where", "note"]))
+    for title, cats in SECTIONS:
+        comps = [c for c in est.components if c.category in cats]
+        if not comps:
+            continue
+        rows.append([f"{title}:", "", "", "", "", ""])
+        for c in sorted(comps, key=lambda c: LOCATION_ORDER[c.location]):
+            shard = f"/{c.sharded_over}" if c.sharded_over > 1 else ""
+            where = "GPU" if c.location == "gpu" else f"{c.location.upper()} (per node)"
+            rows.append([f"   {c.name}", c.dtype or "", _bpp(c.bytes_per_param) + shard if c.bytes_per_param
+                         is not None else "", format_bytes(c.bytes, units), where, _note(c.note, footnotes)])
+    lines.append(_tabulate_indented(rows, headers=["component", "dtype", "B/param", f"size ({units.value})",
+                                                   "where", "note"]))
+    if len(est.timeline) > 1:
+        lines += ["", timeline_table(est, units)]
     g = est.per_gpu
-    lines += ["", tabulate([
+    summary = [
         ["model states per GPU", format_bytes(g.model_states, units),
          f"{est.bytes_per_param:.3g} B/param of the full model"],
-        ["peak allocated per GPU", format_bytes(g.peak_allocated, units), f"phase: {est.peak_phase}"],
-        ["required per GPU", format_bytes(g.required, units), "peak + overheads"],
-        ["CPU RAM per node", format_bytes(est.cpu.total, units), ""],
+    ]
+    if g.activations or g.temporaries:
+        summary += [["activations at the peak", format_bytes(g.activations, units), ""],
+                    ["temporaries at the peak", format_bytes(g.temporaries, units), ""]]
+    summary += [
+        ["peak allocated per GPU", format_bytes(g.peak_allocated, units),
+         f"during {est.peak_phase} (compare torch.cuda.max_memory_allocated)"],
+        ["required per GPU", format_bytes(g.required, units), "peak + overheads: compared with the GPU's memory"],
+        ["CPU RAM per node", format_bytes(est.cpu.total, units), "offloaded states" if est.cpu.total else ""],
         ["NVMe per node", format_bytes(est.nvme.total, units), ""],
-    ], tablefmt="plain")]
+    ]
+    lines += ["", tabulate(summary, tablefmt="plain", disable_numparse=True)]
     if est.gpu:
         verdict = "FITS" if est.fits else "DOES NOT FIT"
         head = format_bytes(abs(est.headroom or 0), units)
         lines.append(f"\n{verdict} on {est.gpu} ({format_bytes(est.gpu_memory, units)}): "
                      + (f"{head} headroom" if est.fits else f"short by {head}"))
+    if est.max_micro_batch is not None or est.max_seq is not None:
+        if est.max_micro_batch is not None:
+            lines.append(f"largest micro-batch that fits: {est.max_micro_batch}")
+        if est.max_seq is not None:
+            lines.append(f"longest sequence that fits: {est.max_seq}")
     for n in est.notes:
         lines.append(f"note: {n}")
+    for i, f in enumerate(footnotes, 1):
+        lines.append(f"[{i}] {f}")
     return "\n".join(lines)
 
 
