@@ -1,6 +1,6 @@
-"""Re-run every example in README.md and paste its real output, so the README never drifts from the program.
+"""Re-run every example in README.md (and docs/*.md) and paste its real output, so the README never drifts from the program.
 
-A fenced block whose first line starts with `$ ` is an example: each `$ command` line in it is run with bash
+A fenced block whose first line starts with `$ ` is an example: each `$ command` line (continued by a trailing backslash) in it is run with bash
 from the repository root and followed by what it printed (stdout + stderr). Other blocks are left alone.
 Usage: python scripts/render_readme.py [README.md ...]   (writes the files in place, atomically)
 """
@@ -25,7 +25,16 @@ def run(command: str) -> str:
 
 def render_block(match: re.Match) -> str:
     lang, body = match.group(1), match.group(2)
-    commands = [line[2:] for line in body.splitlines() if line.startswith("$ ")]
+    commands: list[str] = []
+    continuing = False
+    for line in body.splitlines():
+        if line.startswith("$ ") and not continuing:
+            commands.append(line[2:])
+        elif continuing:
+            commands[-1] += "\n" + line
+        else:
+            continue
+        continuing = line.endswith("\\")
     parts = []
     for cmd in commands:
         print(f"running: {cmd}", file=sys.stderr)

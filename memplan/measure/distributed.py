@@ -778,9 +778,11 @@ def explain(req: DistributedRequest, rec: RankRecord, e: RankEstimated, world: i
         held = (f"the root group (embeddings, final norm, LM head: {root:,} elements padded) + {k:g} block(s) of "
                 f"{block:,} at {cb:g} B" if block and k == int(k) else f"{gathered:,} B")
         verdict("gathered_parameters", None,
-                "estimate: " + ("every block gathered from forward to backward" if req.strategy == "zero2" else
-                                "2 blocks in flight") + f"; measured at most {held} (the estimate leaves out "
-                                "the root group, which FSDP gathers as one unit)")
+                "estimate: the root group + " + ("every block (gathered from forward to backward)"
+                                                 if req.strategy == "zero2" else
+                                                 "2 blocks in flight (computing + prefetched on a CUDA stream)")
+                + f"; measured at most {held}" + ("" if req.strategy == "zero2" or req.device == "cuda" else
+                                                  " (without CUDA streams FSDP2 does not prefetch ahead)"))
         verdict("communication_buffers", None,
                 "FSDP's flat all-gather outputs and reduce-scatter inputs (padded, per group); FSDP2 keeps the "
                 "previous group's reduce-scatter input until the next is issued; not in the estimate yet")

@@ -48,24 +48,41 @@ def profile_table(m: MeasuredStep, est: MemoryEstimate | None, units: Units = Un
         lines.append(f"OUT OF MEMORY in phase {m.oom_phase}: {m.oom_message}")
         lines.append("(figures below are what was measured before the error)")
         lines.append("")
+    # Categories are compared at the same moment: the estimate's figures for the phase where the measured peak
+    # happened (comparing each side's own peak would set, say, backward's activations against the optimizer
+    # step's zero). The peak itself is compared peak to peak.
+    est_phases = {p.name: p for p in est.timeline} if est is not None else {}
+    at = est_phases.get(m.peak_phase)
     rows = []
     for label, mf, ef in ROWS:
         measured = getattr(m, mf)
-        estimated = getattr(est.per_gpu, ef) if est is not None else None
+        if est is None:
+            estimated = None
+        elif mf == "peak_allocated" or at is None:
+            estimated = getattr(est.per_gpu, ef)
+        else:
+            estimated = at.bytes.get(ef, 0) + (at.bytes.get("gathered_parameters", 0) if ef == "weights" else 0)
+        # a relative error of a category that is (almost) empty on the measured side says nothing
+        tiny = measured < 0.01 * max(m.peak_allocated, 1)
         rows.append([label, format_bytes(measured, units),
                      format_bytes(estimated, units) if estimated is not None else "-",
-                     _pct(error_percent(estimated, measured))])
+                     "(~0 measured)" if tiny and estimated else _pct(error_percent(estimated, measured))])
     rows.append(["peak phase", m.peak_phase, est.peak_phase if est is not None and est.peak_phase else "-", ""])
-    lines.append(tabulate(rows, headers=["at the peak", f"measured ({units.value})", f"estimated ({units.value})",
-                                         "error"]))
+    lines.append(tabulate(rows, headers=[f"at the measured peak ({m.peak_phase})", f"measured ({units.value})",
+                                         f"estimated ({units.value})", "error"]))
     lines.append("")
     phase_rows = []
     for p in m.phases:
+        e = est_phases.get(p.name)
         row = [p.name, format_bytes(p.peak_bytes, units)]
+        if est is not None:
+            row += [format_bytes(e.total, units) if e else "-", _pct(error_percent(e.total, p.peak_bytes)) if e
+                    else ""]
         if m.cuda:
             row += [format_bytes(p.allocated_peak_bytes, units), format_bytes(p.reserved_peak_bytes, units)]
         phase_rows.append(row)
-    headers = ["phase", "tensor peak"] + (["allocator peak", "reserved peak"] if m.cuda else [])
+    headers = (["phase", "measured tensor peak"] + (["estimated", "error"] if est is not None else [])
+               + (["allocator peak", "reserved peak"] if m.cuda else []))
     lines.append(tabulate(phase_rows, headers=headers))
     if m.cuda:
         c = m.cuda
