@@ -29,7 +29,7 @@ def bench_command(device, gpu_name, dtypes, n, repeats, out, force, as_json) -> 
         import torch
     except ImportError:
         raise MemplanError("memplan bench needs torch: `pip install torch`") from None
-    from memplan.cli.options import resolve_gpu
+    from memplan.cli.options import resolve_gpu_for_device
     from memplan.measure.bench import run_bench
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -45,14 +45,7 @@ def bench_command(device, gpu_name, dtypes, n, repeats, out, force, as_json) -> 
 
         if Path(out).exists():
             raise MemplanError(f"{out} exists; pass --force to overwrite it or choose another --out")
-    gpu = resolve_gpu(gpu_name)
-    if gpu is None and device == "cuda":
-        from memplan.catalog import get_gpu
-
-        try:
-            gpu = get_gpu(torch.cuda.get_device_name())
-        except MemplanError:
-            _progress(f"no GPU profile matches {torch.cuda.get_device_name()!r}: no peaks to compare with")
+    gpu = resolve_gpu_for_device(gpu_name, device, _progress)
     result = run_bench(device, wanted, n=n, repeats=repeats, gpu=gpu, progress=_progress)
     if out:
         from memplan.report.files import write_new_file

@@ -149,5 +149,20 @@ def resolve_gpu(name: str | None):
     return get_gpu(name)
 
 
+def resolve_gpu_for_device(name: str | None, device: str, progress: Callable[[str], None]):
+    """--gpu NAME, else on cuda the profile matching the visible device's name (torch imported lazily)."""
+    gpu = resolve_gpu(name)
+    if gpu is None and device == "cuda":
+        import torch
+
+        from memplan.catalog import get_gpu
+
+        try:
+            gpu = get_gpu(torch.cuda.get_device_name())
+        except MemplanError:
+            progress(f"no GPU profile matches {torch.cuda.get_device_name()!r}: no peaks or capacity to compare with")
+    return gpu
+
+
 def units_of(text: str) -> Units:
     return Units.GB if text.lower() == "gb" else Units.GiB

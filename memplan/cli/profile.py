@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 import click
 
 from memplan.cli.distributed_opts import distributed_options
-from memplan.cli.options import (build_setup, gpu_option, json_option, pop_training_kwargs, resolve_gpu,
+from memplan.cli.options import (build_setup, gpu_option, json_option, pop_training_kwargs,
+                                 resolve_gpu_for_device,
                                  training_options, units_of, units_option)
 from memplan.errors import MemplanError
 
@@ -82,14 +83,7 @@ def profile_command(**kwargs) -> None:
         _progress(f"device {device}" + ("" if device == "cuda" else " (torch sees no CUDA device)"))
     if snapshot and device != "cuda":
         raise MemplanError("--snapshot records the CUDA caching allocator; it needs --device cuda")
-    gpu = resolve_gpu(gpu_name)
-    if gpu is None and device == "cuda":
-        from memplan.catalog import get_gpu
-
-        try:
-            gpu = get_gpu(torch.cuda.get_device_name())
-        except MemplanError:
-            _progress(f"no GPU profile matches {torch.cuda.get_device_name()!r}; estimating without a GPU")
+    gpu = resolve_gpu_for_device(gpu_name, device, _progress)
     if factory:
         from memplan.measure.models import load_factory
 
