@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from memplan.errors import MemplanError
 from memplan.memory.implementations import ImplementationProfile, Kernels, Mode, Tensor, evaluate, get_implementation
+from memplan.memory.lora import lora_activation_adjustment
 from memplan.spec.model import Architecture
 from memplan.spec.setup import TrainingSetup
 from memplan.spec.training import DType, Recipe
@@ -23,6 +24,7 @@ class Line(BaseModel):
     region: str
     name: str
     bytes: int
+    note: str = ""
 
 
 class Activations(BaseModel):
@@ -43,6 +45,7 @@ class Activations(BaseModel):
     inputs: int
     lines: list[Line]
     notes: list[str] = []
+    dequant_temporary: int = 0  # QLoRA: one dequantised base weight, in layer_forward and layer_backward too
 
     @property
     def saved(self) -> int:
@@ -166,7 +169,60 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", layers: int | N
         layer_forward=total("layer forward (transient)", prof.layer_forward, record=False),
         layer_backward=total("layer backward (transient)", prof.layer_backward, record=False),
         inputs=total("inputs", prof.inputs, record=False), lines=lines, notes=notes)
+    if setup.lora is not None:
+        _apply_lora(acts, setup)
     return acts
+
+
+def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
+    """LoRA/QLoRA relative to full fine-tuning (memplan/memory/lora.py `lora_activation_adjustment`): a frozen
+    weight's linear does not save its input (derivatives.yaml: mm saves `self` only for the weight's gradient), the
+    adapters save A·x, the frozen LM head saves nothing, and QLoRA dequantises one base weight at a time."""
+    adj = lora_activation_adjustment(setup)
+    full_recompute = setup.workload.recompute == "full"
+    delta = adj.per_layer_added_bytes - adj.per_layer_removed_bytes
+    acts.layer_full += delta
+    if not full_recompute:
+        # selective recompute drops only the attention core; the inputs of linears and norms stay saved. Under full
+        # recompute the checkpoint (the layer input) is unchanged: only the recomputed layer feels the difference.
+        acts.layer += delta
+        removed = ", ".join(g.name for g in adj.groups if not g.adapted)
+        _add_line(acts, Line(region="layer", name="LoRA frozen base: inputs not saved",
+                             bytes=-adj.per_layer_removed_bytes,
+                             note=f"saved only for frozen weights' gradients: {removed}"))
+        _add_line(acts, Line(region="layer", name="LoRA adapters: A·x", bytes=adj.per_layer_added_bytes,
+                             note="tokens x r per adapted linear, kept for B's gradient"))
+    head_removed = adj.once_removed_bytes - adj.first_norm_removed_bytes
+    if head_removed:
+        acts.head -= head_removed
+        _add_line(acts, Line(region="head", name="LoRA frozen LM head: inputs not saved", bytes=-head_removed,
+                             note="the LM head's input and the final norm's normalized x"))
+    if adj.first_norm_removed_bytes and not full_recompute:
+        # nothing upstream of the first adapter requires grad, so layer 0's first norm saves nothing; like the
+        # embedding's saved tensors those would live until the very end of backward, so it is taken off there (the
+        # embedding figure may go negative; only sums of it are used).  Full recompute: layer 0 holds only its
+        # checkpoint until it is recomputed, when the norm may save (PEFT's prepare_model_for_kbit_training calls
+        # enable_input_require_grads): left in, conservatively.
+        first = int(acts.in_flight * adj.first_norm_removed_bytes)
+        acts.embedding -= first
+        _add_line(acts, Line(region="embedding", name="LoRA frozen embeddings: first norm", bytes=-first,
+                             note="nothing before the first adapter needs a gradient: layer 0's first norm saves "
+                                  "nothing"))
+    if adj.dequant_temporary_bytes:
+        acts.dequant_temporary = adj.dequant_temporary_bytes
+        acts.layer_forward += adj.dequant_temporary_bytes
+        acts.layer_backward += adj.dequant_temporary_bytes
+    acts.notes += adj.notes
+    if acts.mode == "autocast":
+        # not measured: autocast keeps a 16-bit copy per consuming linear and caches only weights that require grad
+        acts.notes.append("LoRA with fp32 weights + autocast: the activation adjustment is validated for 16-bit "
+                          "weights only (tests/test_lora.py); autocast copies may differ")
+
+
+def _add_line(acts: Activations, line: Line) -> None:
+    """Insert `line` after the last line of its region, so the table keeps regions together."""
+    at = max((i + 1 for i, x in enumerate(acts.lines) if x.region == line.region), default=len(acts.lines))
+    acts.lines.insert(at, line)
 
 
 def korthikanti_layer_bytes(setup: TrainingSetup) -> int:

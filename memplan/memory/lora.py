@@ -350,6 +350,7 @@ class LoraActivationAdjustment(BaseModel):
     per_layer_removed_bytes: int  # tensors saved only for frozen weights' gradients (the groups not adapted)
     groups: list[InputGroup]
     once_removed_bytes: int  # LM head input + final RMSNorm's y + the first norm's saved input (see below)
+    first_norm_removed_bytes: int = 0  # the part of once_removed_bytes that is layer 0's first norm (stage 0)
     dequant_temporary_bytes: int  # QLoRA: one dequantised weight in the compute dtype, alive during its matmul
     notes: list[str] = []
 
@@ -409,8 +410,10 @@ def lora_activation_adjustment(setup: TrainingSetup) -> LoraActivationAdjustment
     once = 0
     if a.lm_head and local.stage == p.pp - 1:
         once += tokens * a.hidden_size * cb + (tokens * a.hidden_size * wb if rms and a.final_norm else 0)
+    first_norm = 0
     if local.stage == 0 and a.norms_per_layer:
-        once += tokens * (a.hidden_size * 4 + 4) if rms else tokens * (a.hidden_size * cb + 8)
+        first_norm = tokens * (a.hidden_size * 4 + 4) if rms else tokens * (a.hidden_size * cb + 8)
+    once += first_norm
     temp = 0
     notes = []
     if spec.quantize_base:
@@ -420,4 +423,5 @@ def lora_activation_adjustment(setup: TrainingSetup) -> LoraActivationAdjustment
                      "(forward and backward) and saves only the quantised weight")
     return LoraActivationAdjustment(tokens=tokens, layers=local.layers, per_layer_added_bytes=int(added),
                                     per_layer_removed_bytes=int(removed), groups=groups, once_removed_bytes=int(once),
+                                    first_norm_removed_bytes=int(first_norm),
                                     dequant_temporary_bytes=int(temp), notes=notes)

@@ -71,7 +71,13 @@ def optimizer_temporaries(setup: TrainingSetup, states: ModelStates) -> tuple[in
         return 0, "optimizer offloaded: its temporaries are in CPU memory"
     prof = get_implementation(setup.workload.implementation)
     impl = prof.optimizer_impl or setup.workload.optimizer_impl
+    paged = setup.lora is not None and setup.lora.paged_optimizer
+    if paged:
+        # QLoRA's bitsandbytes paged AdamW updates each tensor in one kernel (Optimizer2State.update_step ->
+        # F.optimizer_update_32bit): no temporaries, as torch's fused implementation
+        impl = "fused"
     opt = setup.optimizer
+    label = f"{opt.name} {impl}" + (" (bitsandbytes paged)" if paged else "")
     temps = prof.optimizer_temporaries.get(opt.name, {}).get(impl)
     if temps is None:
         return 0, f"{opt.name} has no {impl} implementation profiled; no temporaries counted"
@@ -95,7 +101,7 @@ def optimizer_temporaries(setup: TrainingSetup, states: ModelStates) -> tuple[in
     if pair:
         what.append(f"{temps.current:g} x a tensor + {temps.previous:g} x the one before it ({int(pair):,} elements "
                     "at most)")
-    return nbytes, f"{opt.name} {impl}: " + (" + ".join(what) if what else "no temporaries") + \
+    return nbytes, f"{label}: " + (" + ".join(what) if what else "no temporaries") + \
         f" in {state_bytes:g}-byte state dtype"
 
 
@@ -118,7 +124,9 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
     local = states.local
     per_param_grad = grads_total / local.params if local.params else 0.0
     layer_grads = int(local.layer_params * per_param_grad)
-    head_grads = int(-(-a.vocab_size // p.tp) * a.hidden_size * per_param_grad) if a.lm_head else 0
+    # LoRA: the LM head and the embeddings are frozen (lora.py), so neither has a gradient
+    trainable_head = a.lm_head and setup.lora is None
+    head_grads = int(-(-a.vocab_size // p.tp) * a.hidden_size * per_param_grad) if trainable_head else 0
     # tied embeddings: embedding backward makes a dense (V, h) gradient and adds it into the LM head's .grad
     embed_grad_temp = head_grads if a.tied_embeddings else 0
 
@@ -169,10 +177,15 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
         # bytes per GPU like every other component; layer lines say their per-layer size in the note
         mult = acts.in_flight * acts.layers if line.region.startswith("layer") else 1
         comps.append(Component(name=f"{line.region}: {line.name}", category="activations",
-                               bytes=int(line.bytes * mult), note=_line_note(line.region, acts, line.bytes)))
+                               bytes=int(line.bytes * mult),
+                               note="; ".join(filter(None, [_line_note(line.region, acts, line.bytes), line.note]))))
     if master_copy:
         comps.append(Component(name="fp32 gradients for the master weights (step)", category="temporaries",
                                dtype="fp32", bytes=master_copy, note="transient, optimizer step"))
+    if acts.dequant_temporary:
+        comps.append(Component(name="QLoRA dequantised base weight (forward, backward)", category="temporaries",
+                               dtype=setup.recipe.compute.value, bytes=acts.dequant_temporary,
+                               note="transient: the largest linear's weight, one at a time (bitsandbytes MatMul4Bit)"))
     if temps:
         comps.append(Component(name="optimizer temporaries (step)", category="temporaries", bytes=temps,
                                note=temps_note))
