@@ -316,20 +316,6 @@ def find_max_micro_batch(setup: TrainingSetup, device: str = "cuda", model_sourc
             torch.cuda.empty_cache()
         return not r.oom and (capacity_bytes is None or r.peak_allocated <= capacity_bytes)
 
-    good, bad = 0, None
-    batch = 1
-    while batch <= limit:
-        if fits(batch):
-            good, batch = batch, batch * 2
-        else:
-            bad = batch
-            break
-    if bad is None:
-        return good, tried
-    while bad - good > 1:
-        mid = (good + bad) // 2
-        if fits(mid):
-            good = mid
-        else:
-            bad = mid
-    return good, tried
+    from memplan.memory.search import largest_fitting
+
+    return largest_fitting(fits, limit), tried

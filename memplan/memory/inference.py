@@ -29,6 +29,7 @@ import math
 
 from pydantic import ValidationError
 
+from memplan.memory.search import largest_fitting
 from memplan.errors import MemplanError
 from memplan.memory.layout import local_parameters
 from memplan.results.inference import InferenceEstimate, InferencePerGPU
@@ -183,19 +184,6 @@ def required_bytes(setup: InferenceSetup, gpu: GPUSpec | None, batch: int, conte
 
 
 # ---- the estimate ----------------------------------------------------------------------------------------
-def _largest(fits, lo: int, hi: int) -> int:
-    """Largest n in [lo, hi] with fits(n), fits monotone decreasing; lo - 1 if none."""
-    if not fits(lo):
-        return lo - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 MAX_BATCH_SEARCH = 1 << 20
 
 
@@ -249,10 +237,11 @@ def estimate_inference(setup: InferenceSetup, gpu: GPUSpec | None = None, max_ba
     est.headroom = cap - required
     est.fits = est.headroom >= 0
     if max_batch:
-        est.max_batch = _largest(lambda b: required_bytes(setup, gpu, b, setup.context) <= cap, 1, MAX_BATCH_SEARCH)
+        est.max_batch = largest_fitting(lambda b: required_bytes(setup, gpu, b, setup.context) <= cap,
+                                        MAX_BATCH_SEARCH)
     if max_context:
         limit = a.max_positions
-        est.max_context = _largest(lambda c: required_bytes(setup, gpu, setup.batch, c) <= cap, 1, limit)
+        est.max_context = largest_fitting(lambda c: required_bytes(setup, gpu, setup.batch, c) <= cap, limit)
         if est.max_context == limit:
             notes.append(f"max context = the model's max positions ({limit}); memory alone would allow more")
     from memplan.perf.roofline import serving_roofline

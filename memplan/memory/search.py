@@ -19,8 +19,11 @@ if TYPE_CHECKING:
 SEQ_CEILING = 1 << 22  # 4M tokens: beyond any context trained today; the search stops there
 
 
-def _largest(fits: Callable[[int], bool], ceiling: int) -> int:
-    """The largest n in [1, ceiling] with fits(n), assuming fits is monotone; 0 when even 1 does not fit."""
+def largest_fitting(fits: Callable[[int], bool], ceiling: int) -> int:
+    """The largest n in [1, ceiling] with fits(n), assuming fits is monotone; 0 when even 1 does not fit.
+
+    Doubling until the first failure, then bisection: O(log n) calls (also used by the measured
+    `memplan profile --find-max-batch`, where each call is a real step)."""
     if not fits(1):
         return 0
     lo, hi = 1, 2
@@ -50,7 +53,7 @@ def max_micro_batch(setup: TrainingSetup, gpu: GPUSpec, calibration: "Calibratio
     if setup.model.architecture is None:
         raise MemplanError("--max-micro-batch needs an architecture (activations grow with the batch): use a "
                            "profile name or a config.json")
-    return _largest(lambda b: _fits(_with_workload(setup, micro_batch=b), gpu, calibration), ceiling)
+    return largest_fitting(lambda b: _fits(_with_workload(setup, micro_batch=b), gpu, calibration), ceiling)
 
 
 def max_seq(setup: TrainingSetup, gpu: GPUSpec, calibration: "Calibration | None" = None) -> int:
@@ -63,4 +66,4 @@ def max_seq(setup: TrainingSetup, gpu: GPUSpec, calibration: "Calibration | None
         raise MemplanError("--max-seq needs an architecture (activations grow with the sequence): use a profile "
                            "name or a config.json")
     ceiling = a.max_positions if a.position == "learned" else SEQ_CEILING
-    return _largest(lambda s: _fits(_with_workload(setup, seq=s), gpu, calibration), ceiling)
+    return largest_fitting(lambda s: _fits(_with_workload(setup, seq=s), gpu, calibration), ceiling)

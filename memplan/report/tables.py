@@ -113,7 +113,8 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
         if est.max_seq is not None:
             lines.append(f"longest sequence that fits: {est.max_seq}")
     for n in est.notes:
-        lines.append(f"note: {n}")
+        if not any(n.endswith(f) for f in footnotes):  # already said as a footnote of its line
+            lines.append(f"note: {n}")
     for i, f in enumerate(footnotes, 1):
         lines.append(f"[{i}] {f}")
     return "\n".join(lines)
