@@ -53,3 +53,16 @@ def test_malformed_and_unsupported_config(capsys, tmp_path):
     (unsupported / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 512}))
     code, _, err = run_cli(capsys, "estimate", str(unsupported))
     assert code == 2 and "t5" in err and "llama" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["estimate", "llama-2-7b", "--mode", "inference", "-b", "4", "-s", "1024"], "use --batch and --context"),
+    (["estimate", "llama-2-7b", "--batch", "8", "--context", "1024"], "need --mode inference"),
+    (["estimate", "llama-2-7b", "--lora-rank", "100000"], "exceeds the smallest adapted layer"),
+    (["estimate", "1e30"], "above 1e+15"),
+    (["estimate", "llama-2-7b", "--engine", "deepspeed", "--zero", "3", "--offload-optimizer", "nvme"],
+     "CPU offload only"),
+])
+def test_flags_of_the_wrong_mode_and_impossible_sizes(capsys, args, expected):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and expected in err

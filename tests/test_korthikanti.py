@@ -22,12 +22,13 @@ A, H, S, L, T, B = 96, 12288, 2048, 96, 8, 1
 SBH = S * B * H
 
 
-def gpt3(tp=1, sp=False, recompute="none", pp=1, virtual=1, micro_batch=B) -> TrainingSetup:
+def gpt3(tp=1, sp=False, recompute="none", pp=1, virtual=1, micro_batch=B, grad_accum=64) -> TrainingSetup:
+    # grad_accum: micro-batches per step; the paper's pipelines run many more than p (their Table 3: 64+)
     return TrainingSetup(
         model=resolve_model("gpt3-175b"), recipe=get_recipe("fp16-mixed"),
         parallel=Parallelism(gpus=tp * pp, tp=tp, pp=pp, sequence_parallel=sp, virtual_stages=virtual),
         workload=Workload(micro_batch=micro_batch, seq=S, attention="eager", recompute=recompute,
-                          implementation="megatron"))
+                          implementation="megatron", grad_accum=grad_accum))
 
 
 # Table 2 rows, multiplied out by hand in integers (sbh * (coefficient) with a*s/h = 16 for GPT-3 175B)
@@ -65,6 +66,14 @@ def test_pipeline_first_stage_holds_all_layers_worth_eq5():
     acts = activations(gpt3(tp=T, sp=True, pp=8))
     assert acts.layers == L // 8 and acts.in_flight == 8
     assert acts.in_flight * acts.layers * acts.layer == L * (SBH * 34 // T + 5 * A * S * S * B // T)
+
+
+def test_pipeline_in_flight_never_exceeds_the_micro_batches_of_a_step():
+    # Megatron-LM schedules.py (1F1B): num_warmup_microbatches = min(pp - rank - 1, num_microbatches), so with
+    # m < p micro-batches per step the first stage holds m of them, not p.
+    for m in (1, 2, 4):
+        assert activations(gpt3(tp=T, sp=True, pp=8, grad_accum=m)).in_flight == m
+    assert activations(gpt3(tp=T, sp=True, pp=8, grad_accum=8)).in_flight == 8
 
 
 def test_interleaved_schedule_factor():

@@ -50,7 +50,7 @@ def test_parts_sum_to_totals(n, recipe, opt, gpus, zero, engine):
     g = e.per_gpu
     assert g.model_states == g.weights + g.gradients + g.master_weights + g.optimizer_states
     gpu_parts = sum(c.bytes for c in e.components if c.location == "gpu" and c.category not in
-                    ("activations", "temporaries", "overheads", "kv_cache"))
+                    ("activations", "temporaries", "overheads", "kv_cache", "buffers"))
     assert gpu_parts == g.model_states + g.gathered_parameters
     assert g.required == g.peak_allocated + g.overheads
     for host in (e.cpu, e.nvme):

@@ -50,7 +50,11 @@ def run_distributed(**kw) -> None:
     as_json, units = kw.pop("as_json", False), units_of(kw.pop("units", "GiB"))
     out, force = kw.pop("out", None), kw.pop("force", False)
     setup = build_setup(**pop_training_kwargs(kw))
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise MemplanError("memplan profile --nproc/--strategy needs torch: `pip install torch` (CPU build: "
+                           "`pip install torch==2.13.0`)") from None
 
     device = kw.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     if nproc is None:

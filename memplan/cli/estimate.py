@@ -64,6 +64,7 @@ def estimate_command(**kwargs) -> None:
             and gpu is None:
         raise MemplanError("--max-micro-batch/--max-seq/--max-batch/--max-context need --gpu NAME to fit against")
 
+    _reject_flags_of_the_other_mode(mode, training, inference, lora, wants_max, calibration_path, compare)
     if mode == "inference":
         from memplan.memory.inference import build_inference_setup, estimate_inference
         from memplan.report.inference import inference_table
@@ -113,3 +114,30 @@ def estimate_command(**kwargs) -> None:
         if wants_max["max_seq"]:
             est.max_seq = max_seq(setup, gpu, calibration=calibration)
     click.echo(est.model_dump_json(indent=2) if as_json else memory_table(est, units))
+
+
+# flag -> its default; a flag of the other mode set to anything else is an error, never silently ignored
+TRAINING_ONLY = {"micro_batch": 1, "seq": None, "grad_accum": 1, "recompute": "none", "optimizer": "adamw",
+                 "zero": 0, "offload_optimizer": "none", "offload_params": "none", "engine": "plain",
+                 "grads_dtype": None, "master_dtype": None, "states_dtype": None}
+INFERENCE_ONLY = {"batch": 1, "context": None, "kv_dtype": "bf16", "prefill_chunk": None, "max_batch": False,
+                  "max_context": False}
+
+
+def _reject_flags_of_the_other_mode(mode, training, inference, lora, wants_max, calibration, compare) -> None:
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    if mode == "inference":
+        given = [k for k, default in TRAINING_ONLY.items() if training.get(k, default) != default]
+        given += [k for k, v in {**lora, **wants_max}.items() if v]
+        given += [k for k, v in (("calibration", calibration), ("compare", compare)) if v]
+        if given:
+            hint = " (use --batch and --context)" if {"micro_batch", "seq"} & set(given) else ""
+            raise MemplanError(f"{', '.join(flag(k) for k in given)}: training flag(s), not used with --mode "
+                               f"inference{hint}")
+    else:
+        given = [k for k, default in INFERENCE_ONLY.items() if inference.get(k, default) != default]
+        if given:
+            hint = " (use --micro-batch and --seq)" if {"batch", "context"} & set(given) else ""
+            raise MemplanError(f"{', '.join(flag(k) for k in given)}: inference flag(s), need --mode inference{hint}")

@@ -117,8 +117,12 @@ def time_table(e: TimeEstimate) -> str:
     ]
     if e.memory_required_bytes is not None:
         verdict = "fits" if e.fits else "DOES NOT FIT"
+        lo = e.layout
+        same = (f"--gpus {lo.gpus} --tp {lo.tp} --pp {lo.pp} --zero {lo.zero} -b {lo.micro_batch} "
+                f"--grad-accum {lo.grad_accum}" + (f" --recompute {lo.recompute}" if lo.recompute != "none" else "")
+                + (" --sequence-parallel" if lo.sequence_parallel else ""))
         lines.append(f"memory:    {format_bytes(e.memory_required_bytes)} per GPU required ({verdict}; "
-                     "see `memplan estimate`)")
+                     f"`memplan estimate` with {same} gives the breakdown)")
     lines.append("")
     lines += [f"assumption: {a}" for a in e.assumptions]
     return "\n".join(lines)

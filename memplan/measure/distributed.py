@@ -812,11 +812,6 @@ def explain(req: DistributedRequest, rec: RankRecord, e: RankEstimated, world: i
     verdict("model_states", None, "sum of the above")
     parts_at_peak = ", ".join(f"{c} {v:,}" for c, v in m.at_peak.items() if v)
     why = f"measured peak in {m.peak_phase}: {parts_at_peak}"
-    comm_at_peak = m.at_peak.get("communication", 0)
-    if comm_at_peak and e.communication_buffers:
-        why += (f"; the estimate puts DDP's buckets among overheads, outside its peak: without the "
-                f"{comm_at_peak:,} B of communication buffers the measured peak is {m.peak_allocated - comm_at_peak:,} B "
-                f"({m.peak_allocated - comm_at_peak - e.peak_allocated:+,} B)")
     verdict("peak_allocated", None, why)
     return out
 

@@ -157,8 +157,12 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", layers: int | N
         # Korthikanti et al. 2022 sec. 4.2.3: with 1F1B the first stage holds p micro-batches of L/p layers; the
         # interleaved schedule multiplies that by (1 + (p - 1) / (p * m)), m model chunks per rank (their eq. 5).
         in_flight = p.pp * (1 + (p.pp - 1) / (p.pp * p.virtual_stages)) if p.virtual_stages > 1 else float(p.pp)
-        notes.append(f"pipeline: the first stage holds {in_flight:g} micro-batches of activations in flight "
-                     "(1F1B, Korthikanti et al. 2022 sec. 4.2.3); embeddings and head counted on the same GPU")
+        # ... but never more micro-batches than the step has: Megatron-LM schedules.py (1F1B) runs
+        # num_warmup_microbatches = min(pp - rank - 1, num_microbatches) before its first backward.
+        in_flight = min(in_flight, float(w.grad_accum))
+        notes.append(f"pipeline: the first stage holds {in_flight:g} micro-batch(es) of activations in flight "
+                     f"(1F1B, Korthikanti et al. 2022 sec. 4.2.3; at most the {w.grad_accum} micro-batch(es) per "
+                     "step); its activations are added to the most loaded stage's model states (conservative)")
     embedding = total("embedding", prof.embedding)
     head = total("head", prof.head)
     acts = Activations(

@@ -16,7 +16,7 @@ from memplan.memory.implementations import Kernels
 from memplan.memory.overheads import allocator_reserve, overhead_components
 from memplan.memory.states import model_states
 from memplan.memory.timeline import step_timeline
-from memplan.results.memory import MemoryEstimate, PerGPU
+from memplan.results.memory import Phase, MemoryEstimate, PerGPU
 from memplan.spec.hardware import GPUSpec
 from memplan.spec.setup import TrainingSetup
 
@@ -41,10 +41,22 @@ def estimate_memory(setup: TrainingSetup, gpu: GPUSpec | None = None, *, calibra
 
     timeline = step_timeline(setup, states, kernels)
     notes = states.notes + timeline.notes
+    a = setup.model.architecture
+    if a is not None and setup.seq > a.max_positions:
+        notes.append(f"sequence {setup.seq:,} exceeds the model's {a.max_positions:,} positions: memory is counted "
+                     "as asked, but the model needs position extension (e.g. RoPE scaling) to train on it")
     phases = timeline.phases
     if calibration is not None:
         phases, note = calibration.apply(setup, phases)
         notes.append(note)
+    # Communication buckets are tensors from the caching allocator, alive the whole step: they belong to
+    # peak_allocated (torch.cuda.max_memory_allocated counts them), unlike the context or the allocator's reserve.
+    found = overhead_components(setup, gpu, states)
+    buffers = [c for c in found if c.category == "buffers"]
+    per_gpu.buffers = sum(c.bytes for c in buffers)
+    if per_gpu.buffers:
+        phases = [Phase(name=ph.name, bytes={**ph.bytes, "buffers": per_gpu.buffers},
+                        total=ph.total + per_gpu.buffers) for ph in phases]
     peak = max(phases, key=lambda ph: ph.total)
     per_gpu.peak_allocated = peak.total
     per_gpu.activations = peak.bytes.get("activations", 0)
@@ -52,12 +64,12 @@ def estimate_memory(setup: TrainingSetup, gpu: GPUSpec | None = None, *, calibra
     if timeline.activations is not None:
         per_gpu.saved_activations = timeline.activations.saved
 
-    overheads = overhead_components(setup, gpu, states) + [allocator_reserve(per_gpu.peak_allocated)]
+    overheads = [c for c in found if c.category != "buffers"] + [allocator_reserve(per_gpu.peak_allocated)]
     per_gpu.overheads = sum(c.bytes for c in overheads)
     per_gpu.required = per_gpu.peak_allocated + per_gpu.overheads
     per_gpu.total = per_gpu.required
 
-    components = states.components + timeline.components + overheads
+    components = states.components + timeline.components + buffers + overheads
     est = MemoryEstimate(
         model=setup.model.name,
         parameters=setup.model.parameters.total,

@@ -191,6 +191,9 @@ def estimate_inference(setup: InferenceSetup, gpu: GPUSpec | None = None, max_ba
                        max_context: bool = False) -> InferenceEstimate:
     a = setup.model.arch
     notes: list[str] = []
+    if a.max_positions and setup.context > a.max_positions:
+        notes.append(f"context {setup.context:,} exceeds the model's {a.max_positions:,} positions: counted as asked, "
+                     "but the model needs position extension (e.g. RoPE scaling) to attend that far")
     w_total, w_expert, w_rest = weight_bytes(setup)
     per_tok = kv_bytes_per_token(setup)
     tokens = kv_tokens(setup)

@@ -140,6 +140,11 @@ def lora_spec(setup: TrainingSetup, lora_rank: int | None = None, lora_targets: 
     a = _arch(setup)
     targets = lora_targets.split(",") if isinstance(lora_targets, str) else lora_targets
     roles = resolve_targets(a, targets)
+    smallest = min(min(lin.in_features, lin.out_features) for lin in a.linears() if lin.role in roles or
+                   (lin.role == "qkv" and {"q", "k", "v"} & set(roles)))
+    if lora_rank > smallest:
+        raise MemplanError(f"--lora-rank {lora_rank} exceeds the smallest adapted layer's min(in, out) = {smallest}: "
+                           "a LoRA rank is at most that (and usually 4-256)")
     return LoraSpec(rank=lora_rank, targets=targets, quantize_base=quantize_base, roles=roles,
                     paged_optimizer=quantize_base is not None, **extra)
 

@@ -51,11 +51,11 @@ def overhead_components(setup: TrainingSetup, gpu: GPUSpec | None, states: Model
     if states is not None and p.dp > 1:
         grads = states.gpu_bytes("gradients")
         if p.engine == "plain" and p.zero == 0:
-            out.append(Component(name="DDP gradient buckets", category="overheads", bytes=grads,
+            out.append(Component(name="DDP gradient buckets", category="buffers", bytes=grads,
                                  note=t["ddp_bucket_source"]))
         elif p.engine == "deepspeed":
             n = min(t["deepspeed_reduce_bucket_elements"], states.local.params)
-            out.append(Component(name="ZeRO reduce bucket", category="overheads", bytes=2 * n,
+            out.append(Component(name="ZeRO reduce bucket", category="buffers", bytes=2 * n,
                                  note=t["deepspeed_source"]))
     return out
 

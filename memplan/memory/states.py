@@ -126,7 +126,8 @@ def pipeline_notes(local: LocalParameters, p) -> list[str]:
     if p.pp > 1:
         first, last = local.stage == 0, local.stage == p.pp - 1
         extra = " + embeddings" if first else (" + final norm and LM head" if last else "")
-        where.append(f"pipeline stage {local.stage} of {p.pp} is the most loaded ({local.layers} layers{extra})")
+        which = "first" if first else ("last" if last else f"number {local.stage + 1}")
+        where.append(f"the {which} of {p.pp} pipeline stages is the most loaded ({local.layers} layers{extra})")
     if p.tp > 1:
         where.append(f"tensor-parallel rank of {p.tp}")
     return [f"per-GPU figures are for the most loaded GPU: {', '.join(where)}; {local.params:,} parameters on it"]
@@ -150,6 +151,9 @@ def model_states(setup: TrainingSetup) -> ModelStates:
     recipe, opt, dp, zero, engine = setup.recipe, setup.optimizer, p.dp, p.zero, p.engine
     n = local.params
     notes: list[str] = pipeline_notes(local, p)
+    if "nvme" in (p.offload_optimizer, p.offload_params):
+        notes.append("ZeRO-Infinity streams NVMe through pinned CPU buffers (DeepSpeed aio/swap buffers, sized by "
+                     "its config): CPU RAM for them is not counted here")
 
     weights_dtype, grads_dtype, master_dtype = recipe.weights, recipe.gradients, recipe.master_weights
     extra_fp32_grads = False
@@ -227,10 +231,11 @@ def _deepspeed_states(setup: TrainingSetup) -> ModelStates:
     TP/PP partition (DeepSpeed itself knows no TP/PP), total_gpus = the DP group size x nodes as DeepSpeed does.
     """
     p = setup.parallel
+    if "nvme" in (p.offload_optimizer, p.offload_params):
+        raise MemplanError("--engine deepspeed reproduces DeepSpeed's estimators, which cover CPU offload only; "
+                           "drop --engine (plain ZeRO-Infinity accounting) for NVMe offload")
     local = local_parameters(setup.model, p)
     n, g = local.params, p.dp
-    if p.tp * p.pp != 1:
-        g = p.dp
     nodes = p.nodes
     per_node = p.gpus_on_a_node
     f = DEEPSPEED_CPU_BUFFER_FACTOR

@@ -19,6 +19,7 @@ SECTIONS = [
     ("model states", ("weights", "gradients", "master_weights", "optimizer_states", "gathered_parameters")),
     ("activations (saved for backward)", ("activations",)),
     ("temporaries", ("temporaries",)),
+    ("communication buckets (allocated)", ("buffers",)),
     ("overheads outside tensors", ("overheads",)),
     ("KV cache", ("kv_cache",)),
 ]
@@ -42,7 +43,7 @@ def _tabulate_indented(rows: list[list[str]], headers: list[str]) -> str:
 def timeline_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
     """The step's phases side by side: what each holds, and which one is the peak."""
     order = ["weights", "gradients", "master_weights", "optimizer_states", "gathered_parameters", "activations",
-             "temporaries"]
+             "temporaries", "buffers"]
     seen = {c for ph in est.timeline for c, v in ph.bytes.items() if v}
     cats = [c for c in order if c in seen] + sorted(seen - set(order))
     rows = []

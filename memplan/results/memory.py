@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 from memplan.spec.setup import TrainingSetup
 
 Location = Literal["gpu", "cpu", "nvme"]
-Category = Literal["weights", "gradients", "master_weights", "optimizer_states", "gathered_parameters", "activations",
+Category = Literal["weights", "gradients", "master_weights", "optimizer_states", "gathered_parameters", "buffers",
+                   "activations",
                    "temporaries",
                    "overheads", "kv_cache"]
 
@@ -43,6 +44,7 @@ class PerGPU(BaseModel):
                                                   "(whatever the peak's phase)")
     temporaries: int = Field(0, description="transient buffers alive at the peak (optimizer, loss, workspaces)")
     kv_cache: int = 0
+    buffers: int = Field(0, description="communication buckets allocated through the caching allocator (DDP, ZeRO)")
     peak_allocated: int = Field(0, description="comparable with torch.cuda.max_memory_allocated() for the step")
     overheads: int = Field(0, description="CUDA context, library workspaces, allocator reserve, comm buffers")
     required: int = Field(0, description="peak_allocated + overheads: compared with the GPU's memory for `fits`")

@@ -81,8 +81,9 @@ RECIPES: dict[str, Recipe] = {
                compute=DType.bf16, description="pure bf16: weights, grads and optimizer states"),
         Recipe(name="fp8-mixed", weights=DType.bf16, gradients=DType.bf16, master_weights=DType.fp32,
                compute=DType.fp8,
-               description="Transformer Engine style: bf16 weights, fp8 matmuls (fp8 weight copies per step), "
-                           "fp32 master+states"),
+               description="Transformer Engine style: bf16 weights, fp8 matmuls, fp32 master+states; memory is "
+                           "accounted as bf16-mixed (TE's fp8 weight/activation copies are not modelled); "
+                           "fp8 changes the time (fp8 peak)"),
     ]
 }
 

@@ -21,6 +21,7 @@ class Units(str, Enum):
         return 2**30 if self is Units.GiB else 10**9
 
 
+MAX_PARAMETERS = 1e15  # 1000T: beyond any model trained or planned; larger input is a typo
 _COUNT_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 _COUNT_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmbgt]?)\s*$", re.IGNORECASE)
 
@@ -40,6 +41,8 @@ def parse_count(text: str | int | float) -> int:
         value = float(m.group(1)) * _COUNT_SUFFIX[m.group(2).lower()]
     if not math.isfinite(value) or value < 1:
         raise MemplanError(f"parameter count must be a positive number, got {text!r}")
+    if value > MAX_PARAMETERS:
+        raise MemplanError(f"parameter count {text!r} is above {MAX_PARAMETERS:.0e} (1000T); check the suffix")
     return int(round(value))
 
 
