@@ -297,7 +297,8 @@ def _why(chosen: list[Candidate], fastest_unfit, memory: int, by: str) -> list[s
     out = [f"best: {best.layout.short()} on {best.layout.gpus} GPUs: {best.step_seconds:.3f} s/step "
            f"(compute {best.compute_seconds:.3f}, exposed comm {best.exposed_comm_seconds:.3f}, bubble "
            f"{best.bubble_seconds:.3f}), MFU {best.mfu:.1%}, needs {format_bytes(best.memory_required_bytes)} of "
-           f"{format_bytes(memory)}"]
+           f"{format_bytes(memory)}"
+           + (f" and {format_bytes(best.cpu_memory_bytes)} of CPU RAM per node" if best.cpu_memory_bytes else "")]
     if len(chosen) > 1:
         nxt = chosen[1]
         parts = {"compute": nxt.compute_seconds - best.compute_seconds,
