@@ -108,9 +108,13 @@ def optimizer_temporaries(setup: TrainingSetup, states: ModelStates) -> tuple[in
 def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = "cuda") -> Timeline:
     held = {c: states.gpu_bytes(c) for c in STATE_CATEGORIES}
     if setup.model.architecture is None:
-        phase = _phase("optimizer_step", **held)
-        return Timeline(phases=[phase], notes=["no architecture: activations are not estimated (model states "
-                                               "only); give a profile name, a config.json or --layers etc."])
+        # No architecture: no activations, but the optimizer step's transients need only the parameter count.
+        temps, temps_note = optimizer_temporaries(setup, states)
+        master_copy = _master_grad_copy(setup, states)
+        phase = _phase("optimizer_step", **held, temporaries=temps + master_copy)
+        return Timeline(phases=[phase], components=_step_components(temps, temps_note, master_copy),
+                        notes=["no architecture: activations are not estimated (model states and the optimizer "
+                               "step only); give a profile name, a config.json or --layers etc."])
     a = setup.model.arch
     p = setup.parallel
     acts = activations(setup, kernels)
@@ -162,10 +166,8 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
     backward = _phase("backward", **persistent, gathered_parameters=gathered, other=other, **worst)
 
     temps, temps_note = optimizer_temporaries(setup, states)
-    master_copy = 0
-    if setup.recipe.master_weights is not None and prof.master_grad_copy_bytes and p.offload_optimizer == "none":
-        shard = p.dp if p.zero >= 1 else 1
-        master_copy = int(prof.master_grad_copy_bytes * -(-local.params // shard))
+    master_copy = _master_grad_copy(setup, states)
+    if master_copy:
         notes.append(f"master weights: the step materializes {prof.master_grad_copy_bytes:g} B/param of fp32 "
                      "gradients for the master copy before updating it")
     step = _phase("optimizer_step", **persistent, other=other, gradients=grads_total,
@@ -179,18 +181,34 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
         comps.append(Component(name=f"{line.region}: {line.name}", category="activations",
                                bytes=int(line.bytes * mult),
                                note="; ".join(filter(None, [_line_note(line.region, acts, line.bytes), line.note]))))
-    if master_copy:
-        comps.append(Component(name="fp32 gradients for the master weights (step)", category="temporaries",
-                               dtype="fp32", bytes=master_copy, note="transient, optimizer step"))
     if acts.dequant_temporary:
         comps.append(Component(name="QLoRA dequantised base weight (forward, backward)", category="temporaries",
                                dtype=setup.recipe.compute.value, bytes=acts.dequant_temporary,
                                note="transient: the largest linear's weight, one at a time (bitsandbytes MatMul4Bit)"))
+    comps += _step_components(temps, temps_note, master_copy)
+    del layers_saved
+    return Timeline(phases=[forward, loss, backward, step, zero], components=comps, notes=notes, activations=acts)
+
+
+def _master_grad_copy(setup: TrainingSetup, states: ModelStates) -> int:
+    """fp32 gradients a master-weights step materializes (the implementation profile's bytes per parameter)."""
+    p = setup.parallel
+    prof = get_implementation(setup.workload.implementation)
+    if setup.recipe.master_weights is None or not prof.master_grad_copy_bytes or p.offload_optimizer != "none":
+        return 0
+    shard = p.dp if p.zero >= 1 else 1
+    return int(prof.master_grad_copy_bytes * -(-states.local.params // shard))
+
+
+def _step_components(temps: int, temps_note: str, master_copy: int) -> list[Component]:
+    comps = []
+    if master_copy:
+        comps.append(Component(name="fp32 gradients for the master weights (step)", category="temporaries",
+                               dtype="fp32", bytes=master_copy, note="transient, optimizer step"))
     if temps:
         comps.append(Component(name="optimizer temporaries (step)", category="temporaries", bytes=temps,
                                note=temps_note))
-    del layers_saved
-    return Timeline(phases=[forward, loss, backward, step, zero], components=comps, notes=notes, activations=acts)
+    return comps
 
 
 def _line_note(region: str, acts: Activations, per_layer_bytes: float = 0) -> str:
