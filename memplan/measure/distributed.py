@@ -45,14 +45,13 @@ from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
 
 from memplan.errors import MemplanError
-from memplan.measure.models import BuiltModel, build_model
+from memplan.measure.models import build_model
 from memplan.measure.runner import (TORCH_DTYPES, LossScaler, MasterWeightsOptimizer, ScaledOptimizer, _Phases,
-                                    default_optimizer_impl, make_optimizer)
+                                    default_optimizer_impl, make_optimizer, run_training_step, training_loss)
 from memplan.measure.tracker import FORWARD, StorageTracker, _Entry
 from memplan.memory import shard_layout
 from memplan.results.distributed import (COMPARED, DistributedProfile, RankEstimated, RankMeasured, RankResult)
@@ -305,18 +304,6 @@ def _blocks(module: nn.Module, n_layers: int) -> list[nn.Module]:
     return []
 
 
-def _loss(built: BuiltModel, module: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """Same losses as measure/runner.py: HF's own causal-LM loss, or cross-entropy on fp32 logits."""
-    if built.kind == "encoder":
-        return module(input_ids=input_ids).last_hidden_state.float().pow(2).mean()
-    if built.source == "hf":
-        return module(input_ids=input_ids, labels=input_ids).loss
-    out = module(input_ids)
-    logits = getattr(out, "logits", out)
-    targets = torch.roll(input_ids, -1, dims=1)  # next token (wrapping): the same on every strategy
-    return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.view(-1))
-
-
 class _RankStep:
     """The model wrapped by the strategy, its optimizer, this rank's batch; `run(phases)` does one step."""
 
@@ -404,21 +391,16 @@ class _RankStep:
     def run(self, phases: _Phases) -> torch.Tensor:
         self._phases = phases
         try:
-            phases("forward")
             ctx = torch.autocast(self.tdev.type, dtype=self.compute_dtype) if self.autocast else contextlib.nullcontext()
-            with ctx:
-                loss = _loss(self.built, self.model, self.input_ids)
-            phases("backward")
-            (self.scaler.scale_loss(loss) if self.scaler else loss).backward()
-            self.grad_bytes = storage_bytes(p.grad for p in self.params())
-            value = loss.detach()
-            del loss
-            phases("optimizer_step")
-            self.optimizer.step()
-            phases("zero_grad")
-            self.optimizer.zero_grad(set_to_none=True)
-            phases("done")
-            return value
+            # next token (wrapping) as the target: the same on every strategy
+            loss_fn = lambda: training_loss(self.built, self.model, self.input_ids,  # noqa: E731
+                                            lambda: torch.roll(self.input_ids, -1, dims=1))
+
+            def count_grads() -> None:
+                self.grad_bytes = storage_bytes(p.grad for p in self.params())
+
+            return run_training_step(phases, loss_fn, ctx, self.scaler, self.optimizer, after_backward=count_grads,
+                                     keep_loss=True)
         finally:
             self._phases = None
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from memplan.errors import MemplanError
 from memplan.measure.models import BuiltModel, build_model
@@ -51,6 +52,43 @@ class _Phases:
         self.current = name
         for obs in self.observers:
             obs.set_phase(name)
+
+
+def training_loss(built: BuiltModel, module: nn.Module, input_ids: torch.Tensor,
+                  targets: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The loss of a measured step (also the multi-rank runner's): HF's own causal-LM loss, or cross-entropy
+    on fp32 logits; `targets` is called only on that last path, where it is needed."""
+    if built.kind == "encoder":  # BertModel has no LM loss: a synthetic scalar over the last hidden state
+        return module(input_ids=input_ids).last_hidden_state.float().pow(2).mean()
+    if built.source == "hf":  # HF's own loss path (ForCausalLMLoss: logits.float(), shift, cross_entropy)
+        return module(input_ids=input_ids, labels=input_ids).loss
+    out = module(input_ids)
+    if getattr(out, "loss", None) is not None:
+        return out.loss
+    logits = getattr(out, "logits", out)
+    # same as HF: upcast logits to fp32 for the loss
+    return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets().view(-1))
+
+
+def run_training_step(phases: "_Phases", loss_fn: Callable[[], torch.Tensor], autocast, scaler, optimizer,
+                      after_backward: Callable[[], None] | None = None, keep_loss: bool = False):
+    """One step in the phases every measurement names: forward (+ loss), backward, optimizer step, zero_grad.
+    Returns the detached loss when `keep_loss` (its storage then lives through the step), else None."""
+    phases("forward")
+    with autocast:
+        loss = loss_fn()
+    phases("backward")
+    (scaler.scale_loss(loss) if scaler else loss).backward()
+    if after_backward is not None:
+        after_backward()
+    value = loss.detach() if keep_loss else None
+    del loss
+    phases("optimizer_step")
+    optimizer.step()
+    phases("zero_grad")
+    optimizer.zero_grad(set_to_none=True)
+    phases("done")
+    return value
 
 
 class _Step:
@@ -126,33 +164,12 @@ class _Step:
             return contextlib.nullcontext()
         return torch.autocast(self.torch_device.type, dtype=self.compute_dtype)
 
-    def _loss(self) -> torch.Tensor:
-        m, b = self.built.module, self.built
-        if b.kind == "encoder":  # BertModel has no LM loss: a synthetic scalar over the last hidden state
-            return m(input_ids=self.input_ids).last_hidden_state.float().pow(2).mean()
-        if b.source == "hf":  # HF's own loss path (ForCausalLMLoss: logits.float(), shift, cross_entropy)
-            return m(input_ids=self.input_ids, labels=self.input_ids).loss
-        out = m(self.input_ids)
-        if getattr(out, "loss", None) is not None:
-            return out.loss
-        logits = getattr(out, "logits", out)
-        # same as HF: upcast logits to fp32 for the loss
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), self.targets.view(-1))
-
     def run(self, phases: _Phases) -> None:
         self._phases = phases
         try:
-            phases("forward")
-            with self._autocast():
-                loss = self._loss()
-            phases("backward")
-            (self.scaler.scale_loss(loss) if self.scaler else loss).backward()
-            del loss
-            phases("optimizer_step")
-            self.optimizer.step()
-            phases("zero_grad")
-            self.optimizer.zero_grad(set_to_none=True)
-            phases("done")
+            run_training_step(phases, lambda: training_loss(self.built, self.built.module, self.input_ids,
+                                                            lambda: self.targets),
+                              self._autocast(), self.scaler, self.optimizer)
         finally:
             self._phases = None
 
