@@ -40,7 +40,12 @@ def _load_kind(kind: str, model: type[T]) -> dict[str, T]:
     out: dict[str, T] = {}
     for path in sorted(folder.glob("*.json")):
         try:
-            out[path.stem] = model.model_validate_json(path.read_text())
+            if kind == "models":  # a model profile's architecture is its family's config.json
+                from memplan.families.profiles import model_from_profile
+
+                out[path.stem] = model_from_profile(json.loads(path.read_text()), str(path))
+            else:
+                out[path.stem] = model.model_validate_json(path.read_text())
         except (ValidationError, ValueError) as exc:
             raise MemplanError(f"bad profile {path}: {str(exc).splitlines()[0]}") from None
     return out
@@ -101,7 +106,7 @@ def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
     path = Path(text).expanduser()
     spec: ModelSpec
     if path.exists() or "/" in text or text.endswith(".json"):
-        from memplan.spec.hfconfig import load_hf_config
+        from memplan.families.hf import load_hf_config
 
         if not path.exists() and not text.endswith(".json"):
             try:  # a hub id such as meta-llama/Llama-2-7b-hf is a profile alias, not a path
@@ -117,17 +122,6 @@ def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
 
 
 def _with_overrides(spec: ModelSpec, overrides: dict) -> ModelSpec:
-    from memplan.spec.model import Architecture
+    from memplan.families.profiles import with_overrides
 
-    if not overrides:
-        return spec
-    base = spec.architecture.model_dump() if spec.architecture else {}
-    try:
-        arch = Architecture.model_validate({**base, **overrides})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise MemplanError(f"architecture flag {field or ''}: {err['msg']}"
-                           + ("; a bare parameter count needs --layers --hidden --heads --ffn --vocab"
-                              if not base else "")) from None
-    return ModelSpec(name=f"{spec.name}*" if base else "custom", source=spec.source, architecture=arch)
+    return with_overrides(spec, overrides)

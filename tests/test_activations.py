@@ -12,12 +12,13 @@ from memplan.memory.activations import activations, precision_mode
 from memplan.memory.implementations import evaluate, get_implementation
 from memplan.spec.model import ModelSpec
 from memplan.spec.setup import TrainingSetup
-from memplan.spec.training import Parallelism, Workload, get_recipe
+from memplan.spec.layout import Layout
+from memplan.spec.training import Workload, get_recipe
 
 
 def setup(model="llama-2-7b", recipe="bf16", b=1, s=4096, tp=1, sp=False, **w) -> TrainingSetup:
     m = model if isinstance(model, ModelSpec) else resolve_model(model)
-    return TrainingSetup(model=m, recipe=get_recipe(recipe), parallel=Parallelism(gpus=tp, tp=tp, sequence_parallel=sp),
+    return TrainingSetup(model=m, recipe=get_recipe(recipe), layout=Layout(gpus=tp, tp=tp, sequence_parallel=sp),
                          workload=Workload(micro_batch=b, seq=s, **w))
 
 

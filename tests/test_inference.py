@@ -10,7 +10,8 @@ from memplan.catalog import get_gpu, get_model_profile
 from memplan.memory.inference import estimate_inference, required_bytes, weight_bytes
 from memplan.spec.inference import InferenceSetup
 from memplan.spec.model import Architecture, ModelSpec
-from memplan.spec.training import DType, Parallelism
+from memplan.spec.layout import Layout
+from memplan.spec.training import DType
 from tests.helpers import cli_json, run_cli
 
 H100 = get_gpu("h100-sxm")
@@ -136,7 +137,7 @@ def test_llama2_70b_gqa_kv_per_token():
     320 KiB per token, an eighth of its 64-head MHA equivalent; over tp=8 each GPU holds one KV head."""
     m = get_model_profile("llama-2-70b")
     assert estimate_inference(InferenceSetup(model=m, context=4096)).kv_bytes_per_token == 320 * 1024
-    tp8 = estimate_inference(InferenceSetup(model=m, context=4096, parallel=Parallelism(gpus=8, tp=8)))
+    tp8 = estimate_inference(InferenceSetup(model=m, context=4096, layout=Layout(gpus=8, tp=8)))
     assert tp8.kv_bytes_per_token == 320 * 1024 // 8
 
 
@@ -207,9 +208,9 @@ def test_decode_is_bandwidth_bound_at_small_batch():
 
 def test_tensor_parallel_splits_decode_bytes_and_prefill_is_compute_bound():
     m = get_model_profile("llama-2-70b")
-    one = estimate_inference(InferenceSetup(model=m, batch=8, context=2048, parallel=Parallelism(gpus=2, tp=2)),
+    one = estimate_inference(InferenceSetup(model=m, batch=8, context=2048, layout=Layout(gpus=2, tp=2)),
                              H100).roofline
-    four = estimate_inference(InferenceSetup(model=m, batch=8, context=2048, parallel=Parallelism(gpus=4, tp=4)),
+    four = estimate_inference(InferenceSetup(model=m, batch=8, context=2048, layout=Layout(gpus=4, tp=4)),
                               H100).roofline
     # weights and KV heads split 4 ways instead of 2 (the replicated norms and the 1-head floor aside)
     assert four.decode_bytes_per_step == pytest.approx(one.decode_bytes_per_step / 2, rel=0.01)

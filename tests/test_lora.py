@@ -424,13 +424,13 @@ def test_cli_qlora_json(capsys):
 def test_zero_shards_adapters_and_stage_3_the_frozen_base():
     """ZeRO-1 shards the adapters' master weights and Adam states over DP, ZeRO-2 also their gradients, ZeRO-3 also
     every weight, frozen base included (ZeRO paper sec. 5 applied to what exists: the base has no grads/states)."""
-    from memplan.spec.training import Parallelism
+    from memplan.spec.layout import Layout
 
     base = _setup(SMALL["llama"], 4)
     n = base.model.parameters.total
     n_adapt = adapter_parameters(SMALL["llama"], 4, ["q", "v"])
     for zero, (w, g, m, o) in {1: (1, 1, 8, 8), 2: (1, 8, 8, 8), 3: (8, 8, 8, 8)}.items():
-        s = base.model_copy(update={"parallel": Parallelism(gpus=8, zero=zero)})
+        s = base.model_copy(update={"layout": Layout(gpus=8, zero=zero)})
         st = model_states(s)
         assert st.gpu_bytes("weights") == math.ceil(2 * n / w) + math.ceil(2 * n_adapt / w)
         assert st.gpu_bytes("gradients") == math.ceil(2 * n_adapt / g)

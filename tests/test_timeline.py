@@ -12,7 +12,8 @@ from memplan.memory.calibration import load_calibration
 from memplan.memory.estimate import estimate_memory
 from memplan.memory.search import max_micro_batch, max_seq
 from memplan.spec.setup import TrainingSetup
-from memplan.spec.training import Parallelism, Workload, get_optimizer, get_recipe
+from memplan.spec.layout import Layout
+from memplan.spec.training import Workload, get_optimizer, get_recipe
 
 V7, H7 = 32000, 4096
 N7 = 6_738_415_616  # Llama-2-7B
@@ -20,7 +21,7 @@ N7 = 6_738_415_616  # Llama-2-7B
 
 def setup(model="llama-2-7b", recipe="bf16", impl="foreach", b=1, s=4096, gpus=1, zero=0, opt="adamw", **w):
     return TrainingSetup(model=resolve_model(model), recipe=get_recipe(recipe), optimizer=get_optimizer(opt),
-                         parallel=Parallelism(gpus=gpus, zero=zero),
+                         layout=Layout(gpus=gpus, zero=zero),
                          workload=Workload(micro_batch=b, seq=s, optimizer_impl=impl, **w))
 
 

@@ -118,7 +118,8 @@ def build_setup(**kw):
     """TrainingSetup from CLI keyword arguments (the names of the flags above)."""
     from memplan.catalog import resolve_model
     from memplan.spec.setup import TrainingSetup
-    from memplan.spec.training import Parallelism, Workload, get_optimizer, get_recipe
+    from memplan.spec.layout import Layout
+    from memplan.spec.training import Workload, get_optimizer, get_recipe
 
     overrides = {field: kw.get(flag) for flag, field in ARCH_FLAGS.items()}
     model = resolve_model(kw["model"], overrides)
@@ -126,7 +127,7 @@ def build_setup(**kw):
                         gradients=kw.get("grads_dtype"), master_weights=kw.get("master_dtype"),
                         optimizer_states=kw.get("states_dtype"))
     try:
-        parallel = Parallelism(
+        parallel = Layout(
             gpus=kw.get("gpus", 1), gpus_per_node=kw.get("gpus_per_node", 8), tp=kw.get("tp", 1),
             pp=kw.get("pp", 1), sequence_parallel=kw.get("sequence_parallel", False),
             virtual_stages=kw.get("virtual_stages", 1), zero=kw.get("zero", 0),
@@ -136,7 +137,7 @@ def build_setup(**kw):
                             recompute=kw.get("recompute", "none"), attention=kw.get("attention", "sdpa"),
                             implementation=kw.get("implementation", "hf"))
         return TrainingSetup(model=model, recipe=recipe, optimizer=get_optimizer(kw.get("optimizer", "adamw")),
-                             parallel=parallel, workload=workload)
+                             layout=parallel, workload=workload)
     except ValidationError as exc:
         raise MemplanError(_one_line(exc)) from None
 

@@ -56,7 +56,7 @@ def plan_command(**kwargs) -> None:
     pinned = {k: kwargs[k] for k in PINNABLE
               if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     setup = build_setup(**pop_training_kwargs(kwargs))
-    gpus = [setup.parallel.gpus]
+    gpus = [setup.layout.gpus]
     if opts.pop("scale"):
         while gpus[-1] * 2 <= opts["max_gpus"]:
             gpus.append(gpus[-1] * 2)

@@ -72,7 +72,7 @@ def _features(a: Architecture, setup: TrainingSetup, mode: Mode, kernels: Kernel
         "gqa": a.kv_heads < a.n_heads, "moe": a.n_experts > 0, "mode": mode, "kernels": kernels,
         "lm_head": a.lm_head, "final_norm": a.final_norm, "norm_bias": a.norm_bias, "causal": a.causal,
         "attention_dropout": a.attention_dropout > 0, "hidden_dropout": a.hidden_dropout > 0,
-        "embedding_dropout": a.embedding_dropout > 0, "recompute": w.recompute,
+        "embedding_dropout": a.embedding_dropout > 0, "recompute": setup.layout.recompute,
         "embedding_norm": a.embedding_norm, "token_types": a.token_type_vocab > 0,
         # PyTorch's CPU sdpa has no fused kernel with dropout: it runs the math reference (fp32, s^2 tensors)
         "sdpa_math": kernels == "cpu" and w.attention == "sdpa" and a.attention_dropout > 0,
@@ -124,12 +124,12 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", layers: int | N
 
     `layers`: transformer layers on the stage (default: all layers / pp, the most loaded stage)."""
     a = setup.model.arch
-    w, p = setup.workload, setup.parallel
+    w, p = setup.workload, setup.layout
     prof = get_implementation(w.implementation)
     mode = precision_mode(setup.recipe)
     feats = _features(a, setup, mode, kernels, prof)
     n_layers = layers if layers is not None else -(-a.n_layers // p.pp)
-    sizes = _sizes(a, w.micro_batch, setup.seq, n_layers, prof)
+    sizes = _sizes(a, setup.layout.micro_batch, setup.seq, n_layers, prof)
     tp, sp = p.tp, p.sequence_parallel
     lines: list[Line] = []
 
@@ -144,10 +144,10 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", layers: int | N
             moments[t.moment] = moments.get(t.moment, 0) + nbytes
         return max(moments.values(), default=0)
 
-    layer_full = total("layer", prof.layer, record=w.recompute == "none")
-    if w.recompute == "full":
+    layer_full = total("layer", prof.layer, record=setup.layout.recompute == "none")
+    if setup.layout.recompute == "full":
         layer = total("layer (checkpoint)", prof.checkpoint)
-    elif w.recompute == "selective":
+    elif setup.layout.recompute == "selective":
         layer = total("layer", prof.layer, keep=lambda t: not t.core)
     else:
         layer = layer_full
@@ -159,9 +159,9 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", layers: int | N
         in_flight = p.pp * (1 + (p.pp - 1) / (p.pp * p.virtual_stages)) if p.virtual_stages > 1 else float(p.pp)
         # ... but never more micro-batches than the step has: Megatron-LM schedules.py (1F1B) runs
         # num_warmup_microbatches = min(pp - rank - 1, num_microbatches) before its first backward.
-        in_flight = min(in_flight, float(w.grad_accum))
+        in_flight = min(in_flight, float(setup.layout.grad_accum))
         notes.append(f"pipeline: the first stage holds {in_flight:g} micro-batch(es) of activations in flight "
-                     f"(1F1B, Korthikanti et al. 2022 sec. 4.2.3; at most the {w.grad_accum} micro-batch(es) per "
+                     f"(1F1B, Korthikanti et al. 2022 sec. 4.2.3; at most the {setup.layout.grad_accum} micro-batch(es) per "
                      "step); its activations are added to the most loaded stage's model states (conservative)")
     embedding = total("embedding", prof.embedding)
     head = total("head", prof.head)
@@ -183,7 +183,7 @@ def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
     weight's linear does not save its input (derivatives.yaml: mm saves `self` only for the weight's gradient), the
     adapters save A·x, the frozen LM head saves nothing, and QLoRA dequantises one base weight at a time."""
     adj = lora_activation_adjustment(setup)
-    full_recompute = setup.workload.recompute == "full"
+    full_recompute = setup.layout.recompute == "full"
     delta = adj.per_layer_added_bytes - adj.per_layer_removed_bytes
     acts.layer_full += delta
     if not full_recompute:

@@ -36,7 +36,8 @@ from memplan.results.inference import InferenceEstimate, InferencePerGPU
 from memplan.results.memory import Component
 from memplan.spec.hardware import GPUSpec
 from memplan.spec.inference import InferenceSetup
-from memplan.spec.training import DType, Parallelism
+from memplan.spec.layout import Layout
+from memplan.spec.training import DType
 
 INT4_SCALE_BYTES = 2  # fp16 scale per group (AutoAWQ WQLinear_GEMM.scales)
 INT4_ZERO_BYTES = 0.5  # 4-bit zero point per group, packed 8 to an int32 (WQLinear_GEMM.qzeros)
@@ -62,12 +63,12 @@ def build_inference_setup(**kw) -> InferenceSetup:
         weights = "fp16" if "fp16" in precision else "fp32" if precision == "fp32" else "bf16"
     context = kw.get("context") or kw.get("seq") or a.max_positions
     try:
-        parallel = Parallelism(gpus=kw.get("gpus", 1), gpus_per_node=kw.get("gpus_per_node", 8), tp=kw.get("tp", 1),
+        parallel = Layout(gpus=kw.get("gpus", 1), gpus_per_node=kw.get("gpus_per_node", 8), tp=kw.get("tp", 1),
                                pp=kw.get("pp", 1))
         return InferenceSetup(model=model, weights_dtype=DType.parse(weights),
                               kv_dtype=DType.parse(kw.get("kv_dtype") or "bf16"), batch=kw.get("batch") or 1,
                               context=context, prefill_chunk=kw.get("prefill_chunk"),
-                              attention=kw.get("attention") or "sdpa", parallel=parallel)
+                              attention=kw.get("attention") or "sdpa", layout=parallel)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise MemplanError(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
@@ -76,7 +77,7 @@ def build_inference_setup(**kw) -> InferenceSetup:
 # ---- the pieces ------------------------------------------------------------------------------------------
 def _linear_shapes(setup: InferenceSetup) -> list[tuple[int, int, int, bool]]:
     """(rows, cols, tensors, is_expert) of the quantisable linear weights on one GPU (TP rank, PP stage)."""
-    a, p = setup.model.arch, setup.parallel
+    a, p = setup.model.arch, setup.layout
     layers = local_parameters(setup.model, p).layers
     out = []
     for lin in a.linears():
@@ -105,7 +106,7 @@ def quantized_tensor_bytes(rows: int, cols: int, dtype: DType, group: int = 128)
 
 def weight_bytes(setup: InferenceSetup) -> tuple[int, int, int]:
     """(all weight bytes, bytes in MoE experts, bytes of the 16-bit remainder) on one GPU."""
-    local = local_parameters(setup.model, setup.parallel)
+    local = local_parameters(setup.model, setup.layout)
     shapes = _linear_shapes(setup)
     linear_params = sum(r * c * k for r, c, k, _ in shapes)
     lin_bytes = sum(k * quantized_tensor_bytes(r, c, setup.weights_dtype, setup.int4_group) for r, c, k, _ in shapes)
@@ -123,7 +124,7 @@ def kv_tokens(setup: InferenceSetup, context: int | None = None) -> int:
 
 def kv_bytes_per_token(setup: InferenceSetup) -> int:
     """Bytes one token of one sequence adds to this GPU's KV cache."""
-    a, p = setup.model.arch, setup.parallel
+    a, p = setup.model.arch, setup.layout
     heads = max(1, math.ceil(a.kv_heads / p.tp))
     layers = local_parameters(setup.model, p).layers
     return int(2 * layers * heads * a.head_size * setup.kv_dtype.bytes)
@@ -131,7 +132,7 @@ def kv_bytes_per_token(setup: InferenceSetup) -> int:
 
 def prefill_workspace_bytes(setup: InferenceSetup, batch: int | None = None, context: int | None = None) -> int:
     """Peak of the prefill forward pass on one GPU (see the module docstring)."""
-    a, p = setup.model.arch, setup.parallel
+    a, p = setup.model.arch, setup.layout
     b = batch if batch is not None else setup.batch
     prompt = min(setup.prompt or (context if context is not None else setup.context),
                  context if context is not None else setup.context)
@@ -170,7 +171,7 @@ def overhead_lines(setup: InferenceSetup, gpu: GPUSpec | None) -> list[Component
     from memplan.memory.overheads import overhead_components
     from memplan.spec.setup import TrainingSetup
 
-    return overhead_components(TrainingSetup(model=setup.model, parallel=setup.parallel), gpu)
+    return overhead_components(TrainingSetup(model=setup.model, layout=setup.layout), gpu)
 
 
 def overhead_bytes(setup: InferenceSetup, gpu: GPUSpec | None) -> int:
@@ -204,7 +205,7 @@ def estimate_inference(setup: InferenceSetup, gpu: GPUSpec | None = None, max_ba
     wd = setup.weights_dtype
     scale_note = {DType.int8: "+ fp32 scale per output channel", DType.fp8: "+ fp32 scale per tensor",
                   DType.int4: f"+ fp16 scale and 4-bit zero per {setup.int4_group} inputs (AWQ)"}.get(wd, "")
-    p = setup.parallel
+    p = setup.layout
     comps = [
         Component(name="weights: transformer linears", category="weights", dtype=wd.value,
                   bytes=w_total - w_rest, note=scale_note + (f" (TP/PP shard: tp={p.tp}, pp={p.pp})"

@@ -237,7 +237,7 @@ def lora_states(setup: TrainingSetup) -> ModelStates:
     spec = setup.lora
     assert spec is not None
     a = _arch(setup)
-    p, recipe, opt = setup.parallel, setup.recipe, setup.optimizer
+    p, recipe, opt = setup.layout, setup.recipe, setup.optimizer
     if p.engine != "plain":
         raise MemplanError("LoRA estimates use the plain convention: drop --engine (or use --engine plain)")
     local = local_parameters(setup.model, p)
@@ -376,11 +376,11 @@ def lora_activation_adjustment(setup: TrainingSetup) -> LoraActivationAdjustment
     spec = setup.lora
     assert spec is not None
     a = _arch(setup)
-    p = setup.parallel
+    p = setup.layout
     roles = spec.roles or resolve_targets(a, spec.targets)
     cb = setup.recipe.compute.bytes if setup.recipe.compute.bytes >= 2 else 2  # fp8 recipes save bf16 inputs
     wb = setup.recipe.weights.bytes  # RMSNorm casts back to the input (= weight) dtype
-    tokens = setup.workload.micro_batch * setup.seq
+    tokens = setup.layout.micro_batch * setup.seq
     tp = p.tp
     topk = a.experts_per_token if a.n_experts else 1
     widths = {"attn_in": a.hidden_size, "attn_ctx": math.ceil(a.q_size / tp), "mlp_in": a.hidden_size,

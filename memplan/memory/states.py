@@ -142,10 +142,10 @@ def model_states(setup: TrainingSetup) -> ModelStates:
         from memplan.memory.lora import lora_states  # LoRA/QLoRA arithmetic lives in lora.py
 
         return lora_states(setup)
-    p = setup.parallel
-    if setup.parallel.engine == "deepspeed" and p.zero in (2, 3):
+    p = setup.layout
+    if setup.layout.engine == "deepspeed" and p.zero in (2, 3):
         return _deepspeed_states(setup)
-    if setup.parallel.engine == "fsdp" and p.zero == 1:
+    if setup.layout.engine == "fsdp" and p.zero == 1:
         raise MemplanError("--engine fsdp has no stage 1: use --zero 2 (reshard_after_forward=False) or 3")
     local = local_parameters(setup.model, p)
     recipe, opt, dp, zero, engine = setup.recipe, setup.optimizer, p.dp, p.zero, p.engine
@@ -230,7 +230,7 @@ def _deepspeed_states(setup: TrainingSetup) -> ModelStates:
     DeepSpeed's functions take `total_params` and the GPU count; here total_params is the parameters of one
     TP/PP partition (DeepSpeed itself knows no TP/PP), total_gpus = the DP group size x nodes as DeepSpeed does.
     """
-    p = setup.parallel
+    p = setup.layout
     if "nvme" in (p.offload_optimizer, p.offload_params):
         raise MemplanError("--engine deepspeed reproduces DeepSpeed's estimators, which cover CPU offload only; "
                            "drop --engine (plain ZeRO-Infinity accounting) for NVMe offload")

@@ -46,7 +46,7 @@ def parameter_order(setup: TrainingSetup) -> list[int]:
     embeddings, then per layer the linears (weight, bias) followed by the layer's norms, the final norm and the
     LM head (transformers' modeling files register them in that order, e.g. modeling_llama.py)."""
     a = setup.model.arch
-    tp = setup.parallel.tp
+    tp = setup.layout.tp
     first = [-(-a.vocab_size // tp) * a.hidden_size]
     if a.position == "learned":
         first.append(a.max_positions * a.hidden_size)
@@ -66,7 +66,7 @@ def parameter_order(setup: TrainingSetup) -> list[int]:
 
 def optimizer_temporaries(setup: TrainingSetup, states: ModelStates) -> tuple[int, str]:
     """Bytes of the optimizer step's transient buffers on the GPU, and the assumption in words."""
-    p = setup.parallel
+    p = setup.layout
     if p.offload_optimizer != "none":
         return 0, "optimizer offloaded: its temporaries are in CPU memory"
     prof = get_implementation(setup.workload.implementation)
@@ -116,7 +116,7 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
                         notes=["no architecture: activations are not estimated (model states and the optimizer "
                                "step only); give a profile name, a config.json or --layers etc."])
     a = setup.model.arch
-    p = setup.parallel
+    p = setup.layout
     acts = activations(setup, kernels)
     prof = get_implementation(setup.workload.implementation)
     notes = list(acts.notes)
@@ -136,18 +136,18 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
 
     saved = acts.saved
     layers_saved = int(acts.in_flight * acts.layers * acts.layer)
-    recompute_extra = acts.layer_full - acts.layer if setup.workload.recompute != "none" else 0
+    recompute_extra = acts.layer_full - acts.layer if setup.layout.recompute != "none" else 0
     other = acts.inputs
 
     # gradient accumulation: from the second micro-batch on, every gradient already exists during forward and
     # backward (accumulated in place), so the worst micro-batch holds them all next to its activations
-    accumulated = grads_total if setup.workload.grad_accum > 1 else 0
+    accumulated = grads_total if setup.layout.grad_accum > 1 else 0
     if accumulated:
-        notes.append(f"gradient accumulation over {setup.workload.grad_accum} micro-batches: gradients stay "
+        notes.append(f"gradient accumulation over {setup.layout.grad_accum} micro-batches: gradients stay "
                      "allocated through every forward and backward after the first")
     forward = _phase("forward", **persistent, gathered_parameters=gathered, other=other, gradients=accumulated,
                      activations=saved - acts.head + acts.forward_only,
-                     temporaries=acts.layer_forward + (acts.layer_full if setup.workload.recompute == "full" else 0))
+                     temporaries=acts.layer_forward + (acts.layer_full if setup.layout.recompute == "full" else 0))
     loss = _phase("loss", **persistent, gathered_parameters=gathered, other=other, gradients=accumulated,
                   activations=saved + acts.forward_only, temporaries=acts.loss_forward)
     bwd_start = dict(activations=saved, temporaries=acts.loss_backward)
@@ -192,7 +192,7 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
 
 def _master_grad_copy(setup: TrainingSetup, states: ModelStates) -> int:
     """fp32 gradients a master-weights step materializes (the implementation profile's bytes per parameter)."""
-    p = setup.parallel
+    p = setup.layout
     prof = get_implementation(setup.workload.implementation)
     if setup.recipe.master_weights is None or not prof.master_grad_copy_bytes or p.offload_optimizer != "none":
         return 0

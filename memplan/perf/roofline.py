@@ -47,7 +47,7 @@ def serving_roofline(setup: InferenceSetup, gpu: GPUSpec, weight_bytes: int, exp
     """weight_bytes: this GPU's stored weights (expert_weight_bytes of them in MoE experts); kv_bytes: its KV cache
     with every sequence at the full context (the slowest decode step)."""
     a = setup.model.arch
-    p = setup.parallel
+    p = setup.layout
     bw = gpu.memory_bandwidth_gbps * 1e9
     compute = setup.weights_dtype if setup.weights_dtype == DType.fp8 else setup.compute_dtype
     peak_tflops, peak_key = _peak(gpu, compute)

@@ -19,7 +19,7 @@ def _short(note: str, width: int = 72) -> str:
 
 def inference_table(est: InferenceEstimate, units: Units = Units.GiB) -> str:
     s = est.setup
-    p = s.parallel
+    p = s.layout
     lines = [
         f"{est.model}: {est.parameters:,} parameters ({format_count(est.parameters)}), serving",
         f"weights {s.weights_dtype.value}, KV cache {s.kv_dtype.value}; {s.batch} sequence(s) x {s.context:,} tokens "

@@ -58,7 +58,7 @@ def timeline_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
 
 def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
     s = est.setup
-    p = s.parallel
+    p = s.layout
     exact = "" if est.parameters_exact else " (given count, no architecture)"
     w = s.workload
     lines = [
@@ -66,7 +66,7 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
         f"recipe {s.recipe.name} ({s.recipe.description}), optimizer {s.optimizer.name}",
         f"{p.gpus} GPU(s): dp={p.dp} tp={p.tp} pp={p.pp}, ZeRO-{p.zero}, offload optimizer={p.offload_optimizer} "
         f"params={p.offload_params}",
-        f"step: micro-batch {w.micro_batch} x seq {s.seq}, recompute {w.recompute}, attention {w.attention}, "
+        f"step: micro-batch {s.layout.micro_batch} x seq {s.seq}, recompute {s.layout.recompute}, attention {w.attention}, "
         f"implementation {w.implementation}",
         f"convention: {est.convention}",
         "",
@@ -123,8 +123,8 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
 
 def compare_table(rows: list[tuple[str, MemoryEstimate]], units: Units = Units.GiB) -> str:
     first = rows[0][1]
-    header = (f"{first.model}: {first.parameters:,} parameters on {first.setup.parallel.gpus} GPU(s) "
-              f"(dp={first.setup.parallel.dp}), optimizer {first.setup.optimizer.name}; sizes per GPU in "
+    header = (f"{first.model}: {first.parameters:,} parameters on {first.setup.layout.gpus} GPU(s) "
+              f"(dp={first.setup.layout.dp}), optimizer {first.setup.optimizer.name}; sizes per GPU in "
               f"{units.value}, CPU per node")
     table = []
     for label, e in rows:

@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memplan.errors import MemplanError
 from memplan.spec.model import ModelSpec
-from memplan.spec.training import Attention, DType, Parallelism
+from memplan.spec.layout import Layout
+from memplan.spec.training import Attention, DType
 
 WEIGHT_DTYPES = (DType.fp32, DType.bf16, DType.fp16, DType.fp8, DType.int8, DType.int4)
 KV_DTYPES = (DType.fp32, DType.bf16, DType.fp16, DType.fp8)
@@ -27,7 +28,7 @@ class InferenceSetup(BaseModel):
     prompt: int | None = Field(None, gt=0, description="prompt tokens (time to first token); default: the context")
     prefill_chunk: int | None = Field(None, gt=0, description="chunked prefill: tokens per forward pass")
     attention: Attention = "sdpa"
-    parallel: Parallelism = Field(default_factory=Parallelism)
+    layout: Layout = Field(default_factory=Layout)
     int4_group: int = Field(128, gt=0, description="group size of int4 weight scales (AWQ/GPTQ default 128)")
 
     @model_validator(mode="after")

@@ -1,0 +1,116 @@
+"""Builders the family readers share: heads from a config, per-layer windows from `layer_types`, layers -> groups.
+
+Most 2026 decoders are Llama's skeleton (q/k/v/o, gated MLP, RMSNorm, rotary, untied head) with a few switches;
+the family modules say which switches, with the modeling-file line that decides each.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from memplan.errors import MemplanError
+from memplan.families.config import MAX_LAYERS, ConfigReader
+from memplan.spec.model import FFN, Attention, Embeddings, Head, LayerGroup, LayerSpec, Model, Norm
+
+# transformers 5 layer_types entries and the attention window kind they mean
+LAYER_TYPES = {"full_attention": "global", "sliding_attention": "sliding", "chunked_attention": "chunked"}
+
+
+def groups_of(layers: Sequence[LayerSpec]) -> list[LayerGroup]:
+    """Consecutive equal layer specs become one group."""
+    out: list[LayerGroup] = []
+    for spec in layers:
+        if out and out[-1].layer == spec:
+            out[-1] = LayerGroup(count=out[-1].count + 1, layer=spec)
+        else:
+            out.append(LayerGroup(count=1, layer=spec))
+    return out
+
+
+def n_layers(c: ConfigReader, *keys: str) -> int:
+    return c.integer(*(keys or ("num_hidden_layers",)), maximum=MAX_LAYERS)
+
+
+def heads(c: ConfigReader, hidden: int, kv_key: str = "num_key_value_heads",
+          heads_key: tuple[str, ...] = ("num_attention_heads",)) -> dict[str, int]:
+    """heads, kv_heads and head_dim (config head_dim, else hidden // heads, which must then divide)."""
+    n = c.integer(*heads_key)
+    kv = c.integer(kv_key, default=n)
+    if c.has("head_dim"):
+        d = c.integer("head_dim")
+    else:
+        if hidden % n:
+            raise MemplanError(f"{c.path}: hidden size {hidden} is not divisible by {n} attention heads and the "
+                               "config has no head_dim")
+        d = hidden // n
+    if n % kv:
+        raise MemplanError(f"{c.path}: {n} attention heads are not divisible by {kv} key/value heads "
+                           f"({c.where}{kv_key})")
+    return {"heads": n, "kv_heads": kv, "head_dim": d}
+
+
+def windows(c: ConfigReader, count: int, default_types: list[str] | None = None,
+            window_key: str = "sliding_window", chunk_key: str = "attention_chunk_size") -> list[tuple[str, int | None]]:
+    """(window kind, window) per layer from `layer_types` (or `default_types`); every layer global if neither."""
+    types = c.layer_types(count, default_types or ["full_attention"] * count, tuple(LAYER_TYPES))
+    out: list[tuple[str, int | None]] = []
+    for t in types:
+        kind = LAYER_TYPES[t]
+        if kind == "sliding":
+            out.append((kind, c.integer(window_key)))
+        elif kind == "chunked":
+            out.append((kind, c.integer(chunk_key)))
+        else:
+            out.append((kind, None))
+    return out
+
+
+def activation(c: ConfigReader, *keys: str, default: str = "silu") -> str:
+    act = c.text(*(keys or ("hidden_act",)), default=default)
+    return act
+
+
+def decoder(c: ConfigReader, *, family: str, hidden: int, layers: Sequence[LayerSpec], vocab: int,
+            max_positions: int, norm: Norm | None = None, head: Head | None = None,
+            embeddings: Embeddings | None = None, names: dict[str, str] | None = None, **extra: Any) -> Model:
+    """A Model from its per-layer specs; pydantic checks become one line naming the config."""
+    try:
+        return Model(family=family, hidden_size=hidden, vocab_size=vocab, max_positions=max_positions,
+                     norm=norm or Norm(), embeddings=embeddings or Embeddings(), groups=groups_of(layers),
+                     head=head or Head(), module_names=names or {}, **extra)
+    except MemplanError as exc:
+        raise MemplanError(f"{c.path}: {exc}") from None
+
+
+def per_layer(count: int, make: Callable[[int], LayerSpec]) -> list[LayerSpec]:
+    """Layer specs for layers 0..count-1 (equal specs compare equal, so groups_of merges them)."""
+    return [make(i) for i in range(count)]
+
+
+def safe(c: ConfigReader, build: Callable[[], Any]) -> Any:
+    """Run a spec constructor; its MemplanError (heads vs KV heads, top-k vs experts, ...) names the config."""
+    from pydantic import ValidationError
+
+    try:
+        return build()
+    except MemplanError as exc:
+        raise MemplanError(f"{c.path}: {exc}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise MemplanError(f"{c.path}: {where} {err['msg'].lower()}, got {err.get('input')!r}") from None
+
+
+def llama_attention(c: ConfigReader, hidden: int, *, qkv_bias: bool, out_bias: bool,
+                    window: tuple[str, int | None] = ("global", None), **kw: Any) -> Attention:
+    return safe(c, lambda: Attention(**heads(c, hidden), qkv_bias=qkv_bias, out_bias=out_bias,
+                                     window_kind=window[0], window=window[1],
+                                     dropout=c.probability("attention_dropout"),
+                                     rotary_fraction=c.rope("partial_rotary_factor")
+                                     or c.number("partial_rotary_factor", default=1.0), **kw))
+
+
+def gated_ffn(c: ConfigReader, width: int, *, bias: bool = False, act_keys: tuple[str, ...] = ("hidden_act",),
+              default_act: str = "silu", **kw: Any) -> FFN:
+    return safe(c, lambda: FFN(intermediate_size=width, activation=c.text(*act_keys, default=default_act),
+                               gated=True, bias=bias, **kw))
