@@ -14,14 +14,14 @@ from memplan.results.memory import MemoryEstimate
 
 def build_setup(model: str, **kwargs):
     """TrainingSetup from a model name/count/config path and CLI-style keyword arguments."""
-    from memplan.cli.options import build_setup as _build
+    from memplan.setups import training_setup
 
-    return _build(model=model, **kwargs)
+    return training_setup(model, **kwargs)
 
 
 def estimate(model: str, gpu: str | None = None, **kwargs) -> MemoryEstimate:
     """Memory estimate for training MODEL (profile name, parameter count or config.json path)."""
-    from memplan.cli.options import resolve_gpu
     from memplan.memory.estimate import estimate_memory
+    from memplan.setups import resolve_gpu
 
     return estimate_memory(build_setup(model, **kwargs), resolve_gpu(gpu))

@@ -18,8 +18,10 @@ from memplan.spec.training import Workload, get_recipe
 
 def setup(model="llama-2-7b", recipe="bf16", b=1, s=4096, tp=1, sp=False, **w) -> TrainingSetup:
     m = model if isinstance(model, ModelSpec) else resolve_model(model)
-    return TrainingSetup(model=m, recipe=get_recipe(recipe), layout=Layout(gpus=tp, tp=tp, sequence_parallel=sp),
-                         workload=Workload(micro_batch=b, seq=s, **w))
+    lay = {k: w.pop(k) for k in list(w) if k in Layout.model_fields}
+    return TrainingSetup(model=m, recipe=get_recipe(recipe),
+                         layout=Layout(gpus=tp, tp=tp, sequence_parallel=sp, micro_batch=b, **lay),
+                         workload=Workload(seq=s, **w))
 
 
 def llama_layer_bytes(b, s, h, q, kv, f, a, act, fp32_norm_in=4):

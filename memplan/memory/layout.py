@@ -44,7 +44,9 @@ class LocalParameters(BaseModel):
     groups: list[LocalGroup] = []
     layer_params: int = Field(0, description="the largest layer on this GPU (what ZeRO-3/FSDP gather at once)")
     largest_module_params: int = 0
-    tensor_numels: list[Numel] = []  # every tensor on this GPU
+    tensor_numels: list[Numel] = []  # every tensor on this GPU, in registration order
+    embedding_numels: list[Numel] = []  # of which the embeddings (and extras) before the layers (first stage)
+    head_numels: list[Numel] = []  # ... and the head after them (last stage)
     layer_tensor_numels: list[Numel] = []  # the largest layer's tensors
     exact: bool = True
 
@@ -147,10 +149,9 @@ def local_parameters(model: ModelSpec, layout: Layout) -> LocalParameters:
                                            tensors_per_layer=numels))
             tensors += [(r, c, k * g.count) for r, c, k in numels]
             expert_total += expert * g.count
-        if s == 0:
-            tensors = first + extras + tensors
-        if s == pp - 1:
-            tensors = tensors + last
+        before = first + extras if s == 0 else []
+        after = last if s == pp - 1 else []
+        tensors = before + tensors + after
         params = sum(r * c * k for r, c, k in tensors)
         if best is None or params > best.params:
             biggest = max(local_groups, key=lambda lg: lg.params_per_layer, default=None)
@@ -158,6 +159,7 @@ def local_parameters(model: ModelSpec, layout: Layout) -> LocalParameters:
                 params=params, expert_params=expert_total, stage=s, layers=bounds[s][1] - bounds[s][0],
                 first_layer=bounds[s][0], groups=local_groups,
                 layer_params=biggest.params_per_layer if biggest else 0, largest_module_params=largest_module,
-                tensor_numels=tensors, layer_tensor_numels=biggest.tensors_per_layer if biggest else [])
+                tensor_numels=tensors, layer_tensor_numels=biggest.tensors_per_layer if biggest else [],
+                embedding_numels=before, head_numels=after)
     assert best is not None
     return best

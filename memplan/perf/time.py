@@ -367,7 +367,7 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
     if with_memory:
         from memplan.memory.estimate import estimate_memory
 
-        mem = estimate_memory(setup.model_copy(update={"workload": w.model_copy(update={"grad_accum": grad_accum})}),
+        mem = estimate_memory(setup.model_copy(update={"layout": p.replace(grad_accum=grad_accum)}),
                               gpu)
         est.memory_required_bytes, est.fits = mem.per_gpu.required, mem.fits
     return est

@@ -92,6 +92,10 @@ class Layout(BaseModel):
                                "distributed optimizer); drop --zero to 1")
         return self
 
+    def replace(self, **changes) -> "Layout":
+        """A validated copy with `changes` (model_copy would skip the checks)."""
+        return Layout.model_validate({**self.model_dump(), **changes})
+
     # ---- derived sizes ---------------------------------------------------------------------------------------
     @property
     def dp(self) -> int:
