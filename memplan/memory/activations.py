@@ -187,6 +187,19 @@ def _tensor_bytes(t: Tensor, mode: Mode, kernels: Kernels, sizes: dict[str, int]
     return -int(-n // div)  # ceil: a shard is at least its share
 
 
+def dispatch_buffer_bytes(setup: TrainingSetup, layer: LayerSpec, b: int, s: int) -> int:
+    """Expert parallelism's all-to-all: each rank permutes its tokens x top-k copies of the hidden state into a send
+    buffer and receives as many (balanced routing) for its local experts (megatron/core/transformer/moe/
+    token_dispatcher.py MoEAlltoAllTokenDispatcher.token_permutation: permuted_local_input_tokens, then
+    global_input_tokens).  Sequence parallelism divides the tokens by tp first."""
+    p = setup.layout
+    if p.ep == 1 or not layer.ffn.moe:
+        return 0
+    cb = max(setup.recipe.compute.bytes, 2)
+    tokens = b * s // (p.tp if p.sequence_parallel else 1)
+    return int(2 * tokens * layer.ffn.top_k * setup.model.arch.hidden_size * cb)
+
+
 def implementation_for(setup: TrainingSetup) -> ImplementationProfile:
     """The workload's implementation profile; `hf` means the traced profile of the model's family
     (profiles/implementations/hf-<family>.json) when there is one, else the hand-written hf.json."""
@@ -248,11 +261,18 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
             kept = total(label, prof.layer, feats, sizes, keep=lambda t: not t.core, layers=g.count)
         else:
             kept = full
+        dispatch = dispatch_buffer_bytes(setup, g.layer, b, s)
         group_acts.append(LayerActivations(
             kind=g.layer.kind, count=g.count, kept=kept, full=full,
-            forward=total("layer forward (transient)", prof.layer_forward, feats, sizes, record=False),
-            backward=total("layer backward (transient)", prof.layer_backward, feats, sizes, record=False)))
+            forward=total("layer forward (transient)", prof.layer_forward, feats, sizes, record=False) + dispatch,
+            backward=total("layer backward (transient)", prof.layer_backward, feats, sizes, record=False)
+            + dispatch))
     notes: list[str] = []
+    dispatch = max((dispatch_buffer_bytes(setup, g.layer, b, s) for g in stage), default=0)
+    if dispatch:
+        notes.append(f"expert parallel (ep={p.ep}): all-to-all dispatch buffers of {dispatch / 2**20:,.1f} MiB per "
+                     "MoE layer while it runs (the permuted tokens sent and those received: 2 x tokens x top-k x "
+                     "hidden, Megatron-Core MoEAlltoAllTokenDispatcher), counted as layer transients")
     in_flight = 1.0
     if p.pp > 1:
         # Korthikanti et al. 2022 sec. 4.2.3: with 1F1B the first stage holds p micro-batches of L/p layers; the

@@ -62,12 +62,15 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
     exact = "" if est.parameters_exact else " (given count, no architecture)"
     w = s.workload
     lines = [
-        f"{est.model}: {est.parameters:,} parameters ({format_count(est.parameters)}){exact}",
+        f"{est.model}: {est.parameters:,} parameters ({format_count(est.parameters)}){exact}"
+        + (f", trained as {est.objective}" if est.objective and est.objective != "causal-lm" else ""),
+        *([f"layers: {est.layers}"] if est.layers else []),
         f"recipe {s.recipe.name} ({s.recipe.description}), optimizer {s.optimizer.name}",
-        f"{p.gpus} GPU(s): dp={p.dp} tp={p.tp} pp={p.pp}, ZeRO-{p.zero}, offload optimizer={p.offload_optimizer} "
+        f"{p.gpus} GPU(s): dp={p.dp} tp={p.tp} pp={p.pp}" + (f" cp={p.cp}" if p.cp > 1 else "")
+        + (f" ep={p.ep}" if p.ep > 1 else "") + f", ZeRO-{p.zero}, offload optimizer={p.offload_optimizer} "
         f"params={p.offload_params}",
-        f"step: micro-batch {s.layout.micro_batch} x seq {s.seq}, recompute {s.layout.recompute}, attention {w.attention}, "
-        f"implementation {w.implementation}",
+        f"step: micro-batch {p.micro_batch} x seq {s.seq}, recompute {p.recompute}, attention {w.attention}, "
+        f"activation rows {est.activation_profile or w.implementation}",
         f"convention: {est.convention}",
         "",
     ]
