@@ -103,3 +103,35 @@ def resolve_gpu(name: str | None):
     from memplan.catalog import get_gpu
 
     return get_gpu(name)
+
+
+SERVING_KEYS = ("batch", "context", "kv_dtype", "prefill_chunk", "weights_dtype", "attention", "prompt")
+
+
+def serving_setup(model: str | ModelSpec, **kw: Any):
+    """InferenceSetup from a model and CLI-style keyword arguments (batch, context, kv_dtype, tp, pp, ...)."""
+    from memplan.spec.inference import InferenceSetup
+    from memplan.spec.training import DType
+
+    check_keys(kw, (*ARCH_FLAGS, *RECIPE_FLAGS, *LAYOUT_FLAGS, *WORKLOAD_FLAGS, *SERVING_KEYS))
+    if kw.get("zero") or kw.get("offload_optimizer") not in (None, "none") \
+            or kw.get("offload_params") not in (None, "none"):
+        raise MemplanError("--zero and --offload-* are training options; serving shards weights with --tp/--pp")
+    spec = resolve_model(model, _pick(kw, ARCH_FLAGS))
+    a = spec.arch
+    if not a.causal or not a.head.lm_head:
+        raise MemplanError(f"{spec.name} is an encoder ({a.family}): --mode inference estimates autoregressive "
+                           "decoding with a KV cache; use a decoder model")
+    weights = kw.get("weights_dtype")
+    if weights is None:
+        precision = kw.get("precision") or "bf16"
+        weights = "fp16" if "fp16" in precision else "fp32" if precision == "fp32" else "bf16"
+    context = kw.get("context") or kw.get("seq") or a.max_positions
+    try:
+        layout = Layout(**_pick(kw, ("gpus", "gpus_per_node", "tp", "pp", "ep")))
+        fields = _pick(kw, ("batch", "prefill_chunk", "attention", "prompt"))
+        return InferenceSetup(model=spec, weights_dtype=DType.parse(weights),
+                              kv_dtype=DType.parse(kw.get("kv_dtype") or "bf16"), context=context, layout=layout,
+                              **fields)
+    except ValidationError as exc:
+        raise MemplanError(one_line(exc)) from None

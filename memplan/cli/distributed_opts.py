@@ -40,7 +40,7 @@ def run_distributed(**kw) -> None:
     for flag, key in (("--plot", "plot"), ("--snapshot", "snapshot"), ("--find-max-batch", "find_max_batch")):
         if kw.get(key):
             raise MemplanError(f"{flag} measures one device; drop it with --nproc/--strategy")
-    if kw.get("zero") or kw.get("engine", "plain") != "plain" or kw.get("gpus", 1) != 1:
+    if kw.get("zero") or kw.get("engine") not in (None, "plain") or kw.get("gpus") not in (None, 1):
         raise MemplanError("--strategy decides ZeRO and the engine and --nproc the GPU count: drop --zero/--engine/"
                            "--gpus (the estimate compared is printed with the result)")
     if strategy is None:

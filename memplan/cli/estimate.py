@@ -1,24 +1,13 @@
 """`memplan estimate`: memory per GPU, CPU RAM and NVMe for training, fine-tuning (LoRA/QLoRA) or inference."""
 from __future__ import annotations
 
-import json
 
 import click
 
-from memplan.cli.options import (POSITIVE, build_setup, field_option, gpu_option, json_option, pop_training_kwargs,
-                                 resolve_gpu, training_options, units_option, units_of)
+from memplan.cli.options import (POSITIVE, field_option, gpu_option, json_option, pop_training_kwargs,
+                                 training_options, units_option, units_of)
 from memplan.errors import MemplanError
 from memplan.spec.training import Workload
-
-# The whiteboard table: (label, overrides). Same model, GPU count and optimizer; only the strategy changes.
-COMPARE_STRATEGIES = [
-    ("fp32 (DDP)", {"precision": "fp32", "zero": 0}),
-    ("mixed precision (DDP)", {"zero": 0}),
-    ("ZeRO-1 (P_os)", {"zero": 1}),
-    ("ZeRO-2 (P_os+g)", {"zero": 2}),
-    ("ZeRO-3 (P_os+g+p)", {"zero": 3}),
-    ("ZeRO-3 + CPU offload", {"zero": 3, "offload_optimizer": "cpu", "offload_params": "cpu"}),
-]
 
 INFERENCE_KEYS = ("batch", "context", "kv_dtype", "max_batch", "max_context", "prefill_chunk")
 LORA_KEYS = ("lora_rank", "lora_targets", "quantize_base")
@@ -51,7 +40,7 @@ def estimate_command(**kwargs) -> None:
     Face config.json (or its folder).
     """
     as_json, units = kwargs.pop("as_json"), units_of(kwargs.pop("units"))
-    gpu = resolve_gpu(kwargs.pop("gpu_name"))
+    gpu_name = kwargs.pop("gpu_name")
     mode = kwargs.pop("mode")
     inference = {k: kwargs.pop(k) for k in INFERENCE_KEYS}
     lora = {k: kwargs.pop(k) for k in LORA_KEYS}
@@ -59,51 +48,28 @@ def estimate_command(**kwargs) -> None:
     calibration_path, compare = kwargs.pop("calibration"), kwargs.pop("compare")
     training = pop_training_kwargs(kwargs)
     if (wants_max["max_micro_batch"] or wants_max["max_seq"] or inference["max_batch"] or inference["max_context"]) \
-            and gpu is None:
+            and gpu_name is None:
         raise MemplanError("--max-micro-batch/--max-seq/--max-batch/--max-context need --gpu NAME to fit against")
 
     _reject_flags_of_the_other_mode(mode, training, inference, lora, wants_max, calibration_path, compare)
+    from memplan import api
+
     if mode == "inference":
-        from memplan.memory.inference import build_inference_setup, estimate_inference
         from memplan.report.inference import inference_table
 
-        setup = build_inference_setup(**training, **{k: v for k, v in inference.items() if v is not None})
-        est = estimate_inference(setup, gpu, max_batch=inference["max_batch"], max_context=inference["max_context"])
+        extra = {k: v for k, v in inference.items() if v is not None and k not in ("max_batch", "max_context")}
+        est = api.estimate_inference(gpu=gpu_name, max_batch=inference["max_batch"],
+                                     max_context=inference["max_context"], **training, **extra)
         click.echo(est.model_dump_json(indent=2) if as_json else inference_table(est, units))
         return
-
-    calibration = None
-    if calibration_path:
-        from memplan.memory.calibration import load_calibration
-
-        calibration = load_calibration(calibration_path)
-    from memplan.memory.estimate import estimate_memory
     from memplan.report.tables import compare_table, memory_table
 
-    def setup_for(opts: dict):
-        return build_setup(**opts, **lora)
-
+    training.update({k: v for k, v in lora.items() if v is not None})
     if compare:
-        rows = []
-        for label, overrides in COMPARE_STRATEGIES:
-            opts = {**training, "offload_optimizer": None, "offload_params": None, **overrides}
-            rows.append((label, estimate_memory(setup_for(opts), gpu, calibration=calibration)))
-        if as_json:
-            click.echo(json.dumps({"strategies": [{"strategy": label, **e.model_dump(mode="json")}
-                                                  for label, e in rows]}, indent=2))
-        else:
-            click.echo(compare_table(rows, units))
+        cmp = api.compare(gpu=gpu_name, **training)
+        click.echo(cmp.model_dump_json(indent=2) if as_json else compare_table(cmp, units))
         return
-
-    setup = setup_for(training)
-    est = estimate_memory(setup, gpu, calibration=calibration)
-    if wants_max["max_micro_batch"] or wants_max["max_seq"]:
-        from memplan.memory.search import max_micro_batch, max_seq
-
-        if wants_max["max_micro_batch"]:
-            est.max_micro_batch = max_micro_batch(setup, gpu, calibration=calibration)
-        if wants_max["max_seq"]:
-            est.max_seq = max_seq(setup, gpu, calibration=calibration)
+    est = api.estimate(gpu=gpu_name, calibration=calibration_path, **wants_max, **training)
     click.echo(est.model_dump_json(indent=2) if as_json else memory_table(est, units))
 
 

@@ -46,32 +46,10 @@ TENSOR_SCALE_BYTES = 4  # fp32 per tensor (fp8)
 
 
 def build_inference_setup(**kw) -> InferenceSetup:
-    """InferenceSetup from the CLI's keyword arguments (training flags + batch, context, kv_dtype, ...)."""
-    from memplan.catalog import resolve_model
-    from memplan.cli.options import ARCH_FLAGS
+    """Kept for callers of the old name: memplan.setups.serving_setup builds serving setups now."""
+    from memplan.setups import serving_setup
 
-    if kw.get("zero") or kw.get("offload_optimizer", "none") != "none" or kw.get("offload_params", "none") != "none":
-        raise MemplanError("--zero and --offload-* are training options; serving shards weights with --tp/--pp")
-    model = resolve_model(kw["model"], {field: kw.get(flag) for flag, field in ARCH_FLAGS.items()})
-    a = model.arch
-    if not a.causal or not a.lm_head:
-        raise MemplanError(f"{model.name} is an encoder ({a.family}): --mode inference estimates autoregressive "
-                           "decoding with a KV cache; use a decoder model")
-    weights = kw.get("weights_dtype")
-    if weights is None:
-        precision = kw.get("precision") or "bf16"
-        weights = "fp16" if "fp16" in precision else "fp32" if precision == "fp32" else "bf16"
-    context = kw.get("context") or kw.get("seq") or a.max_positions
-    try:
-        parallel = Layout(gpus=kw.get("gpus", 1), gpus_per_node=kw.get("gpus_per_node", 8), tp=kw.get("tp", 1),
-                               pp=kw.get("pp", 1))
-        return InferenceSetup(model=model, weights_dtype=DType.parse(weights),
-                              kv_dtype=DType.parse(kw.get("kv_dtype") or "bf16"), batch=kw.get("batch") or 1,
-                              context=context, prefill_chunk=kw.get("prefill_chunk"),
-                              attention=kw.get("attention") or "sdpa", layout=parallel)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise MemplanError(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+    return serving_setup(kw.pop("model"), **kw)
 
 
 # ---- the pieces ------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from memplan.results.memory import MemoryEstimate
+from memplan.results.memory import Comparison, MemoryEstimate
 from memplan.spec.units import Units, format_bytes, format_count
 
 LOCATION_ORDER = {"gpu": 0, "cpu": 1, "nvme": 2}
@@ -124,7 +124,8 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
     return "\n".join(lines)
 
 
-def compare_table(rows: list[tuple[str, MemoryEstimate]], units: Units = Units.GiB) -> str:
+def compare_table(cmp: Comparison, units: Units = Units.GiB) -> str:
+    rows = [(r.strategy, r.estimate) for r in cmp.strategies]
     first = rows[0][1]
     header = (f"{first.model}: {first.parameters:,} parameters on {first.setup.layout.gpus} GPU(s) "
               f"(dp={first.setup.layout.dp}), optimizer {first.setup.optimizer.name}; sizes per GPU in "

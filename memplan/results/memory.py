@@ -116,3 +116,14 @@ class MemoryEstimate(BaseModel):
     def bytes_per_param(self) -> float:
         """Model-state bytes per parameter on one GPU (the 16/18/20 figure, after sharding)."""
         return self.per_gpu.model_states / self.parameters if self.parameters else 0.0
+
+
+class StrategyEstimate(BaseModel):
+    strategy: str
+    estimate: MemoryEstimate
+
+
+class Comparison(BaseModel):
+    """`memplan estimate --compare`: one estimate per strategy, same model, GPU count and micro-batch."""
+
+    strategies: list[StrategyEstimate]

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from memplan.results.memory import MemoryEstimate
 from memplan.spec.setup import TrainingSetup
 
 SCHEMA_VERSION = 1
@@ -150,3 +151,18 @@ class BenchResult(BaseModel):
     matmul: list[MatmulBench]
     bandwidth: BandwidthBench | None = None
     notes: list[str] = []
+
+
+class ProfileResult(BaseModel):
+    """`memplan profile`: the measured step and the estimate of that same step (Python API: memplan.profile)."""
+
+    measured: MeasuredStep
+    estimated: MemoryEstimate
+    error_percent: float | None = Field(None, description="peak_allocated: (estimated - measured) / measured x 100")
+
+    @classmethod
+    def of(cls, measured: MeasuredStep, est: MemoryEstimate) -> "ProfileResult":
+        err = None
+        if measured.peak_allocated:
+            err = 100.0 * (est.per_gpu.peak_allocated - measured.peak_allocated) / measured.peak_allocated
+        return cls(measured=measured, estimated=est, error_percent=err)
