@@ -78,13 +78,23 @@ def estimate(model: str, gpu: str | None = None, *, mode: str = "training", cali
     setup = training_setup(model, **kwargs)
     cal = _calibration(calibration)
     est = estimate_memory(setup, gpu_spec, calibration=cal)
+    if est.fits is False and gpu_spec is not None:
+        from memplan.hints import smallest_change
+
+        hint = smallest_change(setup, gpu_spec)
+        est.hint = f"{hint.change} ({hint.why}: {hint.required / 2**30:,.2f} GiB per GPU)" if hint else None
     if max_micro_batch or max_seq:
+        from memplan.hints import why_nothing_fits
         from memplan.memory.search import max_micro_batch as _mmb, max_seq as _ms
 
         if max_micro_batch:
             est.max_micro_batch = _mmb(setup, gpu_spec, calibration=cal)
+            if est.max_micro_batch == 0:
+                est.notes.append(why_nothing_fits(setup, gpu_spec, "micro-batch"))
         if max_seq:
             est.max_seq = _ms(setup, gpu_spec, calibration=cal)
+            if est.max_seq == 0:
+                est.notes.append(why_nothing_fits(setup, gpu_spec, "sequence length"))
     return est
 
 

@@ -111,6 +111,10 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
         head = format_bytes(abs(est.headroom or 0), units)
         lines.append(f"\n{verdict} on {est.gpu} ({format_bytes(est.gpu_memory, units)}): "
                      + (f"{head} headroom" if est.fits else f"short by {head}"))
+        if not est.fits:
+            lines.append(f"would fit with: {est.hint}" if est.hint else
+                         "no single change fits (tried recompute, smaller micro-batches, ZeRO, offload, up to "
+                         "1024x the GPUs): see `memplan plan`")
     if est.max_micro_batch is not None or est.max_seq is not None:
         if est.max_micro_batch is not None:
             lines.append(f"largest micro-batch that fits: {est.max_micro_batch}")

@@ -110,6 +110,7 @@ class MemoryEstimate(BaseModel):
     objective: str | None = Field(None, description="what is trained: causal-lm, masked-lm or encoder")
     activation_profile: str | None = Field(None, description="the implementation profile the activation rows "
                                                              "come from (hf, hf-<family> traced, megatron)")
+    hint: str | None = Field(None, description="when it does not fit: the smallest change that would (flags)")
     notes: list[str] = []
 
     @property
