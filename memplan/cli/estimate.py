@@ -31,6 +31,9 @@ LORA_KEYS = ("lora_rank", "lora_targets", "quantize_base")
 @click.option("--calibration", type=click.Path(dir_okay=False), help="A `memplan profile` record to calibrate with.")
 @field_option(Workload, "optimizer_impl")
 @click.option("--compare", is_flag=True, help="One row per strategy: fp32, mixed, ZeRO-1/2/3, ZeRO-3 + offload.")
+@click.option("--plot", metavar="FILE.png", help="Also draw memory by component against the GPU and the step's "
+                                                 "timeline (needs matplotlib).")
+@click.option("--force", is_flag=True, help="Overwrite --plot's file if it exists.")
 @units_option
 @json_option
 def estimate_command(**kwargs) -> None:
@@ -46,6 +49,11 @@ def estimate_command(**kwargs) -> None:
     lora = {k: kwargs.pop(k) for k in LORA_KEYS}
     wants_max = {k: kwargs.pop(k) for k in ("max_micro_batch", "max_seq")}
     calibration_path, compare = kwargs.pop("calibration"), kwargs.pop("compare")
+    plot, force = kwargs.pop("plot"), kwargs.pop("force")
+    if plot is not None and not plot.strip():
+        raise MemplanError("--plot needs a file name, e.g. --plot memory.png")
+    if plot and (compare or mode == "inference"):
+        raise MemplanError("--plot draws one training estimate: drop --compare / --mode inference")
     training = pop_training_kwargs(kwargs)
     if (wants_max["max_micro_batch"] or wants_max["max_seq"] or inference["max_batch"] or inference["max_context"]) \
             and gpu_name is None:
@@ -69,8 +77,17 @@ def estimate_command(**kwargs) -> None:
         cmp = api.compare(gpu=gpu_name, **training)
         click.echo(cmp.model_dump_json(indent=2) if as_json else compare_table(cmp, units))
         return
+    if plot:
+        from memplan.report.files import check_writable
+
+        check_writable(plot, force)  # before the work, not after
     est = api.estimate(gpu=gpu_name, calibration=calibration_path, **wants_max, **training)
     click.echo(est.model_dump_json(indent=2) if as_json else memory_table(est, units))
+    if plot:
+        from memplan.report.plot import estimate_plot
+
+        written = estimate_plot(est, plot, units, force=force)
+        click.echo(f"memplan estimate: plot written to {written}", err=True)
 
 
 # flags of one mode only: given with the other mode, an error, never silently ignored
