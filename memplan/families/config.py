@@ -44,10 +44,10 @@ class ConfigReader:
     def bad(self, name: str, what: str, value: Any) -> MemplanError:
         shown = repr(value)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        return MemplanError(f"{self.path}: key {self.where}{name!r} must be {what}, got {shown}")
+        return MemplanError(f"{self.path}: key '{self.where}{name}' must be {what}, got {shown}")
 
     def missing(self, name: str) -> MemplanError:
-        return MemplanError(f"{self.path}: missing key {self.where}{name!r}, needed for a {self.model_type} config")
+        return MemplanError(f"{self.path}: missing key '{self.where}{name}', needed for a {self.model_type} config")
 
     def integer(self, *names: str, default: Any = MISSING, minimum: int = 1, maximum: int = MAX_DIM) -> Any:
         value = self._raw(names)

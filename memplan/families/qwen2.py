@@ -1,6 +1,6 @@
 """Qwen2 / Qwen2.5 (transformers models/qwen2/modeling_qwen2.py): q/k/v_proj with bias, o_proj and the MLP
 without; configuration_qwen2.py: sliding windows only with use_sliding_window, then for layers
-i >= max_window_layers (transformers 5 writes that out as `layer_types`)."""
+i >= max_window_layers (transformers 5 writes that out as `layer_types`); Qwen2Config defaults 32 KV heads."""
 from __future__ import annotations
 
 from memplan.families import _decoder as d
@@ -24,7 +24,8 @@ def read(c: ConfigReader) -> Model:
         # __post_init__: sliding_window = None unless use_sliding_window, and a "sliding_attention" layer with no
         # window attends globally (Qwen2Attention.sliding_window = config.sliding_window for those layers)
         wins = [("global", None)] * count
-    layers = [LayerSpec(attention=d.llama_attention(c, hidden, qkv_bias=True, out_bias=False, window=w), ffn=ffn)
+    layers = [LayerSpec(attention=d.llama_attention(c, hidden, qkv_bias=True, out_bias=False, window=w,
+                                                  kv_default=32), ffn=ffn)
               for w in wins]
     return d.decoder(c, family="qwen2", hidden=hidden, layers=layers, vocab=c.integer("vocab_size"),
                      max_positions=c.integer("max_position_embeddings", default=32768),
