@@ -72,7 +72,7 @@ def text_model(c: ConfigReader, *, family: str, extras: list[Extra] | None = Non
                                      top_k_default=1)
     moe = d.gated_ffn(c, c.integer("intermediate_size"), experts=experts, top_k=top_k,
                       shared_intermediate_size=c.integer("intermediate_size"), router_is_module=True,
-                      experts_transposed=True) if sparse else None
+                      experts_transposed=True, dispatch="all") if sparse else None
     dense = d.gated_ffn(c, c.integer("intermediate_size_mlp")) if len(sparse) < count else None
     layers = [LayerSpec(attention=d.llama_attention(c, hidden, qkv_bias=bias, out_bias=bias, window=w,
                                                     head_dim_default=128, kv_default=8,

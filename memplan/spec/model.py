@@ -321,6 +321,10 @@ class FFN(BaseModel):
     experts_transposed: bool = Field(False, description="fused expert weights stored (experts, in, out) (gpt-oss)")
     router_is_module: bool = Field(False, description="the router is an nn.Linear (else a raw weight parameter, "
                                                       "as transformers 5's TopKRouter)")
+    dispatch: Literal["topk", "all"] = Field(
+        "topk", description="topk: each token visits its top-k experts; all: the implementation runs every token "
+                            "through every expert, weighted by its router score (transformers' Llama4TextMoe): the "
+                            "model's FLOPs are still top-k, the hardware's are not")
     dropout: float = Field(0.0, ge=0, lt=1)
     conv1d: bool = Field(False, description="weights stored (in, out) as GPT-2's Conv1D")
 
@@ -635,7 +639,7 @@ class ParameterCount(BaseModel):
     mtp: int = Field(0, description="multi-token-prediction modules, when trained (DeepSeek-V3)")
     mtp_declared: int = Field(0, description="MTP parameters the config declares, counted or not")
     total: int
-    active: int
+    active: int = Field(description="per text token: top-k routed experts only, extras (vision) excluded")
     per_layer: int = Field(0, description="the first layer group's per-layer count")
     groups: list[GroupParameters] = []
     exact: bool = Field(True, description="False when only a total was given (no architecture)")
@@ -666,8 +670,10 @@ def count_parameters(m: Model) -> ParameterCount:
         lp = m.mtp.layer.parameters(m.hidden_size, m.module_names)
         inactive += m.mtp.depth * (lp.total - lp.active)
     total = embeddings + attention + mlp + norms + lm_head + other + mtp
+    # active per text token: the top-k experts, and not the extras (a vision tower runs on images, not tokens)
+    active = total - inactive - sum(x.params for x in m.extras)
     return ParameterCount(embeddings=embeddings, attention=attention, mlp=mlp, norms=norms, lm_head=lm_head,
-                          other=other, mtp=mtp, mtp_declared=declared, total=total, active=total - inactive,
+                          other=other, mtp=mtp, mtp_declared=declared, total=total, active=active,
                           per_layer=groups[0].per_layer, groups=groups)
 
 
