@@ -2,16 +2,23 @@
 
 Adding a GPU, a model, an interconnect or an implementation is adding a JSON file: nothing here changes.
 Names are forgiving: case, spaces, '-', '_' and '.' are ignored ('A100 80GB' == 'a100-80gb'), and each
-profile may list `aliases`.  Unknown names get a did-you-mean.
+profile may list `aliases`.  A Hugging Face hub id resolves to the built-in profile of the same model, also as
+its -Instruct/-chat/-hf/-it/-base variant; any other hub id gets how to fetch its config.json.  Unknown names
+get a did-you-mean.
+
+profiles/ ships inside the package as `memplan.profiles` (setup.py maps the folder) and is read through
+importlib.resources, so it works from a wheel, an editable install and a source checkout alike;
+$MEMPLAN_PROFILES points at another folder of the same shape.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -19,13 +26,35 @@ from memplan.errors import MemplanError, did_you_mean
 from memplan.spec.hardware import GPUSpec, InterconnectSpec
 from memplan.spec.model import ModelSpec
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 T = TypeVar("T", bound=BaseModel)
 
+PROFILES_PACKAGE = "memplan.profiles"
 
-def profiles_dir() -> Path:
-    """$MEMPLAN_PROFILES, else the profiles/ folder of the source tree this package was installed from."""
+
+def profiles_dir() -> Traversable:
+    """$MEMPLAN_PROFILES, else the profiles installed with this package (a Traversable: `/`, iterdir(),
+    read_text(); a real folder for a wheel or an editable install)."""
     env = os.environ.get("MEMPLAN_PROFILES")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "profiles"
+    if env:
+        return Path(env).expanduser()
+    try:
+        from importlib.resources import files
+
+        return files(PROFILES_PACKAGE)
+    except ModuleNotFoundError:  # a source checkout on sys.path that was never installed
+        return Path(__file__).resolve().parent.parent / "profiles"
+
+
+def runs_dir() -> Path:
+    """Where `memplan profile --out auto` writes records: profiles/runs/ when profiles is a folder of a source
+    checkout or $MEMPLAN_PROFILES (records are data to commit), else ./memplan-runs (never into site-packages)."""
+    root = profiles_dir()
+    if isinstance(root, Path) and (os.environ.get("MEMPLAN_PROFILES") or (root.parent / "pyproject.toml").is_file()):
+        return root / "runs"
+    return Path.cwd() / "memplan-runs"
 
 
 def normalize(name: str) -> str:
@@ -36,29 +65,46 @@ def normalize(name: str) -> str:
 def _load_kind(kind: str, model: type[T]) -> dict[str, T]:
     folder = profiles_dir() / kind
     if not folder.is_dir():
-        raise MemplanError(f"profile folder {folder} is missing; set MEMPLAN_PROFILES or reinstall with `pip install -e .`")
+        raise MemplanError(f"profile folder {folder} is missing; reinstall memplan (`pip install .`) or set "
+                           "MEMPLAN_PROFILES to a folder holding gpus/, models/, interconnects/, ...")
     out: dict[str, T] = {}
-    for path in sorted(folder.glob("*.json")):
+    for entry in sorted((e for e in folder.iterdir() if e.name.endswith(".json")), key=lambda e: e.name):
         try:
-            if kind == "models":  # a model profile's architecture is its family's config.json
-                from memplan.families.profiles import model_from_profile
-
-                out[path.stem] = model_from_profile(json.loads(path.read_text()), str(path))
-            else:
-                out[path.stem] = model.model_validate_json(path.read_text())
+            out[entry.name.removesuffix(".json")] = _parse_profile(model, entry.read_text(encoding="utf-8"),
+                                                                   str(entry))
         except (ValidationError, ValueError) as exc:
-            raise MemplanError(f"bad profile {path}: {str(exc).splitlines()[0]}") from None
+            raise MemplanError(f"bad profile {entry}: {str(exc).splitlines()[0]}") from None
     return out
 
 
+def _parse_profile(model: type[T], text: str, where: str) -> T:
+    if model is ModelSpec:  # a model profile's architecture is its family's config.json (families/profiles.py)
+        from memplan.families.profiles import model_from_profile
+
+        return model_from_profile(json.loads(text), where)  # type: ignore[return-value]
+    return model.model_validate_json(text)
+
+
+@lru_cache(maxsize=None)
+def _name_index(kind: str, model: type[T]) -> dict[str, str]:
+    """normalized name or alias -> profile stem."""
+    index: dict[str, str] = {}
+    for stem, item in _load_kind(kind, model).items():
+        for n in (stem, getattr(item, "name", stem), *getattr(item, "aliases", [])):
+            index.setdefault(normalize(n), stem)
+    return index
+
+
+def _find(kind: str, model: type[T], name: str) -> T | None:
+    stem = _name_index(kind, model).get(normalize(name))
+    return None if stem is None else _load_kind(kind, model)[stem]
+
+
 def _lookup(kind: str, model: type[T], name: str, what: str) -> T:
-    items = _load_kind(kind, model)
-    key = normalize(name)
-    for stem, item in items.items():
-        names = [stem, getattr(item, "name", stem), *getattr(item, "aliases", [])]
-        if key in {normalize(n) for n in names}:
-            return item
-    raise MemplanError(did_you_mean(name, items, what) + f" (list them with `memplan {kind}`)")
+    found = _find(kind, model, name)
+    if found is not None:
+        return found
+    raise MemplanError(did_you_mean(name, _load_kind(kind, model), what) + f" (list them with `memplan {kind}`)")
 
 
 def models() -> dict[str, ModelSpec]:
@@ -74,7 +120,65 @@ def interconnects() -> dict[str, InterconnectSpec]:
 
 
 def get_model_profile(name: str) -> ModelSpec:
+    """A built-in profile by name, alias or hub id (`meta-llama/Llama-2-7b-chat-hf`, `Qwen/Qwen2.5-7B-Instruct`)."""
+    for candidate in hub_name_candidates(name):
+        found = _find("models", ModelSpec, candidate)
+        if found is not None:
+            return found
+    if is_hub_id(name):
+        raise MemplanError(not_built_in_message(name))
     return _lookup("models", ModelSpec, name, "model")
+
+
+# Suffixes that name a fine-tune or a re-packaging of the same architecture on the Hugging Face hub:
+# Meta's -chat and -hf (converted to transformers' format), -Instruct (Meta, Qwen, Mistral), Google's -it,
+# and -base.  Version tags (-v0.1) are kept: Mistral-7B v0.2 is not v0.1's architecture (no sliding window), so a
+# version must match an alias of the profile.  Quantised repackagings (-AWQ, -GPTQ, -fp16) keep their tag and do
+# not resolve: their weights take other bytes.
+HUB_VARIANT_TOKENS = frozenset({"instruct", "chat", "hf", "it", "base"})
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def is_hub_id(text: str) -> bool:
+    """ORG/NAME as the Hugging Face hub spells repositories (one '/', no leading '.', '/' or '~')."""
+    return bool(_HUB_ID.match(text)) and not text.endswith(".json")
+
+
+def hub_name_candidates(name: str) -> list[str]:
+    """The names to look up for what the user typed: as typed, the repository name without its org, and both
+    without variant tokens (`Mistral-7B-Instruct-v0.1` -> `Mistral-7B-v0.1`)."""
+    bare = name.rsplit("/", 1)[-1] if is_hub_id(name) else name
+    out = [name, bare]
+    for text in (name, bare):
+        tokens = re.split(r"[-_]", text)
+        kept = [t for t in tokens if t.lower() not in HUB_VARIANT_TOKENS]
+        if kept and len(kept) < len(tokens):
+            out.append("-".join(kept))
+    return list(dict.fromkeys(out))
+
+
+def closest_models(name: str, n: int = 3) -> list[str]:
+    """Built-in profile names closest to `name`, best first: those of the same family word (llama, qwen, ...)
+    ranked by similarity, else only names that are very similar (a look-alike of another family is no hint)."""
+    index = _name_index("models", ModelSpec)
+    key = normalize(hub_name_candidates(name)[-1])
+
+    def similarity(stem: str) -> float:
+        return max(difflib.SequenceMatcher(None, key, k).ratio() for k, s in index.items() if s == stem)
+
+    stems = list(_load_kind("models", ModelSpec))
+    same_family = [s for s in stems if (word := re.match(r"[a-z]+", normalize(s))) and word.group() in key]
+    ranked = sorted(same_family or [s for s in stems if similarity(s) >= 0.75], key=similarity, reverse=True)
+    return ranked[:n]
+
+
+def not_built_in_message(hub_id: str) -> str:
+    folder = hub_id.rsplit("/", 1)[-1]
+    close = closest_models(hub_id)
+    nearest = ("closest built-in: " + ", ".join(repr(c) for c in close)) if close else "no built-in profile is close"
+    return (f"{hub_id!r} is not a built-in model (and not a file or folder here); fetch its config once with "
+            f"`huggingface-cli download {hub_id} config.json --local-dir {folder}` and pass {folder} as MODEL "
+            f"(read offline after that); {nearest} (see `memplan models`)")
 
 
 def get_gpu(name: str) -> GPUSpec:
@@ -85,7 +189,7 @@ def get_interconnect(name: str) -> InterconnectSpec:
     return _lookup("interconnects", InterconnectSpec, name, "interconnect")
 
 
-def load_json(path: Path) -> dict:
+def load_json(path: str | os.PathLike) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -108,11 +212,9 @@ def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
     if path.exists() or "/" in text or text.endswith(".json"):
         from memplan.families.hf import load_hf_config
 
-        if not path.exists() and not text.endswith(".json"):
-            try:  # a hub id such as meta-llama/Llama-2-7b-hf is a profile alias, not a path
-                return _with_overrides(get_model_profile(text), overrides)
-            except MemplanError:
-                pass
+        if not path.exists() and is_hub_id(text):
+            # a hub id: the built-in profile of that model, else one line on how to fetch its config.json
+            return _with_overrides(get_model_profile(text), overrides)
         spec = load_hf_config(path)
     elif text.strip()[:1].isdigit() or text.strip()[:1] == ".":
         spec = ModelSpec(name=text, total_parameters=parse_count(text))

@@ -85,10 +85,10 @@ def run_distributed(**kw) -> None:
 
 
 def _save(profile, out: str, force: bool) -> None:
-    from memplan.catalog import profiles_dir
+    from memplan.catalog import runs_dir
     from memplan.report.files import timestamped_path, write_new_file
 
-    path = (timestamped_path(profiles_dir() / "runs", profile.model, profile.strategy, f"w{profile.world_size}",
+    path = (timestamped_path(runs_dir(), profile.model, profile.strategy, f"w{profile.world_size}",
                              profile.device) if out == "auto" else out)
     written = write_new_file(path, profile.model_dump_json(indent=2) + "\n", force=force)
     click.echo(f"memplan profile: record written to {written}", err=True)

@@ -44,7 +44,8 @@ def _progress(msg: str) -> None:
 @click.option("--timed-steps", type=click.IntRange(min=1), default=5, show_default=True,
               help="cuda: steps timed with CUDA events (median).")
 @click.option("--out", is_flag=False, flag_value="auto", default=None, metavar="[PATH]",
-              help="Save a schema-versioned JSON record (no PATH: a new file under profiles/runs/).")
+              help="Save a schema-versioned JSON record (no PATH: a new file under profiles/runs/ of a source "
+                   "checkout, else ./memplan-runs/).")
 @click.option("--force", is_flag=True, help="Overwrite --out/--plot files that exist.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="PNG: timeline and categories vs GPU capacity.")
 @click.option("--snapshot", type=click.Path(dir_okay=False), help="cuda: allocator snapshot (pytorch.org/memory_viz).")
@@ -126,7 +127,7 @@ def profile_command(**kwargs) -> None:
 
 
 def _save_record(out: str, force: bool, measured, est, gpu) -> None:
-    from memplan.catalog import profiles_dir
+    from memplan.catalog import runs_dir
     from memplan.report.files import timestamped_path, write_new_file
     from memplan.report.profile import error_percent
     from memplan.results.profile import ProfileRecord
@@ -136,7 +137,7 @@ def _save_record(out: str, force: bool, measured, est, gpu) -> None:
         estimated=est.model_dump(mode="json"), error_percent=error_percent(est.per_gpu.peak_allocated,
                                                                              measured.peak_allocated),
         gpu=gpu.name if gpu else None, host=platform.node())
-    path = (timestamped_path(profiles_dir() / "runs", measured.model, measured.device, measured.recipe,
+    path = (timestamped_path(runs_dir(), measured.model, measured.device, measured.recipe,
                              f"b{measured.micro_batch}")
             if out == "auto" else out)
     written = write_new_file(path, record.model_dump_json(indent=2) + "\n", force=force)
