@@ -5,8 +5,10 @@ import json
 
 import click
 
-from memplan.cli.options import (POSITIVE, build_setup, gpu_option, json_option, pop_training_kwargs, resolve_gpu,
+from memplan.cli.checks import check_flag_combinations
+from memplan.cli.options import (build_setup, gpu_option, json_option, pop_training_kwargs, resolve_gpu,
                                  training_options, units_option, units_of)
+from memplan.cli.types import NAME, PATH, BoundedInt, NonEmptyText
 from memplan.errors import MemplanError
 
 # The whiteboard table: (label, overrides). Same model, GPU count and optimizer; only the strategy changes.
@@ -27,18 +29,22 @@ LORA_KEYS = ("lora_rank", "lora_targets", "quantize_base")
 @training_options
 @gpu_option
 @click.option("--mode", type=click.Choice(["training", "inference"]), default="training", show_default=True)
-@click.option("--lora-rank", type=POSITIVE, help="Fine-tune with LoRA adapters of this rank (frozen base).")
-@click.option("--lora-targets", help="Comma-separated modules for LoRA (default: PEFT's for the family; all-linear).")
+@click.option("--lora-rank", type=BoundedInt(1, "rank"),
+              help="Fine-tune with LoRA adapters of this rank (frozen base).")
+@click.option("--lora-targets", type=NonEmptyText("a comma-separated list of module names"),
+              help="Comma-separated modules for LoRA (default: PEFT's for the family; all-linear).")
 @click.option("--quantize-base", type=click.Choice(["nf4", "int8"]), help="QLoRA: quantised frozen base.")
-@click.option("--batch", type=POSITIVE, default=1, show_default=True, help="Inference: concurrent sequences.")
-@click.option("--context", type=POSITIVE, help="Inference: tokens per sequence (prompt + generated).")
-@click.option("--kv-dtype", default="bf16", show_default=True, help="Inference: KV-cache dtype (bf16, fp16, fp8).")
-@click.option("--prefill-chunk", type=POSITIVE, help="Inference: chunked prefill size in tokens.")
+@click.option("--batch", type=BoundedInt(1, "batch"), default=1, show_default=True,
+              help="Inference: concurrent sequences.")
+@click.option("--context", type=BoundedInt(1, "positions"), help="Inference: tokens per sequence (prompt + generated).")
+@click.option("--kv-dtype", type=NAME, default="bf16", show_default=True,
+              help="Inference: KV-cache dtype (bf16, fp16, fp8).")
+@click.option("--prefill-chunk", type=BoundedInt(1, "positions"), help="Inference: chunked prefill size in tokens.")
 @click.option("--max-batch", is_flag=True, help="Inference: the most concurrent sequences that fit on --gpu.")
 @click.option("--max-context", is_flag=True, help="Inference: the longest context that fits on --gpu.")
 @click.option("--max-micro-batch", is_flag=True, help="Training: the largest micro-batch that fits on --gpu.")
 @click.option("--max-seq", is_flag=True, help="Training: the longest sequence that fits on --gpu.")
-@click.option("--calibration", type=click.Path(dir_okay=False), help="A `memplan profile` record to calibrate with.")
+@click.option("--calibration", type=PATH, help="A `memplan profile` record to calibrate with.")
 @click.option("--optimizer-impl", type=click.Choice(["for-loop", "foreach", "fused"]), default="foreach",
               show_default=True, help="torch.optim implementation (its step's temporaries); foreach is torch's "
                                       "default on CUDA.")
@@ -60,6 +66,7 @@ def estimate_command(**kwargs) -> None:
     calibration_path, compare = kwargs.pop("calibration"), kwargs.pop("compare")
     optimizer_impl = kwargs.pop("optimizer_impl")
     training = pop_training_kwargs(kwargs)
+    check_flag_combinations(training, lora=lora)
     if (wants_max["max_micro_batch"] or wants_max["max_seq"] or inference["max_batch"] or inference["max_context"]) \
             and gpu is None:
         raise MemplanError("--max-micro-batch/--max-seq/--max-batch/--max-context need --gpu NAME to fit against")

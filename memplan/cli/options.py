@@ -10,6 +10,7 @@ from collections.abc import Callable
 import click
 from pydantic import ValidationError
 
+from memplan.cli.types import NAME, BoundedInt
 from memplan.errors import MemplanError
 from memplan.spec.units import Units
 
@@ -31,42 +32,44 @@ def _stack(*decorators: Callable) -> Callable:
     return apply
 
 
-model_argument = click.argument("model", metavar="MODEL")
+model_argument = click.argument("model", metavar="MODEL", type=NAME)
 
 architecture_options = _stack(
-    click.option("--layers", type=POSITIVE, help="Transformer layers (builds or overrides an architecture)."),
-    click.option("--hidden", type=POSITIVE, help="Hidden size."),
-    click.option("--heads", type=POSITIVE, help="Attention heads."),
-    click.option("--kv-heads", type=POSITIVE, help="Key/value heads (GQA/MQA)."),
-    click.option("--head-dim", type=POSITIVE, help="Head dimension (default hidden/heads)."),
-    click.option("--ffn", type=POSITIVE, help="MLP intermediate size."),
-    click.option("--vocab", type=POSITIVE, help="Vocabulary size."),
-    click.option("--max-positions", type=POSITIVE, help="Maximum positions (context)."),
+    click.option("--layers", type=BoundedInt(1, "layers"),
+                 help="Transformer layers (builds or overrides an architecture)."),
+    click.option("--hidden", type=BoundedInt(1, "hidden"), help="Hidden size."),
+    click.option("--heads", type=BoundedInt(1, "heads"), help="Attention heads."),
+    click.option("--kv-heads", type=BoundedInt(1, "heads"), help="Key/value heads (GQA/MQA)."),
+    click.option("--head-dim", type=BoundedInt(1, "head_dim"), help="Head dimension (default hidden/heads)."),
+    click.option("--ffn", type=BoundedInt(1, "ffn"), help="MLP intermediate size."),
+    click.option("--vocab", type=BoundedInt(1, "vocab"), help="Vocabulary size."),
+    click.option("--max-positions", type=BoundedInt(1, "positions"), help="Maximum positions (context)."),
     click.option("--mlp", type=click.Choice(["gelu", "swiglu"]), help="MLP kind."),
     click.option("--norm", type=click.Choice(["layernorm", "rmsnorm"]), help="Norm kind."),
     click.option("--tied/--untied", default=None, help="Tie input embeddings and LM head."),
-    click.option("--experts", type=click.IntRange(min=0), help="MoE experts per layer."),
-    click.option("--top-k", type=POSITIVE, help="MoE experts per token."),
+    click.option("--experts", type=BoundedInt(0, "experts"), help="MoE experts per layer."),
+    click.option("--top-k", type=BoundedInt(1, "experts"), help="MoE experts per token."),
 )
 
 precision_options = _stack(
-    click.option("--precision", "-p", default="bf16-mixed", show_default=True,
+    click.option("--precision", "-p", type=NAME, default="bf16-mixed", show_default=True,
                  help="Recipe: fp32, amp-bf16, amp-fp16, bf16-mixed, fp16-mixed, bf16, fp8-mixed."),
-    click.option("--weights-dtype", help="Override the stored weights' dtype."),
-    click.option("--grads-dtype", help="Override the gradients' dtype (fp32: Megatron's 18 B/param)."),
-    click.option("--master-dtype", help="Override the master weights: fp32 or none (fp32 + master: 20 B/param)."),
-    click.option("--states-dtype", help="Override the optimizer states' dtype."),
-    click.option("--optimizer", "-o", default="adamw", show_default=True,
+    click.option("--weights-dtype", type=NAME, help="Override the stored weights' dtype."),
+    click.option("--grads-dtype", type=NAME, help="Override the gradients' dtype (fp32: Megatron's 18 B/param)."),
+    click.option("--master-dtype", type=NAME,
+                 help="Override the master weights: fp32 or none (fp32 + master: 20 B/param)."),
+    click.option("--states-dtype", type=NAME, help="Override the optimizer states' dtype."),
+    click.option("--optimizer", "-o", type=NAME, default="adamw", show_default=True,
                  help="adamw, adam, sgd, sgd-momentum, lion, adafactor, adamw-8bit."),
 )
 
 parallel_options = _stack(
-    click.option("--gpus", "-n", type=POSITIVE, default=1, show_default=True, help="Total GPUs."),
-    click.option("--gpus-per-node", type=POSITIVE, default=8, show_default=True),
-    click.option("--tp", type=POSITIVE, default=1, show_default=True, help="Tensor-parallel size."),
-    click.option("--pp", type=POSITIVE, default=1, show_default=True, help="Pipeline-parallel size."),
+    click.option("--gpus", "-n", type=BoundedInt(1, "gpus"), default=1, show_default=True, help="Total GPUs."),
+    click.option("--gpus-per-node", type=BoundedInt(1, "gpus_per_node"), default=8, show_default=True),
+    click.option("--tp", type=BoundedInt(1, "gpus"), default=1, show_default=True, help="Tensor-parallel size."),
+    click.option("--pp", type=BoundedInt(1, "gpus"), default=1, show_default=True, help="Pipeline-parallel size."),
     click.option("--sequence-parallel/--no-sequence-parallel", default=False, help="Megatron sequence parallelism."),
-    click.option("--virtual-stages", type=POSITIVE, default=1, show_default=True,
+    click.option("--virtual-stages", type=BoundedInt(1, "layers"), default=1, show_default=True,
                  help="Interleaved 1F1B model chunks per pipeline rank."),
     click.option("--zero", "-z", type=click.IntRange(0, 3), default=0, show_default=True, help="ZeRO stage 0-3."),
     click.option("--offload-optimizer", type=click.Choice(["none", "cpu", "nvme"]), default="none",
@@ -78,21 +81,25 @@ parallel_options = _stack(
 )
 
 workload_options = _stack(
-    click.option("--micro-batch", "-b", type=POSITIVE, default=1, show_default=True, help="Sequences per GPU step."),
-    click.option("--seq", "-s", type=POSITIVE, help="Sequence length (default: the model's max positions)."),
-    click.option("--grad-accum", type=POSITIVE, default=1, show_default=True, help="Gradient accumulation steps."),
+    click.option("--micro-batch", "-b", type=BoundedInt(1, "batch"), default=1, show_default=True,
+                 help="Sequences per GPU step."),
+    click.option("--seq", "-s", type=BoundedInt(1, "positions"),
+                 help="Sequence length (default: the model's max positions)."),
+    click.option("--grad-accum", type=BoundedInt(1, "batch"), default=1, show_default=True,
+                 help="Gradient accumulation steps."),
     click.option("--recompute", type=click.Choice(["none", "selective", "full"]), default="none", show_default=True,
                  help="Activation recomputation."),
     click.option("--attention", type=click.Choice(["eager", "sdpa", "flash"]), default="sdpa", show_default=True,
                  help="Attention implementation."),
-    click.option("--implementation", default="hf", show_default=True,
+    click.option("--implementation", type=NAME, default="hf", show_default=True,
                  help="Activation accounting profile (profiles/implementations): hf, megatron, ..."),
 )
 
 training_options = _stack(model_argument, architecture_options, precision_options, parallel_options,
                           workload_options)
 
-gpu_option = click.option("--gpu", "-g", "gpu_name", help="GPU profile name (see `memplan gpus`), for the verdict.")
+gpu_option = click.option("--gpu", "-g", "gpu_name", type=NAME,
+                          help="GPU profile name (see `memplan gpus`), for the verdict.")
 units_option = click.option("--units", type=click.Choice(["GiB", "GB"], case_sensitive=False), default="GiB",
                             show_default=True, help="GiB = 2^30 bytes, GB = 10^9 bytes.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")

@@ -107,10 +107,12 @@ class CudaSession:
     snapshot: path for torch.cuda.memory._dump_snapshot of the measured step (view at pytorch.org/memory_viz).
     """
 
-    def __init__(self, step, timed_steps: int = 5, snapshot: str | None = None, count_flops: bool = True) -> None:
+    def __init__(self, step, timed_steps: int = 5, snapshot: str | None = None, count_flops: bool = True,
+                 snapshot_force: bool = False) -> None:
         self.step = step
         self.timed_steps = timed_steps
         self.snapshot = snapshot
+        self.snapshot_force = snapshot_force
         self.count_flops = count_flops
         self.device_index = torch.cuda.current_device()
         self.phase: str | None = None
@@ -176,9 +178,14 @@ class CudaSession:
 
     def _stop_snapshot(self) -> None:
         if self._recording:
-            torch.cuda.memory._dump_snapshot(self.snapshot)
-            torch.cuda.memory._record_memory_history(enabled=None)
-            self._recording = False
+            from memplan.report.files import write_new_file_with
+
+            try:  # through a temporary file: complete or not at all, never over a non-regular file
+                write_new_file_with(self.snapshot, lambda tmp: torch.cuda.memory._dump_snapshot(str(tmp)),
+                                    force=self.snapshot_force, what="--snapshot")
+            finally:
+                torch.cuda.memory._record_memory_history(enabled=None)
+                self._recording = False
             self.snapshot_written = True
 
     def _time_steps(self) -> None:

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from memplan.errors import MemplanError
+from memplan.measure.oom import first_line, is_out_of_memory
 from memplan.spec.model import Architecture, ModelSpec, count_parameters
 
 
@@ -261,7 +262,7 @@ def hf_config(a: Architecture, attention: str = "sdpa"):
     try:
         import transformers as tf
     except ImportError:
-        raise MemplanError("--model-source hf needs transformers: `pip install transformers` "
+        raise MemplanError("--model-source hf needs transformers: `pip install 'memplan[hf]'` "
                            "(or use --model-source reference)") from None
     fam = a.family.replace("-", "_").lower()
     if fam == "custom" and (a.mlp, a.norm, a.position) == ("swiglu", "rmsnorm", "rotary"):
@@ -315,6 +316,21 @@ def hf_config(a: Architecture, attention: str = "sdpa"):
 
 
 def build_hf(a: Architecture, attention: str = "sdpa") -> BuiltModel:
+    """The transformers model of `a`; whatever transformers raises while building it is one line, naming it
+    (an unknown hidden_act is a KeyError deep in ACT2FN), except an out-of-memory, which is a result."""
+    try:
+        return _build_hf(a, attention)
+    except MemplanError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if is_out_of_memory(exc):
+            raise
+        raise MemplanError(f"--model-source hf: transformers could not build the {a.family} model "
+                           f"({type(exc).__name__}: {first_line(exc)}); check the config's fields, or use "
+                           "--model-source reference") from None
+
+
+def _build_hf(a: Architecture, attention: str) -> BuiltModel:
     import transformers as tf
 
     cfg = hf_config(a, attention)
@@ -346,7 +362,10 @@ def load_factory(spec: str):
     try:
         module = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise MemplanError(f"--factory: cannot import {mod_name!r} ({exc})") from None
+        raise MemplanError(f"--factory: cannot import {mod_name!r} ({first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing (SyntaxError, ...)
+        raise MemplanError(f"--factory: importing {mod_name!r} raised {type(exc).__name__}: {first_line(exc)}") \
+            from None
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise MemplanError(f"--factory: {mod_name!r} has no function {fn_name!r}")
@@ -355,9 +374,20 @@ def load_factory(spec: str):
 
 def build_factory(spec: str, model: ModelSpec) -> BuiltModel:
     fn = load_factory(spec)
-    takes_arg = any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-                    for p in inspect.signature(fn).parameters.values())
-    module = fn(model) if takes_arg else fn()
+    try:
+        takes_arg = any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+                        for p in inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C function without a signature: call it with the spec
+        takes_arg = True
+    try:
+        module = fn(model) if takes_arg else fn()
+    except MemplanError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if is_out_of_memory(exc):
+            raise
+        raise MemplanError(f"--factory {spec}: the function raised {type(exc).__name__}: {first_line(exc)}") \
+            from None
     if not isinstance(module, nn.Module):
         raise MemplanError(f"--factory {spec!r} returned {type(module).__name__}, not a torch nn.Module")
     head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else getattr(module, "lm_head", None)

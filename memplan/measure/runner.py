@@ -23,6 +23,7 @@ from torch import nn
 
 from memplan.errors import MemplanError
 from memplan.measure.models import BuiltModel, build_model
+from memplan.measure.oom import first_line, is_out_of_memory
 from memplan.measure.optimizers import OPTIMIZER_IMPLS, default_optimizer_impl, make_optimizer
 from memplan.measure.precision import LossScaler, MasterWeightsOptimizer, ScaledOptimizer
 from memplan.measure.tracker import StorageTracker, downsample_max
@@ -210,7 +211,13 @@ def measure_training_step(setup: TrainingSetup, device: str = "cpu", model_sourc
 
 def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, say, cuda_options) -> MeasuredStep:
     say(f"building {setup.model.name} ({model_source}) on {device}")
-    step = _Step(setup, device, model_source, optimizer_impl, seed)
+    try:
+        step = _Step(setup, device, model_source, optimizer_impl, seed)
+    except Exception as exc:  # noqa: BLE001 - only an out-of-memory is a result; anything else propagates
+        if not is_out_of_memory(exc):
+            raise
+        say(f"out of memory while building the model: {first_line(exc)}")
+        return _build_oom_result(setup, device, model_source, optimizer_impl, first_line(exc))
     tracker = StorageTracker("cuda" if device == "cuda" else "cpu")
     cuda = None
     if device == "cuda":
@@ -225,10 +232,18 @@ def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, sa
         for i in range(warmup_steps):
             say(f"warm-up step {i + 1}/{warmup_steps}")
             step.run(phases)
-    except torch.OutOfMemoryError as exc:
-        oom = (phases.current or "forward", str(exc).splitlines()[0] if str(exc) else "out of memory")
-        notes.append("out of memory during warm-up (the first step also allocates the optimizer states)")
-    if oom is None:
+    except Exception as exc:  # noqa: BLE001
+        if not is_out_of_memory(exc):
+            raise
+        oom = (phases.current or "forward", first_line(exc))
+        notes.append("out of memory during warm-up (the first step also allocates the optimizer states); the "
+                     "bytes shown are what was still alive after the error (a lower bound of the peak)")
+    if oom is not None:  # outside the except clause: its traceback no longer holds the step's tensors
+        gc.collect()
+        _register(tracker, step)
+        tracker.remove_hooks()
+        tracker.alive_as_peak(oom[0])
+    else:
         gc.collect()
         _register(tracker, step)
         if cuda is not None:
@@ -238,8 +253,10 @@ def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, sa
         try:
             with tracker:
                 step.run(phases)
-        except torch.OutOfMemoryError as exc:
-            oom = (phases.current or "forward", str(exc).splitlines()[0] if str(exc) else "out of memory")
+        except Exception as exc:  # noqa: BLE001
+            if not is_out_of_memory(exc):
+                raise
+            oom = (phases.current or "forward", first_line(exc))
         finally:
             tracker.remove_hooks()
     if cuda is not None:
@@ -257,6 +274,36 @@ def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, sa
     if step.scaler is not None and step.scaler.found_inf:
         notes.append("loss scaling overflowed in the measured step (the update was applied anyway)")
     return _result(setup, device, step, tracker, cuda, oom, notes)
+
+
+def _build_oom_result(setup: TrainingSetup, device: str, model_source: str, optimizer_impl: str | None,
+                      message: str) -> MeasuredStep:
+    """Out of memory before the model existed: what is known, and the bytes the allocator saw (cuda)."""
+    try:
+        import transformers
+
+        tf_version = transformers.__version__
+    except ImportError:
+        tf_version = None
+    peak = 0
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+        torch.cuda.empty_cache()
+    w = setup.workload
+    source = model_source if model_source in ("hf", "reference") or model_source.startswith("factory:") \
+        else f"factory:{model_source}"
+    return MeasuredStep(
+        model=setup.model.name, parameters=setup.model.parameters.total, device=device, model_source=source,
+        recipe=setup.recipe.name, optimizer=setup.optimizer.name,
+        optimizer_impl=optimizer_impl or ("foreach" if device == "cuda" else "for-loop"), micro_batch=w.micro_batch,
+        seq=setup.seq, recompute=w.recompute, attention=w.attention, torch_version=torch.__version__,
+        transformers_version=tf_version, peak_allocated=peak, weights=0, gradients=0, optimizer_states=0,
+        activations=0, temporaries=0, tracked_peak=0, peak_phase="build", phases=[],
+        activations_at_backward_start=0, oom=True, oom_phase="build", oom_message=message,
+        notes=["out of memory while building the model (weights, optimizer, inputs): nothing else was measured; "
+               "parameters is memplan's count, not the built module's"
+               + ("; peak_allocated is the CUDA allocator's peak up to the error" if device == "cuda" else "")],
+        setup=setup)
 
 
 def _register(tracker: StorageTracker, step: _Step) -> None:
@@ -305,7 +352,8 @@ def _result(setup, device, step: _Step, tracker: StorageTracker, cuda, oom, note
         attention=w.attention, torch_version=torch.__version__, transformers_version=tf_version,
         peak_allocated=peak, tracked_peak=tracker.peak, peak_phase=tracker.peak_phase or (oom[0] if oom else "forward"),
         phases=phases, activations_at_backward_start=tracker.activations_at_backward_start,
-        timeline_bytes=timeline, timeline_phase_starts=starts, cuda=cuda_info, oom=oom is not None, oom_phase=oom[0] if oom else None, oom_message=oom[1] if oom else None,
+        timeline_bytes=timeline, timeline_phase_starts=starts, cuda=cuda_info, oom=oom is not None,
+        oom_phase=oom[0] if oom else None, oom_message=oom[1] if oom else None,
         notes=notes, setup=setup, **cats)
 
 

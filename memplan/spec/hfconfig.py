@@ -252,19 +252,9 @@ SUPPORTED_MODEL_TYPES = tuple(sorted(_READERS))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MemplanError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise MemplanError(f"{path} is not valid JSON (not UTF-8 text)") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MemplanError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise MemplanError(f"{path} holds a JSON {type(data).__name__}, not a config object")
-    return data
+    from memplan.userfiles import read_user_json  # bounded, regular files only, UTF-8, depth-limited
+
+    return read_user_json(path, "model config", expected="a config object")
 
 
 def _spec_name(given: Path, config_path: Path, data: dict[str, Any], model_type: str) -> str:
