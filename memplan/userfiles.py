@@ -34,6 +34,8 @@ _READ_CHUNK = 1 << 20
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # a JSON string (escapes included), unrolled
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _DEPTH_STEP = bytes.maketrans(b"[]{}", b"\x02\x00\x02\x00")  # opener -> 2, closer -> 0; minus 1 below
+# outside strings, what can parse to a NaN or an infinity: the literals, or an exponent of 3+ digits (1e400)
+_MAYBE_NON_FINITE = re.compile(r"NaN|Infinity|[eE][+-]?[0-9]{3,}")
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -131,7 +133,11 @@ def read_user_text(path: str | os.PathLike, what: str = "", max_bytes: int = MAX
 
 def json_depth(text: str) -> int:
     """The deepest bracket nesting of JSON text, counted outside strings, without recursion."""
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return _depth(_STRING.sub("", text))
+
+
+def _depth(outside_strings: str) -> int:
+    brackets = _NOT_BRACKET.sub("", outside_strings)
     if not brackets:
         return 0
     steps = map(operator.sub, brackets.encode("ascii").translate(_DEPTH_STEP), itertools.repeat(1))
@@ -140,11 +146,17 @@ def json_depth(text: str) -> int:
 
 def parse_user_json(text: str, where: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """JSON text -> Python value; `where` names the source in errors (see `describe`)."""
-    depth = json_depth(text)
+    return _parse(text, where, max_depth)[0]
+
+
+def _parse(text: str, where: str, max_depth: int) -> tuple[Any, bool]:
+    """(value, whether it may hold a NaN or an infinity): the walk that finds one runs only when it may."""
+    outside = _STRING.sub("", text)
+    depth = _depth(outside)
     if depth > max_depth:
         raise MemplanError(f"{where} nests JSON {depth} levels deep; the limit is {max_depth}")
     try:
-        return json.loads(text)
+        return json.loads(text), _MAYBE_NON_FINITE.search(outside) is not None
     except json.JSONDecodeError as exc:
         raise MemplanError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") \
             from None
@@ -163,10 +175,10 @@ def read_user_json(path: str | os.PathLike, what: str = "", max_bytes: int = MAX
     unless `allow_non_finite` (the caller validates every number itself, with the field's own expectation).
     """
     where = describe(path, what)
-    value = parse_user_json(read_user_text(path, what, max_bytes), where, max_depth)
+    value, maybe_non_finite = _parse(read_user_text(path, what, max_bytes), where, max_depth)
     if expect is not None and not isinstance(value, expect):
         raise MemplanError(f"{where} holds {json_kind(value)}, not {expected or _json_type_name(expect)}")
-    bad = None if allow_non_finite else first_non_finite(value)
+    bad = None if allow_non_finite or not maybe_non_finite else first_non_finite(value)
     if bad is not None:
         field, number = bad
         raise MemplanError(f"{where}: field {field or '(top level)'} is {format_json_value(number)}; "

@@ -42,7 +42,7 @@ def load_measured_step(path: str | os.PathLike, what: str = "") -> MeasuredStep:
 
 def _refuse_non_finite(data, where: str) -> None:
     # a NaN in a field without a number type of its own (the setup's floats, the estimate beside it)
-    bad = first_non_finite(data)
+    bad = first_non_finite(data.get("measured", data))
     if bad is not None:
         raise MemplanError(f"{where}: field {bad[0]} is {format_json_value(bad[1])}; give a finite number")
 
