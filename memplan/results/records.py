@@ -1,9 +1,9 @@
 """Reading a `memplan profile --out` record back from a user's file, validated field by field.
 
 `--calibration` (estimate) and `--measured` (time, plan) take either the whole record (ProfileRecord: the
-measurement beside its estimate) or the bare MeasuredStep inside it; only the measurement is read.  `--calibration` needs the whole
-measurement (its setup is re-estimated); `--measured` uses the step's timing only, so a hand-written
-`{"cuda": {"achieved_tflops": 600}}` is enough and only those fields are checked.  The file is read with
+measurement beside its estimate) or the bare MeasuredStep inside it; only the measurement is read.
+`--calibration` needs the whole measurement (its setup is re-estimated); `--measured` uses the step's timing
+only, so a hand-written `{"cuda": {"achieved_tflops": 600}}` is enough and only those fields are checked.  The file is read with
 memplan.userfiles (bounded, regular files only, UTF-8, depth-limited) and every field is checked by the record
 models' own types (memplan.results.numbers): the first bad field is the one-line error.
 """
