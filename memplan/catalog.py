@@ -190,12 +190,9 @@ def get_interconnect(name: str) -> InterconnectSpec:
 
 
 def load_json(path: str | os.PathLike) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise MemplanError(f"no such file: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise MemplanError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    from memplan.userfiles import read_user_json  # bounded, regular files only, UTF-8, depth-limited
+
+    return read_user_json(path)
 
 
 def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import click
 
+from memplan.cli.types import NAME, BoundedInt
 from memplan.errors import MemplanError
 from memplan.spec.layout import Layout
 from memplan.spec.training import Workload
@@ -47,38 +48,40 @@ def field_option(model, name: str, *decls: str, **extra) -> Callable:
         lo = next((m.gt + 1 for m in field.metadata if getattr(m, "gt", None) is not None), None)
         lo = next((m.ge for m in field.metadata if getattr(m, "ge", None) is not None), lo)
         hi = next((m.le for m in field.metadata if getattr(m, "le", None) is not None), None)
-        kwargs["type"] = click.IntRange(min=lo, max=hi)
+        kwargs["type"] = BoundedInt(lo if lo is not None else 0, hi)
     kwargs.update(extra)
     return click.option(*(decls or (flag,)), name, **kwargs)
 
 
-model_argument = click.argument("model", metavar="MODEL")
+model_argument = click.argument("model", metavar="MODEL", type=NAME)
 
 architecture_options = _stack(
-    click.option("--layers", type=POSITIVE, help="Transformer layers (builds or overrides an architecture)."),
-    click.option("--hidden", type=POSITIVE, help="Hidden size."),
-    click.option("--heads", type=POSITIVE, help="Attention heads."),
-    click.option("--kv-heads", type=POSITIVE, help="Key/value heads (GQA/MQA)."),
-    click.option("--head-dim", type=POSITIVE, help="Head dimension (default hidden/heads)."),
-    click.option("--ffn", type=POSITIVE, help="MLP intermediate size."),
-    click.option("--vocab", type=POSITIVE, help="Vocabulary size."),
-    click.option("--max-positions", type=POSITIVE, help="Maximum positions (context)."),
+    click.option("--layers", type=BoundedInt(1, "layers"),
+                 help="Transformer layers (builds or overrides an architecture)."),
+    click.option("--hidden", type=BoundedInt(1, "hidden"), help="Hidden size."),
+    click.option("--heads", type=BoundedInt(1, "heads"), help="Attention heads."),
+    click.option("--kv-heads", type=BoundedInt(1, "heads"), help="Key/value heads (GQA/MQA)."),
+    click.option("--head-dim", type=BoundedInt(1, "head_dim"), help="Head dimension (default hidden/heads)."),
+    click.option("--ffn", type=BoundedInt(1, "ffn"), help="MLP intermediate size."),
+    click.option("--vocab", type=BoundedInt(1, "vocab"), help="Vocabulary size."),
+    click.option("--max-positions", type=BoundedInt(1, "positions"), help="Maximum positions (context)."),
     click.option("--mlp", type=click.Choice(["gelu", "swiglu"]), help="MLP kind (models built from flags)."),
     click.option("--norm", type=click.Choice(["layernorm", "rmsnorm"]), help="Norm kind (models built from flags)."),
     click.option("--tied/--untied", default=None, help="Tie input embeddings and LM head."),
-    click.option("--experts", type=click.IntRange(min=0), help="MoE routed experts per layer."),
-    click.option("--top-k", type=POSITIVE, help="MoE experts per token."),
+    click.option("--experts", type=BoundedInt(0, "experts"), help="MoE routed experts per layer."),
+    click.option("--top-k", type=BoundedInt(1, "experts"), help="MoE experts per token."),
 )
 
 precision_options = _stack(
-    click.option("--precision", "-p", help="Recipe: fp32, amp-bf16, amp-fp16, bf16-mixed, fp16-mixed, bf16, "
-                                           "fp8-mixed.  [default: bf16-mixed]"),
-    click.option("--weights-dtype", help="Override the stored weights' dtype."),
-    click.option("--grads-dtype", help="Override the gradients' dtype (fp32: Megatron's 18 B/param)."),
-    click.option("--master-dtype", help="Override the master weights: fp32 or none (fp32 + master: 20 B/param)."),
-    click.option("--states-dtype", help="Override the optimizer states' dtype."),
-    click.option("--optimizer", "-o", help="adamw, adam, sgd, sgd-momentum, lion, adafactor, adamw-8bit.  "
-                                           "[default: adamw]"),
+    click.option("--precision", "-p", type=NAME, help="Recipe: fp32, amp-bf16, amp-fp16, bf16-mixed, fp16-mixed, "
+                                                      "bf16, fp8-mixed.  [default: bf16-mixed]"),
+    click.option("--weights-dtype", type=NAME, help="Override the stored weights' dtype."),
+    click.option("--grads-dtype", type=NAME, help="Override the gradients' dtype (fp32: Megatron's 18 B/param)."),
+    click.option("--master-dtype", type=NAME,
+                 help="Override the master weights: fp32 or none (fp32 + master: 20 B/param)."),
+    click.option("--states-dtype", type=NAME, help="Override the optimizer states' dtype."),
+    click.option("--optimizer", "-o", type=NAME, help="adamw, adam, sgd, sgd-momentum, lion, adafactor, adamw-8bit.  "
+                                                      "[default: adamw]"),
 )
 
 _SHORT = {"gpus": ("--gpus", "-n"), "zero": ("--zero", "-z"), "micro_batch": ("--micro-batch", "-b")}
@@ -93,13 +96,14 @@ workload_options = _stack(
     field_option(Layout, "grad_accum"),
     field_option(Layout, "recompute"),
     field_option(Workload, "attention"),
-    field_option(Workload, "implementation"),
+    field_option(Workload, "implementation", type=NAME),
 )
 
 training_options = _stack(model_argument, architecture_options, precision_options, parallel_options,
                           workload_options)
 
-gpu_option = click.option("--gpu", "-g", "gpu_name", help="GPU profile name (see `memplan gpus`), for the verdict.")
+gpu_option = click.option("--gpu", "-g", "gpu_name", type=NAME,
+                          help="GPU profile name (see `memplan gpus`), for the verdict.")
 units_option = click.option("--units", type=click.Choice(["GiB", "GB"], case_sensitive=False), default="GiB",
                             show_default=True, help="GiB = 2^30 bytes, GB = 10^9 bytes.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")

@@ -2,7 +2,6 @@
 JSON (no transformers import, no download, no remote code) and handed to its family's reader (registry.py)."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,21 +12,10 @@ from memplan.spec.model import ModelSpec
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MemplanError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise MemplanError(f"{path} is not valid JSON (not UTF-8 text)") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MemplanError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except RecursionError:
-        raise MemplanError(f"{path} is nested too deeply to be a config") from None
-    if not isinstance(data, dict):
-        raise MemplanError(f"{path} holds a JSON {type(data).__name__}, not a config object")
-    return data
+    """The config as a dict: bounded, UTF-8, regular files only, depth-limited (memplan/userfiles.py)."""
+    from memplan.userfiles import read_user_json
+
+    return read_user_json(path, what="config")
 
 
 def spec_name(given: Path, config_path: Path, data: dict[str, Any], model_type: str) -> str:
@@ -53,8 +41,8 @@ def config_path_of(path: Path) -> Path:
         if not config_path.is_file():
             raise MemplanError(f"{given} has no config.json; point to a Hugging Face model folder or a config file")
         return config_path
-    if given.is_file():
-        return given
+    if given.exists() or given.is_symlink():
+        return given  # read_json refuses what is not a regular file, saying what it is
     raise MemplanError(f"no such file or folder: {given} (give a config.json, its folder, or a profile name)")
 
 

@@ -559,6 +559,9 @@ def _write_atomic(path: str, text: str) -> None:
 
 
 def _spawn_entry(local_rank: int, world: int, port: int, payload: list[str], out_dir: str) -> None:
+    from memplan import interrupt
+
+    interrupt.install()  # a terminal's Ctrl-C reaches every rank: each leaves quietly, as the parent does
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
                       LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
     requests = [DistributedRequest.model_validate_json(p) for p in payload]

@@ -100,16 +100,19 @@ def resolve_efficiency(gpu: GPUSpec, peak_tflops: float, mfu: float | None = Non
 
 def measured_tflops(path: str) -> float:
     """Achieved hardware TFLOP/s from a `memplan profile` record (ProfileRecord or MeasuredStep JSON)."""
-    from memplan.catalog import load_json
+    from memplan.results.records import load_timing
 
-    data = load_json(path)
-    step = data.get("measured", data)
-    cuda = step.get("cuda") or {}
-    if cuda.get("achieved_tflops"):
-        return float(cuda["achieved_tflops"])
-    if cuda.get("flops_per_step") and cuda.get("step_seconds"):
-        return cuda["flops_per_step"] / cuda["step_seconds"] / 1e12
-    raise MemplanError(f"{path} holds no timing (cuda.achieved_tflops); measure with `memplan profile --device cuda`")
+    step = load_timing(path, "--measured")
+    if step.oom:
+        raise MemplanError(f"--measured file {path}: the measured step ran out of memory, so it has no timing; "
+                           "use a run that completed")
+    cuda = step.cuda
+    if cuda is not None and cuda.achieved_tflops:
+        return cuda.achieved_tflops
+    if cuda is not None and cuda.flops_per_step and cuda.step_seconds:
+        return cuda.flops_per_step / cuda.step_seconds / 1e12
+    raise MemplanError(f"--measured file {path} holds no timing (cuda.achieved_tflops); measure with "
+                       "`memplan profile --device cuda`")
 
 
 def _comm_dtype_bytes(recipe: Recipe) -> float:
