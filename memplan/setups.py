@@ -36,15 +36,11 @@ def default_optimizer() -> str:
 
 
 def one_line(exc: ValidationError, where: str = "") -> str:
-    """A pydantic error as one line: the field, what it must be, what was given."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or where
-    msg = err["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        msg = msg.removeprefix(prefix)
-    given = err.get("input")
-    shown = "" if isinstance(given, dict) or given is None else f", got {given!r}"
-    return f"{loc.replace('_', '-')}: {msg[0].lower() + msg[1:]}{shown}"
+    """A pydantic error as one plain line (memplan/field_errors.py): the field as a flag, what it must be."""
+    from memplan.field_errors import field_error_line
+
+    line = field_error_line(exc, where)
+    return line.replace("field ", "--", 1).replace("_", "-") if not where and line.startswith("field ") else line
 
 
 def check_keys(kw: dict[str, Any], allowed: tuple[str, ...], what: str = "keyword argument") -> None:

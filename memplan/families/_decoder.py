@@ -150,9 +150,9 @@ def safe(c: ConfigReader, build: Callable[[], Any]) -> Any:
             raise
         raise MemplanError(f"{c.path}: {exc}") from None
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise MemplanError(f"{c.path}: {where} {err['msg'].lower()}, got {err.get('input')!r}") from None
+        from memplan.field_errors import field_error_line
+
+        raise MemplanError(field_error_line(exc, c.path)) from None
 
 
 def llama_attention(c: ConfigReader, hidden: int, *, qkv_bias: bool, out_bias: bool,
