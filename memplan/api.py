@@ -40,7 +40,11 @@ if TYPE_CHECKING:
     from memplan.results.time import TimeEstimate
     from memplan.spec.setup import TrainingSetup
 
-INFERENCE_KEYS = ("batch", "context", "kv_dtype", "prefill_chunk", "weights_dtype", "prompt", "output")
+# serving keywords (setups.SERVING_KEYS); the first four mark a call as serving in estimate()
+INFERENCE_KEYS = ("batch", "context", "kv_dtype", "prefill_chunk", "weights_dtype", "prompt", "output",
+                  "kv_cache_dtype", "quantization", "gpu_memory_utilization", "max_model_len", "max_num_seqs",
+                  "max_num_batched_tokens", "block_size", "enforce_eager", "vllm_version", "vllm_entrypoint",
+                  "enable_expert_parallel", "int4_group")
 
 # The whiteboard table: (label, overrides). Same model, GPU count and optimizer; only the strategy changes.
 COMPARE_STRATEGIES = [
@@ -122,12 +126,16 @@ def compare(model: str, gpu: str | None = None, **kwargs: Any) -> "Comparison":
 
 def estimate_inference(model: str, gpu: str | None = None, *, max_batch: bool = False, max_context: bool = False,
                        **kwargs: Any) -> "InferenceEstimate":
-    """Serving memory per GPU: weights, KV cache, activations, overheads; the largest batch or context."""
-    from memplan.memory.inference import build_inference_setup
+    """Serving memory per GPU.  engine="vllm" (default): vLLM's startup accounting (weights, peak activation,
+    non-torch, CUDA graphs, KV blocks, max concurrency, whether it starts), with vLLM's settings as keywords
+    (gpu_memory_utilization, max_model_len, max_num_seqs, max_num_batched_tokens, block_size, kv_cache_dtype,
+    quantization, vllm_version); engine="hf": transformers generate (weights, DynamicCache, prefill workspace).
+    max_batch / max_context: the most concurrent sequences at the context, the longest max-model-len that fits."""
     from memplan.memory.inference import estimate_inference as _estimate
+    from memplan.setups import serving_setup
 
     check_keys(kwargs, (*TRAINING_KEYS[1:], *INFERENCE_KEYS))
-    setup = build_inference_setup(model=model, **kwargs)
+    setup = serving_setup(model, **kwargs)
     return _estimate(setup, resolve_gpu(gpu), max_batch=max_batch, max_context=max_context)
 
 

@@ -101,11 +101,51 @@ def resolve_gpu(name: str | None):
     return get_gpu(name)
 
 
-SERVING_KEYS = ("batch", "context", "kv_dtype", "prefill_chunk", "weights_dtype", "attention", "prompt")
+SERVING_KEYS = ("batch", "context", "kv_dtype", "prefill_chunk", "weights_dtype", "attention", "prompt", "output",
+                "kv_cache_dtype", "quantization", "gpu_memory_utilization", "max_model_len", "max_num_seqs",
+                "max_num_batched_tokens", "block_size", "enforce_eager", "vllm_version", "vllm_entrypoint",
+                "enable_expert_parallel", "int4_group")
+SERVING_ENGINES = ("vllm", "hf")
+# vLLM's --kv-cache-dtype names (vllm/config/cache.py CacheDType) -> memplan dtypes; "auto" = the model's dtype
+KV_CACHE_DTYPES = {"auto": None, "bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "fp8": "fp8",
+                   "fp8_e4m3": "fp8", "fp8_e5m2": "fp8", "bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}
+
+
+def _kv_dtype(kw: dict[str, Any]):
+    from memplan.spec.training import DType
+
+    given = [k for k in ("kv_cache_dtype", "kv_dtype") if kw.get(k) is not None]
+    if len(given) == 2 and kw["kv_cache_dtype"] != kw["kv_dtype"]:
+        raise MemplanError("--kv-cache-dtype and --kv-dtype name the same setting: give one")
+    if not given:
+        return None
+    text = str(kw[given[0]]).lower()
+    if text not in KV_CACHE_DTYPES:
+        if text.startswith("fp8_ds_mla") or text.startswith("nvfp4") or text.endswith("per_token_head"):
+            raise MemplanError(f"--kv-cache-dtype {text}: vLLM's packed/scaled KV formats are not modelled; use auto, "
+                               "bfloat16, float16 or fp8")
+        raise MemplanError(did_you_mean(text, KV_CACHE_DTYPES, "--kv-cache-dtype"))
+    value = KV_CACHE_DTYPES[text]
+    return None if value is None else DType.parse(value)
+
+
+def _serving_layout(kw: dict[str, Any], moe: bool) -> Layout:
+    """vLLM's parallel flags: --tp/--pp (and --gpus, default tp x pp: one replica); --enable-expert-parallel
+    shards the experts over tp x data-parallel ranks instead of splitting each expert over TP (vLLM's EP size =
+    TP x DP, experts whole)."""
+    fields = _pick(kw, ("gpus", "gpus_per_node", "tp", "pp", "ep", "etp"))
+    fields.setdefault("gpus", fields.get("tp", 1) * fields.get("pp", 1))
+    if kw.get("enable_expert_parallel") and moe:  # a dense model has no experts: vLLM ignores the flag
+        if "ep" in fields or "etp" in fields:
+            raise MemplanError("--enable-expert-parallel sets the expert layout itself (EP = TP x DP); drop --ep/--etp")
+        fields["ep"] = fields["gpus"] // fields.get("pp", 1)
+        fields["etp"] = 1
+    return Layout(**fields)
 
 
 def serving_setup(model: str | ModelSpec, **kw: Any):
-    """InferenceSetup from a model and CLI-style keyword arguments (batch, context, kv_dtype, tp, pp, ...)."""
+    """InferenceSetup from a model and CLI-style keyword arguments (engine, batch, context or prompt + output,
+    kv_cache_dtype, tp, pp, vLLM's settings, ...)."""
     from memplan.spec.inference import InferenceSetup
     from memplan.spec.training import DType
 
@@ -113,21 +153,28 @@ def serving_setup(model: str | ModelSpec, **kw: Any):
     if kw.get("zero") or kw.get("offload_optimizer") not in (None, "none") \
             or kw.get("offload_params") not in (None, "none"):
         raise MemplanError("--zero and --offload-* are training options; serving shards weights with --tp/--pp")
+    engine = kw.get("engine")
+    if engine is not None and engine not in SERVING_ENGINES:
+        raise MemplanError(f"--engine {engine} is a training convention; serving engines are "
+                           + " or ".join(SERVING_ENGINES) + " (default vllm)")
     spec = resolve_model(model, _pick(kw, ARCH_FLAGS))
     a = spec.arch
     if not a.causal or not a.head.lm_head:
         raise MemplanError(f"{spec.name} is an encoder ({a.family}): --mode inference estimates autoregressive "
                            "decoding with a KV cache; use a decoder model")
     weights = kw.get("weights_dtype")
-    if weights is None:
-        precision = kw.get("precision") or "bf16"
+    if weights is None and kw.get("precision"):
+        precision = kw["precision"]
         weights = "fp16" if "fp16" in precision else "fp32" if precision == "fp32" else "bf16"
-    context = kw.get("context") or kw.get("seq") or a.max_positions
+    context = kw.get("context") or kw.get("seq")
     try:
-        layout = Layout(**_pick(kw, ("gpus", "gpus_per_node", "tp", "pp", "ep")))
-        fields = _pick(kw, ("batch", "prefill_chunk", "attention", "prompt"))
-        return InferenceSetup(model=spec, weights_dtype=DType.parse(weights),
-                              kv_dtype=DType.parse(kw.get("kv_dtype") or "bf16"), context=context, layout=layout,
-                              **fields)
+        layout = _serving_layout(kw, a.moe)
+        fields = _pick(kw, ("batch", "prefill_chunk", "attention", "prompt", "output", "quantization",
+                            "gpu_memory_utilization", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+                            "block_size", "enforce_eager", "vllm_version", "vllm_entrypoint", "int4_group"))
+        if engine is not None:
+            fields["engine"] = engine
+        return InferenceSetup(model=spec, weights_dtype=DType.parse(weights) if weights else None,
+                              kv_dtype=_kv_dtype(kw), context=context, layout=layout, **fields)
     except ValidationError as exc:
         raise MemplanError(one_line(exc)) from None

@@ -6,10 +6,11 @@ import click
 
 from memplan.cli.options import (POSITIVE, field_option, gpu_option, json_option, pop_training_kwargs,
                                  training_options, units_option, units_of)
+from memplan.cli.serve_options import SERVING_OPTION_KEYS, allow_serving_engines, run_inference, serving_options
 from memplan.errors import MemplanError
 from memplan.spec.training import Workload
 
-INFERENCE_KEYS = ("batch", "context", "kv_dtype", "max_batch", "max_context", "prefill_chunk")
+INFERENCE_KEYS = SERVING_OPTION_KEYS
 LORA_KEYS = ("lora_rank", "lora_targets", "quantize_base")
 
 
@@ -20,12 +21,7 @@ LORA_KEYS = ("lora_rank", "lora_targets", "quantize_base")
 @click.option("--lora-rank", type=POSITIVE, help="Fine-tune with LoRA adapters of this rank (frozen base).")
 @click.option("--lora-targets", help="Comma-separated modules for LoRA (default: PEFT's for the family; all-linear).")
 @click.option("--quantize-base", type=click.Choice(["nf4", "int8"]), help="QLoRA: quantised frozen base.")
-@click.option("--batch", type=POSITIVE, help="Inference: concurrent sequences.  [default: 1]")
-@click.option("--context", type=POSITIVE, help="Inference: tokens per sequence (prompt + generated).")
-@click.option("--kv-dtype", help="Inference: KV-cache dtype (bf16, fp16, fp8).  [default: bf16]")
-@click.option("--prefill-chunk", type=POSITIVE, help="Inference: chunked prefill size in tokens.")
-@click.option("--max-batch", is_flag=True, help="Inference: the most concurrent sequences that fit on --gpu.")
-@click.option("--max-context", is_flag=True, help="Inference: the longest context that fits on --gpu.")
+@serving_options
 @click.option("--max-micro-batch", is_flag=True, help="Training: the largest micro-batch that fits on --gpu.")
 @click.option("--max-seq", is_flag=True, help="Training: the longest sequence that fits on --gpu.")
 @click.option("--calibration", type=click.Path(dir_okay=False), help="A `memplan profile` record to calibrate with.")
@@ -63,12 +59,7 @@ def estimate_command(**kwargs) -> None:
     from memplan import api
 
     if mode == "inference":
-        from memplan.report.inference import inference_table
-
-        extra = {k: v for k, v in inference.items() if v is not None and k not in ("max_batch", "max_context")}
-        est = api.estimate_inference(gpu=gpu_name, max_batch=inference["max_batch"],
-                                     max_context=inference["max_context"], **training, **extra)
-        click.echo(est.model_dump_json(indent=2) if as_json else inference_table(est, units))
+        run_inference(gpu_name, training, inference, as_json, units)
         return
     from memplan.report.tables import compare_table, memory_table
 
@@ -92,9 +83,9 @@ def estimate_command(**kwargs) -> None:
 
 # flags of one mode only: given with the other mode, an error, never silently ignored
 TRAINING_ONLY = ("micro_batch", "seq", "grad_accum", "recompute", "optimizer", "optimizer_impl", "zero",
-                 "offload_optimizer", "offload_params", "engine", "grads_dtype", "master_dtype", "states_dtype",
+                 "offload_optimizer", "offload_params", "grads_dtype", "master_dtype", "states_dtype",
                  "cp", "virtual_stages", "first_stage_layers", "last_stage_layers", "sequence_parallel")
-INFERENCE_ONLY = ("batch", "context", "kv_dtype", "prefill_chunk", "max_batch", "max_context")
+INFERENCE_ONLY = SERVING_OPTION_KEYS  # --engine is shared: its value is checked for the mode
 
 
 def _reject_flags_of_the_other_mode(mode, training, inference, lora, wants_max, calibration, compare) -> None:
@@ -114,3 +105,6 @@ def _reject_flags_of_the_other_mode(mode, training, inference, lora, wants_max, 
         if given:
             hint = " (use --micro-batch and --seq)" if {"batch", "context"} & set(given) else ""
             raise MemplanError(f"{', '.join(flag(k) for k in given)}: inference flag(s), need --mode inference{hint}")
+
+
+allow_serving_engines(estimate_command)
