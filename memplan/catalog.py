@@ -62,49 +62,73 @@ def normalize(name: str) -> str:
 
 
 @lru_cache(maxsize=None)
-def _load_kind(kind: str, model: type[T]) -> dict[str, T]:
+def _raw(kind: str) -> dict[str, tuple[dict, str]]:
+    """stem -> (the profile's JSON, where it is), parsed but not validated: a lookup validates only its match."""
     folder = profiles_dir() / kind
     if not folder.is_dir():
         raise MemplanError(f"profile folder {folder} is missing; reinstall memplan (`pip install .`) or set "
                            "MEMPLAN_PROFILES to a folder holding gpus/, models/, interconnects/, ...")
-    out: dict[str, T] = {}
+    out: dict[str, tuple[dict, str]] = {}
     for entry in sorted((e for e in folder.iterdir() if e.name.endswith(".json")), key=lambda e: e.name):
         try:
-            out[entry.name.removesuffix(".json")] = _parse_profile(model, entry.read_text(encoding="utf-8"),
-                                                                   str(entry))
-        except (ValidationError, ValueError) as exc:
+            data = json.loads(entry.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
             raise MemplanError(f"bad profile {entry}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise MemplanError(f"bad profile {entry}: not a JSON object")
+        out[entry.name.removesuffix(".json")] = (data, str(entry))
     return out
 
 
-def _parse_profile(model: type[T], text: str, where: str) -> T:
+@lru_cache(maxsize=None)
+def _load_one(kind: str, model: type[T], stem: str) -> T:
+    data, where = _raw(kind)[stem]
+    try:
+        return _parse_profile(model, data, where)
+    except (ValidationError, ValueError) as exc:
+        raise MemplanError(f"bad profile {where}: {str(exc).splitlines()[0]}") from None
+
+
+def clear_caches() -> None:
+    """Forget loaded profiles (after $MEMPLAN_PROFILES changes: tests)."""
+    for f in (_raw, _load_one, _name_index):
+        f.cache_clear()
+
+
+def _load_kind(kind: str, model: type[T]) -> dict[str, T]:
+    return {stem: _load_one(kind, model, stem) for stem in _raw(kind)}
+
+
+def _parse_profile(model: type[T], data: dict, where: str) -> T:
     if model is ModelSpec:  # a model profile's architecture is its family's config.json (families/profiles.py)
         from memplan.families.profiles import model_from_profile
 
-        return model_from_profile(json.loads(text), where)  # type: ignore[return-value]
-    return model.model_validate_json(text)
+        return model_from_profile(data, where)  # type: ignore[return-value]
+    return model.model_validate(data)
 
 
 @lru_cache(maxsize=None)
-def _name_index(kind: str, model: type[T]) -> dict[str, str]:
-    """normalized name or alias -> profile stem."""
+def _name_index(kind: str) -> dict[str, str]:
+    """normalized name or alias -> profile stem, from the raw JSON (no validation)."""
     index: dict[str, str] = {}
-    for stem, item in _load_kind(kind, model).items():
-        for n in (stem, getattr(item, "name", stem), *getattr(item, "aliases", [])):
-            index.setdefault(normalize(n), stem)
+    for stem, (data, _) in _raw(kind).items():
+        aliases = data.get("aliases") if isinstance(data.get("aliases"), list) else []
+        for n in (stem, data.get("name") or stem, *aliases):
+            if isinstance(n, str):
+                index.setdefault(normalize(n), stem)
     return index
 
 
 def _find(kind: str, model: type[T], name: str) -> T | None:
-    stem = _name_index(kind, model).get(normalize(name))
-    return None if stem is None else _load_kind(kind, model)[stem]
+    stem = _name_index(kind).get(normalize(name))
+    return None if stem is None else _load_one(kind, model, stem)
 
 
 def _lookup(kind: str, model: type[T], name: str, what: str) -> T:
     found = _find(kind, model, name)
     if found is not None:
         return found
-    raise MemplanError(did_you_mean(name, _load_kind(kind, model), what) + f" (list them with `memplan {kind}`)")
+    raise MemplanError(did_you_mean(name, _raw(kind), what) + f" (list them with `memplan {kind}`)")
 
 
 def models() -> dict[str, ModelSpec]:
@@ -160,13 +184,13 @@ def hub_name_candidates(name: str) -> list[str]:
 def closest_models(name: str, n: int = 3) -> list[str]:
     """Built-in profile names closest to `name`, best first: those of the same family word (llama, qwen, ...)
     ranked by similarity, else only names that are very similar (a look-alike of another family is no hint)."""
-    index = _name_index("models", ModelSpec)
+    index = _name_index("models")
     key = normalize(hub_name_candidates(name)[-1])
 
     def similarity(stem: str) -> float:
         return max(difflib.SequenceMatcher(None, key, k).ratio() for k, s in index.items() if s == stem)
 
-    stems = list(_load_kind("models", ModelSpec))
+    stems = list(_raw("models"))
     same_family = [s for s in stems if (word := re.match(r"[a-z]+", normalize(s))) and word.group() in key]
     ranked = sorted(same_family or [s for s in stems if similarity(s) >= 0.75], key=similarity, reverse=True)
     return ranked[:n]

@@ -696,7 +696,7 @@ def test_unknown_model_type_says_how_to_trace_it(tmp_path):
     ("missing", None, "no such file or folder"),
     ("folder", "", "has no config.json"),
     ("malformed", '{"model_type": "llama",', "is not valid JSON"),
-    ("list", "[1, 2]", "not a config object"),
+    ("list", "[1, 2]", "holds a list, not an object"),
     ("no-type", {"hidden_size": 8}, "missing key 'model_type'"),
 ])
 def test_file_problems(tmp_path, name, data, expected):

@@ -107,12 +107,10 @@ def catalog_with_a_new_profile(tmp_path, monkeypatch):
     data.update(name="acme-7b", aliases=["acme/Acme-7B"])
     (root / "models" / "acme-7b.json").write_text(json.dumps(data))
     monkeypatch.setenv("MEMPLAN_PROFILES", str(root))
-    catalog._load_kind.cache_clear()
-    catalog._name_index.cache_clear()
+    catalog.clear_caches()
     yield
     monkeypatch.delenv("MEMPLAN_PROFILES")
-    catalog._load_kind.cache_clear()
-    catalog._name_index.cache_clear()
+    catalog.clear_caches()
 
 
 def test_new_profiles_get_the_same_forgiving_names(catalog_with_a_new_profile):

@@ -150,10 +150,7 @@ def get_implementation(name: str) -> ImplementationProfile:
 
 
 def traced_implementation(family: str) -> ImplementationProfile | None:
-    """The traced profile of a model family (hf-<family>), if one ships."""
-    from memplan.catalog import _lookup
+    """The traced profile of a model family (hf-<family>), if one ships (only that file is validated)."""
+    from memplan.catalog import _find
 
-    try:
-        return _lookup("implementations", ImplementationProfile, f"hf-{family.replace('_', '-')}", "implementation")
-    except MemplanError:
-        return None
+    return _find("implementations", ImplementationProfile, f"hf-{family}")
