@@ -212,7 +212,7 @@ def test_bad_serving_input_is_one_line(capsys, args, needle):
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
 
 
-# ---- the roofline ------------------------------------------------------------------------------------------------------
+# ---- the roofline ------------------------------------------------------------------------------------------------
 def test_decode_is_bandwidth_bound_at_small_batch():
     """Pope et al. 2022 sec. 3.1: at batch 1 a decode step does ~2 FLOPs per weight byte pair, ~1 FLOP/byte in
     16-bit, far below the H100's ~295 FLOP/byte balance; its time is the bytes read over the bandwidth."""

@@ -70,12 +70,11 @@ def test_kv_bytes_per_layer_kind_equal_transformers_cache(name):
     a = read_config(_config(name), f"{name}-small")
     kinds = stage_kinds(a, Layout(), DType.bf16)[0]
     assert {k.kind for k in kinds} == KINDS[name]
-    per_layer = [k for k in kinds for _ in range(k.layers)]  # kinds in layer order only when not interleaved
     by_layer = []
     for g in a.groups:
         by_layer += [layer_kinds([g], Layout(), DType.bf16)[0]] * g.count
     prefill, decode = _measure(name)
-    assert len(prefill) == len(by_layer) == len(per_layer)
+    assert len(prefill) == len(by_layer) == a.n_layers
     for k, (shown_p, held_p, view_p), (shown_d, held_d, view_d) in zip(by_layer, prefill, decode):
         assert shown_p == hf_view_tokens(k, PROMPT) and shown_d == hf_view_tokens(k, PROMPT + 1)
         assert view_d == BATCH * k.bytes_per_token_per_layer * hf_view_tokens(k, PROMPT + 1)

@@ -369,7 +369,7 @@ def test_utilization_above_free_memory_refuses():
     assert not st.starts and "Free memory on device" in st.refusal
 
 
-# ---- the CLI: JSON names and bad input --------------------------------------------------------------------------------
+# ---- the CLI: JSON names and bad input ---------------------------------------------------------------------------
 def test_cli_vllm_json_names(capsys):
     out = cli_json(capsys, "estimate", "llama-3.1-8b", "--mode", "inference", "-g", "h100", "--max-model-len",
                    "8192", "--batch", "32", "--max-batch", "--max-context")

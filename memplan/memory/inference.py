@@ -15,6 +15,7 @@ import math
 from memplan.memory.hf_serving import (cached_tokens, heaviest_stage, kv_dtype, overhead_lines,
                                        prefill_workspace_bytes, required_bytes)
 from memplan.memory.kv_cache import bytes_per_token, describe, hf_cache_bytes, hf_peak_tokens
+from memplan.memory.quantized import model_dtype
 from memplan.memory.search import largest_fitting
 from memplan.results.inference import InferenceEstimate, InferencePerGPU, ServedWeights
 from memplan.results.memory import Component
@@ -38,14 +39,15 @@ def _weight_components(w: ServedWeights, setup: InferenceSetup) -> list[Componen
     shard = f" (TP/PP shard: tp={p.tp}, pp={p.pp})" if p.tp * p.pp > 1 else ""
     out = []
     if w.quantized:
-        out.append(Component(name="weights: quantised modules", category="weights", dtype=w.format.split(" ")[1],
+        out.append(Component(name="weights: quantised modules", category="weights", dtype=w.quantized_dtype,
                              bytes=w.quantized, note=w.format + (f", {w.kernel} kernel" if w.kernel else "") + shard))
     out.append(Component(name="weights: " + ("16-bit tensors" if w.quantized else "all tensors"), category="weights",
                          dtype=w.dtype, bytes=w.unquantized,
                          note=("embeddings, norms, biases, LM head, routers" if w.quantized else "") + shard))
     if w.buffers:
+        mla = any(g.layer.attention.mla for g in setup.model.arch.groups)
         out.append(Component(name="weights: buffers", category="weights", dtype=w.dtype, bytes=w.buffers,
-                             note="rotary cos/sin caches, MLA's absorbed W_UK/W_UV"))
+                             note="rotary cos/sin caches" + (" + MLA's decompressed W_UK/W_UV" if mla else "")))
     return out
 
 
@@ -75,12 +77,15 @@ def _hf_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool, ma
                                note=f"{k.bytes_per_token:,} B/token x {toks:,} tokens x {b} sequence(s); {k.note}"))
     chunked = f"chunks of {setup.prefill_chunk} tokens" if setup.prefill_chunk else \
         f"{b} x {setup.prompt_tokens:,} prompt tokens in one pass"
-    comps.append(Component(name="prefill workspace", category="activations", dtype=kv_dtype(setup).value, bytes=act,
+    comps.append(Component(name="prefill workspace", category="activations", dtype=model_dtype(setup).value, bytes=act,
                            note=f"{chunked}, {setup.attention}"))
     comps += overheads
     required = w.total + kv + act + over
     notes: list[str] = []
     _load_notes(setup, notes)
+    if w.quantized_dtype == "mxfp4":
+        notes.append("MXFP4 experts: transformers keeps them packed only with triton and the `kernels` package; "
+                     "otherwise it dequantises them to bf16 at load (quantizers/quantizer_mxfp4.py @5.24)")
     if kv_dtype(setup).bytes == 1:
         notes.append("fp8 KV cache: transformers' DynamicCache stores the model dtype; a quantized cache (e.g. "
                      "QuantizedCache) is needed, counted here at 1 byte per element")
@@ -97,7 +102,8 @@ def _hf_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool, ma
         model=setup.model.name, parameters=setup.model.parameters.total, setup=setup, engine="hf", components=comps,
         per_gpu=InferencePerGPU(weights=w.total, kv_cache=kv, activations=act, overheads=over, required=required,
                                 total=required),
-        weights=w, kv_bytes_per_token=bytes_per_token(kinds), kv_tokens=cached_tokens(setup, kinds, ctx), kv_layers=kinds,
+        weights=w, kv_bytes_per_token=bytes_per_token(kinds), kv_tokens=cached_tokens(setup, kinds, ctx),
+        kv_layers=kinds,
         context=ctx, prompt=setup.prompt_tokens, output=setup.output_tokens, batch=b, notes=notes)
     if gpu is None:
         est.notes.append("no --gpu: no verdict and no throughput roofline")
@@ -119,7 +125,7 @@ def _hf_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool, ma
     return est
 
 
-# ---- vLLM ---------------------------------------------------------------------------------------------------------------
+# ---- vLLM --------------------------------------------------------------------------------------------------------
 def _vllm_components(costs, kv_need: int, b: int, ctx: int, kv_dtype: str, kinds, setup, in_budget: bool | None,
                      s) -> list[Component]:
     graphs = f"{len(s.piecewise)} + {len(s.full)} graphs" if not s.eager else "--enforce-eager: none"
@@ -192,6 +198,10 @@ def _vllm_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool, 
                      f"max_num_seqs {st.max_num_seqs}")
     if max_context:
         est.max_context = _largest_max_model_len(setup, gpu, st)
+        limit = setup.model.arch.max_positions
+        if est.max_context == limit:
+            notes.append(f"max context = the model's max positions ({limit:,}); the KV blocks would hold more (vLLM "
+                         "refuses a longer --max-model-len without VLLM_ALLOW_LONG_MAX_MODEL_LEN)")
     from memplan.perf.roofline import serving_roofline
 
     decode_batch = batch or max(1, min(st.max_num_seqs, math.floor(conc_ctx)))

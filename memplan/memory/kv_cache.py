@@ -21,7 +21,8 @@ concatenates the new keys to the cached ones and keeps `full_key_states[:, :, -s
 the layer shows window - 1 tokens, but holds the storage of the whole concatenation until the next update.  So
 right after a one-pass prefill of P tokens a sliding layer holds all P (the view's storage); after each decode step
 it holds min(tokens, window) (window - 1 cached + the new one); with chunked prefill of c tokens, at most
-window - 1 + c.  Measured in tests/test_kv_cache.py (storage bytes, prefill and one decode step).  DeepseekV3Attention (modeling_deepseek_v3.py) calls
+window - 1 + c.  Measured in tests/test_kv_cache.py (storage bytes, prefill and one decode step).
+DeepseekV3Attention (modeling_deepseek_v3.py) calls
 `cache.update(kv_nope, k_rot)` with the normed latent [b, 1, s, kv_lora_rank] and the rotated key
 [b, 1, s, qk_rope_head_dim] ("Cache read / write is performed while latent KV is still compressed"): the same
 elements as vLLM's MLA spec.  vLLM's block counts per kind are memplan/memory/vllm_kv.py.

@@ -313,7 +313,8 @@ def stage_weights(setup: InferenceSetup, stage: int, groups: list[tuple[int, Lay
         t.buffers += _rotary_bytes(model, [g for _, g in groups], dtype)
     total = t.quantised + t.plain + t.buffers
     return ServedWeights(total=total, quantized=t.quantised, unquantized=t.plain, buffers=t.buffers,
-                         experts=t.experts, format=f.describe() if f else dtype.value, dtype=dtype.value,
+                         experts=t.experts, format=f.describe() if f else dtype.value,
+                         quantized_dtype=f.weight if f else None, dtype=dtype.value,
                          kernel=kernel or None, stage=stage)
 
 

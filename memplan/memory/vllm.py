@@ -164,6 +164,9 @@ def vllm_startup(setup: InferenceSetup, gpu: GPUSpec, context: int | None = None
                      f"{1 - s.utilization:.0%} left outside gpu_memory_utilization: not in the KV budget")
     if kv.padding:
         notes.append(f"hybrid KV groups padded with {kv.padding} empty layer slot(s)")
+    if s.max_model_len > model.max_positions:
+        notes.append(f"max-model-len {s.max_model_len:,} exceeds the model's {model.max_positions:,} positions: vLLM "
+                     "refuses it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 (and the model needs RoPE scaling)")
     if not kv.uniform_pages and len(kv.groups) > 1:
         notes.append("layer kinds with different page sizes: vLLM 0.33 packs their groups block-outermost; "
                      "approximated by the widest group")
@@ -177,7 +180,8 @@ def vllm_startup(setup: InferenceSetup, gpu: GPUSpec, context: int | None = None
         non_torch=st.non_torch,
         cudagraph=st.cudagraph, cudagraph_in_budget=cg_subtracted, kv_cache_available=st.kv_cache_available,
         kv_bytes_per_token=kv_per_token, block_size=s.block_size, bytes_per_block=st.bytes_per_block,
-        num_gpu_blocks=num_blocks, kv_cache_pool=num_blocks * st.bytes_per_block, gpu_kv_cache_tokens=kv.tokens_logged(num_blocks, s.max_model_len, rules),
+        num_gpu_blocks=num_blocks, kv_cache_pool=num_blocks * st.bytes_per_block,
+        gpu_kv_cache_tokens=kv.tokens_logged(num_blocks, s.max_model_len, rules),
         max_concurrency=conc,
         concurrency_at_context=kv.concurrency(num_blocks, min(context, s.max_model_len)) if context else None,
         max_model_len=s.max_model_len, max_num_seqs=s.max_num_seqs, max_num_batched_tokens=s.max_num_batched_tokens,

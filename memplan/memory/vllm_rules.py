@@ -152,7 +152,7 @@ class VllmRules:
                                "('Block size must be a multiple of 16'; no valid attention backend otherwise); "
                                "use 16, 32, 64 or 128")
 
-    # ---- scheduler defaults -------------------------------------------------------------------------------------------
+    # ---- scheduler defaults --------------------------------------------------------------------------------------
     def batch_defaults(self, gpu: GPUSpec | None, entrypoint: str) -> tuple[int, int]:
         """(max_num_batched_tokens, max_num_seqs) when unset: EngineArgs.get_batch_defaults
         (vllm/engine/arg_utils.py), by the device's total memory (NVML) and name: >= 160 GiB (from 0.30) 16384 /
@@ -167,7 +167,7 @@ class VllmRules:
             return (16384 if llm else 8192), 1024
         return (8192 if llm else 2048), 256
 
-    # ---- CUDA graphs ----------------------------------------------------------------------------------------------------
+    # ---- CUDA graphs ---------------------------------------------------------------------------------------------
     def capture_sizes(self, max_num_seqs: int, max_num_batched_tokens: int, gpu: GPUSpec | None
                       ) -> tuple[list[int], list[int]]:
         """(piecewise sizes, FULL decode sizes) of VllmConfig._set_cudagraph_sizes: up to 0.11
@@ -192,7 +192,7 @@ class VllmRules:
         full = [s for s in sizes if s <= max_num_seqs] if self.at_least(0, 11) else []
         return sizes, full
 
-    # ---- quantisation ---------------------------------------------------------------------------------------------------
+    # ---- quantisation --------------------------------------------------------------------------------------------
     def check_quantization(self, method: str | None) -> None:
         if method == "bitsandbytes" and self.at_least(0, 30):
             raise MemplanError(f"bitsandbytes is not a quantization method in vLLM {self.label} (removed by 0.30; "

@@ -85,8 +85,8 @@ def serving_roofline(setup: InferenceSetup, gpu: GPUSpec, weights: ServedWeights
     setup.prefill_chunk."""
     model, p = setup.model.arch, setup.layout
     bw = gpu.memory_bandwidth_gbps * 1e9
-    fmt = weights.format.split(" ")
-    compute = "fp8" if len(fmt) > 1 and fmt[1] == "fp8" else weights.dtype
+    # FP8 checkpoints run FP8 GEMMs (W8A8); weight-only formats dequantise to the 16-bit dtype
+    compute = "fp8" if weights.quantized_dtype == "fp8" else weights.dtype
     peak_tflops, peak_key = _peak(gpu, compute)
     peak = peak_tflops * 1e12
     share = p.tp * p.pp

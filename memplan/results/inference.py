@@ -40,6 +40,7 @@ class ServedWeights(BaseModel):
     buffers: int = Field(0, description="vLLM: rotary cos/sin caches and MLA's absorbed W_UK/W_UV")
     experts: int = Field(0, description="bytes in routed experts (a decode step reads only the touched ones)")
     format: str
+    quantized_dtype: str | None = Field(None, description="fp8, int8, int4, nf4, fp4 or mxfp4")
     dtype: str = Field(description="dtype of the unquantised tensors")
     kernel: str | None = None
     stage: int = 0

@@ -63,13 +63,15 @@ class WeightQuantization(BaseModel):
     source: str = "config.json quantization_config"
 
     def describe(self) -> str:
+        """'fp8 block 128x128 (config.json quantization_config)', 'awq int4 group 128 +zeros (...)'."""
         what = {"tensor": "per-tensor", "channel": "per-channel", "group": f"group {self.group_size}",
                 "block": f"block {self.block[0]}x{self.block[1]}" if self.block else "block"}[self.strategy]
+        head = self.weight if self.method == self.weight else f"{self.method} {self.weight}"
         extra = " +zeros" if self.zero_point else ""
         extra += " act-order" if self.desc_act else ""
         extra += " double-quant" if self.double_quant else ""
-        scope = "experts" if self.experts_only else "linears"
-        return f"{self.method} {self.weight} {what}{extra} ({scope}; {'online' if self.online else self.source})"
+        extra += ", experts only" if self.experts_only else ""
+        return f"{head} {what}{extra} ({'online at load' if self.online else self.source})"
 
 
 def _bits(q: dict[str, Any], *keys: str, default: int | None = None) -> int:
