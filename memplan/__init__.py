@@ -9,7 +9,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_API = ("estimate", "build_setup", "estimate_inference", "time", "plan", "profile")
+_API = ("estimate", "build_setup", "estimate_inference", "compare", "time", "plan", "profile")
 
 
 def __getattr__(name: str):

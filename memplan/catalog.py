@@ -62,44 +62,73 @@ def normalize(name: str) -> str:
 
 
 @lru_cache(maxsize=None)
-def _load_kind(kind: str, model: type[T]) -> dict[str, T]:
+def _raw(kind: str) -> dict[str, tuple[dict, str]]:
+    """stem -> (the profile's JSON, where it is), parsed but not validated: a lookup validates only its match."""
     folder = profiles_dir() / kind
     if not folder.is_dir():
         raise MemplanError(f"profile folder {folder} is missing; reinstall memplan (`pip install .`) or set "
                            "MEMPLAN_PROFILES to a folder holding gpus/, models/, interconnects/, ...")
-    out: dict[str, T] = {}
+    out: dict[str, tuple[dict, str]] = {}
     for entry in sorted((e for e in folder.iterdir() if e.name.endswith(".json")), key=lambda e: e.name):
         try:
-            out[entry.name.removesuffix(".json")] = _parse_profile(model, entry.read_text(encoding="utf-8"))
-        except (ValidationError, ValueError) as exc:
+            data = json.loads(entry.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
             raise MemplanError(f"bad profile {entry}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise MemplanError(f"bad profile {entry}: not a JSON object")
+        out[entry.name.removesuffix(".json")] = (data, str(entry))
     return out
 
 
-def _parse_profile(model: type[T], text: str) -> T:
-    return model.model_validate_json(text)
+@lru_cache(maxsize=None)
+def _load_one(kind: str, model: type[T], stem: str) -> T:
+    data, where = _raw(kind)[stem]
+    try:
+        return _parse_profile(model, data, where)
+    except (ValidationError, ValueError) as exc:
+        raise MemplanError(f"bad profile {where}: {str(exc).splitlines()[0]}") from None
+
+
+def clear_caches() -> None:
+    """Forget loaded profiles (after $MEMPLAN_PROFILES changes: tests)."""
+    for f in (_raw, _load_one, _name_index):
+        f.cache_clear()
+
+
+def _load_kind(kind: str, model: type[T]) -> dict[str, T]:
+    return {stem: _load_one(kind, model, stem) for stem in _raw(kind)}
+
+
+def _parse_profile(model: type[T], data: dict, where: str) -> T:
+    if model is ModelSpec:  # a model profile's architecture is its family's config.json (families/profiles.py)
+        from memplan.families.profiles import model_from_profile
+
+        return model_from_profile(data, where)  # type: ignore[return-value]
+    return model.model_validate(data)
 
 
 @lru_cache(maxsize=None)
-def _name_index(kind: str, model: type[T]) -> dict[str, str]:
-    """normalized name or alias -> profile stem."""
+def _name_index(kind: str) -> dict[str, str]:
+    """normalized name or alias -> profile stem, from the raw JSON (no validation)."""
     index: dict[str, str] = {}
-    for stem, item in _load_kind(kind, model).items():
-        for n in (stem, getattr(item, "name", stem), *getattr(item, "aliases", [])):
-            index.setdefault(normalize(n), stem)
+    for stem, (data, _) in _raw(kind).items():
+        aliases = data.get("aliases") if isinstance(data.get("aliases"), list) else []
+        for n in (stem, data.get("name") or stem, *aliases):
+            if isinstance(n, str):
+                index.setdefault(normalize(n), stem)
     return index
 
 
 def _find(kind: str, model: type[T], name: str) -> T | None:
-    stem = _name_index(kind, model).get(normalize(name))
-    return None if stem is None else _load_kind(kind, model)[stem]
+    stem = _name_index(kind).get(normalize(name))
+    return None if stem is None else _load_one(kind, model, stem)
 
 
 def _lookup(kind: str, model: type[T], name: str, what: str) -> T:
     found = _find(kind, model, name)
     if found is not None:
         return found
-    raise MemplanError(did_you_mean(name, _load_kind(kind, model), what) + f" (list them with `memplan {kind}`)")
+    raise MemplanError(did_you_mean(name, _raw(kind), what) + f" (list them with `memplan {kind}`)")
 
 
 def models() -> dict[str, ModelSpec]:
@@ -155,13 +184,13 @@ def hub_name_candidates(name: str) -> list[str]:
 def closest_models(name: str, n: int = 3) -> list[str]:
     """Built-in profile names closest to `name`, best first: those of the same family word (llama, qwen, ...)
     ranked by similarity, else only names that are very similar (a look-alike of another family is no hint)."""
-    index = _name_index("models", ModelSpec)
+    index = _name_index("models")
     key = normalize(hub_name_candidates(name)[-1])
 
     def similarity(stem: str) -> float:
         return max(difflib.SequenceMatcher(None, key, k).ratio() for k, s in index.items() if s == stem)
 
-    stems = list(_load_kind("models", ModelSpec))
+    stems = list(_raw("models"))
     same_family = [s for s in stems if (word := re.match(r"[a-z]+", normalize(s))) and word.group() in key]
     ranked = sorted(same_family or [s for s in stems if similarity(s) >= 0.75], key=similarity, reverse=True)
     return ranked[:n]
@@ -185,12 +214,9 @@ def get_interconnect(name: str) -> InterconnectSpec:
 
 
 def load_json(path: str | os.PathLike) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise MemplanError(f"no such file: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise MemplanError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    from memplan.userfiles import read_user_json  # bounded, regular files only, UTF-8, depth-limited
+
+    return read_user_json(path)
 
 
 def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
@@ -205,7 +231,7 @@ def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
     path = Path(text).expanduser()
     spec: ModelSpec
     if path.exists() or "/" in text or text.endswith(".json"):
-        from memplan.spec.hfconfig import load_hf_config
+        from memplan.families.hf import load_hf_config
 
         if not path.exists() and is_hub_id(text):
             # a hub id: the built-in profile of that model, else one line on how to fetch its config.json
@@ -219,17 +245,6 @@ def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
 
 
 def _with_overrides(spec: ModelSpec, overrides: dict) -> ModelSpec:
-    from memplan.spec.model import Architecture
+    from memplan.families.profiles import with_overrides
 
-    if not overrides:
-        return spec
-    base = spec.architecture.model_dump() if spec.architecture else {}
-    try:
-        arch = Architecture.model_validate({**base, **overrides})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise MemplanError(f"architecture flag {field or ''}: {err['msg']}"
-                           + ("; a bare parameter count needs --layers --hidden --heads --ffn --vocab"
-                              if not base else "")) from None
-    return ModelSpec(name=f"{spec.name}*" if base else "custom", source=spec.source, architecture=arch)
+    return with_overrides(spec, overrides)

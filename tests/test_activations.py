@@ -12,13 +12,16 @@ from memplan.memory.activations import activations, precision_mode
 from memplan.memory.implementations import evaluate, get_implementation
 from memplan.spec.model import ModelSpec
 from memplan.spec.setup import TrainingSetup
-from memplan.spec.training import Parallelism, Workload, get_recipe
+from memplan.spec.layout import Layout
+from memplan.spec.training import Workload, get_recipe
 
 
 def setup(model="llama-2-7b", recipe="bf16", b=1, s=4096, tp=1, sp=False, **w) -> TrainingSetup:
     m = model if isinstance(model, ModelSpec) else resolve_model(model)
-    return TrainingSetup(model=m, recipe=get_recipe(recipe), parallel=Parallelism(gpus=tp, tp=tp, sequence_parallel=sp),
-                         workload=Workload(micro_batch=b, seq=s, **w))
+    lay = {k: w.pop(k) for k in list(w) if k in Layout.model_fields}
+    return TrainingSetup(model=m, recipe=get_recipe(recipe),
+                         layout=Layout(gpus=tp, tp=tp, sequence_parallel=sp, micro_batch=b, **lay),
+                         workload=Workload(seq=s, **w))
 
 
 def llama_layer_bytes(b, s, h, q, kv, f, a, act, fp32_norm_in=4):

@@ -52,7 +52,13 @@ def test_malformed_and_unsupported_config(capsys, tmp_path):
     unsupported.mkdir()
     (unsupported / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 512}))
     code, _, err = run_cli(capsys, "estimate", str(unsupported))
-    assert code == 2 and "t5" in err and "llama" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "t5" in err and "encoder-decoder" in err and len(err.strip().splitlines()) == 1
+    unknown = tmp_path / "mystery"
+    unknown.mkdir()
+    (unknown / "config.json").write_text(json.dumps({"model_type": "llamma", "hidden_size": 512}))
+    code, _, err = run_cli(capsys, "estimate", str(unknown))
+    assert code == 2 and "did you mean 'llama'" in err and "memplan trace" in err \
+        and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args,expected", [

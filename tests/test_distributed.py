@@ -21,7 +21,7 @@ from memplan.measure.distributed import DistributedRequest, profile_distributed_
 from memplan.memory import shard_layout  # noqa: E402
 from memplan.memory.estimate import estimate_memory  # noqa: E402
 from memplan.spec.tensors import parameter_tensors  # noqa: E402
-from memplan.spec.training import Parallelism  # noqa: E402
+from memplan.spec.layout import Layout  # noqa: E402
 from tests.helpers import run_cli  # noqa: E402
 from tests.measure_archs import ARCHS, setup  # noqa: E402
 
@@ -144,7 +144,7 @@ def test_fake_pg_w64_matches_analytic_zero3_shards(fake64):
     # 1 row; gate, up (160, 64) -> 3 rows; down (64, 160) -> 1 row of 160; norms (64,) -> 1 element
     per_layer = 2 * 64 + 2 * 64 + 2 * 3 * 64 + 160 + 2 * 1
     assert padded == 2 * 8 * 64 + 2 * per_layer + 1
-    est = estimate_memory(setup("llama").model_copy(update={"parallel": Parallelism(gpus=W, zero=3, engine="fsdp")}))
+    est = estimate_memory(setup("llama").model_copy(update={"layout": Layout(gpus=W, zero=3, engine="fsdp")}))
     # --engine fsdp counts FSDP's dim-0 padding: ceil(d0/W) rows of every parameter, not ceil(N/W)
     assert est.per_gpu.weights == est.per_gpu.gradients == padded * FP32 > math.ceil(N * FP32 / W)
     # the fullest rank (0) holds states for ceil(d0/W) rows of every parameter: the padded count

@@ -1,5 +1,9 @@
-"""Serving: the KV cache measured from transformers' cache tensors, weights with quantisation scales from the
-checkpoint layouts, published KV figures (vLLM, Mistral), what fits, and the roofline's invariants."""
+"""Serving: the transformers (hf) view measured from transformers' own tensors, published KV figures (vLLM paper,
+Mistral, Llama 2), what fits, the default vLLM view from the CLI, and the roofline's invariants.
+
+vLLM's accounting itself is tests/test_vllm.py; the KV cache per layer kind tests/test_kv_cache.py; the weight
+formats tests/test_quantized.py.
+"""
 from __future__ import annotations
 
 import math
@@ -7,78 +11,78 @@ import math
 import pytest
 
 from memplan.catalog import get_gpu, get_model_profile
-from memplan.memory.inference import estimate_inference, required_bytes, weight_bytes
-from memplan.spec.inference import InferenceSetup
-from memplan.spec.model import Architecture, ModelSpec
-from memplan.spec.training import DType, Parallelism
+from memplan.families.custom import build
+from memplan.families.registry import read_config
+from memplan.memory.hf_serving import prefill_workspace_bytes, required_bytes
+from memplan.memory.inference import estimate_inference
+from memplan.setups import serving_setup
+from memplan.spec.model import ModelSpec
 from tests.helpers import cli_json, run_cli
 
 H100 = get_gpu("h100-sxm")
+GiB = 1 << 30
 
 
-def _small(kv_heads: int, window: int | None = None, family: str = "llama") -> ModelSpec:
-    a = Architecture(family=family, n_layers=3, hidden_size=64, n_heads=8, n_kv_heads=kv_heads, ffn_hidden_size=128,
-                     vocab_size=128, max_positions=512, sliding_window=window)
-    return ModelSpec(name=f"{family}-kv{kv_heads}", architecture=a)
+def _small(kv_heads: int, window: int | None = None) -> tuple[ModelSpec, dict]:
+    cfg = {"model_type": "mistral" if window else "llama", "num_hidden_layers": 3, "hidden_size": 64,
+           "num_attention_heads": 8, "num_key_value_heads": kv_heads, "intermediate_size": 128, "vocab_size": 128,
+           "max_position_embeddings": 512, "sliding_window": window}
+    return ModelSpec(name=f"kv{kv_heads}", architecture=read_config(cfg, "small"), hf_config=cfg), cfg
 
 
-def _cache_bytes(cache) -> tuple[int, int]:
-    """Bytes of every key and value tensor the cache object holds, and the tokens it holds per sequence."""
-    layers = cache.layers
-    return sum(t.nbytes for layer in layers for t in (layer.keys, layer.values)), layers[0].keys.shape[-2]
+def _hf_model(cfg: dict, attention: str = "sdpa"):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    c = AutoConfig.for_model(**{k: v for k, v in cfg.items() if v is not None})
+    return AutoModelForCausalLM.from_config(c, dtype=torch.bfloat16, attn_implementation=attention).eval()
 
 
-# ---- the KV cache, measured -----------------------------------------------------------------------------------
+def _held_bytes(cache) -> int:
+    return sum(t.untyped_storage().nbytes() for layer in cache.layers for t in (layer.keys, layer.values))
+
+
+def hf(model, **kw):
+    return estimate_inference(serving_setup(model, engine="hf", **kw))
+
+
+# ---- the hf engine's KV cache, measured --------------------------------------------------------------------------
 @pytest.mark.parametrize("kv_heads", [8, 2, 1])  # MHA, GQA, MQA
 def test_kv_cache_equals_dynamic_cache_after_prefill(kv_heads):
     import torch
 
-    from memplan.measure.models import build_model
-
-    spec = _small(kv_heads)
-    m = build_model(spec, "hf", dtype=torch.bfloat16).module
+    spec, cfg = _small(kv_heads)
     ids = torch.randint(0, 128, (3, 100))
     with torch.no_grad():
-        cache = m(input_ids=ids, use_cache=True).past_key_values
-    measured, tokens = _cache_bytes(cache)
-    est = estimate_inference(InferenceSetup(model=spec, batch=3, context=100))
-    assert tokens == 100 and measured == est.per_gpu.kv_cache
+        cache = _hf_model(cfg)(input_ids=ids, use_cache=True).past_key_values
+    assert _held_bytes(cache) == hf(spec, batch=3, context=100).per_gpu.kv_cache
 
 
 def test_kv_cache_of_generation():
     """generate() with a 40-token prompt and 24 new tokens: context 64.  The cache ends holding 63 tokens (the last
-    generated token is never fed back), within 5% of the estimate for the full context."""
+    generated token is never fed back): the estimate counts the context, one token more."""
     import torch
 
-    from memplan.measure.models import build_model
-
-    spec = _small(2)
-    m = build_model(spec, "hf", dtype=torch.bfloat16).module
-    ids = torch.randint(1, 128, (2, 40))
-    out = m.generate(ids, max_new_tokens=24, min_new_tokens=24, do_sample=False, return_dict_in_generate=True,
-                     pad_token_id=0)
-    measured, tokens = _cache_bytes(out.past_key_values)
-    est = estimate_inference(InferenceSetup(model=spec, batch=2, context=64))
-    assert tokens == 63
-    assert measured == pytest.approx(est.per_gpu.kv_cache, rel=0.05)
-    assert measured == est.kv_bytes_per_token * 63 * 2
+    spec, cfg = _small(2)
+    out = _hf_model(cfg).generate(torch.randint(1, 128, (2, 40)), max_new_tokens=24, min_new_tokens=24,
+                                  do_sample=False, return_dict_in_generate=True, pad_token_id=0)
+    est = hf(spec, batch=2, prompt=40, output=24)
+    assert out.past_key_values.layers[0].keys.shape[-2] == 63
+    assert _held_bytes(out.past_key_values) == est.kv_bytes_per_token * 63 * 2 == est.per_gpu.kv_cache * 63 // 64
 
 
-def test_sliding_window_caps_the_cache():
-    """Mistral-style window of 64, 200-token sequences: transformers' DynamicSlidingWindowLayer keeps 63 tokens
-    between steps (and window 64 during one); the estimate caps at the window."""
+def test_sliding_window_holds_the_prompt_after_prefill():
+    """Mistral-style window of 64 and 200-token prompts: DynamicSlidingWindowLayer shows 63 tokens, but its keys are
+    a view of the whole 200-token concatenation until the first decode step; the estimate counts that storage."""
     import torch
 
-    from memplan.measure.models import build_model
-
-    spec = _small(2, window=64, family="mistral")
-    m = build_model(spec, "hf", dtype=torch.bfloat16).module
+    spec, cfg = _small(2, window=64)
     with torch.no_grad():
-        cache = m(input_ids=torch.randint(0, 128, (3, 200)), use_cache=True).past_key_values
-    measured, tokens = _cache_bytes(cache)
-    est = estimate_inference(InferenceSetup(model=spec, batch=3, context=200))
-    assert tokens == 63 and est.kv_tokens == 64
-    assert measured == pytest.approx(est.per_gpu.kv_cache, rel=0.05)
+        cache = _hf_model(cfg)(input_ids=torch.randint(0, 128, (3, 200)), use_cache=True).past_key_values
+    est = hf(spec, batch=3, context=200)
+    assert cache.layers[0].keys.shape[-2] == 63 and est.kv_tokens == 200
+    assert _held_bytes(cache) == est.per_gpu.kv_cache
 
 
 @pytest.mark.parametrize("attention,batch,seq", [("sdpa", 2, 256), ("sdpa", 1, 1024), ("eager", 2, 256),
@@ -88,88 +92,84 @@ def test_prefill_workspace_is_measured(attention, batch, seq):
     counted by memplan.measure.tracker, minus the KV cache it builds: within 5% of the estimate."""
     import torch
 
-    from memplan.measure.models import build_model
     from memplan.measure.tracker import StorageTracker
-    from memplan.memory.inference import prefill_workspace_bytes
 
-    a = Architecture(family="llama", n_layers=4, hidden_size=256, n_heads=8, n_kv_heads=2, ffn_hidden_size=688,
-                     vocab_size=2048, max_positions=2048)
-    spec = ModelSpec(name="m", architecture=a)
-    m = build_model(spec, "hf", attention=attention, dtype=torch.bfloat16).module.eval()
-    ids = torch.randint(0, a.vocab_size, (batch, seq))
+    cfg = {"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 8,
+           "num_key_value_heads": 2, "intermediate_size": 688, "vocab_size": 2048, "max_position_embeddings": 2048}
+    spec = ModelSpec(name="m", architecture=read_config(cfg, "m"), hf_config=cfg)
+    m = _hf_model(cfg, attention)
+    ids = torch.randint(0, 2048, (batch, seq))
     fixed = list(m.parameters()) + list(m.buffers()) + [ids]
     tr = StorageTracker("cpu")
     tr.track(fixed, "weights")
     with torch.no_grad(), tr:
         tr.set_phase("forward")
         cache = m(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
-    kv, _ = _cache_bytes(cache)
-    measured = tr.peak - sum(t.nbytes for t in fixed) - kv
-    est = prefill_workspace_bytes(InferenceSetup(model=spec, batch=batch, context=seq, attention=attention))
+    measured = tr.peak - sum(t.nbytes for t in fixed) - _held_bytes(cache)
+    est = prefill_workspace_bytes(serving_setup(spec, engine="hf", batch=batch, context=seq, attention=attention))
     assert est == pytest.approx(measured, rel=0.05)
 
 
-# ---- published figures ------------------------------------------------------------------------------------
+# ---- published figures --------------------------------------------------------------------------------------------
 def test_vllm_paper_opt_13b_kv_per_token():
     """Kwon et al. 2023 (vLLM), sec. 3: "the KV cache of a single token demands 800 KB of space, calculated as
     2 (key and value vectors) x 5120 (hidden state size) x 40 (number of layers) x 2 (bytes per FP16)"."""
-    opt = Architecture(family="opt", n_layers=40, hidden_size=5120, n_heads=40, ffn_hidden_size=20480, mlp="gelu",
-                       norm="layernorm", norm_bias=True, vocab_size=50272, max_positions=2048, position="learned",
-                       tied_embeddings=True, qkv_bias=True, attn_out_bias=True, mlp_bias=True)
-    est = estimate_inference(InferenceSetup(model=ModelSpec(name="opt-13b", architecture=opt), context=2048,
-                                            kv_dtype=DType.fp16, weights_dtype=DType.fp16))
+    opt = ModelSpec(name="opt-13b", architecture=build({"layers": 40, "hidden": 5120, "heads": 40, "ffn": 20480,
+                                                        "vocab": 50272, "mlp": "gelu", "norm": "layernorm"}))
+    est = hf(opt, context=2048, kv_dtype="fp16", weights_dtype="fp16")
     assert est.kv_bytes_per_token == 2 * 5120 * 40 * 2 == 800 * 1024
 
 
 def test_mistral_rolling_buffer_saves_8x_at_32k():
     """Jiang et al. 2023 (Mistral 7B), sec. 2: "On a sequence length of 32k tokens, this reduces the cache memory
-    usage by 8x"."""
+    usage by 8x" (window 4096): true of the decode steps; a long one-pass prefill holds its whole prompt."""
     mistral = get_model_profile("mistral-7b")
-    no_window = mistral.model_copy(update={"architecture": mistral.arch.model_copy(update={"sliding_window": None})})
-    with_w = estimate_inference(InferenceSetup(model=mistral, context=32768)).per_gpu.kv_cache
-    without = estimate_inference(InferenceSetup(model=no_window, context=32768)).per_gpu.kv_cache
-    assert without == 8 * with_w
+    assert mistral.arch.first.attention.window == 4096
+    cfg = {**mistral.hf_config, "sliding_window": None}
+    full = ModelSpec(name="no-window", architecture=read_config(cfg, "m"), hf_config=cfg)
+    gen = dict(prompt=512, output=32768 - 512)
+    assert hf(full, **gen).per_gpu.kv_cache == 8 * hf(mistral, **gen).per_gpu.kv_cache
+    assert hf(mistral, context=32768).per_gpu.kv_cache == hf(full, context=32768).per_gpu.kv_cache
+    chunked = hf(mistral, context=32768, prefill_chunk=4097).per_gpu.kv_cache
+    assert chunked == 2 * hf(mistral, **gen).per_gpu.kv_cache  # window - 1 + chunk = 8192 tokens held
 
 
 def test_llama2_70b_gqa_kv_per_token():
     """Llama 2 70B: 80 layers, 8 KV heads of 128 (GQA, Touvron et al. 2023 sec. 2.2): 2 x 80 x 8 x 128 x 2 B =
-    320 KiB per token, an eighth of its 64-head MHA equivalent; over tp=8 each GPU holds one KV head."""
+    320 KiB per token; over tp=8 each GPU holds one KV head."""
     m = get_model_profile("llama-2-70b")
-    assert estimate_inference(InferenceSetup(model=m, context=4096)).kv_bytes_per_token == 320 * 1024
-    tp8 = estimate_inference(InferenceSetup(model=m, context=4096, parallel=Parallelism(gpus=8, tp=8)))
-    assert tp8.kv_bytes_per_token == 320 * 1024 // 8
+    assert hf(m, context=4096).kv_bytes_per_token == 320 * 1024
+    assert hf(m, context=4096, tp=8).kv_bytes_per_token == 320 * 1024 // 8
 
 
-# ---- weights with scales: the checkpoint layouts ------------------------------------------------------------
-def _linear_shapes(a: Architecture):
-    return [(lin.in_features, lin.out_features) for lin in a.linears() for _ in range(a.n_layers)]
-
-
-def test_int4_weights_follow_the_awq_layout():
-    """AutoAWQ WQLinear_GEMM (w_bit 4, group 128): qweight int32 [in, out/8], qzeros int32 [in/128, out/8],
-    scales fp16 [in/128, out]; the rest (embeddings, norms, LM head) fp16/bf16."""
+def test_generic_int4_and_int8_formats():
+    """--weights-dtype int4: AutoAWQ WQLinear_GEMM (qweight int32 [in, out/8], qzeros int32 [in/128, out/8], scales
+    fp16 [in/128, out]); int8: LLM.int8() (int8 CB [out, in] + fp32 SCB [out]); the rest 16-bit."""
     m = get_model_profile("llama-2-7b")
-    a = m.arch
-    linear = sum(i * (o // 8) * 4 + (i // 128) * (o // 8) * 4 + (i // 128) * o * 2 for i, o in _linear_shapes(a))
-    rest = (m.parameters.total - sum(i * o for i, o in _linear_shapes(a))) * 2
-    total, _, _ = weight_bytes(InferenceSetup(model=m, context=16, weights_dtype=DType.int4))
-    assert total == linear + rest
+    shapes = [(x.in_features, x.out_features) for x in m.arch.linears(m.arch.first)] * m.arch.n_layers
+    rest = (m.parameters.total - sum(i * o for i, o in shapes)) * 2
+    int4 = sum(i * (o // 8) * 4 + (i // 128) * (o // 8) * 4 + (i // 128) * o * 2 for i, o in shapes)
+    assert hf(m, context=16, weights_dtype="int4").per_gpu.weights == int4 + rest
+    int8 = sum(i * o + 4 * o for i, o in shapes)
+    assert hf(m, context=16, weights_dtype="int8").per_gpu.weights == int8 + rest
 
 
-def test_int8_weights_have_row_scales():
-    """LLM.int8() (bitsandbytes Int8Params): int8 CB [out, in] + fp32 SCB [out]."""
-    m = get_model_profile("llama-2-7b")
-    linear = sum(i * o + 4 * o for i, o in _linear_shapes(m.arch))
-    rest = (m.parameters.total - sum(i * o for i, o in _linear_shapes(m.arch))) * 2
-    assert weight_bytes(InferenceSetup(model=m, context=16, weights_dtype=DType.int8))[0] == linear + rest
+def test_unchunked_prefill_says_so():
+    """The issue's new-user case: 32 x 8192 tokens in one transformers prefill pass dominates; the note says how
+    to chunk it, and vLLM (the default engine) chunks by max_num_batched_tokens and starts."""
+    kw = dict(batch=32, context=8192, tp=4)
+    est = estimate_inference(serving_setup("llama-3-70b", engine="hf", **kw), H100)
+    assert any("--prefill-chunk" in n for n in est.notes)
+    v = estimate_inference(serving_setup("llama-3-70b", **kw), H100)
+    assert v.engine == "vllm" and v.vllm.starts and v.fits
 
 
-# ---- what fits -----------------------------------------------------------------------------------------------
+# ---- what fits -------------------------------------------------------------------------------------------------------
 def test_max_batch_and_context_are_the_largest_that_fit():
     m = get_model_profile("llama-2-13b")
-    s = InferenceSetup(model=m, batch=4, context=4096)
+    s = serving_setup(m, engine="hf", batch=4, context=4096)
     est = estimate_inference(s, H100, max_batch=True, max_context=True)
-    cap = H100.memory_bytes
+    cap = H100.torch_total_memory_bytes
     assert required_bytes(s, H100, est.max_batch, 4096) <= cap < required_bytes(s, H100, est.max_batch + 1, 4096)
     c = est.max_context
     assert c == m.arch.max_positions or required_bytes(s, H100, 4, c) <= cap < required_bytes(s, H100, 4, c + 1)
@@ -177,13 +177,24 @@ def test_max_batch_and_context_are_the_largest_that_fit():
 
 
 def test_cli_json_fields(capsys):
-    out = cli_json(capsys, "estimate", "llama-2-7b", "--mode", "inference", "--batch", "8", "--context", "4096",
-                   "-g", "a100-80gb", "--max-batch", "--max-context", "--kv-dtype", "fp8")
+    out = cli_json(capsys, "estimate", "llama-2-7b", "--mode", "inference", "--engine", "hf", "--batch", "8",
+                   "--context", "4096", "-g", "a100-80gb", "--max-batch", "--max-context", "--kv-dtype", "fp8")
     g = out["per_gpu"]
     assert g["kv_cache"] == 2 * 32 * 32 * 128 * 1 * 4096 * 8  # fp8: 1 byte
     assert g["required"] == g["weights"] + g["kv_cache"] + g["activations"] + g["overheads"]
     assert out["max_batch"] > 8 and out["max_context"] >= 4096
     assert out["roofline"]["decode_bound"] == "memory"
+    assert out["kv_layers"][0]["kind"] == "full"
+
+
+def test_default_engine_is_vllm(capsys):
+    out = cli_json(capsys, "estimate", "llama-3.1-8b", "--mode", "inference", "-g", "a100-80gb", "--prompt", "1000",
+                   "--output", "200")
+    assert out["engine"] == "vllm" and out["context"] == 1200 and out["vllm"]["max_model_len"] == 1200
+    v = out["vllm"]
+    assert v["kv_cache_pool"] == v["num_gpu_blocks"] * v["bytes_per_block"]
+    # per_gpu.kv_cache: this load's one request of 1200 tokens in whole 16-token blocks (75 of them, 32 layers)
+    assert out["per_gpu"]["kv_cache"] == 75 * v["bytes_per_block"] == 75 * 16 * 32 * 8 * 128 * 2 * 2
 
 
 def test_encoder_is_refused(capsys):
@@ -191,12 +202,22 @@ def test_encoder_is_refused(capsys):
     assert code == 2 and "encoder" in err and len(err.strip().splitlines()) == 1
 
 
-# ---- the roofline ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,needle", [
+    (["--prompt", "100", "--output", "50", "--context", "100"], "their sum"),
+    (["--engine", "megatron"], "training convention"),
+    (["--engine", "hf", "--max-num-seqs", "8"], "not used with --engine hf"),
+])
+def test_bad_serving_input_is_one_line(capsys, args, needle):
+    code, _, err = run_cli(capsys, "estimate", "llama-2-7b", "--mode", "inference", *args)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+# ---- the roofline ------------------------------------------------------------------------------------------------
 def test_decode_is_bandwidth_bound_at_small_batch():
     """Pope et al. 2022 sec. 3.1: at batch 1 a decode step does ~2 FLOPs per weight byte pair, ~1 FLOP/byte in
     16-bit, far below the H100's ~295 FLOP/byte balance; its time is the bytes read over the bandwidth."""
     m = get_model_profile("llama-2-7b")
-    est = estimate_inference(InferenceSetup(model=m, batch=1, context=1024), H100)
+    est = estimate_inference(serving_setup(m, engine="hf", batch=1, context=1024), H100)
     r = est.roofline
     assert r.decode_bound == "memory"
     assert r.decode_bytes_per_step == est.per_gpu.weights + est.per_gpu.kv_cache
@@ -205,13 +226,27 @@ def test_decode_is_bandwidth_bound_at_small_batch():
     assert r.decode_tokens_per_second == pytest.approx(1 / r.decode_step_seconds)
 
 
+def test_vllm_roofline_reads_the_batch_kv_and_chunks_prefill():
+    """With vLLM the decode batch is --batch (else what the blocks hold, capped by max_num_seqs), its KV read is the
+    batch's context per layer kind, and the prefill runs in passes of max_num_batched_tokens."""
+    est = estimate_inference(serving_setup("llama-3.1-8b", batch=16, prompt=4000, output=96), H100)
+    r = est.roofline
+    assert r.batch == 16 and r.decode_kv_bytes_per_step == 16 * 4096 * est.kv_bytes_per_token
+    assert r.prefill_passes == math.ceil(16 * 4000 / est.vllm.max_num_batched_tokens)
+    assert r.decode_bytes_per_step == est.per_gpu.weights + r.decode_kv_bytes_per_step
+
+
+def test_sliding_layers_read_only_their_window():
+    est = estimate_inference(serving_setup("gemma-2-9b", engine="hf", batch=4, context=8192), H100)
+    sliding = next(k for k in est.kv_layers if k.kind == "sliding")
+    full = next(k for k in est.kv_layers if k.kind == "full")
+    assert est.roofline.decode_kv_bytes_per_step == 4 * (sliding.bytes_per_token * 4096 + full.bytes_per_token * 8192)
+
+
 def test_tensor_parallel_splits_decode_bytes_and_prefill_is_compute_bound():
     m = get_model_profile("llama-2-70b")
-    one = estimate_inference(InferenceSetup(model=m, batch=8, context=2048, parallel=Parallelism(gpus=2, tp=2)),
-                             H100).roofline
-    four = estimate_inference(InferenceSetup(model=m, batch=8, context=2048, parallel=Parallelism(gpus=4, tp=4)),
-                              H100).roofline
-    # weights and KV heads split 4 ways instead of 2 (the replicated norms and the 1-head floor aside)
+    one = estimate_inference(serving_setup(m, engine="hf", batch=8, context=2048, tp=2), H100).roofline
+    four = estimate_inference(serving_setup(m, engine="hf", batch=8, context=2048, tp=4), H100).roofline
     assert four.decode_bytes_per_step == pytest.approx(one.decode_bytes_per_step / 2, rel=0.01)
     assert four.prefill_bound == "compute"
     compute = [r.time_to_first_token_seconds - r.prefill_comm_seconds for r in (one, four)]
@@ -224,21 +259,21 @@ def test_tensor_parallel_splits_decode_bytes_and_prefill_is_compute_bound():
 
 def test_chunked_prefill_rereads_weights():
     m = get_model_profile("llama-2-7b")
-    whole = estimate_inference(InferenceSetup(model=m, batch=1, context=8192), H100)
-    chunked = estimate_inference(InferenceSetup(model=m, batch=1, context=8192, prefill_chunk=16), H100)
+    whole = estimate_inference(serving_setup(m, engine="hf", batch=1, context=8192), H100)
+    chunked = estimate_inference(serving_setup(m, engine="hf", batch=1, context=8192, prefill_chunk=16), H100)
     assert chunked.per_gpu.activations < whole.per_gpu.activations
-    # 512 passes x 13.5 GB over 3.35 TB/s: memory bound, slower than one pass
     assert chunked.roofline.prefill_bound == "memory"
     assert chunked.roofline.prefill_seconds == pytest.approx(512 * whole.per_gpu.weights / 3350e9, rel=1e-9)
     assert math.isclose(whole.roofline.prefill_flops, chunked.roofline.prefill_flops)
 
 
-def test_serving_and_lora_estimates_import_no_torch():
+def test_serving_estimates_import_no_torch():
     import subprocess
     import sys
 
     code = ("import sys\nfrom memplan.cli import main\n"
             "main(['estimate', 'llama-2-7b', '--mode', 'inference', '--context', '512', '-g', 'h100', '--max-batch'])\n"
+            "main(['estimate', 'gpt-oss-20b', '--mode', 'inference', '-g', 'h100', '--engine', 'hf'])\n"
             "main(['estimate', 'llama-2-7b', '--lora-rank', '8', '--quantize-base', 'nf4', '--seq', '512'])\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -16,7 +16,8 @@ import pytest
 from memplan.catalog import resolve_model
 from memplan.memory.activations import activations
 from memplan.spec.setup import TrainingSetup
-from memplan.spec.training import Parallelism, Workload, get_recipe
+from memplan.spec.layout import Layout
+from memplan.spec.training import Workload, get_recipe
 
 A, H, S, L, T, B = 96, 12288, 2048, 96, 8, 1
 SBH = S * B * H
@@ -26,9 +27,9 @@ def gpt3(tp=1, sp=False, recompute="none", pp=1, virtual=1, micro_batch=B, grad_
     # grad_accum: micro-batches per step; the paper's pipelines run many more than p (their Table 3: 64+)
     return TrainingSetup(
         model=resolve_model("gpt3-175b"), recipe=get_recipe("fp16-mixed"),
-        parallel=Parallelism(gpus=tp * pp, tp=tp, pp=pp, sequence_parallel=sp, virtual_stages=virtual),
-        workload=Workload(micro_batch=micro_batch, seq=S, attention="eager", recompute=recompute,
-                          implementation="megatron", grad_accum=grad_accum))
+        layout=Layout(gpus=tp * pp, tp=tp, pp=pp, sequence_parallel=sp, virtual_stages=virtual,
+                      micro_batch=micro_batch, recompute=recompute, grad_accum=grad_accum),
+        workload=Workload(seq=S, attention="eager", implementation="megatron"))
 
 
 # Table 2 rows, multiplied out by hand in integers (sbh * (coefficient) with a*s/h = 16 for GPT-3 175B)

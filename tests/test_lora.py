@@ -7,38 +7,45 @@ import math
 import pytest
 
 from memplan.errors import MemplanError
+from memplan.families.profiles import with_overrides
+from memplan.families.registry import all_families, read_config
 from memplan.memory.estimate import estimate_memory
-from memplan.memory.lora import (PEFT_DEFAULT_TARGETS, adapter_parameters, int8_tensor_bytes,
-                                 lora_activation_adjustment, lora_spec, nf4_tensor_bytes, resolve_targets)
+from memplan.memory.lora import (adapter_parameters, int8_tensor_bytes, lora_activation_adjustment, lora_spec,
+                                 nf4_tensor_bytes, resolve_targets)
 from memplan.memory.states import model_states
-from memplan.spec.model import Architecture, ModelSpec
+from memplan.spec.layout import Layout
+from memplan.spec.model import ModelSpec
 from memplan.spec.setup import TrainingSetup
 from memplan.spec.training import Workload, get_optimizer, get_recipe
 from tests.helpers import cli_json, run_cli
 
+
+def spec(name: str, **config) -> ModelSpec:
+    """A model as its config.json describes it (the family reader builds it; measure builds it with transformers)."""
+    return ModelSpec(name=name, architecture=read_config(config, name), hf_config=config)
+
+
+def llama(name="llama", **sizes) -> ModelSpec:
+    cfg = dict(model_type="llama", num_hidden_layers=2, hidden_size=64, num_attention_heads=8, num_key_value_heads=2,
+               intermediate_size=160, vocab_size=128, max_position_embeddings=64)
+    return spec(name, **{**cfg, **sizes})
+
+
 SMALL = {
-    "llama": Architecture(family="llama", n_layers=2, hidden_size=64, n_heads=8, n_kv_heads=2, ffn_hidden_size=160,
-                          vocab_size=128, max_positions=64),
-    "gpt2": Architecture(family="gpt2", n_layers=2, hidden_size=64, n_heads=4, ffn_hidden_size=256, mlp="gelu",
-                         activation="gelu_new", norm="layernorm", norm_bias=True, vocab_size=128, max_positions=64,
-                         position="learned", tied_embeddings=True, fused_qkv=True, qkv_bias=True,
-                         attn_out_bias=True, mlp_bias=True),
-    "gpt_neox": Architecture(family="gpt_neox", n_layers=2, hidden_size=64, n_heads=4, ffn_hidden_size=256,
-                             mlp="gelu", activation="gelu", norm="layernorm", norm_bias=True, vocab_size=128,
-                             max_positions=64, rotary_fraction=0.25, fused_qkv=True, qkv_bias=True,
-                             attn_out_bias=True, mlp_bias=True, parallel_residual=True),
-    "bert": Architecture(family="bert", n_layers=2, hidden_size=64, n_heads=4, ffn_hidden_size=256, mlp="gelu",
-                         activation="gelu", norm="layernorm", norm_bias=True, norms_per_layer=2, final_norm=False,
-                         vocab_size=128, max_positions=64, position="learned", fused_qkv=False, qkv_bias=True,
-                         attn_out_bias=True, mlp_bias=True, lm_head=False, token_type_vocab=2, embedding_norm=True,
-                         pooler=True, causal=False),
+    "llama": llama(),
+    "gpt2": spec("gpt2", model_type="gpt2", n_layer=2, n_embd=64, n_head=4, n_inner=256, vocab_size=128,
+                 n_positions=64, bos_token_id=127, eos_token_id=127),
+    "gpt_neox": spec("gpt_neox", model_type="gpt_neox", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                     intermediate_size=256, vocab_size=128, max_position_embeddings=64, rotary_pct=0.25),
+    "bert": spec("bert", model_type="bert", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                 intermediate_size=256, vocab_size=128, max_position_embeddings=64, type_vocab_size=2),
 }
 
 
-def _setup(arch: Architecture, rank: int, targets: str | None = None, quantize: str | None = None,
+def _setup(model: ModelSpec, rank: int, targets: str | None = None, quantize: str | None = None,
            recipe: str = "bf16-mixed", seq: int = 32, micro_batch: int = 1, **recipe_kw) -> TrainingSetup:
-    s = TrainingSetup(model=ModelSpec(name=arch.family, architecture=arch), recipe=get_recipe(recipe, **recipe_kw),
-                      workload=Workload(micro_batch=micro_batch, seq=seq))
+    s = TrainingSetup(model=model, recipe=get_recipe(recipe, **recipe_kw), layout=Layout(micro_batch=micro_batch),
+                      workload=Workload(seq=seq))
     return s.model_copy(update={"lora": lora_spec(s, lora_rank=rank, lora_targets=targets, quantize_base=quantize)})
 
 
@@ -46,8 +53,9 @@ def _setup(arch: Architecture, rank: int, targets: str | None = None, quantize: 
 def test_default_targets_are_peft_s():
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as peft_map
 
-    for family, names in PEFT_DEFAULT_TARGETS.items():
-        assert peft_map[family] == names, family
+    for model_type, fam in all_families().items():
+        if fam.peft_targets is not None:
+            assert list(peft_map[model_type]) == list(fam.peft_targets), model_type
 
 
 @pytest.mark.parametrize("family,targets", [
@@ -62,8 +70,9 @@ def test_adapter_parameters_equal_peft(family, targets):
 
     from memplan.measure.models import build_model
 
-    arch = SMALL[family]
-    built = build_model(ModelSpec(name=family, architecture=arch), "hf")
+    model_spec = SMALL[family]
+    arch = model_spec.arch
+    built = build_model(model_spec, "hf")
     target_modules = None if targets is None else ("all-linear" if targets == "all-linear" else targets.split(","))
     model = get_peft_model(built.module, LoraConfig(r=4, target_modules=target_modules))
     peft_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -111,9 +120,8 @@ def test_dequantised_weight_is_the_qlora_temporary():
 
     from memplan.measure.tracker import StorageTracker
 
-    arch = Architecture(family="llama", n_layers=1, hidden_size=1024, n_heads=8, ffn_hidden_size=4096,
-                        vocab_size=128, max_positions=64)
-    adj = lora_activation_adjustment(_setup(arch, 8, quantize="nf4"))
+    model = llama(num_hidden_layers=1, hidden_size=1024, num_key_value_heads=8, intermediate_size=4096)
+    adj = lora_activation_adjustment(_setup(model, 8, quantize="nf4"))
     lin = bnb.nn.Linear4bit(1024, 4096, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
     lin.weight = bnb.nn.Params4bit(torch.randn(4096, 1024, dtype=torch.bfloat16), requires_grad=False,
                                    quant_type="nf4", compress_statistics=True)
@@ -137,7 +145,7 @@ def test_lora_states_components():
     s = _setup(SMALL["llama"], 4)
     states = model_states(s)
     n = s.model.parameters.total
-    n_adapt = adapter_parameters(SMALL["llama"], 4, ["q", "v"])
+    n_adapt = adapter_parameters(SMALL["llama"].arch, 4, resolve_targets(SMALL["llama"].arch, ["q", "v"]))
     assert states.gpu_bytes("weights") == 2 * n + 2 * n_adapt
     assert states.gpu_bytes("gradients") == 2 * n_adapt
     assert states.gpu_bytes("master_weights") == 4 * n_adapt
@@ -199,13 +207,13 @@ def _measure_step(module, ids, trainable_only: bool = True) -> dict[str, int]:
     return out
 
 
-def _full_ft_activations(arch, ids, dtype, inject=None) -> int:
+def _full_ft_activations(model: ModelSpec, ids, dtype, inject=None) -> int:
     import torch
 
     from memplan.measure.models import build_model
 
     torch.manual_seed(0)
-    m = build_model(ModelSpec(name="m", architecture=arch), "hf", dtype=dtype).module
+    m = build_model(model, "hf", dtype=dtype).module
     return _measure_step(m, ids)["activations"]
 
 
@@ -217,9 +225,10 @@ def test_measured_lora_step_on_cpu_matches():
 
     from memplan.measure.models import build_model
 
-    arch = Architecture(family="llama", n_layers=4, hidden_size=256, n_heads=8, n_kv_heads=2, ffn_hidden_size=688,
-                        vocab_size=512, max_positions=256)
-    s = _setup(arch, 8, recipe="bf16", seq=128, micro_batch=2)
+    small = llama(num_hidden_layers=4, hidden_size=256, intermediate_size=688, vocab_size=512,
+                  max_position_embeddings=256)
+    arch = small.arch
+    s = _setup(small, 8, recipe="bf16", seq=128, micro_batch=2)
     ids = torch.randint(0, arch.vocab_size, (2, 128))
     torch.manual_seed(0)
     m = build_model(s.model, "hf", dtype=torch.bfloat16).module
@@ -230,7 +239,7 @@ def test_measured_lora_step_on_cpu_matches():
         assert measured[cat] == states.gpu_bytes(cat), cat
 
     adj = lora_activation_adjustment(s)
-    full = _full_ft_activations(arch, ids, torch.bfloat16)
+    full = _full_ft_activations(small, ids, torch.bfloat16)
     predicted = full - arch.n_layers * (adj.per_layer_removed_bytes - adj.per_layer_added_bytes) \
         - adj.once_removed_bytes
     assert measured["activations"] == pytest.approx(predicted, rel=0.05)
@@ -247,14 +256,15 @@ def test_fake_7b_lora_step_matches():
     from memplan.catalog import get_model_profile
     from memplan.measure.models import build_model
 
-    arch = get_model_profile("llama-2-7b").arch
-    s = _setup(arch, 16, recipe="bf16", seq=512)
+    model = get_model_profile("llama-2-7b")
+    arch = model.arch
+    s = _setup(model, 16, recipe="bf16", seq=512)
     with FakeTensorMode():
         ids = torch.randint(0, arch.vocab_size, (1, 512))
-        m = build_model(ModelSpec(name="llama-2-7b", architecture=arch), "hf", dtype=torch.bfloat16).module
+        m = build_model(model, "hf", dtype=torch.bfloat16).module
         m = _inject_lora(m, ["q_proj", "v_proj"], 16)
         measured = _measure_step(m, ids)
-        full = _full_ft_activations(arch, ids, torch.bfloat16)
+        full = _full_ft_activations(model, ids, torch.bfloat16)
     states = model_states(s)
     for cat in ("weights", "gradients", "optimizer_states"):
         assert measured[cat] == states.gpu_bytes(cat), cat
@@ -302,8 +312,9 @@ def _measure_steady_step(module, ids, recompute: bool = False) -> dict[str, int]
 
 
 def _lora_estimate(s: TrainingSetup, recompute: str = "none"):
-    w = s.workload.model_copy(update={"optimizer_impl": "for-loop", "recompute": recompute})
-    return estimate_memory(s.model_copy(update={"workload": w}), kernels="cpu").per_gpu
+    w = s.workload.model_copy(update={"optimizer_impl": "for-loop"})
+    return estimate_memory(s.model_copy(update={"workload": w, "layout": s.layout.replace(recompute=recompute)}),
+                           kernels="cpu").per_gpu
 
 
 @pytest.mark.parametrize("recompute", ["none", "full"])
@@ -317,11 +328,11 @@ def test_estimate_matches_measured_peft_lora_step_on_cpu(recompute):
 
     from memplan.measure.models import build_model
 
-    arch = Architecture(family="llama", n_layers=4, hidden_size=256, n_heads=8, n_kv_heads=2, ffn_hidden_size=688,
-                        vocab_size=512, max_positions=256)
-    s = _setup(arch, 8, recipe="bf16", seq=128, micro_batch=2)
+    small = llama(num_hidden_layers=4, hidden_size=256, intermediate_size=688, vocab_size=512,
+                  max_position_embeddings=256)
+    s = _setup(small, 8, recipe="bf16", seq=128, micro_batch=2)
     torch.manual_seed(0)
-    ids = torch.randint(0, arch.vocab_size, (2, 128))
+    ids = torch.randint(0, small.arch.vocab_size, (2, 128))
     full = _measure_steady_step(build_model(s.model, "hf", dtype=torch.bfloat16).module, ids, recompute == "full")
     m = build_model(s.model, "hf", dtype=torch.bfloat16).module
     m = get_peft_model(m, LoraConfig(r=8, target_modules=["q_proj", "v_proj"]), autocast_adapter_dtype=False)
@@ -344,10 +355,10 @@ def test_estimate_matches_measured_7b_lora_step_fake():
     from memplan.catalog import get_model_profile
     from memplan.measure.models import build_model
 
-    arch = get_model_profile("llama-2-7b").arch.model_copy(update={"n_layers": 4})
-    s = _setup(arch, 16, recipe="bf16", seq=512)
+    model = with_overrides(get_model_profile("llama-2-7b"), {"layers": 4})
+    s = _setup(model, 16, recipe="bf16", seq=512)
     with FakeTensorMode():
-        ids = torch.randint(0, arch.vocab_size, (1, 512))
+        ids = torch.randint(0, model.arch.vocab_size, (1, 512))
         m = build_model(s.model, "hf", dtype=torch.bfloat16).module
         m = _inject_lora(m, ["q_proj", "v_proj"], 16)
         measured = _measure_steady_step(m, ids)
@@ -372,16 +383,17 @@ def test_lora_paper_gpt3_175b():
     assert total == pytest.approx(350e9, rel=0.005)
     # Table 5 (sec. 7.1): "18M" trainable parameters for r=8 on W_q, r=4 on W_q and W_v, r=2 on W_q,W_k,W_v,W_o
     a = s.model.arch
-    counts = {adapter_parameters(a, 8, ["q"]), adapter_parameters(a, 4, ["q", "v"]),
-              adapter_parameters(a, 2, ["q", "k", "v", "o"])}
+    counts = {adapter_parameters(a, r, resolve_targets(a, t)) for r, t in ((8, ["q"]), (4, ["q", "v"]),
+                                                                         (2, ["q", "k", "v", "o"]))}
     assert len(counts) == 1 and 18e6 <= counts.pop() < 19e6
     full = model_states(s)
     no_grads = full.gpu_bytes("weights") + full.gpu_bytes("optimizer_states")
     assert no_grads < 1.2e12 < no_grads + full.gpu_bytes("gradients")
 
 
-LLAMA_65B = Architecture(family="llama", n_layers=80, hidden_size=8192, n_heads=64, ffn_hidden_size=22016,
-                         vocab_size=32000, max_positions=2048)  # Touvron et al. 2023, Table 2; 65.2B parameters
+# Touvron et al. 2023, Table 2; 65.2B parameters
+LLAMA_65B = llama("llama-65b", num_hidden_layers=80, hidden_size=8192, num_attention_heads=64, num_key_value_heads=64,
+                  intermediate_size=22016, vocab_size=32000, max_position_embeddings=2048)
 
 
 def test_qlora_paper_65b_on_one_48gb_gpu():
@@ -389,19 +401,20 @@ def test_qlora_paper_65b_on_one_48gb_gpu():
     parameter model from >780GB of GPU memory to <48GB".  Full 16-bit fine-tuning: bf16 weights and grads + fp32
     Adam states, 12 B/param.  QLoRA: NF4+DQ base, LoRA r=64 on all linear layers (sec. 4), bf16 adapters,
     paged 32-bit AdamW, batch 1, seq 512 (Figure 6), gradient checkpointing."""
-    model = ModelSpec(name="llama-65b", architecture=LLAMA_65B)
+    model = LLAMA_65B
     assert model.parameters.total == pytest.approx(65.2e9, rel=0.002)
     full = TrainingSetup(model=model, recipe=get_recipe("bf16-mixed", master_weights="none"))
     assert estimate_memory(full).per_gpu.model_states > 780e9
     # bitsandbytes' paged AdamW updates each tensor in one fused kernel (Optimizer2State.update_step ->
     # F.optimizer_update_32bit): no foreach temporaries
     q = TrainingSetup(model=model, recipe=get_recipe("bf16-mixed", master_weights="none"),
-                      workload=Workload(micro_batch=1, seq=512, recompute="full", optimizer_impl="fused"))
+                      layout=Layout(micro_batch=1, recompute="full"), workload=Workload(seq=512, optimizer_impl="fused"))
     q = q.model_copy(update={"lora": lora_spec(q, lora_rank=64, lora_targets="all-linear", quantize_base="nf4")})
     est = estimate_memory(q)
     assert est.per_gpu.required < 48e9
     # the bulk is the 4-bit base: every linear of the 80 layers at 4.127 bits (sec. 3)
-    linear_params = LLAMA_65B.n_layers * sum(lin.params for lin in LLAMA_65B.linears())
+    m = LLAMA_65B.arch
+    linear_params = m.n_layers * sum(lin.params for lin in m.linears(m.first))
     nf4 = next(c for c in est.components if c.name == "frozen base linears (nf4)")
     assert nf4.bytes == pytest.approx(linear_params * (4 + 8 / 64 + 32 / (64 * 256)) / 8, rel=1e-4)
 
@@ -412,7 +425,7 @@ def test_cli_qlora_json(capsys):
                    "--lora-targets", "all-linear", "-g", "a100-40gb")
     names = [c["name"] for c in out["components"]]
     assert "frozen base linears (nf4)" in names and out["setup"]["lora"]["roles"] == [
-        "q", "k", "v", "o", "gate", "up", "down"]
+        f"self_attn.{n}_proj" for n in "qkvo"] + [f"mlp.{n}_proj" for n in ("gate", "up", "down")]
     assert out["per_gpu"]["gradients"] * 2 == out["per_gpu"]["optimizer_states"] // 2  # bf16 grads, fp32 Adam x2
     # bitsandbytes paged AdamW: one fused kernel per tensor, no foreach temporaries; the dequantised temporary is the
     # largest base weight in bf16 (test_dequantised_weight_is_the_qlora_temporary): gate/up/down, 11008 x 4096
@@ -424,13 +437,11 @@ def test_cli_qlora_json(capsys):
 def test_zero_shards_adapters_and_stage_3_the_frozen_base():
     """ZeRO-1 shards the adapters' master weights and Adam states over DP, ZeRO-2 also their gradients, ZeRO-3 also
     every weight, frozen base included (ZeRO paper sec. 5 applied to what exists: the base has no grads/states)."""
-    from memplan.spec.training import Parallelism
-
     base = _setup(SMALL["llama"], 4)
     n = base.model.parameters.total
-    n_adapt = adapter_parameters(SMALL["llama"], 4, ["q", "v"])
+    n_adapt = adapter_parameters(SMALL["llama"].arch, 4, resolve_targets(SMALL["llama"].arch, ["q", "v"]))
     for zero, (w, g, m, o) in {1: (1, 1, 8, 8), 2: (1, 8, 8, 8), 3: (8, 8, 8, 8)}.items():
-        s = base.model_copy(update={"parallel": Parallelism(gpus=8, zero=zero)})
+        s = base.model_copy(update={"layout": Layout(gpus=8, zero=zero)})
         st = model_states(s)
         assert st.gpu_bytes("weights") == math.ceil(2 * n / w) + math.ceil(2 * n_adapt / w)
         assert st.gpu_bytes("gradients") == math.ceil(2 * n_adapt / g)

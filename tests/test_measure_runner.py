@@ -9,6 +9,7 @@ pytest.importorskip("transformers")
 from memplan.errors import MemplanError  # noqa: E402
 from memplan.measure.models import build_model  # noqa: E402
 from memplan.measure.runner import measure_training_step  # noqa: E402
+from memplan.results.profile import CATEGORIES  # noqa: E402
 from memplan.spec.model import count_parameters  # noqa: E402
 from tests.measure_archs import ARCHS, setup  # noqa: E402
 
@@ -100,7 +101,10 @@ def test_out_of_memory_is_a_result_with_its_phase():
     assert r.oom and r.oom_phase == "backward"
     assert "out of memory" in r.oom_message
     assert "warm-up" in " ".join(r.notes)  # the first step already fails
-    assert r.peak_allocated == 0  # nothing measured: it failed before the measured step
+    # what was measured so far: the tensors still alive after the error, by category -- the fp32 weights, the
+    # gradients accumulated before the failing layer's backward, no optimizer states (the step never got there)
+    assert r.weights == 4 * r.parameters and r.optimizer_states == 0 and 0 < r.gradients < r.weights
+    assert r.peak_allocated == sum(getattr(r, c) for c in CATEGORIES)
 
 
 def test_find_max_micro_batch_bisects_against_a_capacity():

@@ -51,7 +51,7 @@ def _brute_force(setup, gpu, gpus, batch):
     from memplan.perf.time import peak_for
 
     eff = resolve_efficiency(gpu, peak_for(gpu, setup.recipe.compute))
-    sm = StepModel(setup.model, setup.recipe, gpu, setup.seq, links, eff, "dp", setup.parallel.gpus_per_node)
+    sm = StepModel(setup.model, setup.recipe, gpu, setup.seq, links, eff, "dp", setup.layout.gpus_per_node)
     rows = []
     for row in enumerate_layouts(setup, gpus, batch):
         tp, pp, dp, zero, oo, op, mb, ga, rc = row

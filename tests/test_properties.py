@@ -8,7 +8,8 @@ from memplan.memory.estimate import estimate_memory
 from memplan.results.memory import MemoryEstimate
 from memplan.spec.model import ModelSpec
 from memplan.spec.setup import TrainingSetup
-from memplan.spec.training import Parallelism, get_optimizer, get_recipe
+from memplan.spec.layout import Layout
+from memplan.spec.training import get_optimizer, get_recipe
 
 recipes = st.sampled_from(["fp32", "amp-bf16", "bf16-mixed", "fp16-mixed", "bf16", "fp8-mixed"])
 optimizers = st.sampled_from(["adamw", "sgd", "sgd-momentum", "lion", "adamw-8bit", "adafactor"])
@@ -24,7 +25,7 @@ def _est(n, recipe, opt, gpus, zero, engine="plain") -> MemoryEstimate:
     if engine == "deepspeed":
         zero = 2  # DeepSpeed's ZeRO-3 estimator needs an architecture (largest layer); a bare count has none
     setup = TrainingSetup(model=ModelSpec(name="m", total_parameters=n), recipe=get_recipe(recipe),
-                          optimizer=get_optimizer(opt), parallel=Parallelism(gpus=gpus, zero=zero, engine=engine))
+                          optimizer=get_optimizer(opt), layout=Layout(gpus=gpus, zero=zero, engine=engine))
     return estimate_memory(setup)
 
 

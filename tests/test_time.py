@@ -14,7 +14,8 @@ from memplan.perf import comm
 from memplan.perf.time import estimate_time, gpu_hours_for
 from memplan.spec.model import Architecture, ModelSpec
 from memplan.spec.setup import TrainingSetup
-from memplan.spec.training import Parallelism, Workload, get_recipe
+from memplan.spec.layout import Layout
+from memplan.spec.training import Workload, get_recipe
 
 A100 = catalog.get_gpu("a100-80gb")
 H100 = catalog.get_gpu("h100-sxm")
@@ -30,7 +31,7 @@ def gpt(layers: int, hidden: int, heads: int, vocab: int = 51200, seq: int = 204
 def setup(model: ModelSpec, gpus=1, tp=1, pp=1, zero=0, mb=1, ga=1, recompute="none", seq=2048, precision="bf16-mixed",
           **par) -> TrainingSetup:
     return TrainingSetup(model=model, recipe=get_recipe(precision),
-                         parallel=Parallelism(gpus=gpus, tp=tp, pp=pp, zero=zero, **par),
+                         layout=Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, **par),
                          workload=Workload(micro_batch=mb, grad_accum=ga, seq=seq, recompute=recompute))
 
 

@@ -10,13 +10,15 @@ import json
 
 import click
 
+from memplan.cli.checks import check_flag_combinations
 from memplan.cli.options import _stack, build_setup, pop_training_kwargs, units_of
+from memplan.cli.types import BoundedInt
 from memplan.errors import MemplanError
 
 STRATEGY_CHOICES = ["ddp", "zero1", "zero2", "zero3"]
 
 distributed_options = _stack(
-    click.option("--nproc", type=click.IntRange(min=1), default=None,
+    click.option("--nproc", type=BoundedInt(1, "gpus"), default=None,
                  help="Ranks to run: local processes with gloo (--device cpu) or one GPU each with nccl (cuda); with "
                       "--device fake, the world size emulated (e.g. 64, 1024). Under torchrun: its world size."),
     click.option("--strategy", type=click.Choice(STRATEGY_CHOICES), default=None,
@@ -40,7 +42,7 @@ def run_distributed(**kw) -> None:
     for flag, key in (("--plot", "plot"), ("--snapshot", "snapshot"), ("--find-max-batch", "find_max_batch")):
         if kw.get(key):
             raise MemplanError(f"{flag} measures one device; drop it with --nproc/--strategy")
-    if kw.get("zero") or kw.get("engine", "plain") != "plain" or kw.get("gpus", 1) != 1:
+    if kw.get("zero") or kw.get("engine") not in (None, "plain") or kw.get("gpus") not in (None, 1):
         raise MemplanError("--strategy decides ZeRO and the engine and --nproc the GPU count: drop --zero/--engine/"
                            "--gpus (the estimate compared is printed with the result)")
     if strategy is None:
@@ -49,14 +51,17 @@ def run_distributed(**kw) -> None:
         strategy = "ddp"
     as_json, units = kw.pop("as_json", False), units_of(kw.pop("units", "GiB"))
     out, force = kw.pop("out", None), kw.pop("force", False)
-    setup = build_setup(**pop_training_kwargs(kw))
-    try:
-        import torch
-    except ImportError:
-        raise MemplanError("memplan profile --nproc/--strategy needs torch: `pip install torch` (CPU build: "
-                           "`pip install torch==2.13.0`)") from None
+    training = pop_training_kwargs(kw)
+    check_flag_combinations(training)
+    setup = build_setup(**training)
+    from memplan.cli.preflight import check_device, check_outputs, need_torch, need_transformers
 
+    check_outputs(out, None, None, force)  # before the ranks start, not after
+    torch = need_torch("memplan profile --nproc/--strategy")
     device = kw.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(torch, device)
+    if (kw.get("model_source") or "hf") == "hf" and not kw.get("factory"):
+        need_transformers("memplan profile")
     if nproc is None:
         nproc = 1
     source = kw.get("factory") or kw.get("model_source") or "hf"
@@ -64,11 +69,6 @@ def run_distributed(**kw) -> None:
     warmup = max(2, kw.get("warmup_steps") or 1)
     req = DistributedRequest(setup=setup, strategy=strategy, nproc=nproc, device=device, model_source=source,
                              mixed_precision=mixed, warmup_steps=warmup, optimizer_impl=kw.get("optimizer_impl"))
-    if out and out != "auto":
-        from pathlib import Path
-
-        if Path(out).exists() and not force:
-            raise MemplanError(f"{out} exists; pass --force to overwrite it or choose another path")
     if not under_torchrun():
         click.echo(f"memplan profile: {strategy} on {nproc} rank(s), device {device}", err=True)
     profile = profile_distributed(req)
@@ -88,7 +88,8 @@ def _save(profile, out: str, force: bool) -> None:
     from memplan.catalog import runs_dir
     from memplan.report.files import timestamped_path, write_new_file
 
+    auto = out == "auto"
     path = (timestamped_path(runs_dir(), profile.model, profile.strategy, f"w{profile.world_size}",
-                             profile.device) if out == "auto" else out)
-    written = write_new_file(path, profile.model_dump_json(indent=2) + "\n", force=force)
+                             profile.device) if auto else out)
+    written = write_new_file(path, profile.model_dump_json(indent=2) + "\n", force=force and not auto, unique=auto)
     click.echo(f"memplan profile: record written to {written}", err=True)

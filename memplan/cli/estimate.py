@@ -1,25 +1,16 @@
 """`memplan estimate`: memory per GPU, CPU RAM and NVMe for training, fine-tuning (LoRA/QLoRA) or inference."""
 from __future__ import annotations
 
-import json
 
 import click
 
-from memplan.cli.options import (POSITIVE, build_setup, gpu_option, json_option, pop_training_kwargs, resolve_gpu,
+from memplan.cli.options import (POSITIVE, field_option, gpu_option, json_option, pop_training_kwargs,
                                  training_options, units_option, units_of)
+from memplan.cli.serve_options import SERVING_OPTION_KEYS, allow_serving_engines, run_inference, serving_options
 from memplan.errors import MemplanError
+from memplan.spec.training import Workload
 
-# The whiteboard table: (label, overrides). Same model, GPU count and optimizer; only the strategy changes.
-COMPARE_STRATEGIES = [
-    ("fp32 (DDP)", {"precision": "fp32", "zero": 0}),
-    ("mixed precision (DDP)", {"zero": 0}),
-    ("ZeRO-1 (P_os)", {"zero": 1}),
-    ("ZeRO-2 (P_os+g)", {"zero": 2}),
-    ("ZeRO-3 (P_os+g+p)", {"zero": 3}),
-    ("ZeRO-3 + CPU offload", {"zero": 3, "offload_optimizer": "cpu", "offload_params": "cpu"}),
-]
-
-INFERENCE_KEYS = ("batch", "context", "kv_dtype", "max_batch", "max_context", "prefill_chunk")
+INFERENCE_KEYS = SERVING_OPTION_KEYS
 LORA_KEYS = ("lora_rank", "lora_targets", "quantize_base")
 
 
@@ -30,19 +21,15 @@ LORA_KEYS = ("lora_rank", "lora_targets", "quantize_base")
 @click.option("--lora-rank", type=POSITIVE, help="Fine-tune with LoRA adapters of this rank (frozen base).")
 @click.option("--lora-targets", help="Comma-separated modules for LoRA (default: PEFT's for the family; all-linear).")
 @click.option("--quantize-base", type=click.Choice(["nf4", "int8"]), help="QLoRA: quantised frozen base.")
-@click.option("--batch", type=POSITIVE, default=1, show_default=True, help="Inference: concurrent sequences.")
-@click.option("--context", type=POSITIVE, help="Inference: tokens per sequence (prompt + generated).")
-@click.option("--kv-dtype", default="bf16", show_default=True, help="Inference: KV-cache dtype (bf16, fp16, fp8).")
-@click.option("--prefill-chunk", type=POSITIVE, help="Inference: chunked prefill size in tokens.")
-@click.option("--max-batch", is_flag=True, help="Inference: the most concurrent sequences that fit on --gpu.")
-@click.option("--max-context", is_flag=True, help="Inference: the longest context that fits on --gpu.")
+@serving_options
 @click.option("--max-micro-batch", is_flag=True, help="Training: the largest micro-batch that fits on --gpu.")
 @click.option("--max-seq", is_flag=True, help="Training: the longest sequence that fits on --gpu.")
 @click.option("--calibration", type=click.Path(dir_okay=False), help="A `memplan profile` record to calibrate with.")
-@click.option("--optimizer-impl", type=click.Choice(["for-loop", "foreach", "fused"]), default="foreach",
-              show_default=True, help="torch.optim implementation (its step's temporaries); foreach is torch's "
-                                      "default on CUDA.")
+@field_option(Workload, "optimizer_impl")
 @click.option("--compare", is_flag=True, help="One row per strategy: fp32, mixed, ZeRO-1/2/3, ZeRO-3 + offload.")
+@click.option("--plot", metavar="FILE.png", help="Also draw memory by component against the GPU and the step's "
+                                                 "timeline (needs matplotlib).")
+@click.option("--force", is_flag=True, help="Overwrite --plot's file if it exists.")
 @units_option
 @json_option
 def estimate_command(**kwargs) -> None:
@@ -52,76 +39,53 @@ def estimate_command(**kwargs) -> None:
     Face config.json (or its folder).
     """
     as_json, units = kwargs.pop("as_json"), units_of(kwargs.pop("units"))
-    gpu = resolve_gpu(kwargs.pop("gpu_name"))
+    gpu_name = kwargs.pop("gpu_name")
     mode = kwargs.pop("mode")
     inference = {k: kwargs.pop(k) for k in INFERENCE_KEYS}
     lora = {k: kwargs.pop(k) for k in LORA_KEYS}
     wants_max = {k: kwargs.pop(k) for k in ("max_micro_batch", "max_seq")}
     calibration_path, compare = kwargs.pop("calibration"), kwargs.pop("compare")
-    optimizer_impl = kwargs.pop("optimizer_impl")
+    plot, force = kwargs.pop("plot"), kwargs.pop("force")
+    if plot is not None and not plot.strip():
+        raise MemplanError("--plot needs a file name, e.g. --plot memory.png")
+    if plot and (compare or mode == "inference"):
+        raise MemplanError("--plot draws one training estimate: drop --compare / --mode inference")
     training = pop_training_kwargs(kwargs)
     if (wants_max["max_micro_batch"] or wants_max["max_seq"] or inference["max_batch"] or inference["max_context"]) \
-            and gpu is None:
+            and gpu_name is None:
         raise MemplanError("--max-micro-batch/--max-seq/--max-batch/--max-context need --gpu NAME to fit against")
 
     _reject_flags_of_the_other_mode(mode, training, inference, lora, wants_max, calibration_path, compare)
+    from memplan import api
+
     if mode == "inference":
-        from memplan.memory.inference import build_inference_setup, estimate_inference
-        from memplan.report.inference import inference_table
-
-        setup = build_inference_setup(**training, **inference)
-        est = estimate_inference(setup, gpu, max_batch=inference["max_batch"], max_context=inference["max_context"])
-        click.echo(est.model_dump_json(indent=2) if as_json else inference_table(est, units))
+        run_inference(gpu_name, training, inference, as_json, units)
         return
-
-    calibration = None
-    if calibration_path:
-        from memplan.memory.calibration import load_calibration
-
-        calibration = load_calibration(calibration_path)
-    from memplan.memory.estimate import estimate_memory
     from memplan.report.tables import compare_table, memory_table
 
-    def setup_for(opts: dict):
-        setup = build_setup(**opts)
-        setup = setup.model_copy(update={"workload": setup.workload.model_copy(
-            update={"optimizer_impl": optimizer_impl})})
-        if lora["lora_rank"] or lora["quantize_base"]:
-            from memplan.memory.lora import lora_spec
-
-            setup = setup.model_copy(update={"lora": lora_spec(setup, **lora)})
-        return setup
-
+    training.update({k: v for k, v in lora.items() if v is not None})
     if compare:
-        rows = []
-        for label, overrides in COMPARE_STRATEGIES:
-            opts = {**training, "offload_optimizer": "none", "offload_params": "none", **overrides}
-            rows.append((label, estimate_memory(setup_for(opts), gpu, calibration=calibration)))
-        if as_json:
-            click.echo(json.dumps({"strategies": [{"strategy": label, **e.model_dump(mode="json")}
-                                                  for label, e in rows]}, indent=2))
-        else:
-            click.echo(compare_table(rows, units))
+        cmp = api.compare(gpu=gpu_name, **training)
+        click.echo(cmp.model_dump_json(indent=2) if as_json else compare_table(cmp, units))
         return
+    if plot:
+        from memplan.report.files import check_writable
 
-    setup = setup_for(training)
-    est = estimate_memory(setup, gpu, calibration=calibration)
-    if wants_max["max_micro_batch"] or wants_max["max_seq"]:
-        from memplan.memory.search import max_micro_batch, max_seq
-
-        if wants_max["max_micro_batch"]:
-            est.max_micro_batch = max_micro_batch(setup, gpu, calibration=calibration)
-        if wants_max["max_seq"]:
-            est.max_seq = max_seq(setup, gpu, calibration=calibration)
+        check_writable(plot, force)  # before the work, not after
+    est = api.estimate(gpu=gpu_name, calibration=calibration_path, **wants_max, **training)
     click.echo(est.model_dump_json(indent=2) if as_json else memory_table(est, units))
+    if plot:
+        from memplan.report.plot import estimate_plot
+
+        written = estimate_plot(est, plot, units, force=force)
+        click.echo(f"memplan estimate: plot written to {written}", err=True)
 
 
-# flag -> its default; a flag of the other mode set to anything else is an error, never silently ignored
-TRAINING_ONLY = {"micro_batch": 1, "seq": None, "grad_accum": 1, "recompute": "none", "optimizer": "adamw",
-                 "zero": 0, "offload_optimizer": "none", "offload_params": "none", "engine": "plain",
-                 "grads_dtype": None, "master_dtype": None, "states_dtype": None}
-INFERENCE_ONLY = {"batch": 1, "context": None, "kv_dtype": "bf16", "prefill_chunk": None, "max_batch": False,
-                  "max_context": False}
+# flags of one mode only: given with the other mode, an error, never silently ignored
+TRAINING_ONLY = ("micro_batch", "seq", "grad_accum", "recompute", "optimizer", "optimizer_impl", "zero",
+                 "offload_optimizer", "offload_params", "grads_dtype", "master_dtype", "states_dtype",
+                 "cp", "virtual_stages", "first_stage_layers", "last_stage_layers", "sequence_parallel")
+INFERENCE_ONLY = SERVING_OPTION_KEYS  # --engine is shared: its value is checked for the mode
 
 
 def _reject_flags_of_the_other_mode(mode, training, inference, lora, wants_max, calibration, compare) -> None:
@@ -129,7 +93,7 @@ def _reject_flags_of_the_other_mode(mode, training, inference, lora, wants_max, 
         return "--" + name.replace("_", "-")
 
     if mode == "inference":
-        given = [k for k, default in TRAINING_ONLY.items() if training.get(k, default) != default]
+        given = [k for k in TRAINING_ONLY if training.get(k) is not None]
         given += [k for k, v in {**lora, **wants_max}.items() if v]
         given += [k for k, v in (("calibration", calibration), ("compare", compare)) if v]
         if given:
@@ -137,7 +101,10 @@ def _reject_flags_of_the_other_mode(mode, training, inference, lora, wants_max, 
             raise MemplanError(f"{', '.join(flag(k) for k in given)}: training flag(s), not used with --mode "
                                f"inference{hint}")
     else:
-        given = [k for k, default in INFERENCE_ONLY.items() if inference.get(k, default) != default]
+        given = [k for k in INFERENCE_ONLY if inference.get(k) not in (None, False)]
         if given:
             hint = " (use --micro-batch and --seq)" if {"batch", "context"} & set(given) else ""
             raise MemplanError(f"{', '.join(flag(k) for k in given)}: inference flag(s), need --mode inference{hint}")
+
+
+allow_serving_engines(estimate_command)

@@ -1,26 +1,24 @@
-"""Click options shared by estimate, time, plan and profile, and the one function that turns them into a setup.
+"""Click options shared by estimate, time, plan and profile.
 
-Every command that takes a training setup decorates itself with `training_options` and calls `build_setup(**kw)`;
-so a flag means the same thing everywhere and is defined once.
+The layout and workload options are generated from the pydantic fields (spec/layout.py Layout, spec/training.py
+Workload): the field's description is the help, its default is shown and applied by pydantic (the option itself
+defaults to None), so a flag means the same everywhere and every default lives in one place.  Building the setup
+is memplan/setups.py's job.
 """
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 
 import click
-from pydantic import ValidationError
 
+from memplan.cli.types import NAME, BoundedInt
 from memplan.errors import MemplanError
+from memplan.spec.layout import Layout
+from memplan.spec.training import Workload
 from memplan.spec.units import Units
 
 POSITIVE = click.IntRange(min=1)
-
-ARCH_FLAGS = {
-    # flag name -> Architecture field
-    "layers": "n_layers", "hidden": "hidden_size", "heads": "n_heads", "kv_heads": "n_kv_heads",
-    "head_dim": "head_dim", "ffn": "ffn_hidden_size", "vocab": "vocab_size", "max_positions": "max_positions",
-    "mlp": "mlp", "norm": "norm", "tied": "tied_embeddings", "experts": "n_experts", "top_k": "experts_per_token",
-}
 
 
 def _stack(*decorators: Callable) -> Callable:
@@ -31,122 +29,105 @@ def _stack(*decorators: Callable) -> Callable:
     return apply
 
 
-model_argument = click.argument("model", metavar="MODEL")
+def field_option(model, name: str, *decls: str, **extra) -> Callable:
+    """A click option for pydantic field `name` of `model`: type from its annotation and bounds, help from its
+    description, default shown from the field but left to pydantic (None when the flag is absent)."""
+    field = model.model_fields[name]
+    flag = "--" + name.replace("_", "-")
+    ann = field.annotation
+    args = typing.get_args(ann)
+    base = next((a for a in args if a is not type(None)), ann) if args and type(None) in args else ann
+    kwargs: dict = {"default": None, "help": (field.description or "").rstrip(".") + "."}
+    if field.default is not None and not callable(field.default):
+        kwargs["help"] += f"  [default: {field.default}]"
+    if typing.get_origin(base) is typing.Literal:
+        kwargs["type"] = click.Choice([str(x) for x in typing.get_args(base)])
+    elif base is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=kwargs["help"], **extra)
+    elif base is int:
+        lo = next((m.gt + 1 for m in field.metadata if getattr(m, "gt", None) is not None), None)
+        lo = next((m.ge for m in field.metadata if getattr(m, "ge", None) is not None), lo)
+        hi = next((m.le for m in field.metadata if getattr(m, "le", None) is not None), None)
+        kwargs["type"] = BoundedInt(lo if lo is not None else 0, hi)
+    kwargs.update(extra)
+    return click.option(*(decls or (flag,)), name, **kwargs)
+
+
+model_argument = click.argument("model", metavar="MODEL", type=NAME)
 
 architecture_options = _stack(
-    click.option("--layers", type=POSITIVE, help="Transformer layers (builds or overrides an architecture)."),
-    click.option("--hidden", type=POSITIVE, help="Hidden size."),
-    click.option("--heads", type=POSITIVE, help="Attention heads."),
-    click.option("--kv-heads", type=POSITIVE, help="Key/value heads (GQA/MQA)."),
-    click.option("--head-dim", type=POSITIVE, help="Head dimension (default hidden/heads)."),
-    click.option("--ffn", type=POSITIVE, help="MLP intermediate size."),
-    click.option("--vocab", type=POSITIVE, help="Vocabulary size."),
-    click.option("--max-positions", type=POSITIVE, help="Maximum positions (context)."),
-    click.option("--mlp", type=click.Choice(["gelu", "swiglu"]), help="MLP kind."),
-    click.option("--norm", type=click.Choice(["layernorm", "rmsnorm"]), help="Norm kind."),
+    click.option("--layers", type=BoundedInt(1, "layers"),
+                 help="Transformer layers (builds or overrides an architecture)."),
+    click.option("--hidden", type=BoundedInt(1, "hidden"), help="Hidden size."),
+    click.option("--heads", type=BoundedInt(1, "heads"), help="Attention heads."),
+    click.option("--kv-heads", type=BoundedInt(1, "heads"), help="Key/value heads (GQA/MQA)."),
+    click.option("--head-dim", type=BoundedInt(1, "head_dim"), help="Head dimension (default hidden/heads)."),
+    click.option("--ffn", type=BoundedInt(1, "ffn"), help="MLP intermediate size."),
+    click.option("--vocab", type=BoundedInt(1, "vocab"), help="Vocabulary size."),
+    click.option("--max-positions", type=BoundedInt(1, "positions"), help="Maximum positions (context)."),
+    click.option("--mlp", type=click.Choice(["gelu", "swiglu"]), help="MLP kind (models built from flags)."),
+    click.option("--norm", type=click.Choice(["layernorm", "rmsnorm"]), help="Norm kind (models built from flags)."),
     click.option("--tied/--untied", default=None, help="Tie input embeddings and LM head."),
-    click.option("--experts", type=click.IntRange(min=0), help="MoE experts per layer."),
-    click.option("--top-k", type=POSITIVE, help="MoE experts per token."),
+    click.option("--experts", type=BoundedInt(0, "experts"), help="MoE routed experts per layer."),
+    click.option("--top-k", type=BoundedInt(1, "experts"), help="MoE experts per token."),
 )
 
 precision_options = _stack(
-    click.option("--precision", "-p", default="bf16-mixed", show_default=True,
-                 help="Recipe: fp32, amp-bf16, amp-fp16, bf16-mixed, fp16-mixed, bf16, fp8-mixed."),
-    click.option("--weights-dtype", help="Override the stored weights' dtype."),
-    click.option("--grads-dtype", help="Override the gradients' dtype (fp32: Megatron's 18 B/param)."),
-    click.option("--master-dtype", help="Override the master weights: fp32 or none (fp32 + master: 20 B/param)."),
-    click.option("--states-dtype", help="Override the optimizer states' dtype."),
-    click.option("--optimizer", "-o", default="adamw", show_default=True,
-                 help="adamw, adam, sgd, sgd-momentum, lion, adafactor, adamw-8bit."),
+    click.option("--precision", "-p", type=NAME, help="Recipe: fp32, amp-bf16, amp-fp16, bf16-mixed, fp16-mixed, "
+                                                      "bf16, fp8-mixed.  [default: bf16-mixed]"),
+    click.option("--weights-dtype", type=NAME, help="Override the stored weights' dtype."),
+    click.option("--grads-dtype", type=NAME, help="Override the gradients' dtype (fp32: Megatron's 18 B/param)."),
+    click.option("--master-dtype", type=NAME,
+                 help="Override the master weights: fp32 or none (fp32 + master: 20 B/param)."),
+    click.option("--states-dtype", type=NAME, help="Override the optimizer states' dtype."),
+    click.option("--optimizer", "-o", type=NAME, help="adamw, adam, sgd, sgd-momentum, lion, adafactor, adamw-8bit.  "
+                                                      "[default: adamw]"),
 )
 
-parallel_options = _stack(
-    click.option("--gpus", "-n", type=POSITIVE, default=1, show_default=True, help="Total GPUs."),
-    click.option("--gpus-per-node", type=POSITIVE, default=8, show_default=True),
-    click.option("--tp", type=POSITIVE, default=1, show_default=True, help="Tensor-parallel size."),
-    click.option("--pp", type=POSITIVE, default=1, show_default=True, help="Pipeline-parallel size."),
-    click.option("--sequence-parallel/--no-sequence-parallel", default=False, help="Megatron sequence parallelism."),
-    click.option("--virtual-stages", type=POSITIVE, default=1, show_default=True,
-                 help="Interleaved 1F1B model chunks per pipeline rank."),
-    click.option("--zero", "-z", type=click.IntRange(0, 3), default=0, show_default=True, help="ZeRO stage 0-3."),
-    click.option("--offload-optimizer", type=click.Choice(["none", "cpu", "nvme"]), default="none",
-                 show_default=True, help="ZeRO-Offload / ZeRO-Infinity optimizer offload."),
-    click.option("--offload-params", type=click.Choice(["none", "cpu", "nvme"]), default="none",
-                 show_default=True, help="Parameter offload (needs --zero 3)."),
-    click.option("--engine", type=click.Choice(["plain", "deepspeed", "megatron", "fsdp"]), default="plain",
-                 show_default=True, help="Accounting convention of a real engine."),
-)
+_SHORT = {"gpus": ("--gpus", "-n"), "zero": ("--zero", "-z"), "micro_batch": ("--micro-batch", "-b")}
+parallel_options = _stack(*(field_option(Layout, name, *_SHORT.get(name, ())) for name in
+                            ("gpus", "gpus_per_node", "tp", "pp", "cp", "ep", "etp", "sequence_parallel",
+                             "virtual_stages", "first_stage_layers", "last_stage_layers", "zero",
+                             "offload_optimizer", "offload_params", "engine")))
 
 workload_options = _stack(
-    click.option("--micro-batch", "-b", type=POSITIVE, default=1, show_default=True, help="Sequences per GPU step."),
-    click.option("--seq", "-s", type=POSITIVE, help="Sequence length (default: the model's max positions)."),
-    click.option("--grad-accum", type=POSITIVE, default=1, show_default=True, help="Gradient accumulation steps."),
-    click.option("--recompute", type=click.Choice(["none", "selective", "full"]), default="none", show_default=True,
-                 help="Activation recomputation."),
-    click.option("--attention", type=click.Choice(["eager", "sdpa", "flash"]), default="sdpa", show_default=True,
-                 help="Attention implementation."),
-    click.option("--implementation", default="hf", show_default=True,
-                 help="Activation accounting profile (profiles/implementations): hf, megatron, ..."),
+    field_option(Layout, "micro_batch", "--micro-batch", "-b"),
+    field_option(Workload, "seq", "--seq", "-s"),
+    field_option(Layout, "grad_accum"),
+    field_option(Layout, "recompute"),
+    field_option(Workload, "attention"),
+    field_option(Workload, "implementation", type=NAME),
 )
 
 training_options = _stack(model_argument, architecture_options, precision_options, parallel_options,
                           workload_options)
 
-gpu_option = click.option("--gpu", "-g", "gpu_name", help="GPU profile name (see `memplan gpus`), for the verdict.")
+gpu_option = click.option("--gpu", "-g", "gpu_name", type=NAME,
+                          help="GPU profile name (see `memplan gpus`), for the verdict.")
 units_option = click.option("--units", type=click.Choice(["GiB", "GB"], case_sensitive=False), default="GiB",
                             show_default=True, help="GiB = 2^30 bytes, GB = 10^9 bytes.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 
-TRAINING_KEYS = ("model", "precision", "weights_dtype", "grads_dtype", "master_dtype", "states_dtype", "optimizer",
-                 "gpus", "gpus_per_node", "tp", "pp", "sequence_parallel", "virtual_stages", "zero",
-                 "offload_optimizer", "offload_params", "engine", "micro_batch", "seq", "grad_accum", "recompute",
-                 "attention", "implementation", *ARCH_FLAGS)
-
 
 def pop_training_kwargs(kwargs: dict) -> dict:
-    """Split the training flags out of a command's kwargs (the rest are the command's own)."""
-    return {k: kwargs.pop(k) for k in TRAINING_KEYS if k in kwargs}
+    """Split the training flags out of a command's kwargs (the rest are the command's own); unset ones dropped."""
+    from memplan.setups import TRAINING_KEYS
 
-
-def _one_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return f"{loc}: {err['msg']}"
+    return {k: v for k in TRAINING_KEYS if k in kwargs for v in [kwargs.pop(k)] if v is not None}
 
 
 def build_setup(**kw):
-    """TrainingSetup from CLI keyword arguments (the names of the flags above)."""
-    from memplan.catalog import resolve_model
-    from memplan.spec.setup import TrainingSetup
-    from memplan.spec.training import Parallelism, Workload, get_optimizer, get_recipe
+    """TrainingSetup from CLI keyword arguments (memplan/setups.py training_setup)."""
+    from memplan.setups import training_setup
 
-    overrides = {field: kw.get(flag) for flag, field in ARCH_FLAGS.items()}
-    model = resolve_model(kw["model"], overrides)
-    recipe = get_recipe(kw.get("precision", "bf16-mixed"), weights=kw.get("weights_dtype"),
-                        gradients=kw.get("grads_dtype"), master_weights=kw.get("master_dtype"),
-                        optimizer_states=kw.get("states_dtype"))
-    try:
-        parallel = Parallelism(
-            gpus=kw.get("gpus", 1), gpus_per_node=kw.get("gpus_per_node", 8), tp=kw.get("tp", 1),
-            pp=kw.get("pp", 1), sequence_parallel=kw.get("sequence_parallel", False),
-            virtual_stages=kw.get("virtual_stages", 1), zero=kw.get("zero", 0),
-            offload_optimizer=kw.get("offload_optimizer", "none"), offload_params=kw.get("offload_params", "none"),
-            engine=kw.get("engine", "plain"))
-        workload = Workload(micro_batch=kw.get("micro_batch", 1), seq=kw.get("seq"), grad_accum=kw.get("grad_accum", 1),
-                            recompute=kw.get("recompute", "none"), attention=kw.get("attention", "sdpa"),
-                            implementation=kw.get("implementation", "hf"))
-        return TrainingSetup(model=model, recipe=recipe, optimizer=get_optimizer(kw.get("optimizer", "adamw")),
-                             parallel=parallel, workload=workload)
-    except ValidationError as exc:
-        raise MemplanError(_one_line(exc)) from None
+    kw = {k: v for k, v in kw.items() if v is not None}
+    return training_setup(kw.pop("model"), **kw)
 
 
 def resolve_gpu(name: str | None):
-    if not name:
-        return None
-    from memplan.catalog import get_gpu
+    from memplan.setups import resolve_gpu as _resolve
 
-    return get_gpu(name)
+    return _resolve(name)
 
 
 def resolve_gpu_for_device(name: str | None, device: str, progress: Callable[[str], None]):

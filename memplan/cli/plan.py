@@ -4,8 +4,10 @@ from __future__ import annotations
 import click
 from tabulate import tabulate
 
+from memplan.cli.checks import check_flag_combinations
 from memplan.cli.options import build_setup, json_option, pop_training_kwargs, resolve_gpu, training_options
 from memplan.cli.time import _tokens, efficiency_options
+from memplan.cli.types import NAME, SIZE, BoundedInt
 from memplan.results.plan import PlanResult
 from memplan.spec.units import format_bytes, format_count
 
@@ -16,19 +18,20 @@ PINNABLE = ("tp", "pp", "zero", "offload_optimizer", "offload_params", "micro_ba
 
 @click.command("plan")
 @training_options
-@click.option("--gpu", "-g", "gpu_name", required=True, help="GPU profile name (see `memplan gpus`).")
-@click.option("--global-batch", "-B", type=click.IntRange(min=1), required=True, help="Sequences per optimizer step.")
+@click.option("--gpu", "-g", "gpu_name", type=NAME, required=True, help="GPU profile name (see `memplan gpus`).")
+@click.option("--global-batch", "-B", type=BoundedInt(1, "batch"), required=True, help="Sequences per optimizer step.")
 @click.option("--by", type=click.Choice(["time", "cost"]), default="time", show_default=True,
               help="Rank by step time, or by GPU-seconds per step (cost; differs when GPU counts differ).")
-@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Candidates to show.")
+@click.option("--top", type=BoundedInt(1, "repeat"), default=5, show_default=True, help="Candidates to show.")
 @click.option("--min-gpus", is_flag=True, help="Find the fewest GPUs on which any strategy fits, then rank there.")
-@click.option("--max-gpus", type=click.IntRange(min=1), default=4096, show_default=True,
+@click.option("--max-gpus", type=BoundedInt(1, "gpus"), default=4096, show_default=True,
               help="With --min-gpus: give up above this many GPUs. Without: also try doubling --gpus up to this.")
 @click.option("--scale", is_flag=True, help="Also try 2x, 4x, ... --gpus up to --max-gpus (useful with --by cost).")
-@click.option("--max-micro-batch", type=click.IntRange(min=1), help="Largest micro-batch to consider.")
-@click.option("--cpu-memory", help="CPU RAM per node (e.g. 1TB, 2TiB): offload layouts that need more are dropped.")
-@click.option("--tokens", "-t", help="Tokens for days/cost (default: 20 per parameter, Chinchilla).")
-@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps for days/cost.")
+@click.option("--max-micro-batch", type=BoundedInt(1, "batch"), help="Largest micro-batch to consider.")
+@click.option("--cpu-memory", type=SIZE,
+              help="CPU RAM per node (e.g. 1TB, 2TiB): offload layouts that need more are dropped.")
+@click.option("--tokens", "-t", type=NAME, help="Tokens for days/cost (default: 20 per parameter, Chinchilla).")
+@click.option("--steps", type=BoundedInt(1, "steps"), help="Optimizer steps for days/cost.")
 @efficiency_options
 @json_option
 def plan_command(**kwargs) -> None:
@@ -55,19 +58,20 @@ def plan_command(**kwargs) -> None:
     ctx = click.get_current_context()
     pinned = {k: kwargs[k] for k in PINNABLE
               if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-    setup = build_setup(**pop_training_kwargs(kwargs))
-    gpus = [setup.parallel.gpus]
+    training = pop_training_kwargs(kwargs)
+    check_flag_combinations(training, pp_searched="pp" not in pinned)
+    setup = build_setup(**training)
+    gpus = [setup.layout.gpus]
     if opts.pop("scale"):
         while gpus[-1] * 2 <= opts["max_gpus"]:
             gpus.append(gpus[-1] * 2)
     from memplan.perf.plan import plan
-    from memplan.spec.units import parse_bytes
 
-    cpu = opts.pop("cpu_memory")
+    cpu = opts.pop("cpu_memory")  # bytes (memplan.cli.types.ByteSize)
 
     result = plan(setup, gpu, gpus=gpus, cpu_bandwidth_gbps=opts.pop("cpu_bandwidth"),
                   tokens=_tokens(opts.pop("tokens")),
-                  cpu_memory_bytes=parse_bytes(cpu) if cpu else None, fixed=pinned or None,
+                  cpu_memory_bytes=cpu, fixed=pinned or None,
                   progress=lambda msg: click.echo(msg, err=True), **opts)
     click.echo(result.model_dump_json(indent=2) if as_json else plan_table(result))
 

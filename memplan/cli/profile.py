@@ -10,19 +10,13 @@ from datetime import datetime, timezone
 
 import click
 
+from memplan.cli.checks import check_flag_combinations
 from memplan.cli.distributed_opts import distributed_options
 from memplan.cli.options import (build_setup, gpu_option, json_option, pop_training_kwargs,
                                  resolve_gpu_for_device,
                                  training_options, units_of, units_option)
+from memplan.cli.types import PATH, BoundedInt, NonEmptyText
 from memplan.errors import MemplanError
-
-
-def _need_torch():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise MemplanError("memplan profile needs torch: `pip install torch` (and `pip install memplan[profile]`)") \
-            from None
 
 
 def _progress(msg: str) -> None:
@@ -37,18 +31,19 @@ def _progress(msg: str) -> None:
                    "no memory). Default: cuda if torch sees one, else fake.")
 @click.option("--model-source", type=click.Choice(["hf", "reference"]), default="hf", show_default=True,
               help="Build the model with Hugging Face transformers or memplan's reference decoder (random weights).")
-@click.option("--factory", metavar="MODULE:FUNCTION", help="Build the model with your function (returns nn.Module).")
+@click.option("--factory", type=NonEmptyText("MODULE:FUNCTION"), metavar="MODULE:FUNCTION",
+              help="Build the model with your function (returns nn.Module).")
 @click.option("--optimizer-impl", type=click.Choice(["for-loop", "foreach", "fused"]), default=None,
               help="torch.optim implementation (default: torch's choice for the device; recorded).")
-@click.option("--warmup-steps", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--timed-steps", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--warmup-steps", type=BoundedInt(1, "repeat"), default=1, show_default=True)
+@click.option("--timed-steps", type=BoundedInt(1, "repeat"), default=5, show_default=True,
               help="cuda: steps timed with CUDA events (median).")
-@click.option("--out", is_flag=False, flag_value="auto", default=None, metavar="[PATH]",
+@click.option("--out", type=PATH, is_flag=False, flag_value="auto", default=None, metavar="[PATH]",
               help="Save a schema-versioned JSON record (no PATH: a new file under profiles/runs/ of a source "
                    "checkout, else ./memplan-runs/).")
 @click.option("--force", is_flag=True, help="Overwrite --out/--plot files that exist.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="PNG: timeline and categories vs GPU capacity.")
-@click.option("--snapshot", type=click.Path(dir_okay=False), help="cuda: allocator snapshot (pytorch.org/memory_viz).")
+@click.option("--plot", type=PATH, help="PNG: timeline and categories vs GPU capacity.")
+@click.option("--snapshot", type=PATH, help="cuda: allocator snapshot (pytorch.org/memory_viz).")
 @click.option("--find-max-batch", is_flag=True, help="Bisect the largest micro-batch that runs (cuda: until OOM; "
                                                      "cpu/fake: until the peak exceeds --gpu's memory).")
 @distributed_options
@@ -58,6 +53,7 @@ def profile_command(**kwargs) -> None:
     """Measure a steady-state training step of MODEL and compare it with `memplan estimate`.
 
     MODEL as for estimate: a built-in profile, a config.json, or a count with --layers/--hidden/... flags.
+    An out-of-memory at any phase is a result: what was measured, the phase, and a record with "oom": true.
     """
     if kwargs["nproc"] is not None or kwargs["strategy"] is not None or kwargs["mixed_precision"] is not None:
         from memplan.cli.distributed_opts import run_distributed
@@ -68,30 +64,37 @@ def profile_command(**kwargs) -> None:
     impl, warmup, timed = kwargs.pop("optimizer_impl"), kwargs.pop("warmup_steps"), kwargs.pop("timed_steps")
     out, force, plot, snapshot = kwargs.pop("out"), kwargs.pop("force"), kwargs.pop("plot"), kwargs.pop("snapshot")
     find_max = kwargs.pop("find_max_batch")
-    setup = build_setup(**pop_training_kwargs(kwargs))
-    from pathlib import Path
+    training = pop_training_kwargs(kwargs)
+    check_flag_combinations(training)
+    setup = build_setup(**training)
+    if find_max and (out or plot or snapshot):
+        raise MemplanError("--find-max-batch prints the largest micro-batch; it writes no --out/--plot/--snapshot "
+                           "(profile that micro-batch afterwards to record it)")
+    from memplan.cli.preflight import check_device, check_outputs, need_torch, need_transformers
 
-    for path in (out, plot):  # fail before minutes of measurement, not after
-        if path and path != "auto" and Path(path).exists() and not force:
-            raise MemplanError(f"{path} exists; pass --force to overwrite it or choose another path")
-    _need_torch()
-    import torch
+    check_outputs(out, plot, snapshot, force)  # before minutes of measurement, not after
 
-    from memplan.measure.runner import find_max_micro_batch, measure_training_step
-
+    torch = need_torch("memplan profile")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "fake"
         _progress(f"device {device}" + ("" if device == "cuda" else " (torch sees no CUDA device)"))
+    check_device(torch, device)
     if snapshot and device != "cuda":
         raise MemplanError("--snapshot records the CUDA caching allocator; it needs --device cuda")
+    if source == "hf" and not factory:
+        need_transformers("memplan profile")
     gpu = resolve_gpu_for_device(gpu_name, device, _progress)
     if factory:
         from memplan.measure.models import load_factory
 
         load_factory(factory)  # a bad MODULE:FUNCTION fails here, before anything is built
     model_source = factory or source
-    cuda_options = {"timed_steps": timed, "snapshot": snapshot} if device == "cuda" else None
+    _refuse_what_cannot_run(setup, device, torch, smallest_batch=find_max)
 
+    from memplan.measure.runner import find_max_micro_batch, measure_training_step
+
+    cuda_options = {"timed_steps": timed, "snapshot": snapshot, "snapshot_force": force} if device == "cuda" \
+        else None
     if find_max:
         capacity = None
         if device != "cuda":
@@ -114,6 +117,11 @@ def profile_command(**kwargs) -> None:
     # estimate the step that ran: the optimizer implementation torch picked (or --optimizer-impl) decides the
     # optimizer step's temporaries; cpu/fake runs keep what PyTorch's CPU kernels keep (dropout masks, norm stats)
     est = estimate_memory(measured.setup or setup, gpu, kernels="cuda" if device == "cuda" else "cpu")
+    if measured.oom:
+        from memplan.spec.units import format_bytes
+
+        _progress(f"OUT OF MEMORY during {measured.oom_phase} (measured so far: peak "
+                  f"{format_bytes(measured.peak_allocated, units)}): {measured.oom_message}")
     if out:
         _save_record(out, force, measured, est, gpu)
     if plot:
@@ -126,6 +134,20 @@ def profile_command(**kwargs) -> None:
         click.echo(profile_table(measured, est, units))
 
 
+def _refuse_what_cannot_run(setup, device: str, torch, smallest_batch: bool) -> None:
+    """A step whose estimated peak is far above the memory it would run in is refused before building it."""
+    from memplan.cli.preflight import check_profile_size, device_memory_bytes
+    from memplan.memory.estimate import estimate_memory
+
+    probe = setup
+    if smallest_batch:  # --find-max-batch starts from one sequence
+        probe = setup.model_copy(update={"layout": setup.layout.replace(micro_batch=1)})
+    peak = None
+    if setup.model.architecture is not None:
+        peak = estimate_memory(probe, kernels="cuda" if device == "cuda" else "cpu").per_gpu.peak_allocated
+    check_profile_size(probe, device, peak, device_memory_bytes(torch, device), warn=_progress)
+
+
 def _save_record(out: str, force: bool, measured, est, gpu) -> None:
     from memplan.catalog import runs_dir
     from memplan.report.files import timestamped_path, write_new_file
@@ -134,14 +156,15 @@ def _save_record(out: str, force: bool, measured, est, gpu) -> None:
 
     record = ProfileRecord(
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), measured=measured,
-        estimated=est.model_dump(mode="json"), error_percent=error_percent(est.per_gpu.peak_allocated,
-                                                                             measured.peak_allocated),
-        gpu=gpu.name if gpu else None, host=platform.node())
+        estimated=est.model_dump(mode="json"),
+        # a step cut short by an out-of-memory has no peak to compare with
+        error_percent=None if measured.oom else error_percent(est.per_gpu.peak_allocated, measured.peak_allocated),
+        gpu=gpu.name if gpu else None, host=platform.node(), oom=measured.oom)
+    auto = out == "auto"
     path = (timestamped_path(runs_dir(), measured.model, measured.device, measured.recipe,
-                             f"b{measured.micro_batch}")
-            if out == "auto" else out)
-    written = write_new_file(path, record.model_dump_json(indent=2) + "\n", force=force)
-    _progress(f"record written to {written}")
+                             f"b{measured.micro_batch}") if auto else out)
+    written = write_new_file(path, record.model_dump_json(indent=2) + "\n", force=force and not auto, unique=auto)
+    _progress(f"record written to {written}" + (" (oom: true)" if measured.oom else ""))
 
 
 def _print_max_batch(best: int, tried, capacity: int | None, as_json: bool, units) -> None:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
+from memplan.cli.checks import check_flag_combinations
 from memplan.cli.options import build_setup, json_option, pop_training_kwargs, resolve_gpu, training_options
+from memplan.cli.types import FRACTION, NAME, NON_NEGATIVE_FLOAT, PATH, POSITIVE_FLOAT, BoundedInt
 from memplan.results.time import TimeEstimate
 from memplan.spec.units import format_bytes, format_count, parse_count
 
@@ -15,20 +17,23 @@ def _tokens(text: str | None) -> float | None:
 def efficiency_options(f):
     """--mfu / --achieved-tflops / --measured / --overlap / links / --price: shared by time and plan."""
     for opt in reversed([
-        click.option("--mfu", type=float, help="Compute efficiency: the fraction of the dense peak the step's "
+        click.option("--mfu", type=FRACTION, help="Compute efficiency: the fraction of the dense peak the step's "
                                                "FLOPs run at (default: the GPU profile's, per generation)."),
-        click.option("--achieved-tflops", type=float, help="Sustained TFLOP/s per GPU (hardware FLOPs, "
+        click.option("--achieved-tflops", type=POSITIVE_FLOAT, help="Sustained TFLOP/s per GPU (hardware FLOPs, "
                                                            "recompute included); sets the efficiency."),
-        click.option("--measured", type=click.Path(dir_okay=False),
+        click.option("--measured", type=PATH,
                      help="A `memplan profile` record (cuda): use its measured TFLOP/s as the efficiency."),
         click.option("--overlap", type=click.Choice(["none", "dp", "all"]), default="dp", show_default=True,
                      help="What communication overlaps compute: none; dp = gradient reduction during backward; "
                           "all = everything, up to compute time."),
-        click.option("--interconnect", help="Intra-node link profile (default: the GPU's), e.g. nvlink4, pcie4."),
-        click.option("--internode", help="Inter-node link profile (default: the GPU's), e.g. infiniband-ndr."),
-        click.option("--cpu-bandwidth", type=float, default=200.0, show_default=True,
+        click.option("--interconnect", type=NAME,
+                     help="Intra-node link profile (default: the GPU's), e.g. nvlink4, pcie4."),
+        click.option("--internode", type=NAME,
+                     help="Inter-node link profile (default: the GPU's), e.g. infiniband-ndr."),
+        click.option("--cpu-bandwidth", type=POSITIVE_FLOAT, default=200.0, show_default=True,
                      help="Host memory GB/s per node, for the CPU optimizer step of offload layouts."),
-        click.option("--price", type=float, help="USD per GPU-hour (default: the GPU profile's labelled price)."),
+        click.option("--price", type=NON_NEGATIVE_FLOAT,
+                     help="USD per GPU-hour (default: the GPU profile's labelled price)."),
         click.option("--causal-flops", is_flag=True,
                      help="Count attention FLOPs over the causal half only (default: full, as PaLM/Megatron)."),
     ]):
@@ -38,10 +43,10 @@ def efficiency_options(f):
 
 @click.command("time")
 @training_options
-@click.option("--gpu", "-g", "gpu_name", required=True, help="GPU profile name (see `memplan gpus`).")
-@click.option("--tokens", "-t", help="Tokens to train on: 300B, 1.4T, 2e11.")
-@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps (with --global-batch).")
-@click.option("--global-batch", "-B", type=click.IntRange(min=1),
+@click.option("--gpu", "-g", "gpu_name", type=NAME, required=True, help="GPU profile name (see `memplan gpus`).")
+@click.option("--tokens", "-t", type=NAME, help="Tokens to train on: 300B, 1.4T, 2e11.")
+@click.option("--steps", type=BoundedInt(1, "steps"), help="Optimizer steps (with --global-batch).")
+@click.option("--global-batch", "-B", type=BoundedInt(1, "batch"),
               help="Sequences per optimizer step; sets gradient accumulation = B / (micro-batch x dp).")
 @efficiency_options
 @json_option
@@ -58,7 +63,9 @@ def time_command(**kwargs) -> None:
     opts = {k: kwargs.pop(k) for k in ("tokens", "steps", "global_batch", "mfu", "achieved_tflops", "measured",
                                        "overlap", "interconnect", "internode", "price", "causal_flops",
                                        "cpu_bandwidth")}
-    setup = build_setup(**pop_training_kwargs(kwargs))
+    training = pop_training_kwargs(kwargs)
+    check_flag_combinations(training)
+    setup = build_setup(**training)
     from memplan.perf.time import estimate_time
 
     est = estimate_time(setup, gpu, tokens=_tokens(opts["tokens"]), steps=opts["steps"],

@@ -14,9 +14,29 @@ from datetime import datetime, timezone
 
 import torch
 
+from memplan.measure.oom import first_line, is_out_of_memory
 from memplan.results.profile import BandwidthBench, BenchResult, MatmulBench
 
 _L2_FLUSH_BYTES = 256 * 2**20  # larger than any current GPU's L2 (H100: 50 MB, B200: 126 MB)
+DEFAULT_SIZE = {"cuda": 8192, "cpu": 1024}
+DEFAULT_COPY_BYTES = {"cuda": 2 * 2**30, "cpu": 256 * 2**20}
+
+
+def default_size(device: str) -> int:
+    return DEFAULT_SIZE["cuda" if device == "cuda" else "cpu"]
+
+
+def flush_bytes(device: str) -> int:
+    """The L2-flush buffer held through the matmuls (cuda only)."""
+    return _L2_FLUSH_BYTES if device == "cuda" else 0
+
+
+def default_copy_bytes(device: str, memory_bytes: int | None = None) -> int:
+    """The copy benchmark's buffer size: 2 GiB on cuda, 256 MiB on cpu, at most 1/8 of the memory (src + dst)."""
+    nbytes = DEFAULT_COPY_BYTES["cuda" if device == "cuda" else "cpu"]
+    if memory_bytes:
+        nbytes = min(nbytes, max(2**20, memory_bytes // 8))
+    return nbytes
 
 
 def _timer(device: str):
@@ -99,36 +119,52 @@ def run_bench(device: str | None = None, dtypes: tuple[str, ...] = ("fp32", "tf3
     say = progress or (lambda _m: None)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     notes: list[str] = []
+    n = n or default_size(device)
+    copy_bytes = copy_bytes or default_copy_bytes(device)
     if device == "cuda":
         name = torch.cuda.get_device_name()
-        n = n or 8192
-        copy_bytes = copy_bytes or 2 * 2**30
-        flush = torch.empty(_L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda")
     else:
         import platform
 
         name = platform.processor() or platform.machine() or "cpu"
-        n = n or 1024
-        copy_bytes = copy_bytes or 256 * 2**20
-        flush = None
         notes.append(f"measured the CPU ({torch.get_num_threads()} threads), not a GPU: no tensor cores, no L2 flush")
-    results = []
-    for dtype in dtypes:
-        if dtype == "fp8" and not fp8_supported(device):
-            notes.append("fp8 skipped: needs a cuda device with compute capability >= 8.9")
-            continue
-        if dtype == "tf32" and device != "cuda":
-            continue
-        say(f"matmul {dtype} n={n}")
-        seconds, tflops = matmul_bench(dtype, device, n, repeats=repeats, flush=flush)
-        peak = gpu.peak_tflops.get(dtype) if gpu is not None and device == "cuda" else None
-        results.append(MatmulBench(dtype=dtype, n=n, repeats=repeats, median_seconds=seconds, achieved_tflops=tflops,
-                                   peak_tflops=peak, fraction_of_peak=tflops / peak if peak else None))
-    say(f"copy {copy_bytes / 2**20:.0f} MiB")
-    seconds, gbps = copy_bench(device, copy_bytes, repeats=repeats)
-    peak_bw = gpu.memory_bandwidth_gbps if gpu is not None and device == "cuda" else None
-    bandwidth = BandwidthBench(bytes_copied=copy_bytes, median_seconds=seconds, achieved_gbps=gbps, peak_gbps=peak_bw,
-                               fraction_of_peak=gbps / peak_bw if peak_bw else None)
+    results: list[MatmulBench] = []
+    bandwidth = None
+    oom: tuple[str, str] | None = None
+    phase = "L2-flush buffer"
+    # an out-of-memory is a result: what was measured before it, and where it happened
+    try:
+        flush = torch.empty(_L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda") if device == "cuda" else None
+        for dtype in dtypes:
+            if dtype == "fp8" and not fp8_supported(device):
+                notes.append("fp8 skipped: needs a cuda device with compute capability >= 8.9")
+                continue
+            if dtype == "tf32" and device != "cuda":
+                continue
+            phase = f"matmul {dtype} n={n}"
+            say(phase)
+            seconds, tflops = matmul_bench(dtype, device, n, repeats=repeats, flush=flush)
+            peak = gpu.peak_tflops.get(dtype) if gpu is not None and device == "cuda" else None
+            results.append(MatmulBench(dtype=dtype, n=n, repeats=repeats, median_seconds=seconds,
+                                       achieved_tflops=tflops, peak_tflops=peak,
+                                       fraction_of_peak=tflops / peak if peak else None))
+        flush = None
+        phase = f"copy {copy_bytes / 2**20:.0f} MiB"
+        say(phase)
+        seconds, gbps = copy_bench(device, copy_bytes, repeats=repeats)
+        peak_bw = gpu.memory_bandwidth_gbps if gpu is not None and device == "cuda" else None
+        bandwidth = BandwidthBench(bytes_copied=copy_bytes, median_seconds=seconds, achieved_gbps=gbps,
+                                   peak_gbps=peak_bw, fraction_of_peak=gbps / peak_bw if peak_bw else None)
+    except Exception as exc:  # noqa: BLE001 - only an out-of-memory is a result
+        if not is_out_of_memory(exc):
+            raise
+        oom = (phase, first_line(exc))
+    if oom is not None:
+        flush = None
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        notes.append(f"out of memory during {oom[0]}: the measurements after it were not made")
     return BenchResult(created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), device=device,
                        device_name=name, gpu_profile=gpu.name if gpu is not None and device == "cuda" else None,
-                       torch_version=torch.__version__, matmul=results, bandwidth=bandwidth, notes=notes)
+                       torch_version=torch.__version__, matmul=results, bandwidth=bandwidth, oom=oom is not None,
+                       oom_phase=oom[0] if oom else None, oom_message=oom[1] if oom else None, notes=notes)

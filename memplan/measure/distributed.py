@@ -56,12 +56,13 @@ from memplan.measure.tracker import FORWARD, StorageTracker, _Entry
 from memplan.memory import shard_layout
 from memplan.results.distributed import (COMPARED, DistributedProfile, RankEstimated, RankMeasured, RankResult)
 from memplan.spec.setup import TrainingSetup
-from memplan.spec.training import DType, Parallelism
+from memplan.spec.layout import Layout
+from memplan.spec.training import DType
 
 STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
 # strategy -> (estimate engine, ZeRO stage): the memplan convention whose per-GPU figures a rank is compared with
 ESTIMATE_CONVENTION = {"ddp": ("plain", 0), "zero1": ("plain", 1), "zero2": ("fsdp", 2), "zero3": ("fsdp", 3)}
-DDP_BUCKET_CAP_MB = 25  # torch.nn.parallel.DistributedDataParallel default
+DDP_BUCKET_CAP_MB = 25  # torch.nn.layout.DistributedDataParallel default
 ESTIMATE_BUCKET_LINES = ("DDP gradient buckets", "ZeRO reduce bucket")  # memory/overheads.py component names
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -92,7 +93,7 @@ def check_request(req: DistributedRequest) -> None:
         raise MemplanError(did_you_mean(req.strategy, STRATEGIES, "strategy"))
     if req.device not in ("cpu", "cuda", "fake"):
         raise MemplanError(f"--device {req.device!r}: use cuda, cpu or fake")
-    p = s.parallel
+    p = s.layout
     if p.tp != 1 or p.pp != 1 or p.offload_optimizer != "none" or p.offload_params != "none":
         raise MemplanError("multi-rank profile runs data parallelism only: drop --tp/--pp/--offload-*")
     if s.lora is not None:
@@ -132,8 +133,8 @@ def check_request(req: DistributedRequest) -> None:
 def strategy_setup(setup: TrainingSetup, strategy: str, world: int) -> TrainingSetup:
     """The setup `memplan estimate` is given for this strategy's per-GPU figures."""
     engine, zero = ESTIMATE_CONVENTION[strategy]
-    parallel = Parallelism(gpus=world, gpus_per_node=setup.parallel.gpus_per_node, zero=zero, engine=engine)
-    return setup.model_copy(update={"parallel": parallel})
+    parallel = Layout(gpus=world, gpus_per_node=setup.layout.gpus_per_node, zero=zero, engine=engine)
+    return setup.model_copy(update={"layout": parallel})
 
 
 def estimate_flags(strategy: str, world: int) -> str:
@@ -316,10 +317,10 @@ class _RankStep:
         store = r.master_weights if (mixed and r.master_weights is not None) else r.weights
         torch.manual_seed(req.seed)  # the same initial weights on every rank and for every strategy
         with torch.device(tdev):
-            self.built = build_model(s.model, req.model_source, w.attention, w.recompute, dtype=TORCH_DTYPES[store])
+            self.built = build_model(s.model, req.model_source, w.attention, s.layout.recompute, dtype=TORCH_DTYPES[store])
         m = self.built.module
         m.train()
-        if w.recompute == "full" and self.built.source == "hf":
+        if s.layout.recompute == "full" and self.built.source == "hf":
             m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.base = m
         blocks = _blocks(m, s.model.arch.n_layers if s.model.architecture else 0)
@@ -352,7 +353,7 @@ class _RankStep:
             self.impl = req.optimizer_impl or default_optimizer_impl(params)
             self.optimizer = make_optimizer(name, params, self.impl)
         else:
-            from torch.nn.parallel import DistributedDataParallel as DDP
+            from torch.nn.layout import DistributedDataParallel as DDP
 
             ids = [tdev.index] if tdev.type == "cuda" else None
             self.model = DDP(m, device_ids=ids, bucket_cap_mb=DDP_BUCKET_CAP_MB)
@@ -375,7 +376,7 @@ class _RankStep:
         gen_seed = req.seed * 1_000_003 + 1 + rank
         torch.manual_seed(gen_seed)
         with torch.device(tdev):
-            self.input_ids = torch.randint(0, self.built.vocab_size, (w.micro_batch, s.seq))
+            self.input_ids = torch.randint(0, self.built.vocab_size, (s.layout.micro_batch, s.seq))
         self._phases: _Phases | None = None
         self.grad_bytes = 0
         if self.built.lm_head is not None:
@@ -558,6 +559,9 @@ def _write_atomic(path: str, text: str) -> None:
 
 
 def _spawn_entry(local_rank: int, world: int, port: int, payload: list[str], out_dir: str) -> None:
+    from memplan import interrupt
+
+    interrupt.install()  # a terminal's Ctrl-C reaches every rank: each leaves quietly, as the parent does
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
                       LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
     requests = [DistributedRequest.model_validate_json(p) for p in payload]

@@ -165,14 +165,14 @@ class Block(nn.Module):
         if not self.shared_norm:
             self.norm2 = _norm(a)
         self.mlp = MLP(a)
-        self.parallel = a.parallel_residual or self.shared_norm
+        self.layout = a.parallel_residual or self.shared_norm
         self.p_drop = a.hidden_dropout
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.p_drop) if self.p_drop and self.training else x
 
     def forward(self, x, cos, sin):
-        if self.parallel:  # GPT-J / NeoX / Falcon: x + attn(ln(x)) + mlp(ln'(x))
+        if self.layout:  # GPT-J / NeoX / Falcon: x + attn(ln(x)) + mlp(ln'(x))
             h1 = self.norm1(x)
             h2 = h1 if self.shared_norm else self.norm2(x)
             return x + self._drop(self.attn(h1, cos, sin)) + self._drop(self.mlp(h2))

@@ -106,7 +106,7 @@ class _Step:
                                "is measured only with fp32 master weights (Megatron's fp32 main_grad)")
         if r.master_weights not in (None, DType.fp32):
             raise MemplanError(f"recipe {r.name}: master weights must be fp32 or none to be measured")
-        if setup.parallel.gpus > 1:
+        if setup.layout.gpus > 1:
             raise MemplanError("profile measures one device; use --gpus 1 (multi-GPU runs: measure/distributed.py)")
         if setup.lora is not None:
             raise MemplanError("profile does not measure LoRA yet; drop --lora")
@@ -117,20 +117,20 @@ class _Step:
         self.autocast = r.autocast
         torch.manual_seed(seed)
         with torch.device(self.torch_device):
-            self.built: BuiltModel = build_model(setup.model, model_source, w.attention, w.recompute,
+            self.built: BuiltModel = build_model(setup.model, model_source, w.attention, setup.layout.recompute,
                                                  dtype=weight_dtype)
         m = self.built.module
         m.train()
-        if w.recompute == "full" and self.built.source == "hf":
+        if setup.layout.recompute == "full" and self.built.source == "hf":
             # every layer, non-reentrant torch.utils.checkpoint (transformers 5 renamed the method)
             if hasattr(m, "activation_checkpointing_enable"):
                 m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif w.recompute == "selective" and self.built.source != "reference":
+        elif setup.layout.recompute == "selective" and self.built.source != "reference":
             raise MemplanError("--recompute selective is measured with --model-source reference only "
                                "(it checkpoints the attention core); use full, or the reference model")
-        elif w.recompute == "full" and self.built.source.startswith("factory"):
+        elif setup.layout.recompute == "full" and self.built.source.startswith("factory"):
             raise MemplanError("--recompute full with --factory: enable checkpointing inside your factory and "
                                "pass --recompute none")
         params = [p for p in m.parameters() if p.requires_grad]
@@ -145,7 +145,7 @@ class _Step:
         else:
             inner = make_optimizer(name, params, self.optimizer_impl)
             self.optimizer = ScaledOptimizer(inner, self.scaler) if self.scaler else inner
-        self.batch, self.seq = w.micro_batch, setup.seq
+        self.batch, self.seq = setup.layout.micro_batch, setup.seq
         vocab = self.built.vocab_size
         with torch.device(self.torch_device):
             self.input_ids = torch.randint(0, vocab, (self.batch, self.seq))
@@ -301,7 +301,7 @@ def _result(setup, device, step: _Step, tracker: StorageTracker, cuda, oom, note
     return MeasuredStep(
         model=setup.model.name, parameters=module_parameters(step.built.module), device=device,
         model_source=step.built.source, recipe=setup.recipe.name, optimizer=setup.optimizer.name,
-        optimizer_impl=step.optimizer_impl, micro_batch=w.micro_batch, seq=step.seq, recompute=w.recompute,
+        optimizer_impl=step.optimizer_impl, micro_batch=setup.layout.micro_batch, seq=step.seq, recompute=setup.layout.recompute,
         attention=w.attention, torch_version=torch.__version__, transformers_version=tf_version,
         peak_allocated=peak, tracked_peak=tracker.peak, peak_phase=tracker.peak_phase or (oom[0] if oom else "forward"),
         phases=phases, activations_at_backward_start=tracker.activations_at_backward_start,

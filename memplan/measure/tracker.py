@@ -168,6 +168,11 @@ class StorageTracker(TorchDispatchMode):
             self.peak_phase = self.phase
             self.peak_bytes = self._snapshot()
 
+    def alive_as_peak(self, phase: str) -> None:
+        """After an out-of-memory outside the measured step: report what is alive as the peak (a lower bound)."""
+        self.set_phase(phase)
+        self.peak, self.peak_phase, self.peak_bytes = self.total, phase, self._snapshot()
+
     def phase_results(self) -> list[PhasePeak]:
         return [PhasePeak(name=name, peak_bytes=peak, bytes=snap) for name, (peak, snap) in self.phase_peaks.items()]
 

@@ -11,20 +11,33 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from memplan.errors import MemplanError
-from memplan.memory.implementations import ImplementationProfile, Kernels, Mode, Tensor, evaluate, get_implementation
+from memplan.memory.implementations import (ImplementationProfile, Kernels, Mode, Tensor, evaluate,
+                                            get_implementation, traced_implementation)
 from memplan.memory.lora import lora_activation_adjustment
-from memplan.spec.model import Architecture
+from memplan.spec.model import LayerGroup, LayerSpec, Model
 from memplan.spec.setup import TrainingSetup
 from memplan.spec.training import DType, Recipe
 
 
 class Line(BaseModel):
-    """One row of the activation breakdown (bytes per GPU)."""
+    """One row of the activation breakdown (bytes per GPU; layer rows per layer and micro-batch)."""
 
     region: str
     name: str
     bytes: int
     note: str = ""
+    layers: int = 0  # layer rows: how many layers of the stage keep this per micro-batch
+
+
+class LayerActivations(BaseModel):
+    """One layer group of the stage, per layer and micro-batch."""
+
+    kind: str
+    count: int
+    kept: int  # kept for backward (the checkpoint only, under full recompute)
+    full: int  # kept without recompute (what a recomputed layer holds during its backward)
+    forward: int  # transients inside its forward, on top of what it saves
+    backward: int  # transients inside its backward (gradients of activations in flight)
 
 
 class Activations(BaseModel):
@@ -33,24 +46,54 @@ class Activations(BaseModel):
     mode: str
     layers: int  # transformer layers on this stage
     in_flight: float  # micro-batches whose activations the stage holds at once (x interleave factor)
-    layer: int  # kept per layer and micro-batch (the checkpoint only, under full recompute)
-    layer_full: int  # kept per layer without recompute (what a recomputed layer holds during its backward)
+    groups: list[LayerActivations]
     embedding: int
     head: int
     forward_only: int
     loss_forward: int
     loss_backward: int
-    layer_forward: int
-    layer_backward: int
     inputs: int
     lines: list[Line]
     notes: list[str] = []
     dequant_temporary: int = 0  # QLoRA: one dequantised base weight, in layer_forward and layer_backward too
+    implementation: str = ""
+
+    @property
+    def layers_kept(self) -> int:
+        """Kept by all layers of the stage for one micro-batch."""
+        return sum(g.count * g.kept for g in self.groups)
 
     @property
     def saved(self) -> int:
         """Everything kept for backward at the start of backward."""
-        return int(self.in_flight * self.layers * self.layer) + self.embedding + self.head
+        return int(self.in_flight * self.layers_kept) + self.embedding + self.head
+
+    @property
+    def layer(self) -> int:
+        """Kept per layer and micro-batch by the stage's first layer group (all layers, for a uniform model)."""
+        return self.first_layer_kept
+
+    @property
+    def first_layer_kept(self) -> int:
+        """The stage's first layer: the last whose saved tensors backward frees."""
+        return self.groups[0].kept if self.groups else 0
+
+    @property
+    def recompute_extra(self) -> int:
+        """A recomputed layer holds its full activations during its own backward, beyond what it kept."""
+        return max((g.full - g.kept for g in self.groups), default=0)
+
+    @property
+    def layer_forward(self) -> int:
+        return max((g.forward for g in self.groups), default=0) + self.dequant_temporary
+
+    @property
+    def layer_backward(self) -> int:
+        return max((g.backward for g in self.groups), default=0) + self.dequant_temporary
+
+    @property
+    def layer_full(self) -> int:
+        return max((g.full for g in self.groups), default=0)
 
 
 def precision_mode(recipe: Recipe) -> Mode:
@@ -62,37 +105,62 @@ def precision_mode(recipe: Recipe) -> Mode:
     return "half"
 
 
-def _features(a: Architecture, setup: TrainingSetup, mode: Mode, kernels: Kernels,
-              prof: ImplementationProfile) -> dict[str, object]:
-    w = setup.workload
-    family = a.family.lower().replace("-", "_")
+def model_features(m: Model, setup: TrainingSetup, mode: Mode, kernels: Kernels,
+                   prof: ImplementationProfile) -> dict[str, object]:
+    """Features of the model as a whole (embedding, head and loss rows); activation-rows interface."""
+    first = m.first
+    family = m.family.lower().replace("-", "_")
     return {**{flag: family in fams for flag, fams in prof.family_flags.items()},
-        "attention": w.attention, "mlp": a.mlp, "norm": a.norm, "position": a.position, "fused_qkv": a.fused_qkv,
-        "activation": a.activation, "parallel_residual": a.parallel_residual, "tied_embeddings": a.tied_embeddings,
-        "gqa": a.kv_heads < a.n_heads, "moe": a.n_experts > 0, "mode": mode, "kernels": kernels,
-        "lm_head": a.lm_head, "final_norm": a.final_norm, "norm_bias": a.norm_bias, "causal": a.causal,
-        "attention_dropout": a.attention_dropout > 0, "hidden_dropout": a.hidden_dropout > 0,
-        "embedding_dropout": a.embedding_dropout > 0, "recompute": w.recompute,
-        "embedding_norm": a.embedding_norm, "token_types": a.token_type_vocab > 0,
-        # PyTorch's CPU sdpa has no fused kernel with dropout: it runs the math reference (fp32, s^2 tensors)
-        "sdpa_math": kernels == "cpu" and w.attention == "sdpa" and a.attention_dropout > 0,
-        # a sliding window shorter than the sequence needs an explicit mask (no is_causal shortcut)
-        "window_mask": a.sliding_window is not None and setup.seq > a.sliding_window,
-    }
+            "attention": setup.workload.attention, "mode": mode, "kernels": kernels,
+            "recompute": setup.layout.recompute, "lm_head": m.head.lm_head, "final_norm": m.head.final_norm,
+            "tied_embeddings": m.head.tied, "embedding_norm": m.embeddings.norm,
+            "token_types": m.embeddings.token_types > 0, "embedding_dropout": m.embeddings.dropout > 0,
+            "embedding_scale": m.embeddings.scale, "logit_softcap": m.head.softcap is not None,
+            "objective": m.head.objective, "mlm_transform": m.head.mlm_transform, "pooler": m.head.pooler,
+            "causal": first.attention.causal,
+            # kept for the hand-written rows of the head: the final norm is of the model's norm kind
+            "norm": m.norm.kind, "norm_bias": m.norm.bias, "position": first.attention.position,
+            "mlp": "swiglu" if first.ffn.gated else "gelu", "moe": m.moe}
 
 
-def _sizes(a: Architecture, b: int, s: int, n_layers: int, prof: ImplementationProfile) -> dict[str, int]:
-    lin = a.linears()
-    k = max(a.experts_per_token, 1) if a.n_experts else 1
+def layer_features(layer: LayerSpec, m: Model, setup: TrainingSetup, mode: Mode, kernels: Kernels,
+                   prof: ImplementationProfile) -> dict[str, object]:
+    """Features of one layer kind (layer rows' `when`); see the module docstring of implementations.py."""
+    at, ffn = layer.attention, layer.ffn
+    attention = setup.workload.attention
+    window_mask = at.window is not None and setup.seq > at.window
+    return {**model_features(m, setup, mode, kernels, prof),
+            "attn_kind": at.kind, "gqa": at.kind in ("gqa", "mqa"), "window_kind": at.window_kind,
+            "window_mask": window_mask, "softcap": at.softcap is not None, "sinks": at.sinks,
+            "qk_norm": at.qk_norm, "position": at.position, "fused_qkv": at.fused_qkv,
+            "mlp": "swiglu" if ffn.gated else "gelu", "gated": ffn.gated, "activation": ffn.activation,
+            "moe": ffn.moe, "shared_expert": ffn.shared_intermediate_size > 0, "fused_gate_up": ffn.fused_gate_up,
+            "norm": layer.norm.kind, "norm_bias": layer.norm.bias, "norm_place": layer.norm_place,
+            "parallel_residual": layer.parallel_residual, "attention_dropout": at.dropout > 0,
+            "hidden_dropout": layer.dropout > 0, "causal": at.causal,
+            # PyTorch's CPU sdpa has no fused kernel with dropout: it runs the math reference (fp32, s^2 tensors)
+            "sdpa_math": kernels == "cpu" and attention == "sdpa" and at.dropout > 0}
+
+
+def layer_sizes(layer: LayerSpec, m: Model, b: int, s: int, n_layers: int, prof: ImplementationProfile,
+                tp: int = 1) -> dict[str, int]:
+    at, ffn = layer.attention, layer.ffn
+    lin = m.linears(layer)
+    k = ffn.top_k if ffn.moe else 1
+    window = min(s, at.window) if at.window is not None else s
     return {
-        "b": b, "s": s, "L": n_layers, "h": a.hidden_size, "q": a.q_size, "kv": a.kv_size, "f": a.ffn_hidden_size,
-        "fk": a.ffn_hidden_size * k, "a": a.n_heads, "g": a.kv_heads, "d": a.head_size, "V": a.vocab_size,
-        "E": a.n_experts, "qkv_linears": 1 if a.fused_qkv else 3, "mlp_in_linears": 2 if a.mlp == "swiglu" else 1,
-        "norms": a.norms_per_layer, "norm_inputs": 1 if a.parallel_residual else a.norms_per_layer,
-        "act_saves": prof.activation_saves.get(a.activation, 0),
+        "b": b, "s": s, "L": n_layers, "h": m.hidden_size, "q": at.q_size, "kv": at.kv_size,
+        "vw": at.kv_heads * at.value_dim, "f": ffn.intermediate_size, "fk": ffn.intermediate_size * k,
+        "fs": ffn.shared_intermediate_size, "a": at.heads, "g": at.kv_heads, "d": at.head_dim, "dv": at.value_dim,
+        "V": m.vocab_size, "E": ffn.experts, "K": k, "w": window, "lq": at.q_lora_rank or 0,
+        "lkv": at.kv_lora_rank or 0, "dr": at.qk_rope_head_dim,
+        "qkv_linears": 1 if at.fused_qkv else 3,
+        "mlp_in_linears": 2 if ffn.gated and not ffn.fused_gate_up else 1,
+        "norms": layer.norms, "norm_inputs": 1 if layer.parallel_residual else layer.norms,
+        "act_saves": prof.activation_saves.get(ffn.activation, 0),
         # autocast casts each weight once per forward (its cache); MoE: every expert that receives tokens
-        "n_linear_params": sum(x.in_features * x.out_features * x.count for x in lin),
-        "n_head_params": a.vocab_size * a.hidden_size if a.lm_head else 0,
+        "n_linear_params": sum(x.shard(tp).params - x.shard(tp).count * x.shard(tp).bias for x in lin),
+        "n_head_params": m.vocab_size * m.hidden_size if m.head.lm_head else 0,
     }
 
 
@@ -119,39 +187,92 @@ def _tensor_bytes(t: Tensor, mode: Mode, kernels: Kernels, sizes: dict[str, int]
     return -int(-n // div)  # ceil: a shard is at least its share
 
 
-def activations(setup: TrainingSetup, kernels: Kernels = "cuda", layers: int | None = None) -> Activations:
+def dispatch_buffer_bytes(setup: TrainingSetup, layer: LayerSpec, b: int, s: int) -> int:
+    """Expert parallelism's all-to-all: each rank permutes its tokens x top-k copies of the hidden state into a send
+    buffer and receives as many (balanced routing) for its local experts (megatron/core/transformer/moe/
+    token_dispatcher.py MoEAlltoAllTokenDispatcher.token_permutation: permuted_local_input_tokens, then
+    global_input_tokens).  Sequence parallelism divides the tokens by tp first."""
+    p = setup.layout
+    if p.ep == 1 or not layer.ffn.moe:
+        return 0
+    cb = max(setup.recipe.compute.bytes, 2)
+    tokens = b * s // (p.tp if p.sequence_parallel else 1)
+    return int(2 * tokens * layer.ffn.top_k * setup.model.arch.hidden_size * cb)
+
+
+def implementation_for(setup: TrainingSetup) -> ImplementationProfile:
+    """The workload's implementation profile; `hf` means the traced profile of the model's family
+    (profiles/implementations/hf-<family>.json) when there is one, else the hand-written hf.json."""
+    name = setup.workload.implementation
+    m = setup.model.architecture
+    if name == "hf" and m is not None:
+        traced = traced_implementation(m.family)
+        if traced is not None:
+            return traced
+    return get_implementation(name)
+
+
+def stage_groups_of(setup: TrainingSetup) -> list[LayerGroup]:
+    """The layer groups on the most activation-loaded pipeline stage: the first (Korthikanti et al. 2022 sec.
+    4.2.3: with 1F1B it holds the most micro-batches in flight)."""
+    m = setup.model.arch
+    start, stop = setup.layout.stage_bounds(m.n_layers)[0]
+    return m.slice(start, stop)
+
+
+def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[LayerGroup] | None = None
+                ) -> Activations:
     """Activation bytes for `setup` with `kernels` (cuda, or the CPU kernels the validation runs use).
 
-    `layers`: transformer layers on the stage (default: all layers / pp, the most loaded stage)."""
-    a = setup.model.arch
-    w, p = setup.workload, setup.parallel
-    prof = get_implementation(w.implementation)
+    `groups`: the layer groups on the stage (default: the first pipeline stage, which holds the most)."""
+    m = setup.model.arch
+    p = setup.layout
+    prof = implementation_for(setup)
     mode = precision_mode(setup.recipe)
-    feats = _features(a, setup, mode, kernels, prof)
-    n_layers = layers if layers is not None else -(-a.n_layers // p.pp)
-    sizes = _sizes(a, w.micro_batch, setup.seq, n_layers, prof)
+    stage = groups if groups is not None else stage_groups_of(setup)
+    n_layers = sum(g.count for g in stage)
+    b = p.micro_batch
+    s = -(-setup.seq // p.cp)  # context parallelism: each rank holds its share of the sequence
     tp, sp = p.tp, p.sequence_parallel
     lines: list[Line] = []
+    kinds = len({g.layer for g in stage}) > 1
 
-    def total(region: str, rows: list[Tensor], keep=lambda t: True, record: bool = True) -> int:
+    def total(region: str, rows: list[Tensor], feats: dict, sizes: dict, keep=lambda t: True,
+              record: bool = True, layers: int = 0) -> int:
         moments: dict[str, int] = {}
         for t in rows:
             if not keep(t) or not _matches(t.when, feats):
                 continue
             nbytes = _tensor_bytes(t, mode, kernels, sizes, tp, sp)
             if nbytes and record:
-                lines.append(Line(region=region, name=t.name, bytes=nbytes))
+                lines.append(Line(region=region, name=t.name, bytes=nbytes, layers=layers))
             moments[t.moment] = moments.get(t.moment, 0) + nbytes
         return max(moments.values(), default=0)
 
-    layer_full = total("layer", prof.layer, record=w.recompute == "none")
-    if w.recompute == "full":
-        layer = total("layer (checkpoint)", prof.checkpoint)
-    elif w.recompute == "selective":
-        layer = total("layer", prof.layer, keep=lambda t: not t.core)
-    else:
-        layer = layer_full
+    group_acts: list[LayerActivations] = []
+    for g in stage:
+        feats = layer_features(g.layer, m, setup, mode, kernels, prof)
+        sizes = layer_sizes(g.layer, m, b, s, n_layers, prof, tp)
+        label = f"layer [{g.layer.attention.describe()}]" if kinds else "layer"
+        full = total(label, prof.layer, feats, sizes, record=p.recompute == "none", layers=g.count)
+        if p.recompute == "full":
+            kept = total(f"{label} (checkpoint)", prof.checkpoint, feats, sizes, layers=g.count)
+        elif p.recompute == "selective":
+            kept = total(label, prof.layer, feats, sizes, keep=lambda t: not t.core, layers=g.count)
+        else:
+            kept = full
+        dispatch = dispatch_buffer_bytes(setup, g.layer, b, s)
+        group_acts.append(LayerActivations(
+            kind=g.layer.kind, count=g.count, kept=kept, full=full,
+            forward=total("layer forward (transient)", prof.layer_forward, feats, sizes, record=False) + dispatch,
+            backward=total("layer backward (transient)", prof.layer_backward, feats, sizes, record=False)
+            + dispatch))
     notes: list[str] = []
+    dispatch = max((dispatch_buffer_bytes(setup, g.layer, b, s) for g in stage), default=0)
+    if dispatch:
+        notes.append(f"expert parallel (ep={p.ep}): all-to-all dispatch buffers of {dispatch / 2**20:,.1f} MiB per "
+                     "MoE layer while it runs (the permuted tokens sent and those received: 2 x tokens x top-k x "
+                     "hidden, Megatron-Core MoEAlltoAllTokenDispatcher), counted as layer transients")
     in_flight = 1.0
     if p.pp > 1:
         # Korthikanti et al. 2022 sec. 4.2.3: with 1F1B the first stage holds p micro-batches of L/p layers; the
@@ -159,20 +280,20 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", layers: int | N
         in_flight = p.pp * (1 + (p.pp - 1) / (p.pp * p.virtual_stages)) if p.virtual_stages > 1 else float(p.pp)
         # ... but never more micro-batches than the step has: Megatron-LM schedules.py (1F1B) runs
         # num_warmup_microbatches = min(pp - rank - 1, num_microbatches) before its first backward.
-        in_flight = min(in_flight, float(w.grad_accum))
+        in_flight = min(in_flight, float(p.grad_accum))
         notes.append(f"pipeline: the first stage holds {in_flight:g} micro-batch(es) of activations in flight "
-                     f"(1F1B, Korthikanti et al. 2022 sec. 4.2.3; at most the {w.grad_accum} micro-batch(es) per "
+                     f"(1F1B, Korthikanti et al. 2022 sec. 4.2.3; at most the {p.grad_accum} micro-batch(es) per "
                      "step); its activations are added to the most loaded stage's model states (conservative)")
-    embedding = total("embedding", prof.embedding)
-    head = total("head", prof.head)
+    mfeats = layer_features(m.first, m, setup, mode, kernels, prof)  # model rows see the first layer too
+    msizes = layer_sizes(m.first, m, b, s, n_layers, prof, tp)
     acts = Activations(
-        mode=mode, layers=n_layers, in_flight=in_flight, layer=layer, layer_full=layer_full, embedding=embedding,
-        head=head, forward_only=total("forward only", prof.forward_only),
-        loss_forward=total("loss (transient)", prof.loss_forward, record=False),
-        loss_backward=total("loss backward (transient)", prof.loss_backward, record=False),
-        layer_forward=total("layer forward (transient)", prof.layer_forward, record=False),
-        layer_backward=total("layer backward (transient)", prof.layer_backward, record=False),
-        inputs=total("inputs", prof.inputs, record=False), lines=lines, notes=notes)
+        mode=mode, layers=n_layers, in_flight=in_flight, groups=group_acts,
+        embedding=total("embedding", prof.embedding, mfeats, msizes), head=total("head", prof.head, mfeats, msizes),
+        forward_only=total("forward only", prof.forward_only, mfeats, msizes),
+        loss_forward=total("loss (transient)", prof.loss_forward, mfeats, msizes, record=False),
+        loss_backward=total("loss backward (transient)", prof.loss_backward, mfeats, msizes, record=False),
+        inputs=total("inputs", prof.inputs, mfeats, msizes, record=False), lines=lines, notes=notes,
+        implementation=prof.name)
     if setup.lora is not None:
         _apply_lora(acts, setup)
     return acts
@@ -183,19 +304,22 @@ def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
     weight's linear does not save its input (derivatives.yaml: mm saves `self` only for the weight's gradient), the
     adapters save A·x, the frozen LM head saves nothing, and QLoRA dequantises one base weight at a time."""
     adj = lora_activation_adjustment(setup)
-    full_recompute = setup.workload.recompute == "full"
+    full_recompute = setup.layout.recompute == "full"
     delta = adj.per_layer_added_bytes - adj.per_layer_removed_bytes
-    acts.layer_full += delta
+    for g in acts.groups:
+        g.full += delta
+        if not full_recompute:
+            # selective recompute drops only the attention core; the inputs of linears and norms stay saved. Under
+            # full recompute the checkpoint (the layer input) is unchanged: only the recomputed layer feels it.
+            g.kept += delta
     if not full_recompute:
-        # selective recompute drops only the attention core; the inputs of linears and norms stay saved. Under full
-        # recompute the checkpoint (the layer input) is unchanged: only the recomputed layer feels the difference.
-        acts.layer += delta
+        layers = sum(g.count for g in acts.groups)
         removed = ", ".join(g.name for g in adj.groups if not g.adapted)
         _add_line(acts, Line(region="layer", name="LoRA frozen base: inputs not saved",
-                             bytes=-adj.per_layer_removed_bytes,
+                             bytes=-adj.per_layer_removed_bytes, layers=layers,
                              note=f"saved only for frozen weights' gradients: {removed}"))
         _add_line(acts, Line(region="layer", name="LoRA adapters: A·x", bytes=adj.per_layer_added_bytes,
-                             note="tokens x r per adapted linear, kept for B's gradient"))
+                             layers=layers, note="tokens x r per adapted linear, kept for B's gradient"))
     head_removed = adj.once_removed_bytes - adj.first_norm_removed_bytes
     if head_removed:
         acts.head -= head_removed
@@ -213,9 +337,7 @@ def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
                              note="nothing before the first adapter needs a gradient: layer 0's first norm saves "
                                   "nothing"))
     if adj.dequant_temporary_bytes:
-        acts.dequant_temporary = adj.dequant_temporary_bytes
-        acts.layer_forward += adj.dequant_temporary_bytes
-        acts.layer_backward += adj.dequant_temporary_bytes
+        acts.dequant_temporary = adj.dequant_temporary_bytes  # in layer_forward and layer_backward
     acts.notes += adj.notes
     if acts.mode == "autocast":
         # not measured: autocast keeps a 16-bit copy per consuming linear and caches only weights that require grad
@@ -225,10 +347,11 @@ def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
 
 def _add_line(acts: Activations, line: Line) -> None:
     """Insert `line` after the last line of its region, so the table keeps regions together."""
-    at = max((i + 1 for i, x in enumerate(acts.lines) if x.region == line.region), default=len(acts.lines))
+    at = max((i + 1 for i, x in enumerate(acts.lines) if x.region.split(" [")[0] == line.region),
+             default=len(acts.lines))
     acts.lines.insert(at, line)
 
 
 def korthikanti_layer_bytes(setup: TrainingSetup) -> int:
     """Bytes kept per layer (one micro-batch), as Korthikanti et al. 2022 Table 2 tabulates them."""
-    return activations(setup).layer
+    return activations(setup).first_layer_kept

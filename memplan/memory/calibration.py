@@ -9,12 +9,12 @@ the similarity of the two setups, which the note says.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
 from memplan.errors import MemplanError
+from memplan.field_errors import field_error_line
 from memplan.results.memory import Phase
 from memplan.spec.setup import TrainingSetup
 
@@ -49,14 +49,18 @@ class Calibration(BaseModel):
                      + ("" if same else "; the run is of another model/implementation: a rough transfer"))
 
 
-def calibration_from_measured(measured: dict, source: str) -> Calibration:
+def calibration_from_measured(measured, source: str) -> Calibration:
+    """The calibration a MeasuredStep (or its dict) gives for `source` (the file name shown in notes)."""
     from memplan.memory.estimate import estimate_memory
     from memplan.results.profile import MeasuredStep
 
-    try:
-        step = MeasuredStep.model_validate(measured)
-    except ValidationError as exc:
-        raise MemplanError(f"{source}: not a memplan measurement ({str(exc).splitlines()[0]})") from None
+    if isinstance(measured, MeasuredStep):
+        step = measured
+    else:
+        try:
+            step = MeasuredStep.model_validate(measured)
+        except ValidationError as exc:
+            raise MemplanError(field_error_line(exc, f"{source}: not a memplan measurement")) from None
     if step.setup is None or step.setup.model.architecture is None:
         raise MemplanError(f"{source}: the record has no setup with an architecture; re-run `memplan profile --out`")
     if step.oom:
@@ -74,15 +78,8 @@ def calibration_from_measured(measured: dict, source: str) -> Calibration:
 
 
 def load_calibration(path: str | Path) -> Calibration:
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise MemplanError(f"--calibration: no such file {p}") from None
-    except json.JSONDecodeError as exc:
-        raise MemplanError(f"--calibration: {p} is not JSON ({exc.msg} at line {exc.lineno})") from None
-    if isinstance(data, dict) and isinstance(data.get("measured"), dict):
-        data = data["measured"]
-    if not isinstance(data, dict):
-        raise MemplanError(f"--calibration: {p} is not a `memplan profile --out` record")
-    return calibration_from_measured(data, p.name)
+    """A `memplan profile --out` record (or a bare MeasuredStep) file, validated field by field."""
+    from memplan.results.records import load_measured_step
+
+    step = load_measured_step(path, "--calibration")
+    return calibration_from_measured(step, Path(path).name)

@@ -16,7 +16,7 @@ from memplan.memory.implementations import Kernels
 from memplan.memory.overheads import allocator_reserve, overhead_components
 from memplan.memory.states import model_states
 from memplan.memory.timeline import step_timeline
-from memplan.results.memory import Phase, MemoryEstimate, PerGPU
+from memplan.results.memory import LayerGroupSummary, MemoryEstimate, PerGPU, Phase
 from memplan.spec.hardware import GPUSpec
 from memplan.spec.setup import TrainingSetup
 
@@ -84,9 +84,32 @@ def estimate_memory(setup: TrainingSetup, gpu: GPUSpec | None = None, *, calibra
         timeline=phases,
         notes=notes,
     )
+    if a is not None:
+        est.layers, est.objective = a.describe_layers(), a.head.objective
+        est.layer_groups = layer_group_summaries(setup, timeline.activations)
+        if timeline.activations is not None:
+            est.activation_profile = timeline.activations.implementation
     if gpu is not None:
         est.gpu = gpu.name
         est.gpu_memory = gpu.memory_bytes
         est.headroom = gpu.memory_bytes - per_gpu.required
         est.fits = est.headroom >= 0
     return est
+
+
+def layer_group_summaries(setup: TrainingSetup, acts) -> list[LayerGroupSummary]:
+    """Per layer group: kind, count, parameters; per-layer activations where the group sits on the estimated
+    stage (the first: Activations.groups lists that stage's layer kinds in order)."""
+    m = setup.model.arch
+    kept = {g.kind: g.kept for g in acts.groups} if acts is not None else {}
+    out, first = [], 0
+    for g in m.groups:
+        lp = g.layer.parameters(m.hidden_size, m.module_names)
+        at = g.layer.attention
+        out.append(LayerGroupSummary(first_layer=first, count=g.count, kind=g.layer.kind, attention=at.kind,
+                                     window=at.window, window_kind=at.window_kind,
+                                     ffn="moe" if g.layer.ffn.moe else "dense", parameters_per_layer=lp.total,
+                                     active_parameters_per_layer=lp.active,
+                                     activations_per_layer=kept.get(g.layer.kind)))
+        first += g.count
+    return out

@@ -6,14 +6,25 @@ the timeline looks at.  Each tensor is a row: its element count as a product of 
 element under each precision mode, when it exists, and how tensor/sequence parallelism shards it.  A new
 implementation (another library, another kernel set) is a new file; nothing here changes.
 
+Rows of the per-layer regions (`layer`, `checkpoint`, `layer_forward`, `layer_backward`) are evaluated once per
+layer group of the pipeline stage, with that layer kind's features and sizes (memory/activations.py
+`layer_features`, `layer_sizes`); the model-level regions use the model's features and the first layer's sizes.
+
 Element-count expressions are sums of products of integers and these names (no other syntax):
-  b micro-batch, s sequence, h hidden, q = heads*head_dim, kv = kv_heads*head_dim, f MLP width, fk = f*top-k
-  (routed MoE tokens), a heads, g KV heads, d head_dim, V vocabulary, E experts, qkv_linears (3 or 1 fused),
-  mlp_in_linears (2 gated, 1 not), norm_inputs (distinct norm inputs per layer), norms (norms per layer),
-  act_saves (extra tensors the MLP nonlinearity saves, from the profile's `activation_saves` table),
-  n_linear_params / n_head_params (parameters of the layer's linears / of the LM head: autocast weight copies).
+  b micro-batch, s sequence (per context-parallel rank), h hidden, q = heads*head_dim, kv = kv_heads*head_dim
+  (keys), vw = kv_heads*v_head_dim (values), a heads, g KV heads, d head_dim, dv v_head_dim, f FFN width (dense,
+  or one routed expert), fk = f*top-k (routed tokens), fs shared-expert width, E routed experts, K top-k, w keys
+  a query attends (the window, else s), lq / lkv / dr MLA's q and kv ranks and rotary dim, V vocabulary,
+  qkv_linears (3, 1 fused), mlp_in_linears (2 gated, 1 fused or not gated), norms (block norms per layer),
+  norm_inputs (distinct norm inputs per layer), act_saves (extra tensors the nonlinearity saves, from the
+  profile's `activation_saves`), n_linear_params / n_head_params (parameters of the layer's linears / of the LM
+  head: autocast weight copies), L layers on the stage.
+Features usable in `when`: see memory/activations.py layer_features / model_features.
 Precision modes: fp32 (fp32 weights, no autocast), half (16-bit weights: bf16, fp16, mixed with fp32 master),
 autocast (fp32 weights under torch.autocast).
+
+A profile with `family` set was traced from that family's modeling code (`memplan trace`, measure/trace.py):
+`--implementation hf` (the default) uses profiles/implementations/hf-<family>.json when it exists.
 """
 from __future__ import annotations
 
@@ -69,6 +80,7 @@ class ImplementationProfile(BaseModel):
     name: str
     aliases: list[str] = []
     description: str
+    family: str | None = Field(None, description="the model_type this profile was traced from (hf-<family>)")
     sources: list[str] = []
     layer: list[Tensor] = Field(description="kept for backward, per transformer layer")
     checkpoint: list[Tensor] = Field(description="kept per layer under full recompute (the layer's input)")
@@ -135,3 +147,10 @@ def get_implementation(name: str) -> ImplementationProfile:
     from memplan.catalog import _lookup
 
     return _lookup("implementations", ImplementationProfile, name, "implementation")
+
+
+def traced_implementation(family: str) -> ImplementationProfile | None:
+    """The traced profile of a model family (hf-<family>), if one ships (only that file is validated)."""
+    from memplan.catalog import _find
+
+    return _find("implementations", ImplementationProfile, f"hf-{family}")

@@ -1,253 +1,238 @@
-"""Serving memory per GPU: weights (with quantisation scales), the KV cache, the prefill workspace, overheads;
-and the largest batch or context that fits.
+"""The serving estimate for either engine: components per GPU, the verdict, the largest batch or context, and the
+roofline, built from memory/vllm.py (vLLM's startup accounting) or memory/hf_serving.py (transformers).
 
-KV cache (Pope et al. 2022, sec. 2; the layout of transformers' DynamicCache and vLLM's paged blocks):
-    2 (keys and values) x layers x KV heads x head dim x cached tokens x sequences x bytes per element
-with the KV heads of GQA/MQA (Ainslie et al. 2023; Shazeer 2019), split over tensor-parallel ranks (a rank holds
-at least one KV head: when tp exceeds the KV heads they are replicated, as vLLM does), the layers of the most
-loaded pipeline stage, and the cached tokens capped by the sliding window where the config has one
-(Mistral 7B, Jiang et al. 2023, sec. 2 "Rolling Buffer Cache": a fixed cache of W tokens).
-
-Weights: the transformer layers' linear weights in --weights-dtype with their scales; embeddings, norms, biases and
-the LM head stay 16-bit (what AWQ/GPTQ checkpoints and LLM.int8() do):
-    int8  per-output-channel fp32 scale (LLM.int8(), Dettmers et al. 2022; vLLM's W8 per-channel scales)
-    int4  AWQ GEMM layout (Lin et al. 2023; AutoAWQ WQLinear_GEMM): packed 4-bit qweight, an fp16 scale and a
-          4-bit zero point per group of 128 input channels of each output channel
-    fp8   one fp32 per-tensor scale (vLLM/TensorRT-LLM fp8 checkpoints)
-
-Prefill workspace (no autograd: a tensor dies when its last user is done), for the tokens of one forward pass
-(the batch's prompts, or one --prefill-chunk), as transformers' decoder forward holds them (measured with
-memplan.measure.tracker, tests/test_inference.py): the larger of the MLP stage (embedding output, layer input,
-residual, normed input: 4h; gate/act, up and their product: 3f/tp per routed token) and the attention stage
-(3h; the rotated q, the output and k before rotation: (2q+kv)/tp), in the compute dtype; eager attention peaks at
-the softmax (16-bit scores plus softmax's fp32 input copy and output, the causal mask, repeat_kv's copies); and
-the logits of the last token of each sequence (16-bit then upcast to fp32 for sampling).
+- `--engine vllm`: the components are vLLM's own (weights, peak activation, non-torch memory, CUDA graphs, the
+  KV block pool); "fits" means vLLM starts and the batch fits in its blocks and max_num_seqs; --max-batch is the
+  concurrency the blocks give at the context (capped by max_num_seqs), --max-context the largest max-model-len
+  that starts.
+- `--engine hf`: weights + the DynamicCache of batch x context + the prefill workspace + overheads against the
+  GPU's memory; --max-batch / --max-context search that sum.
 """
 from __future__ import annotations
 
 import math
 
-from pydantic import ValidationError
-
+from memplan.memory.hf_serving import (cached_tokens, heaviest_stage, kv_dtype, overhead_lines,
+                                       prefill_workspace_bytes, required_bytes)
+from memplan.memory.kv_cache import bytes_per_token, describe, hf_cache_bytes, hf_peak_tokens
+from memplan.memory.quantized import model_dtype
 from memplan.memory.search import largest_fitting
-from memplan.errors import MemplanError
-from memplan.memory.layout import local_parameters
-from memplan.results.inference import InferenceEstimate, InferencePerGPU
+from memplan.results.inference import InferenceEstimate, InferencePerGPU, ServedWeights
 from memplan.results.memory import Component
 from memplan.spec.hardware import GPUSpec
 from memplan.spec.inference import InferenceSetup
-from memplan.spec.training import DType, Parallelism
 
-INT4_SCALE_BYTES = 2  # fp16 scale per group (AutoAWQ WQLinear_GEMM.scales)
-INT4_ZERO_BYTES = 0.5  # 4-bit zero point per group, packed 8 to an int32 (WQLinear_GEMM.qzeros)
-CHANNEL_SCALE_BYTES = 4  # fp32 per output channel (bitsandbytes Int8Params.SCB)
-TENSOR_SCALE_BYTES = 4  # fp32 per tensor (fp8)
+GiB = 1 << 30
+MAX_BATCH_SEARCH = 1 << 20
+SUGGESTED_CHUNK = 2048  # vLLM's max_num_batched_tokens default on most GPUs (vllm serve)
 
 
 def build_inference_setup(**kw) -> InferenceSetup:
-    """InferenceSetup from the CLI's keyword arguments (training flags + batch, context, kv_dtype, ...)."""
-    from memplan.catalog import resolve_model
-    from memplan.cli.options import ARCH_FLAGS
+    """Kept for callers of the old name: memplan.setups.serving_setup builds serving setups now."""
+    from memplan.setups import serving_setup
 
-    if kw.get("zero") or kw.get("offload_optimizer", "none") != "none" or kw.get("offload_params", "none") != "none":
-        raise MemplanError("--zero and --offload-* are training options; serving shards weights with --tp/--pp")
-    model = resolve_model(kw["model"], {field: kw.get(flag) for flag, field in ARCH_FLAGS.items()})
-    a = model.arch
-    if not a.causal or not a.lm_head:
-        raise MemplanError(f"{model.name} is an encoder ({a.family}): --mode inference estimates autoregressive "
-                           "decoding with a KV cache; use a decoder model")
-    weights = kw.get("weights_dtype")
-    if weights is None:
-        precision = kw.get("precision") or "bf16"
-        weights = "fp16" if "fp16" in precision else "fp32" if precision == "fp32" else "bf16"
-    context = kw.get("context") or kw.get("seq") or a.max_positions
-    try:
-        parallel = Parallelism(gpus=kw.get("gpus", 1), gpus_per_node=kw.get("gpus_per_node", 8), tp=kw.get("tp", 1),
-                               pp=kw.get("pp", 1))
-        return InferenceSetup(model=model, weights_dtype=DType.parse(weights),
-                              kv_dtype=DType.parse(kw.get("kv_dtype") or "bf16"), batch=kw.get("batch") or 1,
-                              context=context, prefill_chunk=kw.get("prefill_chunk"),
-                              attention=kw.get("attention") or "sdpa", parallel=parallel)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise MemplanError(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+    return serving_setup(kw.pop("model"), **kw)
 
 
-# ---- the pieces ------------------------------------------------------------------------------------------
-def _linear_shapes(setup: InferenceSetup) -> list[tuple[int, int, int, bool]]:
-    """(rows, cols, tensors, is_expert) of the quantisable linear weights on one GPU (TP rank, PP stage)."""
-    a, p = setup.model.arch, setup.parallel
-    layers = local_parameters(setup.model, p).layers
+def _weight_components(w: ServedWeights, setup: InferenceSetup) -> list[Component]:
+    p = setup.layout
+    shard = f" (TP/PP shard: tp={p.tp}, pp={p.pp})" if p.tp * p.pp > 1 else ""
     out = []
-    for lin in a.linears():
-        if lin.role == "router":
-            continue  # routers stay 16-bit (AutoAWQ/vLLM keep the gate unquantised)
-        rows, cols = lin.out_features, lin.in_features
-        if lin.split == "column":
-            rows = math.ceil(rows / p.tp)
-        elif lin.split == "row":
-            cols = math.ceil(cols / p.tp)
-        out.append((rows, cols, lin.count * layers, lin.count > 1))
+    if w.quantized:
+        out.append(Component(name="weights: quantised modules", category="weights", dtype=w.quantized_dtype,
+                             bytes=w.quantized, note=w.format + (f", {w.kernel} kernel" if w.kernel else "") + shard))
+    out.append(Component(name="weights: " + ("16-bit tensors" if w.quantized else "all tensors"), category="weights",
+                         dtype=w.dtype, bytes=w.unquantized,
+                         note=("embeddings, norms, biases, LM head, routers" if w.quantized else "") + shard))
+    if w.buffers:
+        mla = any(g.layer.attention.mla for g in setup.model.arch.groups)
+        out.append(Component(name="weights: buffers", category="weights", dtype=w.dtype, bytes=w.buffers,
+                             note="rotary cos/sin caches" + (" + MLA's decompressed W_UK/W_UV" if mla else "")))
     return out
 
 
-def quantized_tensor_bytes(rows: int, cols: int, dtype: DType, group: int = 128) -> int:
-    """One weight (rows = output channels, cols = input channels) stored in `dtype` with its scales."""
-    if dtype == DType.int8:
-        return rows * cols + CHANNEL_SCALE_BYTES * rows
-    if dtype == DType.int4:
-        groups = math.ceil(cols / group)
-        return math.ceil(rows * cols / 2 + rows * groups * (INT4_SCALE_BYTES + INT4_ZERO_BYTES))
-    if dtype == DType.fp8:
-        return rows * cols + TENSOR_SCALE_BYTES
-    return int(rows * cols * dtype.bytes)
-
-
-def weight_bytes(setup: InferenceSetup) -> tuple[int, int, int]:
-    """(all weight bytes, bytes in MoE experts, bytes of the 16-bit remainder) on one GPU."""
-    local = local_parameters(setup.model, setup.parallel)
-    shapes = _linear_shapes(setup)
-    linear_params = sum(r * c * k for r, c, k, _ in shapes)
-    lin_bytes = sum(k * quantized_tensor_bytes(r, c, setup.weights_dtype, setup.int4_group) for r, c, k, _ in shapes)
-    expert = sum(k * quantized_tensor_bytes(r, c, setup.weights_dtype, setup.int4_group) for r, c, k, e in shapes if e)
-    rest_dtype = DType.fp32 if setup.weights_dtype == DType.fp32 else setup.compute_dtype
-    rest = int((local.params - linear_params) * rest_dtype.bytes)
-    return lin_bytes + rest, expert, rest
-
-
-def kv_tokens(setup: InferenceSetup, context: int | None = None) -> int:
+def _load_notes(setup: InferenceSetup, est_notes: list[str]) -> None:
     a = setup.model.arch
-    c = context if context is not None else setup.context
-    return min(c, a.sliding_window) if a.sliding_window else c
+    c = setup.context_tokens
+    if a.max_positions and c > a.max_positions:
+        est_notes.append(f"context {c:,} exceeds the model's {a.max_positions:,} positions: counted as asked, but the "
+                         "model needs position extension (e.g. RoPE scaling) to attend that far")
 
 
-def kv_bytes_per_token(setup: InferenceSetup) -> int:
-    """Bytes one token of one sequence adds to this GPU's KV cache."""
-    a, p = setup.model.arch, setup.parallel
-    heads = max(1, math.ceil(a.kv_heads / p.tp))
-    layers = local_parameters(setup.model, p).layers
-    return int(2 * layers * heads * a.head_size * setup.kv_dtype.bytes)
-
-
-def prefill_workspace_bytes(setup: InferenceSetup, batch: int | None = None, context: int | None = None) -> int:
-    """Peak of the prefill forward pass on one GPU (see the module docstring)."""
-    a, p = setup.model.arch, setup.parallel
-    b = batch if batch is not None else setup.batch
-    prompt = min(setup.prompt or (context if context is not None else setup.context),
-                 context if context is not None else setup.context)
-    tokens = b * prompt
-    if setup.prefill_chunk:
-        tokens = min(tokens, setup.prefill_chunk)
-    cb = setup.compute_dtype.bytes
-    h = a.hidden_size
-    q, kv = a.q_size / p.tp, a.kv_size / p.tp
-    routed = a.experts_per_token if a.n_experts else 1
-    # MLP stage: the embedding output (kept by the model's forward), the layer input (kept by the caller until
-    # the layer returns), the post-attention residual, the normed input; gate/act, up and their product
-    mlp = 4 * h + 3 * a.ffn_hidden_size / p.tp * routed
-    # attention stage (the rotated k and v are the KV cache, counted there): embedding output, layer input,
-    # normed input (3h); the rotated q and the output, with k before rotation still alive (2q + kv)
-    attn = 3 * h + 2 * q + kv
-    scores = 0
-    if setup.attention == "eager":
-        # at the softmax: the rotated q, repeat_kv's copies of k and v for every query head (GQA/MQA), and per head
-        # on this rank the 16-bit scores plus softmax(dtype=float32)'s fp32 input copy and output; the 16-bit causal
-        # mask per sequence
-        attn = 3 * h + q + (2 * q if kv < q else 0)
-        q_tokens = min(prompt, setup.prefill_chunk or prompt)
-        seqs = max(1, tokens // q_tokens)
-        keys = prompt  # eager computes every score and masks the ones outside a sliding window
-        scores = seqs * q_tokens * keys * (math.ceil(a.n_heads / p.tp) * (cb + 8) + cb)
-    peak = max(tokens * attn * cb + scores, tokens * mlp * cb)  # the scores live in the attention stage
-    logits = b * math.ceil(a.vocab_size / p.tp) * (cb + 4)
-    return int(peak + logits)
-
-
-def overhead_lines(setup: InferenceSetup, gpu: GPUSpec | None) -> list[Component]:
-    """The training estimate's overheads that serving has too (memory/overheads.py): CUDA context, cuBLAS
-    workspace, NCCL buffers of the TP/PP groups.  No allocator reserve: serving engines (vLLM, TensorRT-LLM)
-    allocate the KV cache up front in one block, so the caching allocator's fragmentation does not grow with it."""
-    from memplan.memory.overheads import overhead_components
-    from memplan.spec.setup import TrainingSetup
-
-    return overhead_components(TrainingSetup(model=setup.model, parallel=setup.parallel), gpu)
-
-
-def overhead_bytes(setup: InferenceSetup, gpu: GPUSpec | None) -> int:
-    return sum(c.bytes for c in overhead_lines(setup, gpu))
-
-
-def required_bytes(setup: InferenceSetup, gpu: GPUSpec | None, batch: int, context: int) -> int:
-    w, _, _ = weight_bytes(setup)
-    kv = kv_bytes_per_token(setup) * kv_tokens(setup, context) * batch
-    return w + kv + prefill_workspace_bytes(setup, batch, context) + overhead_bytes(setup, gpu)
-
-
-# ---- the estimate ----------------------------------------------------------------------------------------
-MAX_BATCH_SEARCH = 1 << 20
-
-
-def estimate_inference(setup: InferenceSetup, gpu: GPUSpec | None = None, max_batch: bool = False,
-                       max_context: bool = False) -> InferenceEstimate:
-    a = setup.model.arch
-    notes: list[str] = []
-    if a.max_positions and setup.context > a.max_positions:
-        notes.append(f"context {setup.context:,} exceeds the model's {a.max_positions:,} positions: counted as asked, "
-                     "but the model needs position extension (e.g. RoPE scaling) to attend that far")
-    w_total, w_expert, w_rest = weight_bytes(setup)
-    per_tok = kv_bytes_per_token(setup)
-    tokens = kv_tokens(setup)
-    kv = per_tok * tokens * setup.batch
+# ---- transformers --------------------------------------------------------------------------------------------------
+def _hf_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool, max_context: bool
+                 ) -> InferenceEstimate:
+    ctx, b = setup.context_tokens, setup.sequences
+    stage, w, kinds = heaviest_stage(setup, ctx)
+    prompt = min(setup.prompt_tokens, ctx)
+    kv = hf_cache_bytes(kinds, prompt, ctx, b, setup.prefill_chunk)
     act = prefill_workspace_bytes(setup)
     overheads = overhead_lines(setup, gpu)
     over = sum(c.bytes for c in overheads)
-    wd = setup.weights_dtype
-    scale_note = {DType.int8: "+ fp32 scale per output channel", DType.fp8: "+ fp32 scale per tensor",
-                  DType.int4: f"+ fp16 scale and 4-bit zero per {setup.int4_group} inputs (AWQ)"}.get(wd, "")
-    p = setup.parallel
-    comps = [
-        Component(name="weights: transformer linears", category="weights", dtype=wd.value,
-                  bytes=w_total - w_rest, note=scale_note + (f" (TP/PP shard: tp={p.tp}, pp={p.pp})"
-                                                             if p.tp * p.pp > 1 else "")),
-        Component(name="weights: embeddings, norms, biases, LM head", category="weights",
-                  dtype=(DType.fp32 if wd == DType.fp32 else setup.compute_dtype).value, bytes=w_rest),
-        Component(name="KV cache", category="kv_cache", dtype=setup.kv_dtype.value, bytes=kv,
-                  note=f"{per_tok:,} B/token x {tokens:,} tokens x {setup.batch} sequence(s)"
-                       + (f"; sliding window {a.sliding_window} caps the context" if a.sliding_window
-                          and a.sliding_window < setup.context else "")),
-        Component(name="prefill workspace", category="activations", dtype=setup.compute_dtype.value, bytes=act,
-                  note=(f"chunks of {setup.prefill_chunk} tokens" if setup.prefill_chunk else
-                        f"{setup.batch} x {setup.prompt_tokens} prompt tokens in one pass") + f", {setup.attention}"),
-        *overheads,
-    ]
-    required = w_total + kv + act + over
-    per_gpu = InferencePerGPU(weights=w_total, kv_cache=kv, activations=act, overheads=over, required=required,
-                              total=required)
-    if setup.kv_dtype == DType.fp8:
-        notes.append("fp8 KV cache: per-layer k/v scales (a few bytes) not counted")
-    if a.sliding_window and a.sliding_window < setup.context:
-        notes.append(f"sliding window: {a.sliding_window} cached tokens per sequence (transformers keeps "
-                     f"{a.sliding_window - 1} between steps and concatenates the new one)")
-    est = InferenceEstimate(model=setup.model.name, parameters=setup.model.parameters.total, setup=setup,
-                            components=comps, per_gpu=per_gpu, kv_bytes_per_token=per_tok, kv_tokens=tokens,
-                            notes=notes)
-    notes = est.notes  # the model holds its own copy of the list
+    comps = _weight_components(w, setup)
+    for k in kinds:
+        toks = hf_peak_tokens(k, prompt, ctx, setup.prefill_chunk)
+        comps.append(Component(name=f"KV cache: {k.layers} {k.kind}" + (f" ({k.window})" if k.window else ""),
+                               category="kv_cache", dtype=k.dtype, bytes=b * k.bytes_per_token * toks,
+                               note=f"{k.bytes_per_token:,} B/token x {toks:,} tokens x {b} sequence(s); {k.note}"))
+    chunked = f"chunks of {setup.prefill_chunk} tokens" if setup.prefill_chunk else \
+        f"{b} x {setup.prompt_tokens:,} prompt tokens in one pass"
+    comps.append(Component(name="prefill workspace", category="activations", dtype=model_dtype(setup).value, bytes=act,
+                           note=f"{chunked}, {setup.attention}"))
+    comps += overheads
+    required = w.total + kv + act + over
+    notes: list[str] = []
+    _load_notes(setup, notes)
+    if w.quantized_dtype == "mxfp4":
+        notes.append("MXFP4 experts: transformers keeps them packed only with triton and the `kernels` package; "
+                     "otherwise it dequantises them to bf16 at load (quantizers/quantizer_mxfp4.py @5.24)")
+    if kv_dtype(setup).bytes == 1:
+        notes.append("fp8 KV cache: transformers' DynamicCache stores the model dtype; a quantized cache (e.g. "
+                     "QuantizedCache) is needed, counted here at 1 byte per element")
+    if any(k.window and k.window - 1 < ctx for k in kinds):
+        notes.append("sliding/chunked layers: transformers' DynamicSlidingWindowLayer shows window - 1 tokens, but "
+                     "after a one-pass prefill it holds the whole prompt's storage until the first decode step, then "
+                     "window tokens (cache_utils.py @5.24); --prefill-chunk caps the first")
+    if not setup.prefill_chunk and act > max(kv, w.total // 4):
+        chunk = setup.model_copy(update={"prefill_chunk": SUGGESTED_CHUNK})
+        notes.append(f"the unchunked prefill of {b} x {setup.prompt_tokens:,} tokens dominates ({act / GiB:.2f} GiB); "
+                     f"--prefill-chunk {SUGGESTED_CHUNK} needs {prefill_workspace_bytes(chunk) / GiB:.2f} GiB (vLLM "
+                     "chunks prefills by max_num_batched_tokens: --engine vllm)")
+    est = InferenceEstimate(
+        model=setup.model.name, parameters=setup.model.parameters.total, setup=setup, engine="hf", components=comps,
+        per_gpu=InferencePerGPU(weights=w.total, kv_cache=kv, activations=act, overheads=over, required=required,
+                                total=required),
+        weights=w, kv_bytes_per_token=bytes_per_token(kinds), kv_tokens=cached_tokens(setup, kinds, ctx),
+        kv_layers=kinds,
+        context=ctx, prompt=setup.prompt_tokens, output=setup.output_tokens, batch=b, notes=notes)
     if gpu is None:
-        notes.append("no --gpu: no verdict and no throughput roofline")
+        est.notes.append("no --gpu: no verdict and no throughput roofline")
         return est
-    cap = gpu.memory_bytes
+    cap = gpu.torch_total_memory_bytes or gpu.memory_bytes
     est.gpu, est.gpu_memory = gpu.name, cap
     est.headroom = cap - required
     est.fits = est.headroom >= 0
     if max_batch:
-        est.max_batch = largest_fitting(lambda b: required_bytes(setup, gpu, b, setup.context) <= cap,
-                                        MAX_BATCH_SEARCH)
+        est.max_batch = largest_fitting(lambda n: required_bytes(setup, gpu, n, ctx) <= cap, MAX_BATCH_SEARCH)
     if max_context:
-        limit = a.max_positions
-        est.max_context = largest_fitting(lambda c: required_bytes(setup, gpu, setup.batch, c) <= cap, limit)
+        limit = setup.model.arch.max_positions
+        est.max_context = largest_fitting(lambda c: required_bytes(setup, gpu, b, c) <= cap, limit)
         if est.max_context == limit:
-            notes.append(f"max context = the model's max positions ({limit}); memory alone would allow more")
+            est.notes.append(f"max context = the model's max positions ({limit:,}); memory alone would allow more")
     from memplan.perf.roofline import serving_roofline
 
-    est.roofline = serving_roofline(setup, gpu, w_total, w_expert, kv)
+    est.roofline = serving_roofline(setup, gpu, w, kinds, b, ctx)
     return est
+
+
+# ---- vLLM --------------------------------------------------------------------------------------------------------
+def _vllm_components(costs, kv_need: int, b: int, ctx: int, kv_dtype: str, kinds, setup, in_budget: bool | None,
+                     s) -> list[Component]:
+    graphs = f"{len(s.piecewise)} + {len(s.full)} graphs" if not s.eager else "--enforce-eager: none"
+    where = "" if in_budget is None else ("; in the KV budget" if in_budget else "; outside gpu_memory_utilization")
+    return _weight_components(costs.weights, setup) + [
+        Component(name="peak activation (profile run)", category="activations", dtype=s.dtype.value,
+                  bytes=costs.peak, note=f"{costs.peak_source} (max_num_batched_tokens {s.max_num_batched_tokens:,},"
+                                         f" max_num_seqs {s.max_num_seqs})"),
+        Component(name="non-torch memory", category="overheads", bytes=costs.non_torch,
+                  note="assumed from published vLLM logs (memory/vllm_profile.py)"),
+        Component(name="CUDA graphs", category="overheads", bytes=costs.cudagraph, note=graphs + where),
+        Component(name=f"KV cache: {b} x {ctx:,} tokens", category="kv_cache", dtype=kv_dtype, bytes=kv_need,
+                  note=f"in whole blocks of {s.block_size} tokens ({describe(kinds)})"),
+    ]
+
+
+def _vllm_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool, max_context: bool
+                   ) -> InferenceEstimate:
+    """per_gpu: what this load needs on the GPU vLLM starts out of (weights, peak, non-torch, graphs and the KV
+    blocks of `batch` requests of the context); vllm: the startup itself (its whole KV pool, blocks, concurrency)."""
+    from memplan.memory.kv_cache import layer_kinds
+    from memplan.memory.layout import stage_groups
+    from memplan.memory.vllm import Settings, stage_costs, vllm_startup
+
+    ctx = setup.context_tokens
+    b = setup.sequences
+    notes: list[str] = []
+    _load_notes(setup, notes)
+    s = Settings(setup, gpu)
+    plan = s.kv_plan(setup)
+    st = vllm_startup(setup, gpu, context=ctx) if gpu is not None else None
+    costs = stage_costs(setup, s, gpu.generation if gpu else "")
+    stage = 0
+    if st is not None and st.stages:
+        stage = next(x.stage for x in st.stages if x.num_gpu_blocks == st.num_gpu_blocks)
+    c = costs[stage]
+    groups = stage_groups(setup.model.arch, setup.layout)
+    kinds = layer_kinds((g for _, g in groups[stage]), setup.layout, s.kv_dtype)
+    kv_need = plan.bytes_per_block(c.layers) * plan.blocks_per_request(min(ctx, s.max_model_len)) * b
+    in_budget = st.cudagraph_in_budget if st is not None else None
+    comps = _vllm_components(c, kv_need, b, ctx, s.kv_dtype.value, kinds, setup, in_budget, s)
+    required = c.weights.total + c.peak + c.non_torch + c.cudagraph + kv_need
+    est = InferenceEstimate(
+        model=setup.model.name, parameters=setup.model.parameters.total, setup=setup, engine="vllm",
+        components=comps,
+        per_gpu=InferencePerGPU(weights=c.weights.total, kv_cache=kv_need, activations=c.peak,
+                                overheads=c.non_torch + c.cudagraph, required=required, total=required),
+        weights=c.weights, kv_bytes_per_token=sum(plan.specs[i].bytes_per_token for i in c.layers), kv_tokens=ctx,
+        kv_layers=kinds, context=ctx, prompt=setup.prompt_tokens, output=setup.output_tokens, batch=b, vllm=st,
+        notes=notes)
+    if st is None:
+        notes.append("no --gpu: vLLM's budget is a share of the GPU's memory, so no KV blocks, concurrency or verdict "
+                     f"(vLLM's defaults for an unknown GPU assumed: max_num_batched_tokens {s.max_num_batched_tokens},"
+                     f" max_num_seqs {s.max_num_seqs}); pass -g GPU")
+        return est
+    conc_ctx = st.concurrency_at_context or st.max_concurrency
+    batch = setup.batch
+    est.gpu, est.gpu_memory = gpu.name, st.total_memory
+    est.fits = st.starts and (batch is None or (batch <= conc_ctx and batch <= st.max_num_seqs))
+    est.headroom = st.kv_cache_available - kv_need
+    if batch is not None and batch > st.max_num_seqs:
+        notes.append(f"--batch {batch} exceeds max_num_seqs {st.max_num_seqs}: vLLM schedules at most that many at "
+                     "once")
+    elif batch is not None and batch > conc_ctx:
+        notes.append(f"--batch {batch} sequences of {ctx:,} tokens exceed the {conc_ctx:.2f} the KV blocks hold: vLLM "
+                     "queues (or preempts) the rest")
+    if max_batch:
+        est.max_batch = min(st.max_num_seqs, math.floor(conc_ctx)) if st.starts else 0
+        notes.append(f"max batch (vLLM): {conc_ctx:.2f} requests of {ctx:,} tokens fit in the KV blocks, "
+                     f"max_num_seqs {st.max_num_seqs}")
+    if max_context:
+        est.max_context = _largest_max_model_len(setup, gpu, st)
+        limit = setup.model.arch.max_positions
+        if est.max_context == limit:
+            notes.append(f"max context = the model's max positions ({limit:,}); the KV blocks would hold more (vLLM "
+                         "refuses a longer --max-model-len without VLLM_ALLOW_LONG_MAX_MODEL_LEN)")
+    from memplan.perf.roofline import serving_roofline
+
+    decode_batch = batch or max(1, min(st.max_num_seqs, math.floor(conc_ctx)))
+    est.roofline = serving_roofline(setup, gpu, c.weights, kinds, decode_batch, ctx,
+                                    prefill_chunk=st.max_num_batched_tokens)
+    return est
+
+
+def _largest_max_model_len(setup: InferenceSetup, gpu: GPUSpec, st) -> int:
+    """The largest --max-model-len vLLM starts with (its startup check), up to the model's max positions (vLLM
+    refuses longer without VLLM_ALLOW_LONG_MAX_MODEL_LEN)."""
+    from memplan.memory.vllm import Settings
+
+    s = Settings(setup, gpu)
+    plan = s.kv_plan(setup)
+    upper = setup.model.arch.max_positions
+    bounds = setup.layout.stage_bounds(setup.model.arch.n_layers)
+    stages = st.stages or [None]
+    best = upper
+    for i, x in enumerate(stages):
+        avail = x.kv_cache_available if x is not None else st.kv_cache_available
+        bpb = x.bytes_per_block if x is not None else st.bytes_per_block
+        usable = avail - (bpb if s.rules.null_block_reserved else 0)
+        if avail <= 0:
+            return 0
+        best = min(best, plan.largest_len(usable, range(*bounds[i]), upper))
+    return best
+
+
+def estimate_inference(setup: InferenceSetup, gpu: GPUSpec | None = None, max_batch: bool = False,
+                       max_context: bool = False) -> InferenceEstimate:
+    if setup.engine == "vllm":
+        return _vllm_estimate(setup, gpu, max_batch, max_context)
+    return _hf_estimate(setup, gpu, max_batch, max_context)

@@ -1,104 +1,165 @@
-"""How many parameters one GPU holds before ZeRO sharding: the tensor- and pipeline-parallel split.
+"""How many parameters one GPU holds before ZeRO sharding: the tensor-, expert- and pipeline-parallel split.
 
 Megatron-LM (Shoeybi et al. 2019, section 3): attention and MLP matrices are split column- or row-wise across
-the TP group (row-parallel biases replicated), word embeddings and the LM head are vocab-parallel, norms and
-learned position embeddings are replicated.  Pipeline parallelism (Narayanan et al. 2021): layers are divided
-evenly, the embeddings live on the first stage, the final norm and LM head on the last; with tied embeddings
-the last stage keeps its own copy of the word embeddings (Megatron's `share_embeddings_and_output_weights`).
-We report the most loaded stage, since that is the GPU that runs out of memory first.
+the TP group (row-parallel biases replicated, whole heads per rank: `Linear.shard`), word embeddings and the LM
+head are vocab-parallel, norms and learned position embeddings replicated.  Megatron-Core MoE: the routed experts
+of a layer are divided over the expert-parallel group (`--expert-model-parallel-size`), each expert split by the
+expert-tensor-parallel size.  Pipeline parallelism (Narayanan et al. 2021): contiguous layer ranges per stage
+(`Layout.stage_layers`, uneven stages included), the embeddings on the first stage, the final norm and LM head on
+the last; with tied embeddings the last stage keeps its own copy of the word embeddings (Megatron's
+`share_embeddings_and_output_weights`).  We report the most loaded stage: the GPU that runs out of memory first.
 """
 from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from memplan.spec.model import ModelSpec
-from memplan.spec.tensors import largest_module_params, parameter_tensors
-from memplan.spec.training import Parallelism
+from memplan.errors import MemplanError
+from memplan.spec.layout import Layout
+from memplan.spec.model import LayerGroup, Model, ModelSpec
+from memplan.spec.tensors import ParamTensor, embedding_tensors, head_tensors, largest_module_params, layer_tensors
+
+# (rows, cols, count) of one tensor on one GPU; cols = 1 for vectors.  rows is the dim FSDP shards (dim 0).
+Numel = tuple[int, int, int]
+
+
+class LocalGroup(BaseModel):
+    """The layers of one layer group that sit on this GPU's stage."""
+
+    count: int
+    params_per_layer: int  # one layer on this GPU (TP/EP shard)
+    expert_params_per_layer: int = 0  # of which routed experts (ZeRO shards them over the expert-DP group)
+    tensors_per_layer: list[Numel] = []
 
 
 class LocalParameters(BaseModel):
-    """Parameters on one GPU of the most loaded pipeline stage, per TP rank, before ZeRO."""
+    """Parameters on one GPU of the most loaded pipeline stage, after TP/EP, before ZeRO."""
 
     params: int
+    expert_params: int = Field(0, description="routed-expert parameters among `params`")
     stage: int = 0
     layers: int = 0
-    layer_params: int = 0  # one transformer layer on one TP rank
+    first_layer: int = 0
+    groups: list[LocalGroup] = []
+    layer_params: int = Field(0, description="the largest layer on this GPU (what ZeRO-3/FSDP gather at once)")
     largest_module_params: int = 0
-    tensor_numels: list[tuple[int, int, int]] = []  # (rows, cols, count) per tensor on this GPU; cols=1 for vectors
-    layer_tensor_numels: list[tuple[int, int, int]] = []  # the same for one transformer layer
+    tensor_numels: list[Numel] = []  # every tensor on this GPU, in registration order
+    embedding_numels: list[Numel] = []  # of which the embeddings (and extras) before the layers (first stage)
+    head_numels: list[Numel] = []  # ... and the head after them (last stage)
+    layer_tensor_numels: list[Numel] = []  # the largest layer's tensors
     exact: bool = True
 
+    @property
+    def dense_params(self) -> int:
+        return self.params - self.expert_params
 
-def _stage_layers(n_layers: int, pp: int) -> list[int]:
-    base, extra = divmod(n_layers, pp)
-    return [base + (1 if i < extra else 0) for i in range(pp)]
+
+def check_layout(model: Model, layout: Layout) -> None:
+    """Divisibility rules that need the model (one line each, with what to change)."""
+    tp, ep = layout.tp, layout.ep
+    for layer, _ in model.kinds():
+        a = layer.attention
+        if a.heads % tp or (a.kv_heads % tp and tp % a.kv_heads):
+            raise MemplanError(
+                f"--tp {tp} must divide the {a.heads} attention heads (and the {a.kv_heads} KV heads, or be a "
+                "multiple of them): choose a TP size that divides the head counts")
+        if layer.ffn.moe and layer.ffn.experts % ep:
+            raise MemplanError(f"--ep {ep} must divide the {layer.ffn.experts} routed experts of a layer")
+    if ep > 1 and not model.moe:
+        raise MemplanError("--ep needs a MoE model (routed experts to shard); this model is dense")
+    if layout.pp > model.n_layers:
+        raise MemplanError(f"--pp {layout.pp} exceeds the model's {model.n_layers} layers")
 
 
-def local_parameters(model: ModelSpec, parallel: Parallelism) -> LocalParameters:
-    tp, pp = parallel.tp, parallel.pp
+def _numel(t: ParamTensor, layout: Layout) -> tuple[Numel, bool]:
+    """One tensor on one GPU as (rows, cols, count), and whether it is a routed expert's."""
+    if t.linear is not None:
+        sh = t.linear.shard(layout.tp, layout.ep, layout.etp)
+        expert = t.linear.routed
+        if t.is_bias:
+            return (sh.bias * sh.count, 1, 1) if t.linear.routed else (sh.bias, 1, 1), expert
+        # FSDP's dim 0: an expert bank's experts, else the stored first dim
+        if t.linear.routed and not t.linear.is_module:
+            return (sh.count, sh.rows * sh.cols, 1), True
+        rows, cols = (sh.cols, sh.rows) if t.linear.transposed else (sh.rows, sh.cols)
+        return (rows, cols, sh.count), expert
+    size = t.shape[0]
+    if t.split in ("column", "vocab") and layout.tp > 1:
+        size = math.ceil(size / layout.tp)
+    cols = t.shape[1] if len(t.shape) > 1 else 1
+    return (size, cols, 1), False
+
+
+def _group_tensors(model: Model, gi: int, layout: Layout) -> tuple[list[Numel], int]:
+    numels, expert = [], 0
+    for t in layer_tensors(model, gi):
+        n, is_expert = _numel(t, layout)
+        numels.append(n)
+        if is_expert:
+            expert += n[0] * n[1] * n[2]
+    return numels, expert
+
+
+def stage_groups(model: Model, layout: Layout) -> list[list[tuple[int, LayerGroup]]]:
+    """Per pipeline stage: (index into model.groups, the trimmed group) of the layers it holds."""
+    out = []
+    for start, stop in layout.stage_bounds(model.n_layers):
+        pos, here = 0, []
+        for i, g in enumerate(model.groups):
+            lo, hi = max(start, pos), min(stop, pos + g.count)
+            if hi > lo:
+                here.append((i, LayerGroup(count=hi - lo, layer=g.layer)))
+            pos += g.count
+        out.append(here)
+    return out
+
+
+def local_parameters(model: ModelSpec, layout: Layout) -> LocalParameters:
+    tp, pp = layout.tp, layout.pp
     if model.architecture is None:
         n = model.parameters.total
         # No architecture: an even split is the best we can say (stated as approximate).
         return LocalParameters(params=math.ceil(n / (tp * pp)), exact=(tp * pp == 1))
-    a = model.architecture
-    if a.n_heads % tp or a.kv_heads % tp and tp % a.kv_heads:
-        from memplan.errors import MemplanError
+    m = model.architecture
+    check_layout(m, layout)
+    per_group = [_group_tensors(m, i, layout) for i in range(len(m.groups))]
+    first = [_numel(t, layout)[0] for t in embedding_tensors(m)]
+    last = [_numel(t, layout)[0] for t in head_tensors(m)]
+    if m.head.lm_head and m.head.tied and pp > 1:
+        last.append((math.ceil(m.vocab_size / tp), m.hidden_size, 1))  # Megatron keeps a tied copy on the last stage
+    if m.mtp is not None and m.mtp.trained:
+        from memplan.spec.tensors import mtp_tensors
 
-        raise MemplanError(
-            f"--tp {tp} must divide the {a.n_heads} attention heads (and the {a.kv_heads} KV heads, or be a multiple "
-            "of them): choose a TP size that divides the head counts"
-        )
-    if pp > a.n_layers:
-        from memplan.errors import MemplanError
+        last += [(n[0], n[1], n[2] * t.count) for t in mtp_tensors(m) for n in [_numel(t, layout)[0]]]
+    extras = [(x.params, 1, 1) for x in m.extras if x.params]
 
-        raise MemplanError(f"--pp {pp} exceeds the model's {a.n_layers} layers")
-
-    def split(rows: int, cols: int, how: str) -> tuple[int, int]:
-        if how == "column":
-            return math.ceil(rows / tp), cols
-        if how == "row":
-            return rows, math.ceil(cols / tp)
-        return rows, cols
-
-    layer: list[tuple[int, int, int]] = []
-    for lin in a.linears():
-        r, c = split(lin.out_features, lin.in_features, lin.split)
-        layer.append((r, c, lin.count))
-        if lin.bias:
-            layer.append((math.ceil(lin.out_features / tp) if lin.split == "column" else lin.out_features, 1,
-                          lin.count))
-    norm = [(a.hidden_size, 1, 1)] * (2 if a.norm == "layernorm" and a.norm_bias else 1)
-    layer += norm * a.norms_per_layer
-    layer_params = sum(r * c * k for r, c, k in layer)
-
-    vocab_local = math.ceil(a.vocab_size / tp)
-    first: list[tuple[int, int, int]] = [(vocab_local, a.hidden_size, 1)]
-    last: list[tuple[int, int, int]] = []
-    for t in parameter_tensors(a):
-        if t.where == "embedding" and t.name != "embed_tokens":
-            first.append((t.shape[0], t.shape[1] if len(t.shape) > 1 else 1, 1))
-        elif t.where == "final":
-            last.append((t.shape[0], 1, 1))
-        elif t.where == "head":
-            rows = vocab_local if t.name.startswith("lm_head") else t.shape[0]
-            last.append((rows, t.shape[1] if len(t.shape) > 1 else 1, 1))
-    if a.lm_head and a.tied_embeddings and pp > 1:
-        last.append((vocab_local, a.hidden_size, 1))  # Megatron keeps a tied copy on the last stage
-
-    stages = _stage_layers(a.n_layers, pp)
+    stages = stage_groups(m, layout)
+    bounds = layout.stage_bounds(m.n_layers)
     best: LocalParameters | None = None
-    for i, n_layers in enumerate(stages):
-        tensors = [(r, c, k * n_layers) for r, c, k in layer]
-        if i == 0:
-            tensors = first + tensors
-        if i == pp - 1:
-            tensors = tensors + last
+    largest_module = math.ceil(largest_module_params(m) / tp)
+    for s, groups in enumerate(stages):
+        tensors: list[Numel] = []
+        local_groups: list[LocalGroup] = []
+        expert_total = 0
+        for gi, g in groups:
+            numels, expert = per_group[gi]
+            per_layer = sum(r * c * k for r, c, k in numels)
+            local_groups.append(LocalGroup(count=g.count, params_per_layer=per_layer, expert_params_per_layer=expert,
+                                           tensors_per_layer=numels))
+            tensors += [(r, c, k * g.count) for r, c, k in numels]
+            expert_total += expert * g.count
+        before = first + extras if s == 0 else []
+        after = last if s == pp - 1 else []
+        tensors = before + tensors + after
         params = sum(r * c * k for r, c, k in tensors)
         if best is None or params > best.params:
-            best = LocalParameters(params=params, stage=i, layers=n_layers, layer_params=layer_params,
-                                   largest_module_params=math.ceil(largest_module_params(a) / tp),
-                                   tensor_numels=tensors, layer_tensor_numels=layer)
+            biggest = max(local_groups, key=lambda lg: lg.params_per_layer, default=None)
+            best = LocalParameters(
+                params=params, expert_params=expert_total, stage=s, layers=bounds[s][1] - bounds[s][0],
+                first_layer=bounds[s][0], groups=local_groups,
+                layer_params=biggest.params_per_layer if biggest else 0, largest_module_params=largest_module,
+                tensor_numels=tensors, layer_tensor_numels=biggest.tensors_per_layer if biggest else [],
+                embedding_numels=before, head_numels=after)
     assert best is not None
     return best

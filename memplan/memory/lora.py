@@ -18,9 +18,12 @@ state2.absmax per 256 blocks; the QuantState keeps the 16-value fp32 NF4 code pe
 output row.  Embeddings, norms, biases and the LM head stay in the recipe's weight dtype (transformers'
 bitsandbytes integration quantizes nn.Linear/Conv1D modules only and skips the output embedding).
 
-Target names are PEFT's (peft/utils/constants.py TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, peft 0.21.2),
-mapped to memplan's Architecture.linears() roles per family; PEFT matches a name against the end of each module
-path, so GPT-2's "c_proj" hits both the attention and the MLP output projection.
+Target names are PEFT's (the family module's `peft_targets`, from peft/utils/constants.py
+TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, peft 0.21.2).  PEFT matches a target against the end of each
+module path (peft/tuners/tuners_utils.py check_target_module_exists), so GPT-2's "c_proj" hits both the attention
+and the MLP output projection; memplan matches the same way against the family's module names (Linear.name), and
+also accepts its own roles (q, k, v, o, qkv, gate, up, down, ...).  Fused expert banks are 3-D parameters in
+transformers 5, not nn.Linear modules: PEFT's target_modules and bitsandbytes do not reach them.
 """
 from __future__ import annotations
 
@@ -32,36 +35,12 @@ from memplan.errors import MemplanError, did_you_mean
 from memplan.memory.layout import LocalParameters, local_parameters
 from memplan.memory.states import LAYERS_IN_FLIGHT, ModelStates, optimizer_state_bytes
 from memplan.results.memory import Component
-from memplan.spec.model import Architecture
+from memplan.spec.model import LayerSpec, Linear, Model
 from memplan.spec.setup import LoraSpec, TrainingSetup
 
-# peft 0.21.2 peft/utils/constants.py TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, the families memplan
-# reads (tests/test_lora.py checks these rows against the installed peft).  Data, not an import: `memplan estimate`
-# must not import torch, and peft does.
-PEFT_DEFAULT_TARGETS: dict[str, list[str]] = {
-    "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "mixtral": ["q_proj", "v_proj"],
-    "qwen2": ["q_proj", "v_proj"], "qwen3": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"],
-    "gemma2": ["q_proj", "v_proj"], "gpt2": ["c_attn"], "gpt_neox": ["query_key_value"],
-    "falcon": ["query_key_value"], "bert": ["query", "value"], "opt": ["q_proj", "v_proj"],
-    "gptj": ["q_proj", "v_proj"], "bloom": ["query_key_value"],
-}
-
-_LLAMA_NAMES = {"q_proj": ["q"], "k_proj": ["k"], "v_proj": ["v"], "o_proj": ["o"], "gate_proj": ["gate"],
-                "up_proj": ["up"], "down_proj": ["down"]}
-_NEOX_NAMES = {"query_key_value": ["qkv"], "dense": ["o"], "dense_h_to_4h": ["up"], "dense_4h_to_h": ["down"]}
-# Hugging Face module names -> roles (modeling_<family>.py).  Mixtral's experts are listed with transformers 4's
-# names (w1 gate, w3 up, w2 down); transformers 5 fuses them into parameters that are no nn.Linear.
-MODULE_ROLES: dict[str, dict[str, list[str]]] = {
-    **{f: _LLAMA_NAMES for f in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")},
-    "mixtral": {**_LLAMA_NAMES, "w1": ["gate"], "w3": ["up"], "w2": ["down"]},
-    "gpt2": {"c_attn": ["qkv"], "c_proj": ["o", "down"], "c_fc": ["up"]},
-    "gpt_neox": _NEOX_NAMES, "falcon": _NEOX_NAMES,
-    # BertLayer: attention.self.{query,key,value}, attention.output.dense, intermediate.dense, output.dense;
-    # BertPooler.dense: "dense" matches all four.
-    "bert": {"query": ["q"], "key": ["k"], "value": ["v"], "dense": ["o", "up", "down", "pooler"]},
-}
-ROLES = ("q", "k", "v", "o", "qkv", "gate", "up", "down", "router", "pooler")
+ROLES = ("q", "k", "v", "o", "qkv", "gate", "up", "gate_up", "down", "q_a", "q_b", "kv_a", "kv_b", "pooler")
 ALL_LINEAR = "all-linear"
+POOLER = "pooler"
 
 # QLoRA / bitsandbytes constants (see the module docstring).
 NF4_BLOCK = 64  # bitsandbytes Params4bit blocksize default; QLoRA sec. 3 "blocksize of 64"
@@ -72,8 +51,9 @@ FP32 = 4
 
 
 class AdapterSite(BaseModel):
-    """One adapted linear, per transformer layer (or once, for BERT's pooler), on one TP rank."""
+    """One adapted linear, per layer of one kind (or once, for BERT's pooler), on one TP rank."""
 
+    name: str  # the module path (Linear.name), or "pooler"
     role: str
     in_features: int
     out_features: int
@@ -87,7 +67,7 @@ class AdapterSite(BaseModel):
         return self.count * (self.a_shape[0] * self.a_shape[1] + self.b_shape[0] * self.b_shape[1])
 
 
-def _arch(setup: TrainingSetup) -> Architecture:
+def _arch(setup: TrainingSetup) -> Model:
     a = setup.model.architecture
     if a is None:
         raise MemplanError(f"LoRA needs the model's linear layers: {setup.model.name!r} is a bare parameter count; "
@@ -95,95 +75,124 @@ def _arch(setup: TrainingSetup) -> Architecture:
     return a
 
 
-def resolve_targets(a: Architecture, targets: list[str] | None) -> list[str]:
-    """Roles adapted, from PEFT module names, memplan roles or 'all-linear' (None: PEFT's default for the family)."""
-    present = {lin.role for lin in a.linears()} | ({"pooler"} if a.pooler else set())
-    if a.fused_qkv:
-        # slices of a fused QKV, as the LoRA paper's loralib.MergedLinear(enable_lora=[True, False, True]) does
-        present |= {"q", "k", "v"}
-    names = MODULE_ROLES.get(a.family, {})
+def _candidates(m: Model) -> list[Linear]:
+    """Every distinct nn.Linear of the layers (by module path), over all layer kinds."""
+    seen: dict[str, Linear] = {}
+    for layer, _ in m.kinds():
+        for lin in m.linears(layer):
+            if lin.is_module:
+                seen.setdefault(lin.name, lin)
+    return list(seen.values())
+
+
+def resolve_targets(m: Model, targets: list[str] | None) -> list[str]:
+    """Module paths adapted, from PEFT module names, memplan roles or 'all-linear' (None: PEFT's default for the
+    family); the names "q", "k", "v" on a fused QKV mean slices of it (loralib MergedLinear), kept as qkv:q etc."""
+    from memplan.families.registry import find_family
+
+    lins = _candidates(m)
+    fam = find_family(m.family)
     if targets is None:
-        default = PEFT_DEFAULT_TARGETS.get(a.family)
+        default = fam.peft_targets if fam is not None else None
         if default is None:  # custom architecture: the attention query and value, as PEFT does for most families
-            return ["qkv"] if a.fused_qkv else ["q", "v"]
-        targets = default
-    roles: list[str] = []
-    for t in targets:
-        t = t.strip()
+            fused = [x for x in lins if x.role == "qkv"]
+            return [fused[0].name] if fused else [x.name for x in lins if x.role in ("q", "v")]
+        targets = list(default)
+    out: list[str] = []
+    for raw in targets:
+        t = raw.strip()
+        if not t:
+            raise MemplanError("--lora-targets has an empty entry; give comma-separated module names")
         if t.lower() == ALL_LINEAR:
-            # peft tuners_utils._maybe_include_all_linear_layers: every nn.Linear/Conv1D except the output
-            # embedding.  In transformers 5 MoE experts and routers are parameters, not nn.Linear: not targeted.
-            found = [lin.role for lin in a.linears() if lin.role != "router" and lin.count == 1]
-            roles += found + (["pooler"] if a.pooler else [])
-        elif t in names:
-            roles += [r for r in names[t] if r in present]
+            # peft tuners_utils._maybe_include_all_linear_layers: every nn.Linear/Conv1D except the output layer
+            out += [x.name for x in lins if x.role != "router"] + ([POOLER] if m.head.pooler else [])
+            continue
+        by_name = [x.name for x in lins if x.name == t or x.name.endswith("." + t)]
+        if by_name:
+            out += by_name
+        elif t == POOLER and m.head.pooler:
+            out.append(POOLER)
         elif t in ROLES:
-            if t not in present:
-                raise MemplanError(f"--lora-targets {t}: this {a.family} model has no {t!r} projection "
-                                   f"(it has {', '.join(sorted(present))})")
-            roles.append(t)
+            hits = [x.name for x in lins if x.role == t]
+            if not hits and t in ("q", "k", "v"):
+                hits = [f"{x.name}:{t}" for x in lins if x.role == "qkv"]
+            if not hits:
+                present = sorted({x.role for x in lins})
+                raise MemplanError(f"--lora-targets {t}: this {m.family} model has no {t!r} projection (it has "
+                                   f"{', '.join(present)})")
+            out += hits
         else:
-            raise MemplanError(did_you_mean(t, [*names, *sorted(present), ALL_LINEAR], "LoRA target module"))
-    out = list(dict.fromkeys(roles))
-    if not out:
-        raise MemplanError(f"--lora-targets {','.join(targets)} matches no linear layer of this {a.family} model")
-    return out
+            names = sorted({x.peft_name for x in lins} | {x.role for x in lins})
+            raise MemplanError(did_you_mean(t, [*names, ALL_LINEAR], "LoRA target module"))
+    result = list(dict.fromkeys(out))
+    if not result:
+        raise MemplanError(f"--lora-targets {','.join(targets)} matches no linear layer of this {m.family} model")
+    return result
 
 
 def lora_spec(setup: TrainingSetup, lora_rank: int | None = None, lora_targets: str | list[str] | None = None,
               quantize_base: str | None = None, **extra) -> LoraSpec:
-    """The LoraSpec the CLI flags describe (targets resolved to roles; QLoRA implies paged optimizer states)."""
+    """The LoraSpec the CLI flags describe (targets resolved to module paths; QLoRA implies paged states)."""
     if lora_rank is None:
+        if lora_targets:
+            raise MemplanError("--lora-targets needs --lora-rank R")
         raise MemplanError("--quantize-base needs --lora-rank R: a quantised base is frozen, only adapters train")
     if quantize_base not in (None, "nf4", "int8"):
         raise MemplanError(f"--quantize-base {quantize_base}: choose nf4 or int8")
-    a = _arch(setup)
+    m = _arch(setup)
     targets = lora_targets.split(",") if isinstance(lora_targets, str) else lora_targets
-    roles = resolve_targets(a, targets)
-    smallest = min(min(lin.in_features, lin.out_features) for lin in a.linears() if lin.role in roles or
-                   (lin.role == "qkv" and {"q", "k", "v"} & set(roles)))
+    names = resolve_targets(m, targets)
+    sites = [x for layer, _ in m.kinds() for x in adapter_sites(m, layer, lora_rank, names)]
+    smallest = min(min(x.in_features, x.out_features) for x in sites)
     if lora_rank > smallest:
         raise MemplanError(f"--lora-rank {lora_rank} exceeds the smallest adapted layer's min(in, out) = {smallest}: "
                            "a LoRA rank is at most that (and usually 4-256)")
-    return LoraSpec(rank=lora_rank, targets=targets, quantize_base=quantize_base, roles=roles,
+    return LoraSpec(rank=lora_rank, targets=targets, quantize_base=quantize_base, roles=names,
                     paged_optimizer=quantize_base is not None, **extra)
 
 
-def adapter_sites(a: Architecture, rank: int, roles: list[str], tp: int = 1) -> list[AdapterSite]:
-    """Adapters on one TP rank.  Megatron-style split that keeps the adapter local (NeMo ParallelLinearAdapter):
-    a column-parallel base splits B by rows (A replicated), a row-parallel base splits A by columns (B replicated)."""
-    sites: list[AdapterSite] = []
-    linears = a.linears()
-    if a.fused_qkv and any(r in roles for r in ("q", "k", "v")):
-        # a slice of the fused projection: same in_features, the slice's out_features (loralib MergedLinear)
-        from memplan.spec.model import Linear
+def _site(name: str, role: str, i: int, o: int, rank: int, split: str, tp: int, count: int = 1,
+          per_layer: bool = True) -> AdapterSite:
+    """Megatron-style split that keeps the adapter local (NeMo ParallelLinearAdapter): a column-parallel base
+    splits B by rows (A replicated), a row-parallel base splits A by columns (B replicated)."""
+    if split == "column":
+        a_shape, b_shape = (rank, i), (math.ceil(o / tp), rank)
+    elif split == "row":
+        a_shape, b_shape = (rank, math.ceil(i / tp)), (o, rank)
+    else:
+        a_shape, b_shape = (rank, i), (o, rank)
+    return AdapterSite(name=name, role=role, in_features=i, out_features=o, count=count, a_shape=a_shape,
+                       b_shape=b_shape, per_layer=per_layer)
 
-        fused = linears[0]
-        sizes = {"q": a.q_size, "k": a.kv_size, "v": a.kv_size}
-        linears = [Linear(role=r, in_features=fused.in_features, out_features=sizes[r], split="column")
-                   for r in ("q", "k", "v") if r in roles] + linears
-    for lin in linears:
-        if lin.role not in roles:
-            continue
-        i, o = lin.in_features, lin.out_features
-        if lin.split == "column":
-            a_shape, b_shape = (rank, i), (math.ceil(o / tp), rank)
-        elif lin.split == "row":
-            a_shape, b_shape = (rank, math.ceil(i / tp)), (o, rank)
-        else:
-            a_shape, b_shape = (rank, i), (o, rank)
-        sites.append(AdapterSite(role=lin.role, in_features=i, out_features=o, count=lin.count, a_shape=a_shape,
-                                 b_shape=b_shape))
-    if "pooler" in roles and a.pooler:
-        h = a.hidden_size
-        sites.append(AdapterSite(role="pooler", in_features=h, out_features=h, a_shape=(rank, h), b_shape=(h, rank),
-                                 per_layer=False))
+
+def adapter_sites(m: Model, layer: LayerSpec, rank: int, names: list[str], tp: int = 1) -> list[AdapterSite]:
+    """Adapters of one layer of kind `layer` on one TP rank."""
+    wanted = set(names)
+    sites: list[AdapterSite] = []
+    for lin in m.linears(layer):
+        if lin.role == "qkv":
+            # a slice of the fused projection: same in_features, the slice's out_features (loralib MergedLinear)
+            at = layer.attention
+            sizes = {"q": at.q_size, "k": at.kv_size, "v": at.kv_heads * at.value_dim}
+            for r in ("q", "k", "v"):
+                if f"{lin.name}:{r}" in wanted:
+                    sites.append(_site(f"{lin.name}:{r}", r, lin.in_features, sizes[r], rank, "column", tp))
+        if lin.name in wanted and lin.is_module:
+            sites.append(_site(lin.name, lin.role, lin.in_features, lin.out_features, rank, lin.split, tp))
     return sites
 
 
-def adapter_parameters(a: Architecture, rank: int, roles: list[str]) -> int:
+def head_sites(m: Model, rank: int, names: list[str]) -> list[AdapterSite]:
+    if POOLER in names and m.head.pooler:
+        h = m.hidden_size
+        return [_site(POOLER, POOLER, h, h, rank, "replicated", 1, per_layer=False)]
+    return []
+
+
+def adapter_parameters(m: Model, rank: int, names: list[str]) -> int:
     """Trainable parameters exactly as PEFT's get_peft_model creates them (print_trainable_parameters)."""
-    return sum(s.params * (a.n_layers if s.per_layer else 1) for s in adapter_sites(a, rank, roles))
+    per_layers = sum(g.count * sum(x.params for x in adapter_sites(m, g.layer, rank, names)) for g in m.groups)
+    return per_layers + sum(x.params for x in head_sites(m, rank, names))
 
 
 # ---- the frozen base --------------------------------------------------------------------------------------
@@ -208,21 +217,23 @@ class QuantizedBase(BaseModel):
     largest_linear: int  # elements of the largest quantised weight (its dequantised copy is the temporary)
 
 
-def quantized_base(a: Architecture, local: LocalParameters, tp: int, kind: str, double_quant: bool = True,
+def quantized_base(m: Model, local: LocalParameters, layout, kind: str, double_quant: bool = True,
                    last_stage: bool = True) -> QuantizedBase:
-    """Every nn.Linear of the transformer layers on this GPU (and BERT's pooler), quantised tensor by tensor."""
+    """Every nn.Linear of the transformer layers on this GPU (and BERT's pooler), quantised tensor by tensor.
+    transformers' bitsandbytes integration replaces nn.Linear modules (integrations/bitsandbytes.py
+    replace_with_bnb_linear): routers that are raw parameters and fused expert banks stay in the weight dtype."""
+    from memplan.memory.layout import stage_groups
+
     shapes: list[tuple[int, int, int]] = []  # (rows, cols, tensors) per TP rank
-    for lin in a.linears():
-        if lin.role == "router":
-            continue  # transformers 5 MoE routers are not nn.Linear: bitsandbytes leaves them alone
-        rows, cols = lin.out_features, lin.in_features
-        if lin.split == "column":
-            rows = math.ceil(rows / tp)
-        elif lin.split == "row":
-            cols = math.ceil(cols / tp)
-        shapes.append((rows, cols, lin.count * local.layers))
-    if a.pooler and last_stage:
-        shapes.append((a.hidden_size, a.hidden_size, 1))
+    stage = stage_groups(m, layout)[local.stage]
+    for _, g in stage:
+        for lin in m.linears(g.layer):
+            if not lin.is_module:
+                continue
+            sh = lin.shard(layout.tp, layout.ep, layout.etp)
+            shapes.append((sh.rows, sh.cols, sh.count * g.count))
+    if m.head.pooler and last_stage:
+        shapes.append((m.hidden_size, m.hidden_size, 1))
     per = (lambda r, c: nf4_tensor_bytes(r * c, double_quant)) if kind == "nf4" else int8_tensor_bytes
     nbytes = sum(k * per(r, c) for r, c, k in shapes)
     if kind == "nf4" and double_quant:
@@ -237,21 +248,25 @@ def lora_states(setup: TrainingSetup) -> ModelStates:
     spec = setup.lora
     assert spec is not None
     a = _arch(setup)
-    p, recipe, opt = setup.parallel, setup.recipe, setup.optimizer
+    p, recipe, opt = setup.layout, setup.recipe, setup.optimizer
     if p.engine != "plain":
         raise MemplanError("LoRA estimates use the plain convention: drop --engine (or use --engine plain)")
     local = local_parameters(setup.model, p)
     roles = spec.roles or resolve_targets(a, spec.targets)
-    sites = adapter_sites(a, spec.rank, roles, p.tp)
     last = local.stage == p.pp - 1
+    from memplan.memory.layout import stage_groups
+
     adapter_tensors: list[tuple[int, int, int]] = []
-    for s in sites:
-        if not s.per_layer and not last:
-            continue
-        k = s.count * (local.layers if s.per_layer else 1)
-        adapter_tensors += [(*s.a_shape, k), (*s.b_shape, k)]
+    per_layer_adapt = 0
+    for _, g in stage_groups(a, p)[local.stage]:
+        sites = adapter_sites(a, g.layer, spec.rank, roles, p.tp)
+        per_layer_adapt = max(per_layer_adapt, sum(x.params for x in sites))
+        for x in sites:
+            adapter_tensors += [(*x.a_shape, x.count * g.count), (*x.b_shape, x.count * g.count)]
+    if last:
+        for x in head_sites(a, spec.rank, roles):
+            adapter_tensors += [(*x.a_shape, 1), (*x.b_shape, 1)]
     n_adapt = sum(r * c * k for r, c, k in adapter_tensors)
-    per_layer_adapt = sum(s.params for s in sites if s.per_layer)
     adapters = LocalParameters(params=n_adapt, stage=local.stage, layers=local.layers, layer_params=per_layer_adapt,
                                largest_module_params=max((r * c for r, c, _ in adapter_tensors), default=0),
                                tensor_numels=adapter_tensors)
@@ -280,7 +295,7 @@ def lora_states(setup: TrainingSetup) -> ModelStates:
     wb = recipe.weights.bytes
     frozen_note = "frozen: no gradients, master weights or optimizer states"
     if spec.quantize_base:
-        q = quantized_base(a, local, p.tp, spec.quantize_base, double_quant=True, last_stage=last)
+        q = quantized_base(a, local, p, spec.quantize_base, double_quant=True, last_stage=last)
         rest = local.params - q.quantized_params
         label = "nf4 + 8-bit absmax (double quant)" if spec.quantize_base == "nf4" else "int8 + fp32 row scales"
         add(f"frozen base linears ({spec.quantize_base})", "weights", label, q.quantized_bytes / q.quantized_params,
@@ -376,18 +391,23 @@ def lora_activation_adjustment(setup: TrainingSetup) -> LoraActivationAdjustment
     spec = setup.lora
     assert spec is not None
     a = _arch(setup)
-    p = setup.parallel
-    roles = spec.roles or resolve_targets(a, spec.targets)
+    p = setup.layout
+    names = spec.roles or resolve_targets(a, spec.targets)
+    layer = a.first  # the first layer kind stands for all (the layers of one model share these widths)
+    at, ffn = layer.attention, layer.ffn
+    lins = a.linears(layer)
+    by_name = {x.name: x for x in lins}
+    roles = {by_name[n].role for n in names if n in by_name} | {n.split(":")[1] for n in names if ":" in n}
     cb = setup.recipe.compute.bytes if setup.recipe.compute.bytes >= 2 else 2  # fp8 recipes save bf16 inputs
     wb = setup.recipe.weights.bytes  # RMSNorm casts back to the input (= weight) dtype
-    tokens = setup.workload.micro_batch * setup.seq
+    tokens = setup.layout.micro_batch * setup.seq
     tp = p.tp
-    topk = a.experts_per_token if a.n_experts else 1
-    widths = {"attn_in": a.hidden_size, "attn_ctx": math.ceil(a.q_size / tp), "mlp_in": a.hidden_size,
-              "mlp_act": math.ceil(a.ffn_hidden_size / tp) * topk}
-    feeds = {"attn_in": ["q", "k", "v", "qkv"], "attn_ctx": ["o"], "mlp_in": ["gate", "up"] if a.mlp == "swiglu"
-             else ["up"], "mlp_act": ["down"]}
-    present = {x.role for x in a.linears()}
+    topk = ffn.top_k if ffn.moe else 1
+    widths = {"attn_in": a.hidden_size, "attn_ctx": math.ceil(at.out_in_features / tp), "mlp_in": a.hidden_size,
+              "mlp_act": math.ceil(ffn.intermediate_size / tp) * topk}
+    feeds = {"attn_in": ["q", "k", "v", "qkv", "q_a", "kv_a"], "attn_ctx": ["o"],
+             "mlp_in": ["gate", "up", "gate_up"] if ffn.gated else ["up"], "mlp_act": ["down"]}
+    present = {x.role for x in lins}
     groups = []
     for name, rs in feeds.items():
         if name == "attn_ctx" and setup.workload.attention != "eager":
@@ -397,32 +417,30 @@ def lora_activation_adjustment(setup: TrainingSetup) -> LoraActivationAdjustment
             continue
         groups.append(InputGroup(name=name, roles=[r for r in rs if r in present], width=widths[name],
                                  adapted=any(r in roles for r in rs), bytes=int(tokens * widths[name] * cb)))
-    rms = a.norm == "rmsnorm"
-    if rms and a.norms_per_layer:
-        groups.append(InputGroup(name="norm_y", roles=[], width=a.norms_per_layer * a.hidden_size, adapted=False,
-                                 bytes=int(tokens * a.norms_per_layer * a.hidden_size * wb)))
+    rms = layer.norm.kind == "rmsnorm"
+    if rms and layer.norms:
+        groups.append(InputGroup(name="norm_y", roles=[], width=layer.norms * a.hidden_size, adapted=False,
+                                 bytes=int(tokens * layer.norms * a.hidden_size * wb)))
     removed = sum(g.bytes for g in groups if not g.adapted)
     added = 0
-    for s in adapter_sites(a, spec.rank, roles, tp):
-        if not s.per_layer:
-            continue
-        routed = topk if s.count > 1 else 1  # each token visits top-k experts' adapters
+    for site in adapter_sites(a, layer, spec.rank, names, tp):
+        routed = 1
         added += tokens * routed * spec.rank * cb
         if spec.dropout:
             # nn.Dropout on x before lora_A: a copy of x in the compute dtype and a bool mask
-            added += tokens * routed * s.a_shape[1] * (cb + 1)
+            added += tokens * routed * site.a_shape[1] * (cb + 1)
     local = local_parameters(setup.model, p)
     once = 0
-    if a.lm_head and local.stage == p.pp - 1:
-        once += tokens * a.hidden_size * cb + (tokens * a.hidden_size * wb if rms and a.final_norm else 0)
+    if a.head.lm_head and local.stage == p.pp - 1:
+        once += tokens * a.hidden_size * cb + (tokens * a.hidden_size * wb if rms and a.head.final_norm else 0)
     first_norm = 0
-    if local.stage == 0 and a.norms_per_layer:
+    if local.stage == 0 and layer.norms:
         first_norm = tokens * (a.hidden_size * 4 + 4) if rms else tokens * (a.hidden_size * cb + 8)
     once += first_norm
     temp = 0
     notes = []
     if spec.quantize_base:
-        q = quantized_base(a, local, tp, spec.quantize_base)
+        q = quantized_base(a, local, p, spec.quantize_base)
         temp = q.largest_linear * cb
         notes.append("QLoRA: bitsandbytes MatMul4Bit dequantises each weight to the compute dtype for its matmul "
                      "(forward and backward) and saves only the quantised weight")

@@ -42,8 +42,9 @@ def overhead_components(setup: TrainingSetup, gpu: GPUSpec | None, states: Model
                              note=f"assumed for {gen_name} ({where}): {t['context_source']}"))
     out.append(Component(name="cuBLAS workspace", category="overheads", bytes=gen["cublas_workspace_kib"] * 1024,
                          note=t["cublas_workspace_source"]))
-    p = setup.parallel
-    groups = [name for name, size in (("data", p.dp), ("tensor", p.tp), ("pipeline", p.pp)) if size > 1]
+    p = setup.layout
+    groups = [name for name, size in (("data", p.dp), ("tensor", p.tp), ("pipeline", p.pp), ("context", p.cp),
+                                      ("expert", p.ep)) if size > 1]
     if groups:
         out.append(Component(name="NCCL buffers", category="overheads",
                              bytes=len(groups) * t["nccl_mib_per_communicator"] * MIB,

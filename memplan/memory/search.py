@@ -43,6 +43,10 @@ def _with_workload(setup: TrainingSetup, **changes) -> TrainingSetup:
     return setup.model_copy(update={"workload": setup.workload.model_copy(update=changes)})
 
 
+def _with_layout(setup: TrainingSetup, **changes) -> TrainingSetup:
+    return setup.model_copy(update={"layout": setup.layout.replace(**changes)})
+
+
 def _fits(setup: TrainingSetup, gpu: GPUSpec, calibration) -> bool:
     return bool(estimate_memory(setup, gpu, calibration=calibration).fits)
 
@@ -53,7 +57,7 @@ def max_micro_batch(setup: TrainingSetup, gpu: GPUSpec, calibration: "Calibratio
     if setup.model.architecture is None:
         raise MemplanError("--max-micro-batch needs an architecture (activations grow with the batch): use a "
                            "profile name or a config.json")
-    return largest_fitting(lambda b: _fits(_with_workload(setup, micro_batch=b), gpu, calibration), ceiling)
+    return largest_fitting(lambda b: _fits(_with_layout(setup, micro_batch=b), gpu, calibration), ceiling)
 
 
 def max_seq(setup: TrainingSetup, gpu: GPUSpec, calibration: "Calibration | None" = None) -> int:
@@ -65,5 +69,5 @@ def max_seq(setup: TrainingSetup, gpu: GPUSpec, calibration: "Calibration | None
     if a is None:
         raise MemplanError("--max-seq needs an architecture (activations grow with the sequence): use a profile "
                            "name or a config.json")
-    ceiling = a.max_positions if a.position == "learned" else SEQ_CEILING
+    ceiling = a.max_positions if a.embeddings.learned_positions else SEQ_CEILING
     return largest_fitting(lambda s: _fits(_with_workload(setup, seq=s), gpu, calibration), ceiling)

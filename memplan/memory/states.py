@@ -99,14 +99,17 @@ def _gathered(local: LocalParameters, dtype: DType, dp: int, zero: int, fsdp: bo
     block is in flight, not two).
     """
     if fsdp and local.layer_tensor_numels:
-        block = sum(-(-r // dp) * c * k for r, c, k in local.layer_tensor_numels) * dp
-        padded_total = sum(-(-r // dp) * c * k for r, c, k in local.tensor_numels) * dp
-        root = padded_total - block * local.layers
-        blocks = local.layers if zero == 2 else min(LAYERS_IN_FLIGHT, local.layers)
+        def padded(numels) -> int:
+            return sum(-(-r // dp) * c * k for r, c, k in numels) * dp
+
+        block = padded(local.layer_tensor_numels)  # the largest block
+        root = padded(local.tensor_numels) - sum(g.count * padded(g.tensors_per_layer) for g in local.groups)
+        blocks = min(LAYERS_IN_FLIGHT, local.layers)
+        in_flight = sum(g.count * padded(g.tensors_per_layer) for g in local.groups) if zero == 2 else blocks * block
         what = (f"FSDP2 root unit ({root:,} params) + "
                 + ("all blocks (reshard_after_forward=False)" if zero == 2 else f"{blocks} blocks in flight"))
         return Component(name="gathered parameters", category="gathered_parameters", dtype=dtype.value,
-                         bytes=(root + blocks * block) * dtype.bytes, location="gpu", note=what)
+                         bytes=(root + in_flight) * dtype.bytes, location="gpu", note=what)
     per_layer = local.layer_params or local.largest_module_params
     if not per_layer:
         per_layer = local.params // 100
@@ -142,13 +145,18 @@ def model_states(setup: TrainingSetup) -> ModelStates:
         from memplan.memory.lora import lora_states  # LoRA/QLoRA arithmetic lives in lora.py
 
         return lora_states(setup)
-    p = setup.parallel
-    if setup.parallel.engine == "deepspeed" and p.zero in (2, 3):
+    p = setup.layout
+    if setup.layout.engine == "deepspeed" and p.zero in (2, 3):
         return _deepspeed_states(setup)
-    if setup.parallel.engine == "fsdp" and p.zero == 1:
+    if setup.layout.engine == "fsdp" and p.zero == 1:
         raise MemplanError("--engine fsdp has no stage 1: use --zero 2 (reshard_after_forward=False) or 3")
     local = local_parameters(setup.model, p)
-    recipe, opt, dp, zero, engine = setup.recipe, setup.optimizer, p.dp, p.zero, p.engine
+    recipe, opt, zero, engine = setup.recipe, setup.optimizer, p.zero, p.engine
+    # ZeRO / the distributed optimizer shard over the data-parallel ranks that hold the same weights: dp x cp for
+    # dense parameters (Megatron shards over the DP group with context parallel; DeepSpeed over data x sequence
+    # parallel), the expert-data-parallel group for routed experts (Megatron-Core MoE: expert grads reduce over it)
+    dp = p.dp * p.cp
+    edp = p.edp
     n = local.params
     notes: list[str] = pipeline_notes(local, p)
     if "nvme" in (p.offload_optimizer, p.offload_params):
@@ -172,6 +180,8 @@ def model_states(setup: TrainingSetup) -> ModelStates:
     def shard(stage: int) -> int:
         return dp if zero >= stage else 1
 
+    expert_share = local.expert_params / n if n and edp != dp else 0.0
+
     def where(kind: str) -> str:
         if kind == "weights":
             return p.offload_params if p.offload_params != "none" else "gpu"
@@ -182,7 +192,13 @@ def model_states(setup: TrainingSetup) -> ModelStates:
     comps: list[Component] = []
 
     def add(name, category, dtype_label, bpp, total_bytes, sharded_over, location, note=""):
-        per_rank = _ceil_div(total_bytes, sharded_over)
+        if expert_share and sharded_over > 1:
+            # routed experts shard over their own (smaller) data-parallel group
+            per_rank = _ceil_div(total_bytes * (1 - expert_share), sharded_over) + \
+                _ceil_div(total_bytes * expert_share, edp)
+            note = "; ".join(filter(None, [note, f"routed experts /{edp} (expert data parallel)"]))
+        else:
+            per_rank = _ceil_div(total_bytes, sharded_over)
         if location != "gpu":
             per_rank *= p.gpus_on_a_node  # host memory is counted per node: every local rank offloads its shard
         comps.append(Component(name=name, category=category, dtype=dtype_label, bytes_per_param=bpp,
@@ -230,7 +246,7 @@ def _deepspeed_states(setup: TrainingSetup) -> ModelStates:
     DeepSpeed's functions take `total_params` and the GPU count; here total_params is the parameters of one
     TP/PP partition (DeepSpeed itself knows no TP/PP), total_gpus = the DP group size x nodes as DeepSpeed does.
     """
-    p = setup.parallel
+    p = setup.layout
     if "nvme" in (p.offload_optimizer, p.offload_params):
         raise MemplanError("--engine deepspeed reproduces DeepSpeed's estimators, which cover CPU offload only; "
                            "drop --engine (plain ZeRO-Infinity accounting) for NVMe offload")

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from memplan.memory.activations import Activations, activations
-from memplan.memory.implementations import Kernels, get_implementation
+from memplan.memory.activations import Activations, activations, implementation_for
+from memplan.memory.implementations import Kernels
+from memplan.memory.layout import LocalParameters
 from memplan.memory.states import ModelStates
 from memplan.results.memory import Component, Phase
 from memplan.spec.setup import TrainingSetup
@@ -41,35 +42,26 @@ def _phase(name: str, **cats: int) -> Phase:
     return Phase(name=name, bytes=b, total=sum(b.values()))
 
 
-def parameter_order(setup: TrainingSetup) -> list[int]:
+def parameter_order(local: LocalParameters) -> list[int]:
     """Numel of each parameter tensor on this GPU in nn.Module registration order (what torch.optim iterates):
-    embeddings, then per layer the linears (weight, bias) followed by the layer's norms, the final norm and the
-    LM head (transformers' modeling files register them in that order, e.g. modeling_llama.py)."""
-    a = setup.model.arch
-    tp = setup.parallel.tp
-    first = [-(-a.vocab_size // tp) * a.hidden_size]
-    if a.position == "learned":
-        first.append(a.max_positions * a.hidden_size)
-    layer: list[int] = []
-    for lin in a.linears():
-        w = lin.in_features * lin.out_features * lin.count
-        layer.append(w if lin.split == "replicated" else -(-w // tp))
-        if lin.bias:
-            layer.append(lin.out_features * lin.count // (tp if lin.split == "column" else 1))
-    layer += [a.hidden_size] * (a.norms_per_layer * (2 if a.norm_bias else 1))
-    last = [a.hidden_size] if a.final_norm else []
-    if a.lm_head and not a.tied_embeddings:
-        last.append(-(-a.vocab_size // tp) * a.hidden_size)
-    # two consecutive layers are enough to see every adjacent pair
-    return first + layer * min(2, a.n_layers) + last
+    embeddings, then per layer its linears (weight, bias) and its vectors (norms), the final norm and the LM head
+    (transformers' modeling files register them in that order, e.g. modeling_llama.py).  Two consecutive layers
+    of each group are enough to see every adjacent pair."""
+    def numels(ts):
+        return [r * c * k for r, c, k in ts]
+
+    if not local.groups:  # LoRA adapters, a bare count: the tensors as listed
+        return numels(local.tensor_numels)
+    layers = [n for g in local.groups for n in numels(g.tensors_per_layer) * min(2, g.count)]
+    return numels(local.embedding_numels) + layers + numels(local.head_numels)
 
 
 def optimizer_temporaries(setup: TrainingSetup, states: ModelStates) -> tuple[int, str]:
     """Bytes of the optimizer step's transient buffers on the GPU, and the assumption in words."""
-    p = setup.parallel
+    p = setup.layout
     if p.offload_optimizer != "none":
         return 0, "optimizer offloaded: its temporaries are in CPU memory"
-    prof = get_implementation(setup.workload.implementation)
+    prof = implementation_for(setup)
     impl = prof.optimizer_impl or setup.workload.optimizer_impl
     paged = setup.lora is not None and setup.lora.paged_optimizer
     if paged:
@@ -89,7 +81,7 @@ def optimizer_temporaries(setup: TrainingSetup, states: ModelStates) -> tuple[in
         if setup.model.architecture is None:
             sizes = [group]
         else:
-            sizes = [min(n, group) for n in parameter_order(setup)]  # ZeRO: the optimizer works on its flat shard
+            sizes = [min(n, group) for n in parameter_order(states.local)]  # ZeRO: the optimizer works on its flat shard
         prev = 0
         for n in sizes:
             pair = max(pair, temps.previous * prev + temps.current * n)
@@ -115,10 +107,10 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
         return Timeline(phases=[phase], components=_step_components(temps, temps_note, master_copy),
                         notes=["no architecture: activations are not estimated (model states and the optimizer "
                                "step only); give a profile name, a config.json or --layers etc."])
-    a = setup.model.arch
-    p = setup.parallel
+    m = setup.model.arch
+    p = setup.layout
     acts = activations(setup, kernels)
-    prof = get_implementation(setup.workload.implementation)
+    prof = implementation_for(setup)
     notes = list(acts.notes)
     comps: list[Component] = []
 
@@ -127,36 +119,40 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
     grads_total = held["gradients"]
     local = states.local
     per_param_grad = grads_total / local.params if local.params else 0.0
-    layer_grads = int(local.layer_params * per_param_grad)
+    # gradients of the stage's first layer (the last to get its gradients in backward); LoRA: the adapters'
+    first_layer_params = local.groups[0].params_per_layer if local.groups else local.layer_params
+    first_layer_grads = int(first_layer_params * per_param_grad)
     # LoRA: the LM head and the embeddings are frozen (lora.py), so neither has a gradient
-    trainable_head = a.lm_head and setup.lora is None
-    head_grads = int(-(-a.vocab_size // p.tp) * a.hidden_size * per_param_grad) if trainable_head else 0
+    trainable_head = m.head.lm_head and setup.lora is None
+    head_grads = int(-(-m.vocab_size // p.tp) * m.hidden_size * per_param_grad) if trainable_head else 0
     # tied embeddings: embedding backward makes a dense (V, h) gradient and adds it into the LM head's .grad
-    embed_grad_temp = head_grads if a.tied_embeddings else 0
+    embed_grad_temp = head_grads if m.head.tied else 0
 
     saved = acts.saved
-    layers_saved = int(acts.in_flight * acts.layers * acts.layer)
-    recompute_extra = acts.layer_full - acts.layer if setup.workload.recompute != "none" else 0
+    recompute_extra = acts.recompute_extra if p.recompute != "none" else 0
     other = acts.inputs
 
     # gradient accumulation: from the second micro-batch on, every gradient already exists during forward and
     # backward (accumulated in place), so the worst micro-batch holds them all next to its activations
-    accumulated = grads_total if setup.workload.grad_accum > 1 else 0
+    accumulated = grads_total if p.grad_accum > 1 else 0
     if accumulated:
-        notes.append(f"gradient accumulation over {setup.workload.grad_accum} micro-batches: gradients stay "
+        notes.append(f"gradient accumulation over {p.grad_accum} micro-batches: gradients stay "
                      "allocated through every forward and backward after the first")
     forward = _phase("forward", **persistent, gathered_parameters=gathered, other=other, gradients=accumulated,
                      activations=saved - acts.head + acts.forward_only,
-                     temporaries=acts.layer_forward + (acts.layer_full if setup.workload.recompute == "full" else 0))
+                     temporaries=acts.layer_forward + (acts.layer_full if p.recompute == "full" else 0))
     loss = _phase("loss", **persistent, gathered_parameters=gathered, other=other, gradients=accumulated,
                   activations=saved + acts.forward_only, temporaries=acts.loss_forward)
     bwd_start = dict(activations=saved, temporaries=acts.loss_backward)
     # first layer's backward: head done (its gradients allocated, its saved tensors freed), one layer recomputed
     first = dict(activations=saved - acts.head + recompute_extra, gradients=head_grads,
                  temporaries=acts.layer_backward)
-    last_layers = max(acts.layers - 1, 0)
-    last = dict(activations=acts.embedding + int(acts.in_flight * (acts.layers - last_layers) * acts.layer)
-                + recompute_extra, gradients=head_grads + last_layers * layer_grads, temporaries=acts.layer_backward)
+    # the last layer's backward (the stage's first layer): only its saved tensors and the embedding's remain,
+    # every other layer's gradients exist
+    last = dict(activations=acts.embedding + int(acts.in_flight * acts.first_layer_kept) + recompute_extra,
+                gradients=head_grads + max(int(local.params * per_param_grad) - head_grads - first_layer_grads
+                                           - _embedding_grads(local, per_param_grad), 0),
+                temporaries=acts.layer_backward)
     end = dict(activations=0, gradients=grads_total, temporaries=embed_grad_temp)
     candidates = [bwd_start, first, last, end]
     if accumulated:
@@ -177,23 +173,27 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
 
     for line in acts.lines:
         # bytes per GPU like every other component; layer lines say their per-layer size in the note
-        mult = acts.in_flight * acts.layers if line.region.startswith("layer") else 1
+        mult = acts.in_flight * line.layers if line.region.startswith("layer") else 1
         comps.append(Component(name=f"{line.region}: {line.name}", category="activations",
                                bytes=int(line.bytes * mult),
-                               note="; ".join(filter(None, [_line_note(line.region, acts, line.bytes), line.note]))))
+                               note="; ".join(filter(None, [_line_note(line, acts), line.note]))))
     if acts.dequant_temporary:
         comps.append(Component(name="QLoRA dequantised base weight (forward, backward)", category="temporaries",
                                dtype=setup.recipe.compute.value, bytes=acts.dequant_temporary,
                                note="transient: the largest linear's weight, one at a time (bitsandbytes MatMul4Bit)"))
     comps += _step_components(temps, temps_note, master_copy)
-    del layers_saved
     return Timeline(phases=[forward, loss, backward, step, zero], components=comps, notes=notes, activations=acts)
+
+
+def _embedding_grads(local: LocalParameters, per_param_grad: float) -> int:
+    """Gradients of the embeddings (and extras) on this stage: allocated at the very end of backward."""
+    return int(sum(r * c * k for r, c, k in local.embedding_numels) * per_param_grad)
 
 
 def _master_grad_copy(setup: TrainingSetup, states: ModelStates) -> int:
     """fp32 gradients a master-weights step materializes (the implementation profile's bytes per parameter)."""
-    p = setup.parallel
-    prof = get_implementation(setup.workload.implementation)
+    p = setup.layout
+    prof = implementation_for(setup)
     if setup.recipe.master_weights is None or not prof.master_grad_copy_bytes or p.offload_optimizer != "none":
         return 0
     shard = p.dp if p.zero >= 1 else 1
@@ -211,10 +211,10 @@ def _step_components(temps: int, temps_note: str, master_copy: int) -> list[Comp
     return comps
 
 
-def _line_note(region: str, acts: Activations, per_layer_bytes: float = 0) -> str:
-    if region.startswith("layer"):
-        return (f"{per_layer_bytes / 2**20:,.1f} MiB per layer and micro-batch x {acts.layers} layers"
+def _line_note(line, acts: Activations) -> str:
+    if line.region.startswith("layer"):
+        return (f"{line.bytes / 2**20:,.1f} MiB per layer and micro-batch x {line.layers} layers"
                 + (f" x {acts.in_flight:g} micro-batches in flight" if acts.in_flight != 1 else ""))
-    if region == "forward only":
+    if line.region == "forward only":
         return "alive during forward and loss, freed before backward"
     return ""

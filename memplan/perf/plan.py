@@ -28,7 +28,8 @@ from memplan.results.plan import Candidate, PlanResult
 from memplan.results.time import Layout
 from memplan.spec.hardware import GPUSpec
 from memplan.spec.setup import TrainingSetup
-from memplan.spec.training import Parallelism, Workload
+from memplan.spec.layout import Layout
+from memplan.spec.training import Workload
 from memplan.spec.units import format_bytes
 
 RECOMPUTE_ORDER = ("none", "selective", "full")
@@ -57,8 +58,8 @@ def enumerate_layouts(setup: TrainingSetup, gpus: int, global_batch: int, max_mi
     recompute)."""
     fx = fixed or {}
     a = setup.model.arch
-    gpn = setup.parallel.gpus_per_node
-    engine = setup.parallel.engine
+    gpn = setup.layout.gpus_per_node
+    engine = setup.layout.engine
     for tp in divisors(gpn):
         if tp > gpus or a.n_heads % tp or (a.kv_heads % tp and tp % a.kv_heads) or fx.get("tp", tp) != tp:
             continue
@@ -90,13 +91,13 @@ def enumerate_layouts(setup: TrainingSetup, gpus: int, global_batch: int, max_mi
 
 def _setup_for(base: TrainingSetup, gpus: int, row: tuple) -> TrainingSetup:
     tp, pp, dp, zero, off_opt, off_par, mb, ga, rc = row
-    p = base.parallel
-    parallel = Parallelism(gpus=gpus, gpus_per_node=p.gpus_per_node, tp=tp, pp=pp, sequence_parallel=tp > 1,
+    p = base.layout
+    parallel = Layout(gpus=gpus, gpus_per_node=p.gpus_per_node, tp=tp, pp=pp, sequence_parallel=tp > 1,
                            zero=zero, offload_optimizer=off_opt, offload_params=off_par, engine=p.engine)
     w = base.workload
     workload = Workload(micro_batch=mb, seq=base.seq, grad_accum=ga, recompute=rc, attention=w.attention,
                         implementation=w.implementation)
-    return base.model_copy(update={"parallel": parallel, "workload": workload})
+    return base.model_copy(update={"layout": parallel, "workload": workload})
 
 
 def _layout(gpus: int, gpn: int, row: tuple) -> Layout:
@@ -126,7 +127,7 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
         setup.model.arch  # raises the clear "needs an architecture" error
     t0 = _time.perf_counter()
     seq = setup.seq
-    gpn = setup.parallel.gpus_per_node
+    gpn = setup.layout.gpus_per_node
     links = resolve_links(gpu, interconnect, internode)
     peak = peak_for(gpu, setup.recipe.compute)
     eff = resolve_efficiency(gpu, peak, mfu, achieved_tflops, measured)
@@ -180,7 +181,7 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
             failed.setdefault(key, []).append((mb, level))
         return ok, est.per_gpu.required, est.cpu.total
 
-    counts = list(gpus or [setup.parallel.gpus])
+    counts = list(gpus or [setup.layout.gpus])
     found_min: int | None = None
     if min_gpus:
         for n in gpu_counts_upto(1, max_gpus, gpn):

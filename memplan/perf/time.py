@@ -100,16 +100,19 @@ def resolve_efficiency(gpu: GPUSpec, peak_tflops: float, mfu: float | None = Non
 
 def measured_tflops(path: str) -> float:
     """Achieved hardware TFLOP/s from a `memplan profile` record (ProfileRecord or MeasuredStep JSON)."""
-    from memplan.catalog import load_json
+    from memplan.results.records import load_timing
 
-    data = load_json(path)
-    step = data.get("measured", data)
-    cuda = step.get("cuda") or {}
-    if cuda.get("achieved_tflops"):
-        return float(cuda["achieved_tflops"])
-    if cuda.get("flops_per_step") and cuda.get("step_seconds"):
-        return cuda["flops_per_step"] / cuda["step_seconds"] / 1e12
-    raise MemplanError(f"{path} holds no timing (cuda.achieved_tflops); measure with `memplan profile --device cuda`")
+    step = load_timing(path, "--measured")
+    if step.oom:
+        raise MemplanError(f"--measured file {path}: the measured step ran out of memory, so it has no timing; "
+                           "use a run that completed")
+    cuda = step.cuda
+    if cuda is not None and cuda.achieved_tflops:
+        return cuda.achieved_tflops
+    if cuda is not None and cuda.flops_per_step and cuda.step_seconds:
+        return cuda.flops_per_step / cuda.step_seconds / 1e12
+    raise MemplanError(f"--measured file {path} holds no timing (cuda.achieved_tflops); measure with "
+                       "`memplan profile --device cuda`")
 
 
 def _comm_dtype_bytes(recipe: Recipe) -> float:
@@ -293,19 +296,19 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
                   internode: str | None = None, price: float | None = None, causal: bool = False,
                   cpu_bandwidth_gbps: float = DEFAULT_CPU_BANDWIDTH_GBPS, with_memory: bool = True) -> TimeEstimate:
     """Time, GPU-hours and cost of training `setup` on `gpu` for `tokens` (or `steps` optimizer steps)."""
-    p, w = setup.parallel, setup.workload
+    p, w = setup.layout, setup.workload
     seq = setup.seq
-    grad_accum = w.grad_accum
+    grad_accum = p.grad_accum
     if global_batch is not None:
-        per_step = w.micro_batch * p.dp
+        per_step = p.micro_batch * p.dp
         if global_batch % per_step:
             raise MemplanError(f"--global-batch {global_batch} is not a multiple of micro-batch x dp = "
-                               f"{w.micro_batch} x {p.dp} = {per_step}; change --micro-batch, --gpus, --tp or --pp")
-        if w.grad_accum not in (1, global_batch // per_step):
-            raise MemplanError(f"--grad-accum {w.grad_accum} contradicts --global-batch {global_batch} "
-                               f"(= micro-batch {w.micro_batch} x dp {p.dp} x {global_batch // per_step}); drop one")
+                               f"{p.micro_batch} x {p.dp} = {per_step}; change --micro-batch, --gpus, --tp or --pp")
+        if p.grad_accum not in (1, global_batch // per_step):
+            raise MemplanError(f"--grad-accum {p.grad_accum} contradicts --global-batch {global_batch} "
+                               f"(= micro-batch {p.micro_batch} x dp {p.dp} x {global_batch // per_step}); drop one")
         grad_accum = global_batch // per_step
-    global_batch = w.micro_batch * grad_accum * p.dp
+    global_batch = p.micro_batch * grad_accum * p.dp
     if p.pp > 1 and setup.model.architecture is not None and setup.model.arch.n_layers % p.pp:
         raise MemplanError(f"--pp {p.pp} does not divide the model's {setup.model.arch.n_layers} layers")
 
@@ -315,9 +318,9 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
     sm = StepModel(setup.model, setup.recipe, gpu, seq, links, eff, overlap, p.gpus_per_node, causal,
                    cpu_bandwidth_gbps)
     step, compute, bubble, exposed, total_comm, items = sm.evaluate(
-        p.gpus, p.tp, p.pp, p.zero, w.micro_batch, grad_accum, w.recompute, p.offload_optimizer, p.offload_params,
+        p.gpus, p.tp, p.pp, p.zero, p.micro_batch, grad_accum, p.recompute, p.offload_optimizer, p.offload_params,
         p.sequence_parallel, p.virtual_stages, detail=True)
-    f: FlopsPerToken = sm.flops[w.recompute]
+    f: FlopsPerToken = sm.flops[p.recompute]
     tokens_per_step = global_batch * seq
     n_steps, n_tokens = steps_for(tokens, steps, tokens_per_step)
     seconds = n_steps * step
@@ -348,7 +351,7 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
         model=setup.model.name, parameters=setup.model.parameters.total, gpu=gpu.name,
         layout=Layout(gpus=p.gpus, gpus_per_node=p.gpus_per_node, dp=p.dp, tp=p.tp, pp=p.pp, zero=p.zero,
                       offload_optimizer=p.offload_optimizer, offload_params=p.offload_params,
-                      micro_batch=w.micro_batch, grad_accum=grad_accum, recompute=w.recompute,
+                      micro_batch=p.micro_batch, grad_accum=grad_accum, recompute=p.recompute,
                       sequence_parallel=p.sequence_parallel, virtual_stages=p.virtual_stages),
         precision=setup.recipe.name, compute_dtype=setup.recipe.compute.value, peak_tflops=peak, efficiency=eff,
         overlap=overlap, links={"intra": links.intra.name, "inter": links.inter.name, "host": links.host.name},
@@ -367,7 +370,7 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
     if with_memory:
         from memplan.memory.estimate import estimate_memory
 
-        mem = estimate_memory(setup.model_copy(update={"workload": w.model_copy(update={"grad_accum": grad_accum})}),
+        mem = estimate_memory(setup.model_copy(update={"layout": p.replace(grad_accum=grad_accum)}),
                               gpu)
         est.memory_required_bytes, est.fits = mem.per_gpu.required, mem.fits
     return est

@@ -1,9 +1,10 @@
-"""Plain-text view of a serving estimate: memory per GPU, verdict, what fits, roofline throughput."""
+"""Plain-text view of a serving estimate: memory per GPU, the verdict (or whether vLLM starts), what fits, the KV
+cache per layer kind, and the roofline throughput."""
 from __future__ import annotations
 
 from tabulate import tabulate
 
-from memplan.results.inference import InferenceEstimate
+from memplan.results.inference import InferenceEstimate, Roofline, VllmStartup
 from memplan.spec.units import Units, format_bytes, format_count
 
 
@@ -17,45 +18,100 @@ def _short(note: str, width: int = 72) -> str:
     return first if len(first) <= width else first[: width - 3] + "..."
 
 
+def _header(est: InferenceEstimate) -> list[str]:
+    s, p = est.setup, est.setup.layout
+    w = est.weights
+    fmt = w.format if w else "-"
+    kv = est.kv_layers[0].dtype if est.kv_layers else "-"
+    load = f"{est.batch} sequence(s) x {est.context:,} tokens (prompt {est.prompt:,} + output {est.output:,})" \
+        if est.engine == "hf" or s.batch else f"requests of {est.context:,} tokens (prompt {est.prompt:,} + output " \
+                                              f"{est.output:,})"
+    return [f"{est.model}: {est.parameters:,} parameters ({format_count(est.parameters)}), serving with "
+            + ("vLLM" if est.engine == "vllm" else "transformers (hf)"),
+            f"weights {fmt}; KV cache {kv}; {load}; {p.gpus} GPU(s): tp={p.tp} pp={p.pp} replicas={p.dp}", ""]
+
+
+def _kv_lines(est: InferenceEstimate) -> list[str]:
+    rows = [[k.kind + (f" ({k.window})" if k.window else ""), k.layers, f"{k.bytes_per_token_per_layer:,}",
+             f"{k.bytes_per_token:,}", _short(k.note, 60)] for k in est.kv_layers]
+    return ["", "KV cache per layer kind (one GPU):",
+            tabulate(rows, headers=["layers", "count", "B/token/layer", "B/token", "stores"], tablefmt="plain")]
+
+
+def _vllm_lines(v: VllmStartup, units: Units) -> list[str]:
+    b = lambda x: format_bytes(x, units)  # noqa: E731
+    out = ["", f"vLLM {v.version} startup on {v.gpu}: total {b(v.total_memory)} (torch-reported) x "
+               f"gpu_memory_utilization {v.gpu_memory_utilization} = {b(v.requested)} requested",
+           tabulate([["weights (Model loading took)", b(v.weights)],
+                     ["peak activation", b(v.peak_activation)],
+                     ["non-torch memory", b(v.non_torch)],
+                     ["CUDA graphs" + ("" if v.cudagraph_in_budget else " (outside the budget)"), b(v.cudagraph)],
+                     ["Available KV cache memory", b(v.kv_cache_available)]], tablefmt="plain")]
+    specs = [[s.spec + (f" ({s.window})" if s.window else ""), s.layers, f"{s.page_size_bytes:,}",
+              s.blocks_per_request] for s in v.layer_kinds]
+    out += ["", tabulate(specs, headers=["KV spec", "layers", f"page (B, {v.block_size} tokens)",
+                                         f"blocks/request at {v.max_model_len:,}"], tablefmt="plain")]
+    if len(v.groups) > 1:
+        out.append(f"{len(v.groups)} KV cache groups of {max(g.layers for g in v.groups)} layer slots: "
+                   + ", ".join(f"{g.spec} x{g.layers}" for g in v.groups))
+    out += [f"{v.kv_bytes_per_token:,} B per token, {v.bytes_per_block:,} B per block; GPU blocks: "
+            f"{v.num_gpu_blocks:,}; GPU KV cache size: {v.gpu_kv_cache_tokens:,} tokens",
+            f"Maximum concurrency for {v.max_model_len:,} tokens per request: {v.max_concurrency:.2f}x"
+            + (f" ({v.concurrency_at_context:.2f}x at the given context)" if v.concurrency_at_context
+               and abs(v.concurrency_at_context - v.max_concurrency) > 5e-3 else "")]
+    if v.starts:
+        out.append(f"STARTS (max_num_seqs {v.max_num_seqs}, max_num_batched_tokens {v.max_num_batched_tokens:,})")
+    else:
+        out.append(f"DOES NOT START: {v.refusal}")
+        out += [f"  try: {f}" for f in v.fixes]
+    return out
+
+
+def _roofline_lines(r: Roofline, est: InferenceEstimate, units: Units) -> list[str]:
+    p = est.setup.layout
+    out = ["", f"roofline on {r.gpu} ({r.memory_bandwidth_gbps:,.0f} GB/s, {r.peak_tflops:g} TFLOP/s "
+               f"{r.compute_dtype}): upper bounds, batch {r.batch}", tabulate([
+                   ["decode step (full context)", _seconds(r.decode_step_seconds), f"{r.decode_bound} bound, "
+                    f"{format_bytes(r.decode_bytes_per_step, units)} read per GPU (KV "
+                    f"{format_bytes(r.decode_kv_bytes_per_step, units)})"
+                    + (f", TP all-reduces {_seconds(r.decode_comm_seconds)}" if r.decode_comm_seconds else "")],
+                   ["decode tokens/s per GPU", f"{r.decode_tokens_per_second_per_gpu:,.0f}",
+                    f"{r.decode_tokens_per_second:,.0f} over all {p.gpus} GPU(s); "
+                    f"{r.decode_tokens_per_second_per_sequence:,.1f} per sequence"],
+                   ["prefill tokens/s per GPU", f"{r.prefill_tokens_per_second_per_gpu:,.0f}",
+                    f"{r.prefill_bound} bound, {r.prefill_passes} pass(es)"],
+                   ["time to first token", _seconds(r.time_to_first_token_seconds),
+                    f"prefill of {r.batch} x {est.prompt:,} prompt tokens"],
+               ], tablefmt="plain")]
+    return out + [f"note: {n}" for n in r.notes]
+
+
 def inference_table(est: InferenceEstimate, units: Units = Units.GiB) -> str:
-    s = est.setup
-    p = s.parallel
-    lines = [
-        f"{est.model}: {est.parameters:,} parameters ({format_count(est.parameters)}), serving",
-        f"weights {s.weights_dtype.value}, KV cache {s.kv_dtype.value}; {s.batch} sequence(s) x {s.context:,} tokens "
-        f"(prompt {s.prompt_tokens:,}); {p.gpus} GPU(s): tp={p.tp} pp={p.pp} replicas={p.dp}",
-        "",
-    ]
+    lines = _header(est)
     rows = [[c.name, c.dtype or "-", format_bytes(c.bytes, units), _short(c.note)] for c in est.components]
     lines.append(tabulate(rows, headers=["component (per GPU)", "dtype", f"size ({units.value})", "note"]))
     g = est.per_gpu
-    lines += ["", f"required per GPU  {format_bytes(g.required, units)}",
-              f"KV cache: {est.kv_bytes_per_token:,} B per token per sequence on this GPU, {est.kv_tokens:,} "
-              "tokens cached per sequence"]
-    if est.gpu:
+    lines += ["", f"required per GPU  {format_bytes(g.required, units)}"]
+    if est.kv_layers:
+        lines += _kv_lines(est)
+    if est.vllm is not None:
+        lines += _vllm_lines(est.vllm, units)
+    elif est.gpu:
         head = format_bytes(abs(est.headroom or 0), units)
         verdict = "FITS" if est.fits else "DOES NOT FIT"
         lines.append(f"{verdict} on {est.gpu} ({format_bytes(est.gpu_memory, units)}): "
                      + (f"{head} headroom" if est.fits else f"short by {head}"))
+    if est.vllm is not None and est.setup.batch:
+        lines.append(("batch FITS" if est.fits else "batch DOES NOT FIT") + f": {est.batch} x {est.context:,} tokens")
     if est.max_batch is not None:
-        lines.append(f"max batch: {est.max_batch:,} concurrent sequences of {s.context:,} tokens")
+        lines.append(f"max batch: {est.max_batch:,} concurrent sequences of {est.context:,} tokens")
     if est.max_context is not None:
-        lines.append(f"max context: {est.max_context:,} tokens per sequence at batch {s.batch}")
-    r = est.roofline
-    if r is not None:
-        lines += ["", f"roofline on {r.gpu} ({r.memory_bandwidth_gbps:,.0f} GB/s, {r.peak_tflops:g} TFLOP/s "
-                      f"{r.compute_dtype}): upper bounds", tabulate([
-                          ["decode step (full context)", _seconds(r.decode_step_seconds), f"{r.decode_bound} bound, "
-                           f"{format_bytes(r.decode_bytes_per_step, units)} read per GPU"
-                           + (f", TP all-reduces {_seconds(r.decode_comm_seconds)}" if r.decode_comm_seconds else "")],
-                          ["decode tokens/s per GPU", f"{r.decode_tokens_per_second_per_gpu:,.0f}",
-                           f"{r.decode_tokens_per_second:,.0f} over all {p.gpus} GPU(s); "
-                           f"{r.decode_tokens_per_second_per_sequence:,.1f} per sequence"],
-                          ["prefill tokens/s per GPU", f"{r.prefill_tokens_per_second_per_gpu:,.0f}",
-                           f"{r.prefill_bound} bound"],
-                          ["time to first token", _seconds(r.time_to_first_token_seconds),
-                           f"prefill of {s.batch} x {s.prompt_tokens:,} prompt tokens"],
-                      ], tablefmt="plain")]
-        lines += [f"note: {n}" for n in r.notes]
+        what = "largest --max-model-len that starts" if est.engine == "vllm" else \
+            f"tokens per sequence at batch {est.batch}"
+        lines.append(f"max context: {est.max_context:,} ({what})")
+    if est.roofline is not None:
+        lines += _roofline_lines(est.roofline, est, units)
+    if est.vllm is not None:
+        lines += [f"note: {n}" for n in est.vllm.notes]
     lines += [f"note: {n}" for n in est.notes]
     return "\n".join(lines)

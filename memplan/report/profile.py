@@ -45,8 +45,8 @@ def profile_table(m: MeasuredStep, est: MemoryEstimate | None, units: Units = Un
         "",
     ]
     if m.oom:
-        lines.append(f"OUT OF MEMORY in phase {m.oom_phase}: {m.oom_message}")
-        lines.append("(figures below are what was measured before the error)")
+        lines.append(f"OUT OF MEMORY during {m.oom_phase}: {m.oom_message}")
+        lines.append("(figures below are what was measured before the error; no error % against the estimate)")
         lines.append("")
     # Categories are compared at the same moment: the estimate's figures for the phase where the measured peak
     # happened (comparing each side's own peak would set, say, backward's activations against the optimizer
@@ -66,7 +66,8 @@ def profile_table(m: MeasuredStep, est: MemoryEstimate | None, units: Units = Un
         tiny = measured < 0.01 * max(m.peak_allocated, 1)
         rows.append([label, format_bytes(measured, units),
                      format_bytes(estimated, units) if estimated is not None else "-",
-                     "(~0 measured)" if tiny and estimated else _pct(error_percent(estimated, measured))])
+                     "-" if m.oom else "(~0 measured)" if tiny and estimated
+                     else _pct(error_percent(estimated, measured))])
     rows.append(["peak phase", m.peak_phase, est.peak_phase if est is not None and est.peak_phase else "-", ""])
     lines.append(tabulate(rows, headers=[f"at the measured peak ({m.peak_phase})", f"measured ({units.value})",
                                          f"estimated ({units.value})", "error"]))
@@ -76,8 +77,8 @@ def profile_table(m: MeasuredStep, est: MemoryEstimate | None, units: Units = Un
         e = est_phases.get(p.name)
         row = [p.name, format_bytes(p.peak_bytes, units)]
         if est is not None:
-            row += [format_bytes(e.total, units) if e else "-", _pct(error_percent(e.total, p.peak_bytes)) if e
-                    else ""]
+            row += [format_bytes(e.total, units) if e else "-",
+                    _pct(error_percent(e.total, p.peak_bytes)) if e and not m.oom else ""]
         if m.cuda:
             row += [format_bytes(p.allocated_peak_bytes, units), format_bytes(p.reserved_peak_bytes, units)]
         phase_rows.append(row)
@@ -116,7 +117,9 @@ def profile_json(m: MeasuredStep, est: MemoryEstimate | None) -> dict:
     return {
         "measured": measured,
         "estimated": estimated,
-        "error_percent": error_percent(est.per_gpu.peak_allocated if est else None, m.peak_allocated),
+        # a step cut short by an out-of-memory has no peak to compare with
+        "error_percent": None if m.oom else error_percent(est.per_gpu.peak_allocated if est else None,
+                                                          m.peak_allocated),
         "device": m.device,
         "reserved_peak": c.reserved_peak_bytes if c else None,
         "step_seconds": c.step_seconds if c else None,

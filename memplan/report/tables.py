@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from memplan.results.memory import MemoryEstimate
+from memplan.results.memory import Comparison, MemoryEstimate
 from memplan.spec.units import Units, format_bytes, format_count
 
 LOCATION_ORDER = {"gpu": 0, "cpu": 1, "nvme": 2}
@@ -58,16 +58,19 @@ def timeline_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
 
 def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
     s = est.setup
-    p = s.parallel
+    p = s.layout
     exact = "" if est.parameters_exact else " (given count, no architecture)"
     w = s.workload
     lines = [
-        f"{est.model}: {est.parameters:,} parameters ({format_count(est.parameters)}){exact}",
+        f"{est.model}: {est.parameters:,} parameters ({format_count(est.parameters)}){exact}"
+        + (f", trained as {est.objective}" if est.objective and est.objective != "causal-lm" else ""),
+        *([f"layers: {est.layers}"] if est.layers else []),
         f"recipe {s.recipe.name} ({s.recipe.description}), optimizer {s.optimizer.name}",
-        f"{p.gpus} GPU(s): dp={p.dp} tp={p.tp} pp={p.pp}, ZeRO-{p.zero}, offload optimizer={p.offload_optimizer} "
+        f"{p.gpus} GPU(s): dp={p.dp} tp={p.tp} pp={p.pp}" + (f" cp={p.cp}" if p.cp > 1 else "")
+        + (f" ep={p.ep}" if p.ep > 1 else "") + f", ZeRO-{p.zero}, offload optimizer={p.offload_optimizer} "
         f"params={p.offload_params}",
-        f"step: micro-batch {w.micro_batch} x seq {s.seq}, recompute {w.recompute}, attention {w.attention}, "
-        f"implementation {w.implementation}",
+        f"step: micro-batch {p.micro_batch} x seq {s.seq}, recompute {p.recompute}, attention {w.attention}, "
+        f"activation rows {est.activation_profile or w.implementation}",
         f"convention: {est.convention}",
         "",
     ]
@@ -108,6 +111,10 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
         head = format_bytes(abs(est.headroom or 0), units)
         lines.append(f"\n{verdict} on {est.gpu} ({format_bytes(est.gpu_memory, units)}): "
                      + (f"{head} headroom" if est.fits else f"short by {head}"))
+        if not est.fits:
+            lines.append(f"would fit with: {est.hint}" if est.hint else
+                         "no single change fits (tried recompute, smaller micro-batches, ZeRO, offload, up to "
+                         "1024x the GPUs): see `memplan plan`")
     if est.max_micro_batch is not None or est.max_seq is not None:
         if est.max_micro_batch is not None:
             lines.append(f"largest micro-batch that fits: {est.max_micro_batch}")
@@ -121,10 +128,11 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
     return "\n".join(lines)
 
 
-def compare_table(rows: list[tuple[str, MemoryEstimate]], units: Units = Units.GiB) -> str:
+def compare_table(cmp: Comparison, units: Units = Units.GiB) -> str:
+    rows = [(r.strategy, r.estimate) for r in cmp.strategies]
     first = rows[0][1]
-    header = (f"{first.model}: {first.parameters:,} parameters on {first.setup.parallel.gpus} GPU(s) "
-              f"(dp={first.setup.parallel.dp}), optimizer {first.setup.optimizer.name}; sizes per GPU in "
+    header = (f"{first.model}: {first.parameters:,} parameters on {first.setup.layout.gpus} GPU(s) "
+              f"(dp={first.setup.layout.dp}), optimizer {first.setup.optimizer.name}; sizes per GPU in "
               f"{units.value}, CPU per node")
     table = []
     for label, e in rows:

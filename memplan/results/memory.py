@@ -69,6 +69,23 @@ class Phase(BaseModel):
     total: int
 
 
+class LayerGroupSummary(BaseModel):
+    """One layer group of the model: what kind of layer, how many, its parameters and (for the most loaded stage)
+    what one layer keeps for backward per micro-batch on one GPU."""
+
+    first_layer: int
+    count: int
+    kind: str = Field(description="e.g. 'sliding-window (4096), dense FFN (14336)'")
+    attention: str = Field(description="mha, gqa, mqa or mla")
+    window: int | None = None
+    window_kind: str = "global"
+    ffn: str = Field(description="dense or moe")
+    parameters_per_layer: int
+    active_parameters_per_layer: int
+    activations_per_layer: int | None = Field(None, description="bytes kept per layer and micro-batch on one GPU "
+                                                                "(layers of the most loaded stage only)")
+
+
 class MemoryEstimate(BaseModel):
     model: str
     parameters: int
@@ -87,9 +104,27 @@ class MemoryEstimate(BaseModel):
     timeline: list[Phase] = []
     max_micro_batch: int | None = None
     max_seq: int | None = None
+    layers: str | None = Field(None, description="what is counted per layer kind, e.g. '48 layers: attention 40 "
+                                                 "sliding-window (4096) GQA, 8 global GQA; 48 dense FFN (14336)'")
+    layer_groups: list[LayerGroupSummary] = []
+    objective: str | None = Field(None, description="what is trained: causal-lm, masked-lm or encoder")
+    activation_profile: str | None = Field(None, description="the implementation profile the activation rows "
+                                                             "come from (hf, hf-<family> traced, megatron)")
+    hint: str | None = Field(None, description="when it does not fit: the smallest change that would (flags)")
     notes: list[str] = []
 
     @property
     def bytes_per_param(self) -> float:
         """Model-state bytes per parameter on one GPU (the 16/18/20 figure, after sharding)."""
         return self.per_gpu.model_states / self.parameters if self.parameters else 0.0
+
+
+class StrategyEstimate(BaseModel):
+    strategy: str
+    estimate: MemoryEstimate
+
+
+class Comparison(BaseModel):
+    """`memplan estimate --compare`: one estimate per strategy, same model, GPU count and micro-batch."""
+
+    strategies: list[StrategyEstimate]

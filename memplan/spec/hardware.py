@@ -22,6 +22,10 @@ class GPUSpec(BaseModel):
     host_link: str | None = Field(None, description="GPU-to-CPU link profile name (offload traffic)")
     price_per_hour: float | None = Field(None, description="USD per GPU-hour, a labelled default")
     context_bytes: int | None = Field(None, description="CUDA context + library workspaces, measured or cited")
+    torch_total_memory_bytes: int | None = Field(
+        None, gt=0, description="total memory the device reports to torch (torch.cuda.mem_get_info()[1], i.e. "
+                                "cudaMemGetInfo): what vLLM multiplies by gpu_memory_utilization; below the marketing "
+                                "figure (ECC and driver reservations: an 80 GB H100 shows 79.19 GiB)")
     sources: list[str] = []
     notes: str = ""
 

@@ -1,198 +1,680 @@
-"""What a model is: its architecture, and the exact parameter count by component.
+"""What a model is: embeddings, an ordered list of layer groups (count x layer spec), and its head(s).
 
-The counting follows the module structure of the reference implementations (Hugging Face transformers'
-modeling_<family>.py, which is what the published counts were produced from): one weight matrix per linear
-layer, optional biases, one or two norm vectors per norm.  `tests/test_models.py` checks every built-in
-profile against its published exact count.
+A layer spec holds its own attention block (MHA/GQA/MQA or MLA, window, soft-capping, sinks, QK-norm, rotary),
+its FFN block (dense GeLU/gated, or MoE with routed and shared experts) and its norms (kind, count, place).  The
+architectures of 2026 alternate layer kinds (Gemma 2/3 sliding and global, gpt-oss alternating windows, DeepSeek-V3
+dense then MoE layers, Llama 4 chunked and NoPE-global layers); a flat "one layer times n_layers" description
+cannot say that, so every consumer (states, layout, activations, timeline, inference, FLOPs, LoRA, measurement)
+walks `Model.groups` instead.
+
+Counting follows the module structure of the reference implementations (Hugging Face transformers'
+modeling_<family>.py, from which the published counts come): one weight matrix per linear module, optional biases,
+one or two vectors per norm.  The family readers in memplan/families/ build these specs from config.json;
+tests/test_families.py checks every family against transformers on the meta device, parameter for parameter.
+
+`Linear` is the one place that knows how tensor (and expert) parallelism shards a matrix (`Linear.shard`).
 """
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memplan.errors import MemplanError
 
+NormKind = Literal["rmsnorm", "layernorm"]
+# pre: x + f(norm(x)) (GPT-2, Llama); post: norm(x + f(x)) (BERT); sublayer-post: x + norm(f(x)) (OLMo 2);
+# sandwich: x + norm'(f(norm(x))) (Gemma 2/3: four norms); shared: one norm feeds parallel branches (Falcon-7B)
+NormPlace = Literal["pre", "post", "sublayer-post", "sandwich", "shared"]
+NORMS_PER_PLACE: dict[str, int] = {"pre": 2, "post": 2, "sublayer-post": 2, "sandwich": 4, "shared": 1}
+WindowKind = Literal["global", "sliding", "chunked"]
+Position = Literal["rotary", "learned", "alibi", "none"]
+# per head: RMSNorm(head_dim) on q and k (Qwen3, Gemma 3); full: RMSNorm(heads*head_dim) (OLMo 2);
+# l2: a weightless L2 norm (Llama 4)
+QKNorm = Literal["none", "head", "full", "l2"]
+Split = Literal["column", "row", "replicated"]
+# Linear roles: attention q k v qkv o (MLA: q_a q_b kv_a kv_b); FFN gate up gate_up down (dense, shared or routed:
+# see Linear.experts / Linear.shared), router, shared_gate; heads: pooler, mlm_dense
+ATTENTION_ROLES = frozenset({"q", "k", "v", "qkv", "o", "q_a", "q_b", "kv_a", "kv_b"})
 
-class Architecture(BaseModel):
-    """A decoder (or BERT-style encoder) transformer, described by the numbers its config file holds."""
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
 
-    model_config = ConfigDict(extra="forbid")
 
-    family: str = Field("custom", description="model_type in Hugging Face terms: llama, gpt2, falcon, ...")
-    n_layers: int = Field(gt=0)
-    hidden_size: int = Field(gt=0)
-    n_heads: int = Field(gt=0)
-    n_kv_heads: int | None = Field(None, gt=0, description="key/value heads (GQA/MQA); default n_heads")
-    head_dim: int | None = Field(None, gt=0, description="default hidden_size // n_heads")
-    ffn_hidden_size: int = Field(gt=0, description="MLP intermediate size (per expert for MoE)")
-    mlp: Literal["gelu", "swiglu"] = Field("swiglu", description="gelu: 2 matrices; swiglu: gated, 3 matrices")
-    activation: str = Field("silu", description="the MLP nonlinearity's name, e.g. silu, gelu_new, gelu")
-    norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
-    norm_bias: bool = Field(False, description="LayerNorm with a bias vector")
-    norms_per_layer: int = Field(2, ge=0, description="2 for pre-norm blocks; 1 for Falcon-7B's shared norm")
-    final_norm: bool = True
-    vocab_size: int = Field(gt=0)
-    max_positions: int = Field(2048, gt=0)
-    position: Literal["learned", "rotary", "alibi", "none"] = "rotary"
-    tied_embeddings: bool = False
-    fused_qkv: bool = Field(False, description="one QKV projection module (GPT-2 c_attn, Falcon, GPT-NeoX)")
-    qkv_bias: bool = False
-    attn_out_bias: bool = False
-    mlp_bias: bool = False
-    lm_head: bool = Field(True, description="False for encoder backbones (BertModel) that end in a pooler")
-    lm_head_bias: bool = False
-    token_type_vocab: int = Field(0, ge=0, description="BERT segment embeddings")
-    embedding_norm: bool = Field(False, description="a norm right after the embeddings (BERT)")
-    pooler: bool = Field(False, description="BERT pooler: a hidden x hidden dense layer with bias")
-    causal: bool = True
-    parallel_residual: bool = Field(False, description="attention and MLP read the same input (GPT-J/NeoX/Falcon)")
-    n_experts: int = Field(0, ge=0, description="MoE experts per layer; 0 = dense")
-    experts_per_token: int = Field(0, ge=0, description="MoE top-k")
-    router_bias: bool = False
-    sliding_window: int | None = Field(None, gt=0)
-    rotary_fraction: float = Field(1.0, gt=0, le=1, description="share of head_dim rotated (GPT-NeoX rotary_pct)")
-    attention_dropout: float = Field(0.0, ge=0, lt=1)
-    hidden_dropout: float = Field(0.0, ge=0, lt=1, description="residual / MLP-output dropout")
-    embedding_dropout: float = Field(0.0, ge=0, lt=1)
+# ---------------------------------------------------------------------------------------------------------
+# derived pieces (plain dataclasses: built on the fly by the walks, never read from user input)
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shard:
+    """One linear on one GPU: `count` matrices of rows x cols (out x in), each with `bias` bias elements."""
 
-    @model_validator(mode="after")
-    def _check(self) -> "Architecture":
-        kv = self.kv_heads
-        if self.n_heads % kv:
-            raise MemplanError(
-                f"attention heads ({self.n_heads}) must be divisible by KV heads ({kv}); pick --kv-heads that divides it"
-            )
-        if self.head_dim is None and self.hidden_size % self.n_heads:
-            raise MemplanError(
-                f"hidden size {self.hidden_size} is not divisible by {self.n_heads} heads; set --head-dim explicitly"
-            )
-        if self.n_experts and not 0 < self.experts_per_token <= self.n_experts:
-            raise MemplanError(
-                f"experts_per_token must be in 1..{self.n_experts} for a MoE model, got {self.experts_per_token}"
-            )
-        return self
-
-    # ---- derived sizes -------------------------------------------------------------------------------
-    @property
-    def kv_heads(self) -> int:
-        return self.n_kv_heads or self.n_heads
+    rows: int
+    cols: int
+    count: int
+    bias: int
 
     @property
-    def head_size(self) -> int:
-        return self.head_dim or self.hidden_size // self.n_heads
-
-    @property
-    def q_size(self) -> int:
-        return self.n_heads * self.head_size
-
-    @property
-    def kv_size(self) -> int:
-        return self.kv_heads * self.head_size
-
-    @property
-    def norm_params(self) -> int:
-        return self.hidden_size * (2 if self.norm == "layernorm" and self.norm_bias else 1)
-
-    def linears(self) -> list["Linear"]:
-        """Every linear layer of one transformer layer, in module order (the unit of TP, LoRA and Adafactor)."""
-        h, q, kv, f = self.hidden_size, self.q_size, self.kv_size, self.ffn_hidden_size
-        out: list[Linear] = []
-        if self.fused_qkv:
-            out.append(Linear(role="qkv", in_features=h, out_features=q + 2 * kv, bias=self.qkv_bias, split="column"))
-        else:
-            out += [
-                Linear(role="q", in_features=h, out_features=q, bias=self.qkv_bias, split="column"),
-                Linear(role="k", in_features=h, out_features=kv, bias=self.qkv_bias, split="column"),
-                Linear(role="v", in_features=h, out_features=kv, bias=self.qkv_bias, split="column"),
-            ]
-        out.append(Linear(role="o", in_features=q, out_features=h, bias=self.attn_out_bias, split="row"))
-        experts = max(self.n_experts, 1)
-        if self.mlp == "swiglu":
-            out += [
-                Linear(role="gate", in_features=h, out_features=f, bias=self.mlp_bias, split="column", count=experts),
-                Linear(role="up", in_features=h, out_features=f, bias=self.mlp_bias, split="column", count=experts),
-            ]
-        else:
-            out.append(Linear(role="up", in_features=h, out_features=f, bias=self.mlp_bias, split="column", count=experts))
-        out.append(Linear(role="down", in_features=f, out_features=h, bias=self.mlp_bias, split="row", count=experts))
-        if self.n_experts:
-            out.append(Linear(role="router", in_features=h, out_features=self.n_experts, bias=self.router_bias,
-                              split="replicated"))
-        return out
+    def params(self) -> int:
+        return self.count * (self.rows * self.cols + self.bias)
 
 
-class Linear(BaseModel):
-    """One linear layer (per transformer layer). `count` > 1 for MoE experts. `split`: how Megatron TP shards it."""
+@dataclass(frozen=True)
+class Linear:
+    """One weight matrix of a layer (out_features x in_features), as the family's code registers it.
 
-    role: Literal["qkv", "q", "k", "v", "o", "gate", "up", "down", "router"]
+    `name`: the module path inside the layer (`self_attn.q_proj`; PEFT matches target names on its last part).
+    `experts` > 0: a bank of routed experts (one matrix per expert); each token uses `top_k` of them.
+    `is_module`: False when the weights are a raw parameter of a bigger module (transformers 5 stores MoE experts as
+    3-D parameters `experts.gate_up_proj`): no nn.Linear, so PEFT's all-linear and bitsandbytes skip it.
+    `module`: the nn.Module that holds the parameter directly (DeepSpeed's largest_layer_params groups by it).
+    `split`/`unit`: how Megatron tensor parallelism cuts it: column-parallel splits the output rows (in whole units,
+    e.g. a head's head_dim rows), row-parallel the input columns; replicated keeps it whole.
+    """
+
+    name: str
+    role: str
     in_features: int
     out_features: int
     bias: bool = False
-    split: Literal["column", "row", "replicated"] = "column"
-    count: int = 1
+    split: Split = "column"
+    unit: int = 1
+    experts: int = 0
+    top_k: int = 0
+    is_module: bool = True
+    module: str = ""
+    shared: bool = False
+    transposed: bool = False
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """The weight parameter's shape as the module stores it (FSDP shards its dim 0): nn.Linear (out, in);
+        GPT-2's Conv1D (in, out); a fused expert bank (experts, out, in), or (experts, in, out) transposed."""
+        mat = (self.in_features, self.out_features) if self.transposed else (self.out_features, self.in_features)
+        return (self.experts, *mat) if self.routed and not self.is_module else mat
+
+    @property
+    def count(self) -> int:
+        return max(self.experts, 1)
+
+    @property
+    def routed(self) -> bool:
+        return self.experts > 0
 
     @property
     def params(self) -> int:
         return self.count * (self.in_features * self.out_features + (self.out_features if self.bias else 0))
 
-    def params_per_tp_rank(self, tp: int) -> int:
-        """Megatron: column-parallel splits weight and bias; row-parallel splits the weight, replicates the bias."""
-        w = self.in_features * self.out_features
-        b = self.out_features if self.bias else 0
-        if self.split == "column":
-            return self.count * (math.ceil(w / tp) + math.ceil(b / tp))
-        if self.split == "row":
-            return self.count * (math.ceil(w / tp) + b)
-        return self.count * (w + b)
-
     @property
     def is_attention(self) -> bool:
-        return self.role in ("qkv", "q", "k", "v", "o")
+        return self.role in ATTENTION_ROLES
+
+    @property
+    def peft_name(self) -> str:
+        return self.name.rsplit(".", 1)[-1]
+
+    @property
+    def holder(self) -> str:
+        return self.module or self.name
+
+    def shard(self, tp: int = 1, ep: int = 1, etp: int | None = None) -> Shard:
+        """This linear on one GPU.  Megatron (Shoeybi et al. 2019, sec. 3): a column-parallel layer splits its
+        weight and bias by output rows, a row-parallel layer splits its weight by input columns and replicates the
+        bias.  Routed experts (Megatron-Core MoE, `--expert-model-parallel-size`): the bank is divided over `ep`
+        ranks, each expert split by the expert-tensor-parallel size `etp` (default: tp, Megatron's default)."""
+        if self.routed:
+            count = -(-self.experts // ep)
+            t = tp if etp is None else etp
+        else:
+            count, t = 1, tp
+        rows, cols, bias = self.out_features, self.in_features, self.out_features if self.bias else 0
+        if t > 1 and self.split == "column":
+            units = -(-rows // self.unit)
+            rows = -(-units // t) * self.unit  # a rank holds whole units (a KV head is replicated, never cut)
+            bias = rows if self.bias else 0
+        elif t > 1 and self.split == "row":
+            cols = -(-cols // t)
+        return Shard(rows=rows, cols=cols, count=count, bias=bias)
+
+
+@dataclass(frozen=True)
+class Vector:
+    """A 1-D parameter: a norm's weight or bias, attention sinks."""
+
+    name: str
+    size: int
+    kind: Literal["norm", "sink"] = "norm"
+    split: Split = "replicated"
+
+    def shard(self, tp: int = 1) -> int:
+        return -(-self.size // tp) if self.split == "column" and tp > 1 else self.size
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the blocks
+# ---------------------------------------------------------------------------------------------------------
+class Norm(BaseModel):
+    model_config = _FROZEN
+
+    kind: NormKind = "rmsnorm"
+    bias: bool = Field(False, description="LayerNorm with a bias vector")
+
+    @property
+    def vectors_per_norm(self) -> int:
+        return 2 if self.kind == "layernorm" and self.bias else 1
+
+
+class Attention(BaseModel):
+    """One layer's attention.  MHA: kv_heads == heads; GQA: fewer; MQA: one; MLA: kv_lora_rank is set."""
+
+    model_config = _FROZEN
+
+    heads: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0, description="query/key head dimension (MLA: qk_nope_head_dim + qk_rope_head_dim)")
+    v_head_dim: int | None = Field(None, gt=0, description="value head dimension when it differs (MLA)")
+    # MLA (DeepSeek-V2 sec. 2.1, DeepSeek-V3): q through a low-rank q_lora_rank bottleneck (None: a full q_proj),
+    # k and v from one joint latent of kv_lora_rank plus a shared rotary key of qk_rope_head_dim
+    q_lora_rank: int | None = Field(None, gt=0)
+    kv_lora_rank: int | None = Field(None, gt=0)
+    qk_rope_head_dim: int = Field(0, ge=0)
+    window: int | None = Field(None, gt=0, description="tokens a query sees (sliding) or the chunk size (chunked)")
+    window_kind: WindowKind = "global"
+    softcap: float | None = Field(None, gt=0, description="tanh soft-capping of the scores (Gemma 2)")
+    sinks: bool = Field(False, description="learned per-head sink logits (gpt-oss)")
+    qk_norm: QKNorm = "none"
+    position: Position = "rotary"
+    rotary_fraction: float = Field(1.0, gt=0, le=1, description="share of the head dim rotated")
+    fused_qkv: bool = Field(False, description="one QKV module (GPT-2 c_attn, GPT-NeoX, Falcon, Phi-3)")
+    qkv_bias: bool = False
+    out_bias: bool = False
+    dropout: float = Field(0.0, ge=0, lt=1)
+    causal: bool = True
+    conv1d: bool = Field(False, description="weights stored (in, out) as GPT-2's Conv1D")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Attention":
+        if self.heads % self.kv_heads:
+            raise MemplanError(f"attention heads ({self.heads}) must be divisible by KV heads ({self.kv_heads})")
+        if self.window_kind != "global" and self.window is None:
+            raise MemplanError(f"a {self.window_kind} attention layer needs its window size")
+        if self.kv_lora_rank is not None and not self.qk_rope_head_dim:
+            raise MemplanError("MLA needs qk_rope_head_dim (the decoupled rotary key) with kv_lora_rank")
+        if self.kv_lora_rank is None and (self.q_lora_rank is not None or self.qk_rope_head_dim):
+            raise MemplanError("q_lora_rank / qk_rope_head_dim are MLA settings: set kv_lora_rank too")
+        return self
+
+    @property
+    def mla(self) -> bool:
+        return self.kv_lora_rank is not None
+
+    @property
+    def kind(self) -> str:
+        if self.mla:
+            return "mla"
+        if self.kv_heads == self.heads:
+            return "mha"
+        return "mqa" if self.kv_heads == 1 else "gqa"
+
+    @property
+    def value_dim(self) -> int:
+        return self.v_head_dim or self.head_dim
+
+    @property
+    def q_size(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        """Width of the keys (= the values, except MLA) over all KV heads."""
+        return self.kv_heads * self.head_dim
+
+    @property
+    def out_in_features(self) -> int:
+        return self.heads * self.value_dim
+
+    def linears(self, hidden: int, names: dict[str, str]) -> list[Linear]:
+        """Module names are full paths inside the layer: `names[role]`, else `names["attn"]` + Llama's name."""
+        h, d = hidden, self.head_dim
+        pre = names.get("attn", "self_attn.")
+
+        def n(role: str, default: str) -> str:
+            return names.get(role, pre + default)
+
+        conv = self.conv1d
+        if self.mla:
+            out: list[Linear] = []
+            nope = d - self.qk_rope_head_dim
+            if self.q_lora_rank:
+                # q_a_proj (h -> q_lora_rank) is replicated, q_b_proj column-parallel by heads (Megatron-Core
+                # MLASelfAttention: linear_q_down_proj "duplicated", linear_q_up_proj column-parallel)
+                out += [Linear(n("q_a", "q_a_proj"), "q_a", h, self.q_lora_rank, self.qkv_bias, "replicated"),
+                        Linear(n("q_b", "q_b_proj"), "q_b", self.q_lora_rank, self.heads * d, False, "column", d)]
+            else:
+                out.append(Linear(n("q", "q_proj"), "q", h, self.heads * d, False, "column", d))
+            # kv_a_proj_with_mqa: the latent plus the shared rotary key; kv_b_proj: per head nope-key and value
+            out.append(Linear(n("kv_a", "kv_a_proj_with_mqa"), "kv_a", h, self.kv_lora_rank + self.qk_rope_head_dim,
+                              self.qkv_bias, "replicated"))
+            out.append(Linear(n("kv_b", "kv_b_proj"), "kv_b", self.kv_lora_rank,
+                              self.heads * (nope + self.value_dim), False, "column", nope + self.value_dim))
+            out.append(Linear(n("o", "o_proj"), "o", self.out_in_features, h, self.out_bias, "row"))
+            return out
+        q, kv = self.q_size, self.kv_size
+        if self.fused_qkv:
+            out = [Linear(n("qkv", "qkv_proj"), "qkv", h, q + 2 * kv, self.qkv_bias, "column", d, transposed=conv)]
+        else:
+            out = [Linear(n("q", "q_proj"), "q", h, q, self.qkv_bias, "column", d),
+                   Linear(n("k", "k_proj"), "k", h, kv, self.qkv_bias, "column", d),
+                   Linear(n("v", "v_proj"), "v", h, self.kv_heads * self.value_dim, self.qkv_bias, "column",
+                          self.value_dim)]
+        out.append(Linear(n("o", "o_proj"), "o", self.out_in_features, h, self.out_bias, "row", transposed=conv))
+        return out
+
+    def vectors(self, norm: Norm, names: dict[str, str]) -> list[Vector]:
+        out: list[Vector] = []
+        k = norm.vectors_per_norm
+        if self.mla:
+            if self.q_lora_rank:
+                out += [Vector(names.get("q_a_norm", "q_a_layernorm"), self.q_lora_rank)] * k
+            out += [Vector(names.get("kv_a_norm", "kv_a_layernorm"), self.kv_lora_rank or 0)] * k
+        if self.qk_norm == "head":
+            out += [Vector(names.get("q_norm", "q_norm"), self.head_dim),
+                    Vector(names.get("k_norm", "k_norm"), self.head_dim)] * k
+        elif self.qk_norm == "full":
+            out += [Vector(names.get("q_norm", "q_norm"), self.q_size, split="column"),
+                    Vector(names.get("k_norm", "k_norm"), self.kv_size, split="column")] * k
+        if self.sinks:
+            out.append(Vector(names.get("sinks", "sinks"), self.heads, kind="sink", split="column"))
+        return out
+
+    def describe(self) -> str:
+        if self.window_kind == "sliding":
+            return f"sliding-window ({self.window})"
+        if self.window_kind == "chunked":
+            return f"chunked-local ({self.window})"
+        return "global" + (" NoPE" if self.position == "none" else "")
+
+    def kv_cache_elems_per_token(self) -> int:
+        """Elements one token adds to this layer's KV cache as a paged engine stores it (both K and V; MLA: the
+        compressed latent and the rotary key, DeepSeek-V2 sec. 2.1.2 "only c_t^KV and k_t^R need to be cached")."""
+        if self.mla:
+            return (self.kv_lora_rank or 0) + self.qk_rope_head_dim
+        return self.kv_heads * (self.head_dim + self.value_dim)
+
+
+class FFN(BaseModel):
+    """One layer's feed-forward block: dense, or MoE (routed experts, top-k, optional shared experts)."""
+
+    model_config = _FROZEN
+
+    intermediate_size: int = Field(gt=0, description="dense width, or the width of one routed expert")
+    activation: str = Field("silu", description="the nonlinearity's name in transformers' ACT2FN")
+    gated: bool = Field(True, description="GLU (SwiGLU/GeGLU): gate and up matrices")
+    bias: bool = False
+    fused_gate_up: bool = Field(False, description="one gate_up_proj module (Phi-3)")
+    experts: int = Field(0, ge=0, description="routed experts; 0 = dense")
+    top_k: int = Field(0, ge=0)
+    shared_intermediate_size: int = Field(0, ge=0, description="width of the shared expert MLP (0: none)")
+    shared_expert_gate: bool = Field(False, description="a sigmoid gate on the shared expert (Qwen2-MoE)")
+    router_bias: bool = False
+    experts_fused: bool = Field(True, description="experts stored as 3-D parameters (transformers 5)")
+    experts_transposed: bool = Field(False, description="fused expert weights stored (experts, in, out) (gpt-oss)")
+    router_is_module: bool = Field(False, description="the router is an nn.Linear (else a raw weight parameter, "
+                                                      "as transformers 5's TopKRouter)")
+    dispatch: Literal["topk", "all"] = Field(
+        "topk", description="topk: each token visits its top-k experts; all: the implementation runs every token "
+                            "through every expert, weighted by its router score (transformers' Llama4TextMoe): the "
+                            "model's FLOPs are still top-k, the hardware's are not")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    conv1d: bool = Field(False, description="weights stored (in, out) as GPT-2's Conv1D")
+
+    @model_validator(mode="after")
+    def _check(self) -> "FFN":
+        if self.experts and not 0 < self.top_k <= self.experts:
+            raise MemplanError(f"a MoE layer routes each token to top-k of its {self.experts} experts: top-k must be "
+                               f"in 1..{self.experts}, got {self.top_k}")
+        if not self.experts and (self.top_k or self.shared_intermediate_size):
+            raise MemplanError("top-k and shared experts are MoE settings: set the number of routed experts")
+        return self
+
+    @property
+    def moe(self) -> bool:
+        return self.experts > 0
+
+    def _mlp(self, hidden: int, width: int, names: dict[str, str], kind: str) -> list[Linear]:
+        """One MLP: `kind` "" (dense), "expert" (the routed bank) or "shared" (the shared expert).  Names: the
+        full path `names[kind + role]`, else the prefix `names[kind]` (default mlp. / mlp.experts. /
+        mlp.shared_expert.) + Llama's module name."""
+        defaults = {"": "mlp.", "expert": "mlp.experts.", "shared": "mlp.shared_expert."}
+        pre = names.get(kind or "mlp", defaults[kind])
+        routed = kind == "expert"
+        fused_param = routed and self.experts_fused
+        h, f, b = hidden, width, self.bias
+
+        def lin(role: str, default: str, i: int, o: int, split: Split) -> Linear:
+            return Linear(names.get(kind + role, pre + default), role, i, o, b, split, 1,
+                          self.experts if routed else 0, self.top_k if routed else 0, not fused_param,
+                          pre.rstrip(".") if fused_param else "", kind == "shared",
+                          self.conv1d or (fused_param and self.experts_transposed))
+
+        if self.gated:
+            if self.fused_gate_up or fused_param:
+                ups = [lin("gate_up", "gate_up_proj", h, 2 * f, "column")]
+            else:
+                ups = [lin("gate", "gate_proj", h, f, "column"), lin("up", "up_proj", h, f, "column")]
+        else:
+            ups = [lin("up", "up_proj", h, f, "column")]
+        return ups + [lin("down", "down_proj", f, h, "row")]
+
+    def linears(self, hidden: int, names: dict[str, str]) -> list[Linear]:
+        if not self.moe:
+            return self._mlp(hidden, self.intermediate_size, names, "")
+        pre = names.get("mlp", "mlp.")
+        out = [Linear(names.get("router", pre + "gate"), "router", hidden, self.experts, self.router_bias,
+                      "replicated", is_module=self.router_is_module)]
+        out += self._mlp(hidden, self.intermediate_size, names, "expert")
+        if self.shared_intermediate_size:
+            out += self._mlp(hidden, self.shared_intermediate_size, names, "shared")
+            if self.shared_expert_gate:
+                out.append(Linear(names.get("shared_gate", pre + "shared_expert_gate"), "shared_gate", hidden, 1,
+                                  False, "replicated"))
+        return out
+
+    def describe(self) -> str:
+        if not self.moe:
+            return f"dense FFN ({self.intermediate_size})"
+        shared = f" + shared ({self.shared_intermediate_size})" if self.shared_intermediate_size else ""
+        return f"MoE ({self.experts} experts of {self.intermediate_size}, top-{self.top_k}{shared})"
+
+
+class LayerSpec(BaseModel):
+    """One transformer layer: attention, FFN, norms (kind, place), residual wiring."""
+
+    model_config = _FROZEN
+
+    attention: Attention
+    ffn: FFN
+    norm: Norm = Field(default_factory=Norm)
+    norm_place: NormPlace = "pre"
+    parallel_residual: bool = Field(False, description="attention and FFN read the same input (GPT-J/NeoX/Falcon)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="residual dropout")
+
+    @property
+    def norms(self) -> int:
+        """Block norms (not counting QK/MLA-internal norms)."""
+        return NORMS_PER_PLACE[self.norm_place]
+
+    @property
+    def kind(self) -> str:
+        return f"{self.attention.describe()}, {self.ffn.describe()}"
+
+    def linears(self, hidden: int, names: dict[str, str]) -> list[Linear]:
+        return self.attention.linears(hidden, names) + self.ffn.linears(hidden, names)
+
+    def vectors(self, hidden: int, names: dict[str, str]) -> list[Vector]:
+        block = [Vector(f"norm{i}", hidden) for i in range(self.norms) for _ in range(self.norm.vectors_per_norm)]
+        return block + self.attention.vectors(self.norm, names)
+
+    def parameters(self, hidden: int, names: dict[str, str]) -> "LayerParameters":
+        lins = self.linears(hidden, names)
+        vecs = self.vectors(hidden, names)
+        attention = sum(x.params for x in lins if x.is_attention) + sum(v.size for v in vecs if v.kind == "sink")
+        ffn = sum(x.params for x in lins if not x.is_attention)
+        norms = sum(v.size for v in vecs if v.kind == "norm")
+        inactive = sum(x.params * (x.experts - x.top_k) // x.experts for x in lins if x.routed)
+        total = attention + ffn + norms
+        return LayerParameters(attention=attention, ffn=ffn, norms=norms, total=total, active=total - inactive)
+
+
+class LayerParameters(BaseModel):
+    attention: int
+    ffn: int
+    norms: int
+    total: int
+    active: int = Field(description="MoE: only the top-k routed experts per token")
+
+
+class LayerGroup(BaseModel):
+    """`count` consecutive layers of one spec."""
+
+    model_config = _FROZEN
+
+    count: int = Field(gt=0)
+    layer: LayerSpec
+
+
+class Embeddings(BaseModel):
+    model_config = _FROZEN
+
+    learned_positions: bool = Field(False, description="a learned position table of max_positions rows (GPT-2, BERT)")
+    token_types: int = Field(0, ge=0, description="BERT segment embeddings")
+    norm: bool = Field(False, description="a norm right after the embeddings (BERT)")
+    scale: bool = Field(False, description="multiplied by sqrt(hidden) (Gemma): no parameters, one more tensor")
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class Head(BaseModel):
+    """What follows the last layer: final norm, LM head (maybe tied, soft-capped), BERT's pooler or MLM head."""
+
+    model_config = _FROZEN
+
+    objective: Literal["causal-lm", "masked-lm", "encoder"] = "causal-lm"
+    final_norm: bool = True
+    lm_head: bool = True
+    tied: bool = False
+    bias: bool = False
+    softcap: float | None = Field(None, gt=0, description="tanh soft-capping of the logits (Gemma 2)")
+    pooler: bool = Field(False, description="BERT pooler: hidden x hidden dense with bias, tanh")
+    mlm_transform: bool = Field(False, description="BERT MLM head: dense + activation + LayerNorm before the decoder")
+
+
+class MTP(BaseModel):
+    """DeepSeek-V3 multi-token prediction modules (sec. 2.2): per depth an embedding-sharing module with two norms,
+    a 2h -> h projection and one transformer layer; the output head is shared with the main model."""
+
+    model_config = _FROZEN
+
+    depth: int = Field(gt=0)
+    layer: LayerSpec
+    trained: bool = Field(False, description="counted in the model (Megatron trains them; transformers does not "
+                                             "build them)")
+
+
+class Extra(BaseModel):
+    """Parameters outside the text transformer (a vision tower, a projector): counted, not walked."""
+
+    model_config = _FROZEN
+
+    name: str
+    params: int = Field(ge=0)
+    note: str = ""
+
+
+class Model(BaseModel):
+    """A transformer: embeddings + ordered layer groups + head, with the widths they share."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: str = Field("custom", description="model_type in Hugging Face terms: llama, gemma2, deepseek_v3, ...")
+    hidden_size: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    max_positions: int = Field(2048, gt=0)
+    norm: Norm = Field(default_factory=Norm, description="the final and embedding norms' kind")
+    embeddings: Embeddings = Field(default_factory=Embeddings)
+    groups: list[LayerGroup] = Field(min_length=1)
+    head: Head = Field(default_factory=Head)
+    mtp: MTP | None = None
+    extras: list[Extra] = []
+    module_names: dict[str, str] = Field(default_factory=dict,
+                                         description="role -> module name where the family's code differs from "
+                                                     "Llama's (PEFT targets match these)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Model":
+        for g in self.groups:
+            a = g.layer.attention
+            if a.window is not None and a.window_kind == "global":
+                raise MemplanError("a window needs window_kind sliding or chunked")
+        return self
+
+    # ---- walking the layers -------------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return sum(g.count for g in self.groups)
+
+    def layers(self) -> Iterator[LayerSpec]:
+        for g in self.groups:
+            for _ in range(g.count):
+                yield g.layer
+
+    def slice(self, start: int, stop: int) -> list[LayerGroup]:
+        """The layer groups of layers [start, stop) (a pipeline stage), counts trimmed."""
+        out: list[LayerGroup] = []
+        pos = 0
+        for g in self.groups:
+            lo, hi = max(start, pos), min(stop, pos + g.count)
+            if hi > lo:
+                out.append(LayerGroup(count=hi - lo, layer=g.layer))
+            pos += g.count
+        return out
+
+    def kinds(self) -> list[tuple[LayerSpec, int]]:
+        """Distinct layer specs with their total counts, in order of first appearance."""
+        seen: dict[LayerSpec, int] = {}
+        for g in self.groups:
+            seen[g.layer] = seen.get(g.layer, 0) + g.count
+        return list(seen.items())
+
+    @property
+    def first(self) -> LayerSpec:
+        return self.groups[0].layer
+
+    @property
+    def causal(self) -> bool:
+        return self.first.attention.causal
+
+    @property
+    def tied(self) -> bool:
+        return self.head.tied
+
+    @property
+    def has_lm_head(self) -> bool:
+        return self.head.lm_head
+
+    @property
+    def moe(self) -> bool:
+        return any(g.layer.ffn.moe for g in self.groups)
+
+    def linears(self, layer: LayerSpec) -> list[Linear]:
+        return layer.linears(self.hidden_size, self.module_names)
+
+    def describe_layers(self) -> str:
+        """'40 sliding-window (4096) layers, 8 global layers; 3 dense FFN, 45 MoE (...)' ."""
+        def tally(key) -> str:
+            counts: dict[str, int] = {}
+            for g in self.groups:
+                counts[key(g.layer)] = counts.get(key(g.layer), 0) + g.count
+            return ", ".join(f"{n} {k}" for k, n in counts.items())
+
+        attn = tally(lambda s: s.attention.describe() + f" {s.attention.kind.upper()}")
+        ffn = tally(lambda s: s.ffn.describe())
+        return f"{self.n_layers} layers: attention {attn}; {ffn}"
+
+    # ---- parameters ---------------------------------------------------------------------------------------
+    @property
+    def norm_params(self) -> int:
+        return self.hidden_size * self.norm.vectors_per_norm
+
+    def embedding_params(self) -> int:
+        h = self.hidden_size
+        e = self.vocab_size * h + self.embeddings.token_types * h
+        if self.embeddings.learned_positions:
+            e += self.max_positions * h
+        if self.embeddings.norm:
+            e += self.norm_params
+        return e
+
+    def head_params(self) -> int:
+        """LM head (untied), its bias, BERT's MLM transform and bias."""
+        h, V, hd = self.hidden_size, self.vocab_size, self.head
+        if not hd.lm_head:
+            return 0
+        n = 0 if hd.tied else V * h
+        n += V if hd.bias else 0
+        if hd.mlm_transform:
+            n += h * h + h + self.norm_params
+        return n
+
+    def mtp_params(self) -> int:
+        """DeepSeek-V3 MTP (modeling as in the released checkpoint's model.layers.61): enorm, hnorm, eh_proj
+        (2h -> h, no bias), one decoder layer and a final norm (shared_head.norm) per depth; embeddings and the
+        output head are shared with the main model."""
+        if self.mtp is None:
+            return 0
+        h = self.hidden_size
+        per = 3 * self.norm_params + 2 * h * h + self.mtp.layer.parameters(h, self.module_names).total
+        return self.mtp.depth * per
+
+
+class GroupParameters(BaseModel):
+    first_layer: int
+    count: int
+    kind: str
+    per_layer: int
+    attention: int
+    ffn: int
+    norms: int
+    active_per_layer: int
 
 
 class ParameterCount(BaseModel):
-    """Exact parameter count by component. `active` differs from `total` for MoE (top-k experts per token)."""
+    """Exact parameter count by component, per layer group, and active per token (MoE: top-k experts)."""
 
     embeddings: int = 0
     attention: int = 0
     mlp: int = 0
     norms: int = 0
     lm_head: int = 0
-    other: int = Field(0, description="e.g. the BERT pooler")
+    other: int = Field(0, description="BERT's pooler, a vision tower, ...")
+    mtp: int = Field(0, description="multi-token-prediction modules, when trained (DeepSeek-V3)")
+    mtp_declared: int = Field(0, description="MTP parameters the config declares, counted or not")
     total: int
-    active: int
-    per_layer: int = 0
+    active: int = Field(description="per text token: top-k routed experts only, extras (vision) excluded")
+    per_layer: int = Field(0, description="the first layer group's per-layer count")
+    groups: list[GroupParameters] = []
     exact: bool = Field(True, description="False when only a total was given (no architecture)")
 
 
-def count_parameters(a: Architecture) -> ParameterCount:
-    """Exact count, component by component (see the module docstring for the convention)."""
-    h, L = a.hidden_size, a.n_layers
-    embeddings = a.vocab_size * h
-    if a.position == "learned":
-        embeddings += a.max_positions * h
-    embeddings += a.token_type_vocab * h
-    if a.embedding_norm:
-        embeddings += a.norm_params
-    linears = a.linears()
-    attention = L * sum(x.params for x in linears if x.is_attention)
-    mlp_layer = sum(x.params for x in linears if not x.is_attention)
-    mlp = L * mlp_layer
-    norms = L * a.norms_per_layer * a.norm_params + (a.norm_params if a.final_norm else 0)
-    lm_head = 0
-    if a.lm_head and not a.tied_embeddings:
-        lm_head = a.vocab_size * h + (a.vocab_size if a.lm_head_bias else 0)
-    other = (h * h + h) if a.pooler else 0
-    total = embeddings + attention + mlp + norms + lm_head + other
-    active = total
-    if a.n_experts:
-        expert_params = sum(x.params // x.count for x in linears if not x.is_attention and x.role != "router")
-        active = total - L * expert_params * (a.n_experts - a.experts_per_token)
-    per_layer = (attention + mlp) // L + a.norms_per_layer * a.norm_params
+def count_parameters(m: Model) -> ParameterCount:
+    """Exact count, component by component, walking the layer groups."""
+    groups: list[GroupParameters] = []
+    attention = mlp = norms = inactive = 0
+    first = 0
+    for g in m.groups:
+        lp = g.layer.parameters(m.hidden_size, m.module_names)
+        groups.append(GroupParameters(first_layer=first, count=g.count, kind=g.layer.kind, per_layer=lp.total,
+                                      attention=lp.attention, ffn=lp.ffn, norms=lp.norms,
+                                      active_per_layer=lp.active))
+        attention += g.count * lp.attention
+        mlp += g.count * lp.ffn
+        norms += g.count * lp.norms
+        inactive += g.count * (lp.total - lp.active)
+        first += g.count
+    norms += m.norm_params if m.head.final_norm else 0
+    embeddings = m.embedding_params()
+    lm_head = m.head_params()
+    other = (m.hidden_size ** 2 + m.hidden_size if m.head.pooler else 0) + sum(x.params for x in m.extras)
+    declared = m.mtp_params()
+    mtp = declared if m.mtp is not None and m.mtp.trained else 0
+    if mtp and m.mtp is not None:
+        lp = m.mtp.layer.parameters(m.hidden_size, m.module_names)
+        inactive += m.mtp.depth * (lp.total - lp.active)
+    total = embeddings + attention + mlp + norms + lm_head + other + mtp
+    # active per text token: the top-k experts, and not the extras (a vision tower runs on images, not tokens)
+    active = total - inactive - sum(x.params for x in m.extras)
     return ParameterCount(embeddings=embeddings, attention=attention, mlp=mlp, norms=norms, lm_head=lm_head,
-                          other=other, total=total, active=active, per_layer=per_layer)
+                          other=other, mtp=mtp, mtp_declared=declared, total=total, active=active,
+                          per_layer=groups[0].per_layer, groups=groups)
 
 
 class ModelSpec(BaseModel):
@@ -204,8 +686,10 @@ class ModelSpec(BaseModel):
     aliases: list[str] = Field(default_factory=list, description="other names users type (hub ids, short forms)")
     source: str | None = Field(None, description="where the architecture and the published count come from")
     published_parameters: int | None = Field(None, description="the count the source publishes, checked in tests")
-    architecture: Architecture | None = None
+    architecture: Model | None = None
     total_parameters: int | None = Field(None, gt=0, description="used when there is no architecture")
+    hf_config: dict | None = Field(None, description="the Hugging Face config.json the architecture was read from "
+                                                     "(memplan profile builds transformers' model from it)")
 
     @model_validator(mode="after")
     def _need_something(self) -> "ModelSpec":
@@ -221,7 +705,7 @@ class ModelSpec(BaseModel):
         return ParameterCount(total=n, active=n, exact=False)
 
     @property
-    def arch(self) -> Architecture:
+    def arch(self) -> Model:
         """The architecture, or a clear error for commands that need one."""
         if self.architecture is None:
             raise MemplanError(
@@ -229,3 +713,5 @@ class ModelSpec(BaseModel):
                 "(see `memplan models`), a config.json path, or --layers/--hidden/--heads/--ffn/--vocab"
             )
         return self.architecture
+
+

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from memplan.spec.model import ModelSpec
-from memplan.spec.training import OptimizerSpec, Parallelism, Recipe, Workload, get_optimizer, get_recipe
+from memplan.spec.layout import Layout
+from memplan.spec.training import OptimizerSpec, Recipe, Workload, get_optimizer, get_recipe
 
 
 class LoraSpec(BaseModel):
@@ -16,7 +17,7 @@ class LoraSpec(BaseModel):
     alpha: float | None = None
     targets: list[str] | None = Field(None, description="module roles/names; None = PEFT's default for the family")
     quantize_base: str | None = Field(None, description="nf4 | int8 (bitsandbytes), None = recipe's weight dtype")
-    roles: list[str] = Field(default_factory=list, description="Architecture.linears() roles the targets resolve to")
+    roles: list[str] = Field(default_factory=list, description="Linear roles the targets resolve to")
     dropout: float = Field(0.0, ge=0, lt=1, description="lora_dropout (PEFT default 0.0: nn.Identity, no copy)")
     paged_optimizer: bool = Field(False, description="bitsandbytes paged optimizer (QLoRA): states may page to CPU")
 
@@ -27,7 +28,7 @@ class TrainingSetup(BaseModel):
     model: ModelSpec
     recipe: Recipe = Field(default_factory=lambda: get_recipe("bf16-mixed"))
     optimizer: OptimizerSpec = Field(default_factory=lambda: get_optimizer("adamw"))
-    parallel: Parallelism = Field(default_factory=Parallelism)
+    layout: Layout = Field(default_factory=Layout)
     workload: Workload = Field(default_factory=Workload)
     lora: LoraSpec | None = None
 

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memplan.errors import MemplanError, did_you_mean
 
+MAX_SEQ = 1 << 24  # 16M tokens: beyond any context a training run uses; a bound keeps searches finite
+
 
 class DType(str, Enum):
     fp32 = "fp32"
@@ -152,77 +154,18 @@ def get_optimizer(name: str) -> OptimizerSpec:
     return OPTIMIZERS[name]
 
 
-Offload = Literal["none", "cpu", "nvme"]
-Engine = Literal["plain", "deepspeed", "megatron", "fsdp"]
-
-
-class Parallelism(BaseModel):
-    """GPU count and layout. dp = gpus / (tp * pp)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    gpus: int = Field(1, gt=0)
-    gpus_per_node: int = Field(8, gt=0)
-    tp: int = Field(1, gt=0)
-    pp: int = Field(1, gt=0)
-    sequence_parallel: bool = False
-    zero: int = Field(0, ge=0, le=3)
-    offload_optimizer: Offload = "none"
-    offload_params: Offload = "none"
-    engine: Engine = "plain"
-    virtual_stages: int = Field(1, gt=0, description="interleaved 1F1B: model chunks per pipeline rank")
-
-    @model_validator(mode="after")
-    def _check(self) -> "Parallelism":
-        if self.gpus % (self.tp * self.pp):
-            raise MemplanError(
-                f"--gpus {self.gpus} is not divisible by tp*pp = {self.tp}*{self.pp} = {self.tp * self.pp}; "
-                "choose a GPU count that is a multiple of tp*pp"
-            )
-        if self.tp > self.gpus_per_node:
-            raise MemplanError(f"--tp {self.tp} exceeds --gpus-per-node {self.gpus_per_node}: keep TP within a node")
-        if self.offload_params != "none" and self.zero != 3:
-            raise MemplanError("--offload-params needs --zero 3 (DeepSpeed offloads parameters only in ZeRO stage 3)")
-        if self.offload_optimizer != "none" and self.zero == 0:
-            raise MemplanError("--offload-optimizer needs --zero 1, 2 or 3 (ZeRO-Offload works on the partitioned "
-                               "optimizer)")
-        if self.offload_optimizer == "nvme" and self.zero != 3:
-            raise MemplanError("--offload-optimizer nvme needs --zero 3 (ZeRO-Infinity)")
-        if self.engine == "megatron" and (self.zero > 1 or self.offload_optimizer != "none"):
-            raise MemplanError("--engine megatron supports --zero 0 or 1 (the distributed optimizer), no offload")
-        if self.engine == "fsdp" and self.offload_optimizer == "nvme":
-            raise MemplanError("--engine fsdp cannot offload to NVMe (FSDP's CPUOffloadPolicy is CPU only)")
-        if self.sequence_parallel and self.tp == 1:
-            raise MemplanError("--sequence-parallel needs --tp > 1 (it shards along the TP group)")
-        return self
-
-    @property
-    def dp(self) -> int:
-        return self.gpus // (self.tp * self.pp)
-
-    @property
-    def nodes(self) -> int:
-        return -(-self.gpus // self.gpus_per_node)
-
-    @property
-    def gpus_on_a_node(self) -> int:
-        return min(self.gpus, self.gpus_per_node)
-
-
-Recompute = Literal["none", "selective", "full"]
 Attention = Literal["eager", "sdpa", "flash"]
 OptimizerImpl = Literal["for-loop", "foreach", "fused"]
 
 
 class Workload(BaseModel):
-    """What one step processes."""
+    """What one step processes and with which kernels (the parallel layout, micro-batch and recompute are the
+    Layout's: spec/layout.py)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    micro_batch: int = Field(1, gt=0)
-    seq: int | None = Field(None, gt=0, description="sequence length; default: the model's max positions")
-    grad_accum: int = Field(1, gt=0)
-    recompute: Recompute = "none"
+    seq: int | None = Field(None, gt=0, le=MAX_SEQ, description="sequence length; default: the model's max "
+                                                                "positions")
     attention: Attention = "sdpa"
     implementation: str = Field("hf", description="activation accounting profile in profiles/implementations/")
     optimizer_impl: OptimizerImpl = Field("foreach", description="torch.optim implementation: for-loop, foreach "

@@ -1,0 +1,180 @@
+"""The one place a setup is built: from CLI flags, Python keyword arguments or a setup file, all the same way.
+
+Every default is the pydantic field's (spec/layout.py Layout, spec/training.py Workload, spec/setup.py
+TrainingSetup): the CLI declares its options with default None and this module leaves unset fields to pydantic, so
+a default lives in exactly one place.  Names are the CLI's flags with '-' as '_' (`micro_batch`, `tp`, `zero`,
+...); an unknown name is an error with a did-you-mean, never silently ignored.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from memplan.errors import MemplanError, did_you_mean
+from memplan.spec.layout import Layout
+from memplan.spec.model import ModelSpec
+from memplan.spec.setup import LoraSpec, TrainingSetup
+from memplan.spec.training import Workload
+
+# architecture flags: build a model (with a bare count) or override a family config's sizes
+ARCH_FLAGS = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn", "vocab", "max_positions", "mlp", "norm",
+              "tied", "experts", "top_k")
+RECIPE_FLAGS = ("precision", "weights_dtype", "grads_dtype", "master_dtype", "states_dtype")
+LAYOUT_FLAGS = tuple(Layout.model_fields)
+WORKLOAD_FLAGS = tuple(Workload.model_fields)
+LORA_FLAGS = ("lora_rank", "lora_targets", "quantize_base", "lora_alpha", "lora_dropout")
+TRAINING_KEYS = ("model", *ARCH_FLAGS, *RECIPE_FLAGS, "optimizer", *LAYOUT_FLAGS, *WORKLOAD_FLAGS, *LORA_FLAGS)
+
+
+def default_precision() -> str:
+    return TrainingSetup.model_fields["recipe"].default_factory().name.split("[")[0]  # type: ignore[misc]
+
+
+def default_optimizer() -> str:
+    return TrainingSetup.model_fields["optimizer"].default_factory().name  # type: ignore[misc]
+
+
+def one_line(exc: ValidationError, where: str = "") -> str:
+    """A pydantic error as one plain line (memplan/field_errors.py): the field as a flag, what it must be."""
+    from memplan.field_errors import field_error_line
+
+    line = field_error_line(exc, where)
+    return line.replace("field ", "--", 1).replace("_", "-") if not where and line.startswith("field ") else line
+
+
+def check_keys(kw: dict[str, Any], allowed: tuple[str, ...], what: str = "keyword argument") -> None:
+    for key in kw:
+        if key not in allowed:
+            raise MemplanError(did_you_mean(key, allowed, what))
+
+
+def resolve_model(model: str | ModelSpec, overrides: dict[str, Any] | None = None) -> ModelSpec:
+    from memplan.catalog import resolve_model as _resolve
+    from memplan.families.profiles import with_overrides
+
+    if isinstance(model, ModelSpec):
+        return with_overrides(model, overrides or {})
+    if not isinstance(model, str) or not model.strip():
+        raise MemplanError("MODEL must be a non-empty name, parameter count or config path")
+    return _resolve(model, overrides or {})
+
+
+def _pick(kw: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: kw[k] for k in names if kw.get(k) is not None}
+
+
+def training_setup(model: str | ModelSpec, **kw: Any) -> TrainingSetup:
+    """TrainingSetup from a model (name, count, config path or ModelSpec) and CLI-style keyword arguments."""
+    from memplan.spec.training import get_optimizer, get_recipe
+
+    check_keys(kw, TRAINING_KEYS[1:])
+    spec = resolve_model(model, _pick(kw, ARCH_FLAGS))
+    recipe = get_recipe(kw.get("precision") or default_precision(), weights=kw.get("weights_dtype"),
+                        gradients=kw.get("grads_dtype"), master_weights=kw.get("master_dtype"),
+                        optimizer_states=kw.get("states_dtype"))
+    try:
+        layout = Layout(**_pick(kw, LAYOUT_FLAGS))
+        workload = Workload(**_pick(kw, WORKLOAD_FLAGS))
+        setup = TrainingSetup(model=spec, recipe=recipe, optimizer=get_optimizer(kw.get("optimizer")
+                                                                                  or default_optimizer()),
+                              layout=layout, workload=workload)
+    except ValidationError as exc:
+        raise MemplanError(one_line(exc)) from None
+    if kw.get("lora_rank") is not None or kw.get("quantize_base") or kw.get("lora_targets"):
+        from memplan.memory.lora import lora_spec
+
+        extra = _pick(kw, ("lora_alpha", "lora_dropout"))
+        lora: LoraSpec = lora_spec(setup, kw.get("lora_rank"), kw.get("lora_targets"), kw.get("quantize_base"),
+                                   **{k.removeprefix("lora_"): v for k, v in extra.items()})
+        setup = setup.model_copy(update={"lora": lora})
+    return setup
+
+
+def resolve_gpu(name: str | None):
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip():
+        raise MemplanError("--gpu needs a GPU profile name (see `memplan gpus`)")
+    from memplan.catalog import get_gpu
+
+    return get_gpu(name)
+
+
+SERVING_KEYS = ("batch", "context", "kv_dtype", "prefill_chunk", "weights_dtype", "attention", "prompt", "output",
+                "kv_cache_dtype", "quantization", "gpu_memory_utilization", "max_model_len", "max_num_seqs",
+                "max_num_batched_tokens", "block_size", "enforce_eager", "vllm_version", "vllm_entrypoint",
+                "enable_expert_parallel", "int4_group")
+SERVING_ENGINES = ("vllm", "hf")
+# vLLM's --kv-cache-dtype names (vllm/config/cache.py CacheDType) -> memplan dtypes; "auto" = the model's dtype
+KV_CACHE_DTYPES = {"auto": None, "bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "fp8": "fp8",
+                   "fp8_e4m3": "fp8", "fp8_e5m2": "fp8", "bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}
+
+
+def _kv_dtype(kw: dict[str, Any]):
+    from memplan.spec.training import DType
+
+    given = [k for k in ("kv_cache_dtype", "kv_dtype") if kw.get(k) is not None]
+    if len(given) == 2 and kw["kv_cache_dtype"] != kw["kv_dtype"]:
+        raise MemplanError("--kv-cache-dtype and --kv-dtype name the same setting: give one")
+    if not given:
+        return None
+    text = str(kw[given[0]]).lower()
+    if text not in KV_CACHE_DTYPES:
+        if text.startswith("fp8_ds_mla") or text.startswith("nvfp4") or text.endswith("per_token_head"):
+            raise MemplanError(f"--kv-cache-dtype {text}: vLLM's packed/scaled KV formats are not modelled; use auto, "
+                               "bfloat16, float16 or fp8")
+        raise MemplanError(did_you_mean(text, KV_CACHE_DTYPES, "--kv-cache-dtype"))
+    value = KV_CACHE_DTYPES[text]
+    return None if value is None else DType.parse(value)
+
+
+def _serving_layout(kw: dict[str, Any], moe: bool) -> Layout:
+    """vLLM's parallel flags: --tp/--pp (and --gpus, default tp x pp: one replica); --enable-expert-parallel
+    shards the experts over tp x data-parallel ranks instead of splitting each expert over TP (vLLM's EP size =
+    TP x DP, experts whole)."""
+    fields = _pick(kw, ("gpus", "gpus_per_node", "tp", "pp", "ep", "etp"))
+    fields.setdefault("gpus", fields.get("tp", 1) * fields.get("pp", 1))
+    if kw.get("enable_expert_parallel") and moe:  # a dense model has no experts: vLLM ignores the flag
+        if "ep" in fields or "etp" in fields:
+            raise MemplanError("--enable-expert-parallel sets the expert layout itself (EP = TP x DP); drop --ep/--etp")
+        fields["ep"] = fields["gpus"] // fields.get("pp", 1)
+        fields["etp"] = 1
+    return Layout(**fields)
+
+
+def serving_setup(model: str | ModelSpec, **kw: Any):
+    """InferenceSetup from a model and CLI-style keyword arguments (engine, batch, context or prompt + output,
+    kv_cache_dtype, tp, pp, vLLM's settings, ...)."""
+    from memplan.spec.inference import InferenceSetup
+    from memplan.spec.training import DType
+
+    check_keys(kw, (*ARCH_FLAGS, *RECIPE_FLAGS, *LAYOUT_FLAGS, *WORKLOAD_FLAGS, *SERVING_KEYS))
+    if kw.get("zero") or kw.get("offload_optimizer") not in (None, "none") \
+            or kw.get("offload_params") not in (None, "none"):
+        raise MemplanError("--zero and --offload-* are training options; serving shards weights with --tp/--pp")
+    engine = kw.get("engine")
+    if engine is not None and engine not in SERVING_ENGINES:
+        raise MemplanError(f"--engine {engine} is a training convention; serving engines are "
+                           + " or ".join(SERVING_ENGINES) + " (default vllm)")
+    spec = resolve_model(model, _pick(kw, ARCH_FLAGS))
+    a = spec.arch
+    if not a.causal or not a.head.lm_head:
+        raise MemplanError(f"{spec.name} is an encoder ({a.family}): --mode inference estimates autoregressive "
+                           "decoding with a KV cache; use a decoder model")
+    weights = kw.get("weights_dtype")
+    if weights is None and kw.get("precision"):
+        precision = kw["precision"]
+        weights = "fp16" if "fp16" in precision else "fp32" if precision == "fp32" else "bf16"
+    context = kw.get("context") or kw.get("seq")
+    try:
+        layout = _serving_layout(kw, a.moe)
+        fields = _pick(kw, ("batch", "prefill_chunk", "attention", "prompt", "output", "quantization",
+                            "gpu_memory_utilization", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+                            "block_size", "enforce_eager", "vllm_version", "vllm_entrypoint", "int4_group"))
+        if engine is not None:
+            fields["engine"] = engine
+        return InferenceSetup(model=spec, weights_dtype=DType.parse(weights) if weights else None,
+                              kv_dtype=_kv_dtype(kw), context=context, layout=layout, **fields)
+    except ValidationError as exc:
+        raise MemplanError(one_line(exc)) from None
