@@ -300,12 +300,20 @@ def test_write_never_overwrites_without_force(tmp_path):
 
 
 def test_write_never_replaces_what_is_not_a_regular_file(tmp_path):
+    """memplan.report.files' policy: a folder or a FIFO is refused even with force; a symlink is refused without
+    force, and with force the file it points to is written (the link stays)."""
     target = tmp_path / "real.json"
     target.write_text("keep")
-    (tmp_path / "link.json").symlink_to(target)
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
     (tmp_path / "folder.json").mkdir()
     os.mkfifo(tmp_path / "fifo.json")
-    for name, what in (("link.json", "a symlink"), ("folder.json", "a folder"), ("fifo.json", "not a regular")):
-        with pytest.raises(MemplanError, match=what):
+    for name in ("folder.json", "fifo.json"):
+        with pytest.raises(MemplanError, match="folder|FIFO"):
             write_setup_file(tmp_path / name, LAYOUTS["zero1"], "deepspeed", force=True)
+    with pytest.raises(MemplanError):
+        write_setup_file(link, LAYOUTS["zero1"], "deepspeed")
     assert target.read_text() == "keep"
+    write_setup_file(link, LAYOUTS["zero1"], "deepspeed", force=True)
+    assert link.is_symlink() and json.loads(target.read_text())["zero_optimization"]["stage"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.json", "folder.json", "link.json", "real.json"]

@@ -75,7 +75,7 @@ def test_bad_values_name_the_file_and_the_key(tmp_path, name, text, fmt, key):
 
 
 def test_files_that_are_not_config_files(tmp_path):
-    fails(tmp_path / "missing.json", "no such file")
+    fails(tmp_path / "missing.json", "does not exist")
     (tmp_path / "folder.json").mkdir()
     fails(tmp_path / "folder.json", "not a regular file")
     with pytest.raises(MemplanError, match="not a regular file"):
@@ -83,7 +83,7 @@ def test_files_that_are_not_config_files(tmp_path):
     big = tmp_path / "huge.json"
     with open(big, "wb") as fh:  # sparse: no 17 MiB actually written
         fh.truncate(_source.MAX_BYTES + 1)
-    fails(big, "a config file is at most")
+    fails(big, "the limit is 16 MiB")
     binary = tmp_path / "model.safetensors.json"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     fails(binary, "not UTF-8")
@@ -117,3 +117,16 @@ def test_missing_parsers_say_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tomllib", None)
     monkeypatch.setitem(sys.modules, "tomli", None)
     fails(toml_file, "pip install tomli")
+
+
+def test_hostile_nesting_and_aliases(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)  # json's scanner would hit the recursion limit
+    fails(deep, "levels deep")
+    yaml_deep = tmp_path / "deep.yaml"
+    yaml_deep.write_text("a: " + "[" * 5_000 + "]" * 5_000 + "\n")
+    fails(yaml_deep, "nests too deeply")
+    laughs = ["a0: &a0 {x: 1, y: 2}"] + [f"a{i}: &a{i} {{x: *a{i - 1}, y: *a{i - 1}}}" for i in range(1, 40)]
+    bomb = tmp_path / "laughs.yaml"
+    bomb.write_text("\n".join(laughs) + "\ndistributed_type: NO\n")  # 2^40 settings if walked naively
+    fails(bomb, "YAML aliases")

@@ -1,4 +1,5 @@
-"""Reading a config file safely: a regular file, at most MAX_BYTES, UTF-8, parsed as JSON, YAML or TOML.
+"""Reading a config file safely: memplan.userfiles reads it (a regular file, bounded, UTF-8), then it is parsed
+as JSON, YAML or TOML and its size as a tree is bounded too.
 
 Every failure is one line naming the file (and the line for a syntax error), never a traceback.  YAML needs
 PyYAML and TOML needs tomllib (Python >= 3.11) or tomli; both are imported only when such a file is read.
@@ -8,42 +9,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Any, Literal
 
 from memplan.errors import MemplanError
+from memplan.userfiles import MAX_JSON_DEPTH, json_depth, read_user_text
 
 MAX_BYTES = 16 * 1024 * 1024  # engine configs are kilobytes; this only stops a wrong path (a dataset, /dev/zero)
+MAX_NODES = 200_000  # settings in one file, YAML aliases counted each time they are used (a "billion laughs")
 Syntax = Literal["json", "yaml", "toml"]
 SYNTAX_BY_SUFFIX: dict[str, Syntax] = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml",
                                        ".hjson": "json"}
 
 
 def read_text_bounded(path: str | os.PathLike) -> str:
-    path = Path(path).expanduser()
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise MemplanError(f"no such file: {path}") from None
-    except OSError as exc:
-        raise MemplanError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise MemplanError(f"{path} is not a regular file; give the config file itself")
-    if info.st_size > MAX_BYTES:
-        raise MemplanError(f"{path} is {info.st_size:,} bytes; a config file is at most {MAX_BYTES:,} "
-                           "(is this the right file?)")
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise MemplanError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_BYTES:
-        raise MemplanError(f"{path} grew past {MAX_BYTES:,} bytes while being read")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise MemplanError(f"{path} is not UTF-8 text (byte {exc.start}); give the config file itself") from None
+    return read_user_text(Path(path).expanduser(), "config", max_bytes=MAX_BYTES)
 
 
 def sniff_syntax(path: str | os.PathLike, text: str) -> Syntax:
@@ -64,13 +44,36 @@ def sniff_syntax(path: str | os.PathLike, text: str) -> Syntax:
 
 
 def parse(path: str | os.PathLike, text: str, syntax: Syntax) -> dict[str, Any]:
-    data = {"json": _json, "yaml": _yaml, "toml": _toml}[syntax](path, text)
+    try:
+        data = {"json": _json, "yaml": _yaml, "toml": _toml}[syntax](path, text)
+    except RecursionError:  # the YAML composer and tomllib recurse per nesting level
+        raise MemplanError(f"{path} nests too deeply to be a config file") from None
     if not isinstance(data, dict):
         raise MemplanError(f"{path}: the top level is a {type(data).__name__}, not a mapping of settings")
+    _bounded(path, data)
     return data
 
 
+def _bounded(path, data: Any) -> None:
+    """Count the nodes without recursion; a YAML alias is a shared object, counted at every use (what a walk of
+    the settings will visit)."""
+    stack, seen = [data], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise MemplanError(f"{path} holds over {MAX_NODES:,} settings (YAML aliases used over and over?); "
+                               "not a config file")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def _json(path, text: str) -> Any:
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:  # json's C scanner recurses per level: refuse before it hits the recursion limit
+        raise MemplanError(f"{path} nests JSON {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates(path))
     except json.JSONDecodeError as exc:

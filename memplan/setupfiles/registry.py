@@ -94,8 +94,11 @@ def emit_setup(layout: EngineLayout | dict[str, Any], format: str) -> EmittedSet
 
 
 def write_setup_file(path: str | os.PathLike, layout: EngineLayout | dict[str, Any], format: str,
-                     force: bool = False) -> tuple[Path, EmittedSetup]:
-    from memplan.setupfiles._write import write_text_safely
+                     force: bool = False, what: str = "--out") -> tuple[Path, EmittedSetup]:
+    """Emit and write: memplan.report.files.write_new_file (atomic, regular files only, nothing overwritten
+    without force; `what` names the flag in its errors)."""
+    from memplan.report.files import resolve_target, write_new_file
 
     emitted = emit_setup(layout, format)
-    return write_text_safely(path, emitted.text, force=force), emitted
+    resolve_target(path, force, what)  # refuse up front (write_new_file would keep the text under a free name)
+    return write_new_file(path, emitted.text, force=force, what=what), emitted
