@@ -243,7 +243,7 @@ MEGATRON_OPTIONS = {
     "--recompute-method", "--recompute-num-layers", "--micro-batch-size", "--global-batch-size", "--seq-length",
     "--use-distributed-optimizer", "--use-megatron-fsdp", "--data-parallel-sharding-strategy", "--ckpt-format",
     "--bf16", "--fp16", "--fp8-format", "--optimizer", "--sgd-momentum", "--optimizer-cpu-offload",
-    "--use-precision-aware-optimizer",
+    "--use-precision-aware-optimizer", "--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers",
 }
 TORCHRUN_OPTIONS = {"--nproc-per-node", "--nnodes"}  # torch/distributed/run.py
 MEGATRON = {
@@ -255,6 +255,8 @@ MEGATRON = {
     "ep-offload": dict(gpus=8, pp=2, ep=4, zero=2, grad_accum=8, precision="fp8-mixed", offload_optimizer="cpu",
                        seq=1024),
     "one": dict(gpus=1, precision="fp32", optimizer="sgd-momentum"),
+    "uneven": dict(gpus=32, tp=2, pp=4, first_stage_layers=7, last_stage_layers=7, micro_batch=1, grad_accum=32,
+                   precision="bf16-mixed"),
 }
 
 
@@ -276,6 +278,7 @@ def test_megatron_arguments_and_round_trip(tmp_path, name):
         layout.zero, layout.micro_batch, layout.grad_accum, layout.recompute, layout.precision, layout.optimizer)
     assert (s.virtual_stages or 1, bool(s.sequence_parallel)) == (layout.virtual_stages, layout.sequence_parallel)
     assert (s.offload_optimizer or "none") == layout.offload_optimizer
+    assert (s.first_stage_layers, s.last_stage_layers) == (layout.first_stage_layers, layout.last_stage_layers)
 
 
 def test_what_a_format_cannot_say_is_a_warning():

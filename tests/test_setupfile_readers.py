@@ -350,8 +350,7 @@ def test_torchtitan_keys_are_jobconfigs():
 
 
 # ---- axolotl ----------------------------------------------------------------------------------------------------
-def test_axolotl_qlora(tmp_path):
-    r = read_setup_file(write(tmp_path, "qlora.yml", """
+AXOLOTL_QLORA = """
         base_model: NousResearch/Llama-2-7b-hf
         model_type: LlamaForCausalLM
         load_in_8bit: false
@@ -373,12 +372,16 @@ def test_axolotl_qlora(tmp_path):
         bf16: auto
         gradient_checkpointing: true
         flash_attention: true
-        """))
+        """
+
+
+def test_axolotl_qlora(tmp_path):
+    r = read_setup_file(write(tmp_path, "qlora.yml", AXOLOTL_QLORA))
     assert r.format == "axolotl"
     assert r.setup.given() == {
         "model": "NousResearch/Llama-2-7b-hf", "seq": 4096, "micro_batch": 2, "grad_accum": 4, "lora_rank": 32,
         "lora_targets": "all-linear", "quantize_base": "nf4", "recompute": "full", "attention": "flash",
-        "optimizer": "adamw", "precision": "bf16"}
+        "optimizer": "adamw", "precision": "bf16", "lora_alpha": 16.0, "lora_dropout": 0.05}
     check_accounted(r)
 
 
@@ -562,3 +565,18 @@ def test_detection_by_content(tmp_path):
     assert detect_format({"base_model": "x", "sequence_len": 2}) == "axolotl"
     assert detect_format({"per_device_train_batch_size": 2}) == "hf-trainer"
     assert detect_format({"model": "x"}) is None
+
+
+@pytest.mark.parametrize("name, text", [("ds_config.json", DS_ZERO3_OFFLOAD), ("llama3_8b.toml", TITAN_8B),
+                                        ("qlora.yml", AXOLOTL_QLORA)])
+def test_a_reading_builds_a_setup(tmp_path, name, text):
+    """The keywords are the setup builder's own (memplan.setups), and what a file says builds a setup."""
+    from memplan import setups
+
+    kw = read_setup_file(write(tmp_path, name, text)).setup.setup_kwargs()
+    assert set(kw) <= set(setups.TRAINING_KEYS)
+    setup = setups.training_setup(kw.pop("model", "llama-2-7b"), **kw)
+    for field in ("gpus", "zero", "micro_batch", "grad_accum", "recompute"):
+        if field in kw:
+            assert getattr(setup.layout, field) == kw[field]
+    assert setup.recipe.name == kw["precision"]

@@ -28,9 +28,6 @@ REASONS = {key: "data, logging, evaluation, checkpointing or a hyper-parameter" 
 REASONS.update({
     "sample_packing": "packing fills sequences up to sequence_len; memplan counts full sequences",
     "pad_to_sequence_len": "memplan counts full sequences of sequence_len",
-    "lora_alpha": "scales the adapter's update; no memory effect",
-    "lora_dropout": "a dropout > 0 keeps each adapter input's mask and copy; memplan's LoraSpec.dropout has no "
-                    "flag yet",
     "lora_fan_in_fan_out": "a layout detail of the adapter weights", "lora_modules_to_save": "not modelled",
     "tf32": "TF32 matmuls change speed, not memory", "torch_compile": "torch.compile: memplan models eager kernels",
     "xformers_attention": "memory-efficient attention: memplan counts sdpa's", "bnb_config_kwargs": "not modelled",
@@ -97,7 +94,7 @@ def _adapter(c: Collector) -> None:
         if four or eight:
             c.warn(f"{c.path}: load_in_{'4' if four else '8'}bit without an adapter: a quantized base only "
                    "trains through adapters; memplan counts a full fine-tune")
-        for key in ("lora_r", "lora_target_modules", "lora_target_linear"):
+        for key in ("lora_r", "lora_target_modules", "lora_target_linear", "lora_alpha", "lora_dropout"):
             c.ignore(key, "no adapter: LoRA settings apply only with adapter: lora or qlora")
         return
     kind = adapter.strip().lower()
@@ -119,6 +116,17 @@ def _adapter(c: Collector) -> None:
             raise c.error("lora_target_modules", f"expected module names, got {raw!r}")
         c.set("lora_targets", ",".join(names), "lora_target_modules")
     c.consult_all("lora_targets", "lora_target_linear", "lora_target_modules")
+    alpha = c.get("lora_alpha", None)
+    if alpha is not None:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise c.error("lora_alpha", f"expected a number, got {alpha!r}")
+        c.set("lora_alpha", float(alpha), "lora_alpha", note="scales the update; no memory effect")
+    dropout = c.get("lora_dropout", None)
+    if dropout is not None:
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise c.error("lora_dropout", f"expected a probability in [0, 1), got {dropout!r}")
+        c.set("lora_dropout", float(dropout), "lora_dropout",
+              note="PEFT keeps a dropped-out copy of each adapter's input when > 0" if dropout else "")
     if kind == "qlora" or four:
         c.set("quantize_base", "nf4", "load_in_4bit" if four else "adapter",
               note="bitsandbytes 4-bit NF4 (axolotl's bnb_4bit_quant_type default)")

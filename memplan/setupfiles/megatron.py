@@ -32,6 +32,9 @@ FLAGS = {
     "--fp8-format": ("precision", str), "--optimizer": ("optimizer", str), "--sgd-momentum": (None, float),
     "--optimizer-cpu-offload": ("offload_optimizer", bool), "--use-precision-aware-optimizer": (None, bool),
     "--num-layers-per-virtual-pipeline-stage": (None, int), "--ckpt-format": (None, str),
+    "--decoder-first-pipeline-num-layers": ("first_stage_layers", int),
+    "--decoder-last-pipeline-num-layers": ("last_stage_layers", int),
+    "--expert-tensor-parallel-size": ("etp", int),
 }
 # torchrun's (torch/distributed/run.py), for the GPU count: both spellings are accepted there
 LAUNCH = {"--nproc-per-node": "gpus_per_node", "--nproc_per_node": "gpus_per_node", "--nnodes": "nodes"}
@@ -47,6 +50,10 @@ def emit(layout: EngineLayout) -> EmittedSetup:
         args.append(f"--context-parallel-size {layout.cp}")
     if layout.ep > 1:
         args.append(f"--expert-model-parallel-size {layout.ep}")
+    for flag, value in (("--decoder-first-pipeline-num-layers", layout.first_stage_layers),
+                        ("--decoder-last-pipeline-num-layers", layout.last_stage_layers)):
+        if value is not None:
+            args.append(f"{flag} {value}")
     if layout.sequence_parallel:
         args.append("--sequence-parallel")
     if layout.recompute == "selective":
@@ -125,7 +132,8 @@ def read(c: Collector) -> None:
     for flag, value in values.items():
         field, kind = FLAGS.get(flag, (None, None))
         if kind is int:
-            if not str(value).isdigit() or int(value) < 1:
+            if not str(value).isdigit() or int(value) < (0 if field in ("first_stage_layers", "last_stage_layers")
+                                                         else 1):
                 raise c.error(flag, f"expected a whole number, got {value!r} (a shell variable the script does not set to a number)")
             if field:
                 c.set(field, int(value), flag)

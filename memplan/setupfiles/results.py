@@ -35,6 +35,9 @@ class SetupKeywords(BaseModel):
     pp: int | None = Field(None, gt=0)
     cp: int | None = Field(None, gt=0, description="context-parallel size")
     ep: int | None = Field(None, gt=0, description="expert-parallel size")
+    etp: int | None = Field(None, gt=0, description="expert-tensor-parallel size")
+    first_stage_layers: int | None = Field(None, ge=0, description="uneven pipeline: layers on the first stage")
+    last_stage_layers: int | None = Field(None, ge=0, description="uneven pipeline: layers on the last stage")
     sequence_parallel: bool | None = None
     virtual_stages: int | None = Field(None, gt=0)
     zero: int | None = Field(None, ge=0, le=3)
@@ -51,10 +54,20 @@ class SetupKeywords(BaseModel):
     lora_rank: int | None = Field(None, gt=0)
     lora_targets: str | None = Field(None, description="comma-separated module names, or all-linear")
     quantize_base: Literal["nf4", "int8"] | None = None
+    lora_alpha: float | None = None
+    lora_dropout: float | None = Field(None, ge=0, lt=1)
 
     def given(self) -> dict[str, Any]:
-        """Only what the file said (the keyword arguments to pass on)."""
+        """Everything the file said."""
         return self.model_dump(exclude_none=True)
+
+    def setup_kwargs(self) -> dict[str, Any]:
+        """What the file said that a training setup takes (memplan.setups.training_setup's keywords):
+        `global_batch` is plan's argument and `pin_memory` is not modelled, so both stay out."""
+        return {k: v for k, v in self.given().items() if k not in NOT_SETUP_KEYWORDS}
+
+
+NOT_SETUP_KEYWORDS = frozenset({"global_batch", "pin_memory"})
 
 
 class FieldRead(BaseModel):
@@ -97,6 +110,8 @@ class EngineLayout(BaseModel):
     dp: int | None = Field(None, gt=0)
     cp: int = Field(1, gt=0)
     ep: int = Field(1, gt=0)
+    first_stage_layers: int | None = Field(None, ge=0)
+    last_stage_layers: int | None = Field(None, ge=0)
     zero: int = Field(0, ge=0, le=3)
     offload_optimizer: Offload = "none"
     offload_params: Offload = "none"
