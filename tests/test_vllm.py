@@ -392,6 +392,8 @@ def test_cli_vllm_json_names(capsys):
     (["--vllm-version", "0.5.0"], "0.9.2 to 0.33"),
     (["--kv-cache-dtype", "fp4"], "--kv-cache-dtype"),
     (["--prefill-chunk", "512"], "max-num-batched-tokens"),
+    (["--tp", "3"], "must divide the 32 attention heads"),
+    (["--max-model-len", "4096", "--context", "8192"], "exceeds --max-model-len"),
 ])
 def test_bad_vllm_input_is_one_line(capsys, args, needle):
     code, _, err = run_cli(capsys, "estimate", "llama-3.1-8b", "--mode", "inference", "-g", "h100", *args)
