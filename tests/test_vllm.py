@@ -384,8 +384,8 @@ def test_cli_vllm_json_names(capsys):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--gpu-memory-utilization", "1.5"], "gpu-memory-utilization must be in (0, 1]"),
-    (["--gpu-memory-utilization", "0"], "gpu-memory-utilization must be in (0, 1]"),
+    (["--gpu-memory-utilization", "1.5"], "must be a fraction in (0, 1]"),
+    (["--gpu-memory-utilization", "0"], "must be a fraction in (0, 1]"),
     (["--block-size", "24"], "multiple of 16"),
     (["--block-size", "256", "--vllm-version", "0.11.0"], "accepts 1, 8, 16, 32, 64, 128"),
     (["--quantization", "awq", "--vllm-version", "0.33.0"], None),
