@@ -174,6 +174,9 @@ def serving_setup(model: str | ModelSpec, **kw: Any):
                             "block_size", "enforce_eager", "vllm_version", "vllm_entrypoint", "int4_group"))
         if engine is not None:
             fields["engine"] = engine
+        from memplan.memory.layout import check_layout
+
+        check_layout(a, layout)  # heads, KV heads and experts must split over --tp/--ep, as vLLM requires
         return InferenceSetup(model=spec, weights_dtype=DType.parse(weights) if weights else None,
                               kv_dtype=_kv_dtype(kw), context=context, layout=layout, **fields)
     except ValidationError as exc:

@@ -1,35 +1,45 @@
-"""Tiny architectures, one per Hugging Face family, for the measurement tests (fast on a CPU)."""
+"""Tiny configs, one per Hugging Face family, for the measurement tests (fast on a CPU).
+
+Each is a config.json dict read by the family's own reader (memplan/families/<type>.py), so the measured module and
+the estimated Model come from the same file."""
 from __future__ import annotations
 
-from memplan.spec.model import Architecture, ModelSpec
+from memplan.families.registry import read_config
+from memplan.spec.model import Model, ModelSpec
+from memplan.spec.layout import Layout
 from memplan.spec.setup import TrainingSetup
 from memplan.spec.training import Workload, get_optimizer, get_recipe
 
 V = 512
-_DEC = dict(n_layers=2, hidden_size=64, n_heads=4, vocab_size=V, max_positions=64)
-_GELU = dict(mlp="gelu", norm="layernorm", norm_bias=True, ffn_hidden_size=256)
+_LLAMA = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+              intermediate_size=160, vocab_size=V, max_position_embeddings=64)
 
-ARCHS = {
-    "llama": Architecture(family="llama", n_kv_heads=2, ffn_hidden_size=160, **_DEC),
-    "mistral": Architecture(family="mistral", n_kv_heads=2, ffn_hidden_size=160, sliding_window=32, **_DEC),
-    "qwen2": Architecture(family="qwen2", n_kv_heads=2, ffn_hidden_size=160, qkv_bias=True, tied_embeddings=True,
-                          **_DEC),
-    "mixtral": Architecture(family="mixtral", n_kv_heads=2, ffn_hidden_size=96, n_experts=4, experts_per_token=2,
-                            **_DEC),
-    "gpt2": Architecture(family="gpt2", activation="gelu_new", position="learned", tied_embeddings=True,
-                         fused_qkv=True, qkv_bias=True, attn_out_bias=True, mlp_bias=True, **_GELU, **_DEC),
-    "gpt_neox": Architecture(family="gpt_neox", activation="gelu", fused_qkv=True, qkv_bias=True, attn_out_bias=True,
-                             mlp_bias=True, parallel_residual=True, rotary_fraction=0.25, **_GELU, **_DEC),
-    "falcon": Architecture(family="falcon", n_kv_heads=1, activation="gelu", norms_per_layer=1, fused_qkv=True,
-                           parallel_residual=True, tied_embeddings=True, **_GELU, **_DEC),
-    "bert": Architecture(family="bert", activation="gelu", position="learned", qkv_bias=True, attn_out_bias=True,
-                         mlp_bias=True, lm_head=False, token_type_vocab=2, embedding_norm=True, pooler=True,
-                         causal=False, final_norm=False, **_GELU, **_DEC),
+CONFIGS: dict[str, dict] = {
+    "llama": {"model_type": "llama", **_LLAMA},
+    "mistral": {"model_type": "mistral", **_LLAMA, "sliding_window": 32},
+    "qwen2": {"model_type": "qwen2", **_LLAMA, "tie_word_embeddings": True},
+    "mixtral": {"model_type": "mixtral", **{**_LLAMA, "intermediate_size": 96}, "num_local_experts": 4,
+                "num_experts_per_tok": 2},
+    "gpt2": {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "n_inner": 256, "vocab_size": V,
+             "n_positions": 64, "activation_function": "gelu_new"},
+    "gpt_neox": {"model_type": "gpt_neox", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+                 "intermediate_size": 256, "vocab_size": V, "max_position_embeddings": 64, "rotary_pct": 0.25,
+                 "hidden_act": "gelu", "use_parallel_residual": True},
+    "falcon": {"model_type": "falcon", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+               "vocab_size": V, "max_position_embeddings": 64, "multi_query": True, "parallel_attn": True,
+               "new_decoder_architecture": False, "bias": False},
+    "bert": {"model_type": "bert", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+             "intermediate_size": 256, "vocab_size": V, "max_position_embeddings": 64, "hidden_act": "gelu"},
 }
+
+MODELS: dict[str, ModelSpec] = {
+    name: ModelSpec(name=f"tiny-{name}", architecture=read_config(cfg, f"tiny-{name}"), hf_config=cfg)
+    for name, cfg in CONFIGS.items()}
+ARCHS: dict[str, Model] = {name: spec.arch for name, spec in MODELS.items()}
 
 
 def setup(family: str = "llama", precision: str = "fp32", optimizer: str = "adamw", micro_batch: int = 2,
-          seq: int = 32, **workload) -> TrainingSetup:
-    return TrainingSetup(model=ModelSpec(name=f"tiny-{family}", architecture=ARCHS[family]),
-                         recipe=get_recipe(precision), optimizer=get_optimizer(optimizer),
-                         workload=Workload(micro_batch=micro_batch, seq=seq, **workload))
+          seq: int = 32, recompute: str = "none", **workload) -> TrainingSetup:
+    return TrainingSetup(model=MODELS[family], recipe=get_recipe(precision), optimizer=get_optimizer(optimizer),
+                         layout=Layout(micro_batch=micro_batch, recompute=recompute),
+                         workload=Workload(seq=seq, **workload))

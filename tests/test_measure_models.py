@@ -6,62 +6,95 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from memplan.errors import MemplanError  # noqa: E402
-from memplan.measure.models import build_model, hf_config, module_parameters  # noqa: E402
+from memplan.measure.models import build_model, config_of, module_parameters  # noqa: E402
 from memplan.spec.model import ModelSpec, count_parameters  # noqa: E402
-from tests.measure_archs import ARCHS  # noqa: E402
+from tests.measure_archs import ARCHS, MODELS  # noqa: E402
 
 pytest.importorskip("transformers")
 
 
-@pytest.mark.parametrize("family", sorted(ARCHS))
+@pytest.mark.parametrize("family", sorted(MODELS))
 def test_hf_module_has_memplans_parameter_count(family):
-    built = build_model(ModelSpec(name=family, architecture=ARCHS[family]), "hf", check_count=False)
+    built = build_model(MODELS[family], "hf", check_count=False)
     assert module_parameters(built.module) == count_parameters(ARCHS[family]).total
 
 
-@pytest.mark.parametrize("family", sorted(set(ARCHS) - {"mixtral", "bert"}))
+@pytest.mark.parametrize("family", sorted(set(MODELS) - {"mixtral", "bert", "mistral"}))
 def test_reference_module_has_memplans_parameter_count(family):
-    built = build_model(ModelSpec(name=family, architecture=ARCHS[family]), "reference", check_count=False)
+    built = build_model(MODELS[family], "reference", check_count=False)
     assert module_parameters(built.module) == count_parameters(ARCHS[family]).total
 
 
 def test_gpt2_small_hf_count_is_the_published_124m():
     # GPT-2 small (Radford et al. 2019; HF gpt2 config): 124,439,808 parameters with the tied LM head
-    from memplan.spec.model import Architecture
+    from memplan.catalog import resolve_model
 
-    a = Architecture(family="gpt2", n_layers=12, hidden_size=768, n_heads=12, ffn_hidden_size=3072, mlp="gelu",
-                     activation="gelu_new", norm="layernorm", norm_bias=True, vocab_size=50257, max_positions=1024,
-                     position="learned", tied_embeddings=True, fused_qkv=True, qkv_bias=True, attn_out_bias=True,
-                     mlp_bias=True)
+    spec = resolve_model("gpt2")
     with torch.device("meta"):
-        hf = build_model(ModelSpec(name="gpt2", architecture=a), "hf")
-        ref = build_model(ModelSpec(name="gpt2", architecture=a), "reference")
+        hf = build_model(spec, "hf")
+        ref = build_model(spec, "reference")
     assert module_parameters(hf.module) == module_parameters(ref.module) == 124_439_808
 
 
+def test_fewer_layers_are_built_and_counted():
+    from memplan.catalog import resolve_model
+
+    spec = resolve_model("llama-2-7b")
+    with torch.device("meta"):
+        built = build_model(spec, "hf", layers=2)
+    assert len(built.module.model.layers) == 2
+    assert built.model.n_layers == 2  # the count is checked against the 2-layer architecture
+
+
+def test_the_family_decides_the_transformers_class():
+    from memplan.families.registry import read_config
+
+    cfg = {**MODELS["bert"].hf_config, "architectures": ["BertForMaskedLM"]}
+    spec = ModelSpec(name="mlm", architecture=read_config(cfg), hf_config=cfg)
+    built = build_model(spec, "hf")
+    assert type(built.module).__name__ == "BertForMaskedLM" and built.kind == "masked-lm"
+    assert build_model(MODELS["bert"], "hf").kind == "encoder"
+
+
 def test_attention_implementation_reaches_the_hf_config():
-    built = build_model(ModelSpec(name="l", architecture=ARCHS["llama"]), "hf", attention="eager")
+    built = build_model(MODELS["llama"], "hf", attention="eager")
     assert built.module.config._attn_implementation == "eager"
 
 
 def test_weights_are_created_in_the_requested_dtype():
-    built = build_model(ModelSpec(name="l", architecture=ARCHS["llama"]), "reference", dtype=torch.bfloat16)
+    built = build_model(MODELS["llama"], "reference", dtype=torch.bfloat16)
     assert {p.dtype for p in built.module.parameters()} == {torch.bfloat16}
 
 
-def test_unknown_family_and_unsupported_features_are_one_line_errors():
-    a = ARCHS["llama"].model_copy(update={"family": "t5"})
-    with pytest.raises(MemplanError, match="no Hugging Face mapping"):
-        hf_config(a)
+def test_a_model_from_flags_builds_as_llama():
+    from memplan.families import custom
+
+    m = custom.build({"layers": 2, "hidden": 64, "heads": 4, "kv_heads": 2, "ffn": 160, "vocab": 512})
+    spec = ModelSpec(name="custom", architecture=m)
+    assert config_of(spec)["model_type"] == "llama"
+    assert module_parameters(build_model(spec, "hf").module) == count_parameters(m).total
+
+
+def test_unsupported_features_are_one_line_errors():
     with pytest.raises(MemplanError, match="no MoE"):
-        build_model(ModelSpec(name="m", architecture=ARCHS["mixtral"]), "reference")
+        build_model(MODELS["mixtral"], "reference")
+    with pytest.raises(MemplanError, match="windowed attention"):
+        build_model(MODELS["mistral"], "reference")
+    no_config = ModelSpec(name="x", architecture=ARCHS["gpt2"])
+    with pytest.raises(MemplanError, match="no config.json"):
+        build_model(no_config, "hf")
 
 
 def test_count_mismatch_is_refused():
-    # Llama's attention_bias puts a bias on o_proj too; an arch with q/k/v bias only cannot be built by HF Llama
-    a = ARCHS["llama"].model_copy(update={"qkv_bias": True})
+    # a factory whose module misses the LM head cannot stand for the architecture memplan counts
     with pytest.raises(MemplanError, match="parameters but memplan counts"):
-        build_model(ModelSpec(name="l", architecture=a), "hf")
+        build_model(MODELS["llama"], "tests.test_measure_models:headless_factory")
+
+
+def headless_factory(spec):
+    module = build_model(spec, "reference").module
+    module.lm_head = None
+    return module
 
 
 def tiny_factory(spec):
@@ -69,7 +102,7 @@ def tiny_factory(spec):
 
 
 def test_factory_source():
-    built = build_model(ModelSpec(name="l", architecture=ARCHS["llama"]), "tests.test_measure_models:tiny_factory")
+    built = build_model(MODELS["llama"], "tests.test_measure_models:tiny_factory")
     assert built.source == "factory:tests.test_measure_models:tiny_factory"
     with pytest.raises(MemplanError, match="package.module:function"):
-        build_model(ModelSpec(name="l", architecture=ARCHS["llama"]), "nocolon:")
+        build_model(MODELS["llama"], "nocolon:")

@@ -384,14 +384,16 @@ def test_cli_vllm_json_names(capsys):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--gpu-memory-utilization", "1.5"], "gpu-memory-utilization must be in (0, 1]"),
-    (["--gpu-memory-utilization", "0"], "gpu-memory-utilization must be in (0, 1]"),
+    (["--gpu-memory-utilization", "1.5"], "must be a fraction in (0, 1]"),
+    (["--gpu-memory-utilization", "0"], "must be a fraction in (0, 1]"),
     (["--block-size", "24"], "multiple of 16"),
     (["--block-size", "256", "--vllm-version", "0.11.0"], "accepts 1, 8, 16, 32, 64, 128"),
     (["--quantization", "awq", "--vllm-version", "0.33.0"], None),
     (["--vllm-version", "0.5.0"], "0.9.2 to 0.33"),
     (["--kv-cache-dtype", "fp4"], "--kv-cache-dtype"),
     (["--prefill-chunk", "512"], "max-num-batched-tokens"),
+    (["--tp", "3"], "must divide the 32 attention heads"),
+    (["--max-model-len", "4096", "--context", "8192"], "exceeds --max-model-len"),
 ])
 def test_bad_vllm_input_is_one_line(capsys, args, needle):
     code, _, err = run_cli(capsys, "estimate", "llama-3.1-8b", "--mode", "inference", "-g", "h100", *args)

@@ -1,12 +1,13 @@
 """`memplan estimate`: memory per GPU, CPU RAM and NVMe for training, fine-tuning (LoRA/QLoRA) or inference."""
 from __future__ import annotations
 
-
 import click
 
-from memplan.cli.options import (POSITIVE, field_option, gpu_option, json_option, pop_training_kwargs,
-                                 training_options, units_option, units_of)
+from memplan.cli.checks import check_flag_combinations
+from memplan.cli.options import (field_option, gpu_option, json_option, pop_training_kwargs, training_options,
+                                 units_option, units_of)
 from memplan.cli.serve_options import SERVING_OPTION_KEYS, allow_serving_engines, run_inference, serving_options
+from memplan.cli.types import PATH, BoundedInt, NonEmptyText
 from memplan.errors import MemplanError
 from memplan.spec.training import Workload
 
@@ -18,16 +19,18 @@ LORA_KEYS = ("lora_rank", "lora_targets", "quantize_base")
 @training_options
 @gpu_option
 @click.option("--mode", type=click.Choice(["training", "inference"]), default="training", show_default=True)
-@click.option("--lora-rank", type=POSITIVE, help="Fine-tune with LoRA adapters of this rank (frozen base).")
-@click.option("--lora-targets", help="Comma-separated modules for LoRA (default: PEFT's for the family; all-linear).")
+@click.option("--lora-rank", type=BoundedInt(1, "rank"),
+              help="Fine-tune with LoRA adapters of this rank (frozen base).")
+@click.option("--lora-targets", type=NonEmptyText("a comma-separated list of module names"),
+              help="Comma-separated modules for LoRA (default: PEFT's for the family; all-linear).")
 @click.option("--quantize-base", type=click.Choice(["nf4", "int8"]), help="QLoRA: quantised frozen base.")
 @serving_options
 @click.option("--max-micro-batch", is_flag=True, help="Training: the largest micro-batch that fits on --gpu.")
 @click.option("--max-seq", is_flag=True, help="Training: the longest sequence that fits on --gpu.")
-@click.option("--calibration", type=click.Path(dir_okay=False), help="A `memplan profile` record to calibrate with.")
+@click.option("--calibration", type=PATH, help="A `memplan profile` record to calibrate with.")
 @field_option(Workload, "optimizer_impl")
 @click.option("--compare", is_flag=True, help="One row per strategy: fp32, mixed, ZeRO-1/2/3, ZeRO-3 + offload.")
-@click.option("--plot", metavar="FILE.png", help="Also draw memory by component against the GPU and the step's "
+@click.option("--plot", type=PATH, metavar="FILE.png", help="Also draw memory by component against the GPU and the step's "
                                                  "timeline (needs matplotlib).")
 @click.option("--force", is_flag=True, help="Overwrite --plot's file if it exists.")
 @units_option
@@ -51,6 +54,7 @@ def estimate_command(**kwargs) -> None:
     if plot and (compare or mode == "inference"):
         raise MemplanError("--plot draws one training estimate: drop --compare / --mode inference")
     training = pop_training_kwargs(kwargs)
+    check_flag_combinations(training, lora=lora)
     if (wants_max["max_micro_batch"] or wants_max["max_seq"] or inference["max_batch"] or inference["max_context"]) \
             and gpu_name is None:
         raise MemplanError("--max-micro-batch/--max-seq/--max-batch/--max-context need --gpu NAME to fit against")

@@ -48,7 +48,9 @@ def field_option(model, name: str, *decls: str, **extra) -> Callable:
         lo = next((m.gt + 1 for m in field.metadata if getattr(m, "gt", None) is not None), None)
         lo = next((m.ge for m in field.metadata if getattr(m, "ge", None) is not None), lo)
         hi = next((m.le for m in field.metadata if getattr(m, "le", None) is not None), None)
-        kwargs["type"] = BoundedInt(lo if lo is not None else 0, hi)
+        # a small closed range (a ZeRO stage) reads best as click's range; a size gets the bound's reason
+        small = hi is not None and hi <= 64
+        kwargs["type"] = click.IntRange(lo, hi) if small else BoundedInt(lo if lo is not None else 0, hi)
     kwargs.update(extra)
     return click.option(*(decls or (flag,)), name, **kwargs)
 

@@ -7,42 +7,43 @@ from __future__ import annotations
 
 import click
 
-from memplan.cli.options import POSITIVE, _stack
+from memplan.cli.options import _stack
+from memplan.cli.types import NAME, BoundedInt, FiniteFloat
 
 SERVING_ENGINES = ("vllm", "hf")
 
 serving_options = _stack(
-    click.option("--batch", type=POSITIVE, help="Inference: concurrent sequences (vllm: checked against the KV "
+    click.option("--batch", type=BoundedInt(1, "batch"), help="Inference: concurrent sequences (vllm: checked against the KV "
                                                 "blocks and --max-num-seqs).  [default: hf 1]"),
-    click.option("--context", type=POSITIVE, help="Inference: tokens per sequence, prompt + generated (vllm: also "
+    click.option("--context", type=BoundedInt(1, "positions"), help="Inference: tokens per sequence, prompt + generated (vllm: also "
                                                   "--max-model-len unless given).  [default: the model's max]"),
-    click.option("--prompt", type=POSITIVE, help="Inference: prompt tokens per sequence."),
-    click.option("--output", type=click.IntRange(min=0), help="Inference: generated tokens per sequence "
+    click.option("--prompt", type=BoundedInt(1, "positions"), help="Inference: prompt tokens per sequence."),
+    click.option("--output", type=BoundedInt(0, "positions"), help="Inference: generated tokens per sequence "
                                                               "(context = prompt + output)."),
-    click.option("--kv-cache-dtype", help="Inference: KV cache dtype as vLLM names it: auto, bfloat16, float16, "
+    click.option("--kv-cache-dtype", type=NAME, help="Inference: KV cache dtype as vLLM names it: auto, bfloat16, float16, "
                                           "fp8, fp8_e4m3, fp8_e5m2.  [default: auto, the model's dtype]"),
-    click.option("--kv-dtype", help="Inference: alias of --kv-cache-dtype (bf16, fp16, fp8)."),
-    click.option("--quantization", "-q", help="Inference: vLLM's --quantization (fp8, awq, awq_marlin, gptq, "
+    click.option("--kv-dtype", type=NAME, help="Inference: alias of --kv-cache-dtype (bf16, fp16, fp8)."),
+    click.option("--quantization", "-q", type=NAME, help="Inference: vLLM's --quantization (fp8, awq, awq_marlin, gptq, "
                                               "gptq_marlin, compressed-tensors, mxfp4, bitsandbytes).  [default: "
                                               "the config's quantization_config]"),
-    click.option("--gpu-memory-utilization", type=float, help="vllm: fraction of the GPU's memory vLLM may use, "
+    click.option("--gpu-memory-utilization", type=FiniteFloat(0.0, True, 1.0, "a fraction in (0, 1]"), help="vllm: fraction of the GPU's memory vLLM may use, "
                                                               "in (0, 1].  [default: 0.92 (vLLM >= 0.20)]"),
-    click.option("--max-model-len", type=POSITIVE, help="vllm: longest request vLLM admits.  [default: --context, "
+    click.option("--max-model-len", type=BoundedInt(1, "positions"), help="vllm: longest request vLLM admits.  [default: --context, "
                                                         "else the model's max positions]"),
-    click.option("--max-num-seqs", type=POSITIVE, help="vllm: sequences per scheduler step.  [default: vLLM's, by "
+    click.option("--max-num-seqs", type=BoundedInt(1, "batch"), help="vllm: sequences per scheduler step.  [default: vLLM's, by "
                                                        "GPU: 256 or 1024]"),
-    click.option("--max-num-batched-tokens", type=POSITIVE, help="vllm: tokens per step, the chunked-prefill size."
+    click.option("--max-num-batched-tokens", type=BoundedInt(1, "positions"), help="vllm: tokens per step, the chunked-prefill size."
                                                                  "  [default: vLLM's, by GPU: 2048 or 8192]"),
-    click.option("--block-size", type=int, help="vllm: tokens per KV block (a multiple of 16 on CUDA).  [default: "
+    click.option("--block-size", type=BoundedInt(1, 1 << 20), help="vllm: tokens per KV block (a multiple of 16 on CUDA).  [default: "
                                                 "16; MLA 64 on Hopper, 128 on Blackwell]"),
     click.option("--enforce-eager", is_flag=True, default=None, help="vllm: no CUDA graphs."),
     click.option("--enable-expert-parallel", is_flag=True, default=None,
                  help="vllm: shard MoE experts over the TP x DP ranks (whole experts) instead of splitting each."),
-    click.option("--vllm-version", help="vllm: the release whose accounting to reproduce, 0.9.2 ... 0.33.  "
+    click.option("--vllm-version", type=NAME, help="vllm: the release whose accounting to reproduce, 0.9.2 ... 0.33.  "
                                         "[default: 0.33.0]"),
     click.option("--vllm-entrypoint", type=click.Choice(["serve", "llm"]),
                  help="vllm: `vllm serve` or the offline LLM class (batch defaults differ).  [default: serve]"),
-    click.option("--prefill-chunk", type=POSITIVE, help="hf: chunked prefill size in tokens."),
+    click.option("--prefill-chunk", type=BoundedInt(1, "positions"), help="hf: chunked prefill size in tokens."),
     click.option("--max-batch", is_flag=True, help="Inference: the most concurrent sequences (vllm: max concurrency "
                                                    "at --context, capped by --max-num-seqs)."),
     click.option("--max-context", is_flag=True, help="Inference: the longest context (vllm: the largest "

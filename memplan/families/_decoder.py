@@ -49,8 +49,8 @@ def heads(c: ConfigReader, hidden: int, kv_key: str = "num_key_value_heads",
                                "config has no head_dim")
         d = hidden // n
     if n % kv:
-        raise MemplanError(f"{c.path}: {n} attention heads are not divisible by {kv} key/value heads "
-                           f"({c.where}{kv_key})")
+        raise MemplanError(f"{c.path}: attention heads ({n}) must be divisible by KV heads ({kv}, "
+                           f"{c.where}{kv_key})")
     return {"heads": n, "kv_heads": kv, "head_dim": d}
 
 

@@ -19,27 +19,31 @@ import statistics
 import torch
 
 from memplan.results.profile import CudaInfo, PhasePeak
-from memplan.spec.model import Architecture, count_parameters
+from memplan.spec.model import Model, count_parameters
 
 _STAT_KEYS = {"allocated": "allocated_bytes.all.peak", "reserved": "reserved_bytes.all.peak",
               "active": "active_bytes.all.peak", "requested": "requested_bytes.all.peak"}
 
 
 # ---- pure arithmetic (tested on cpu) ------------------------------------------------------------------------
-def model_flops_per_step(a: Architecture, micro_batch: int, seq: int) -> int:
+def model_flops_per_step(m: Model, micro_batch: int, seq: int) -> int:
     """PaLM appendix B: tokens * (6N + 12*L*H*Q*T), N = parameters that take part in matmuls.
 
     N excludes the input token embedding when it is untied (a lookup, no FLOPs) and learned position
     embeddings (an addition), as nanoGPT's estimate_mfu does for PaLM's formula; MoE counts active parameters.
+    The attention term walks the layer groups: H*Q is each layer's heads x head dim and T the keys a query sees
+    (its window for sliding/chunked layers, else the sequence).
     """
-    pc = count_parameters(a)
+    pc = count_parameters(m)
     n = pc.active
-    if not a.tied_embeddings:
-        n -= a.vocab_size * a.hidden_size
-    if a.position == "learned":
-        n -= a.max_positions * a.hidden_size
+    if not m.head.tied:
+        n -= m.vocab_size * m.hidden_size
+    if m.embeddings.learned_positions:
+        n -= m.max_positions * m.hidden_size
     tokens = micro_batch * seq
-    return tokens * (6 * n + 12 * a.n_layers * a.n_heads * a.head_size * seq)
+    attention = sum(g.count * g.layer.attention.q_size * min(seq, g.layer.attention.window or seq)
+                    for g in m.groups)
+    return tokens * (6 * n + 12 * attention)
 
 
 def utilization(flops: int | None, seconds: float | None, peak_tflops: float | None) -> float | None:
@@ -107,10 +111,12 @@ class CudaSession:
     snapshot: path for torch.cuda.memory._dump_snapshot of the measured step (view at pytorch.org/memory_viz).
     """
 
-    def __init__(self, step, timed_steps: int = 5, snapshot: str | None = None, count_flops: bool = True) -> None:
+    def __init__(self, step, timed_steps: int = 5, snapshot: str | None = None, count_flops: bool = True,
+                 snapshot_force: bool = False) -> None:
         self.step = step
         self.timed_steps = timed_steps
         self.snapshot = snapshot
+        self.snapshot_force = snapshot_force
         self.count_flops = count_flops
         self.device_index = torch.cuda.current_device()
         self.phase: str | None = None
@@ -176,9 +182,14 @@ class CudaSession:
 
     def _stop_snapshot(self) -> None:
         if self._recording:
-            torch.cuda.memory._dump_snapshot(self.snapshot)
-            torch.cuda.memory._record_memory_history(enabled=None)
-            self._recording = False
+            from memplan.report.files import write_new_file_with
+
+            try:  # through a temporary file: complete or not at all, never over a non-regular file
+                write_new_file_with(self.snapshot, lambda tmp: torch.cuda.memory._dump_snapshot(str(tmp)),
+                                    force=self.snapshot_force, what="--snapshot")
+            finally:
+                torch.cuda.memory._record_memory_history(enabled=None)
+                self._recording = False
             self.snapshot_written = True
 
     def _time_steps(self) -> None:

@@ -62,7 +62,7 @@ from memplan.spec.training import DType
 STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
 # strategy -> (estimate engine, ZeRO stage): the memplan convention whose per-GPU figures a rank is compared with
 ESTIMATE_CONVENTION = {"ddp": ("plain", 0), "zero1": ("plain", 1), "zero2": ("fsdp", 2), "zero3": ("fsdp", 3)}
-DDP_BUCKET_CAP_MB = 25  # torch.nn.layout.DistributedDataParallel default
+DDP_BUCKET_CAP_MB = 25  # torch.nn.parallel.DistributedDataParallel default
 ESTIMATE_BUCKET_LINES = ("DDP gradient buckets", "ZeRO reduce bucket")  # memory/overheads.py component names
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -353,7 +353,7 @@ class _RankStep:
             self.impl = req.optimizer_impl or default_optimizer_impl(params)
             self.optimizer = make_optimizer(name, params, self.impl)
         else:
-            from torch.nn.layout import DistributedDataParallel as DDP
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [tdev.index] if tdev.type == "cuda" else None
             self.model = DDP(m, device_ids=ids, bucket_cap_mb=DDP_BUCKET_CAP_MB)

@@ -1,10 +1,13 @@
 """Build a torch nn.Module from a memplan ModelSpec: random weights, nothing downloaded.
 
 Three sources:
-- "hf": Hugging Face transformers (optional dependency), the Architecture turned back into the family's config
-  class (`hf_config`), `attn_implementation` from Workload.attention;
+- "hf": Hugging Face transformers (optional dependency): the model's own config.json (`ModelSpec.hf_config`) turned
+  into its transformers config class, built through the family's `transformers_class` (memplan/families/<type>.py;
+  AutoModelForCausalLM unless the family says otherwise, e.g. BertForMaskedLM), `attn_implementation` from
+  Workload.attention, optionally at fewer layers (the family's layer key, nested text_config included);
 - "reference": the project's own decoder (`ReferenceDecoder`, below), nanoGPT-short: pre-norm blocks, RMSNorm or
-  LayerNorm, SwiGLU or GeLU MLP, rotary or learned positions, GQA, biases where the Architecture says so;
+  LayerNorm, gated or GeLU MLP, rotary or learned positions, GQA, biases where the layer spec says so -- for a
+  Model whose layer groups all share one dense layer spec;
 - a factory "package.module:function" returning an nn.Module (called with the ModelSpec if it takes an argument).
 Every build is checked: sum(numel) over the module's parameters must equal memplan's count_parameters, otherwise
 the measurement would not be of the model the estimate describes (MemplanError says which source to use).
@@ -12,11 +15,13 @@ the measurement would not be of the model the estimate describes (MemplanError s
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import importlib.util
 import inspect
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +29,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from memplan.errors import MemplanError
-from memplan.spec.model import Architecture, ModelSpec, count_parameters
+from memplan.measure.oom import first_line, is_out_of_memory
+from memplan.spec.model import LayerSpec, Model, ModelSpec, count_parameters
+
+# how a built module is driven (runner.training_loss): causal-lm and masked-lm take labels=input_ids and return
+# .loss; pretraining (BertForPreTraining) also takes next_sentence_label; encoder (BertModel) has no LM loss
+KINDS = ("causal-lm", "masked-lm", "pretraining", "encoder")
 
 
 @dataclass
@@ -33,9 +43,10 @@ class BuiltModel:
 
     module: nn.Module
     source: str  # hf | reference | factory:<spec>
-    kind: str  # causal-lm (returns logits or .loss) | encoder (BertModel: hidden states, synthetic loss)
+    kind: str  # one of KINDS
     lm_head: nn.Module | None  # the module whose forward ends the forward phase (loss phase starts after it)
     vocab_size: int
+    model: Model | None = None  # the architecture that was built (fewer layers when asked)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -56,10 +67,10 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-def _norm(a: Architecture) -> nn.Module:
-    if a.norm == "rmsnorm":
-        return RMSNorm(a.hidden_size)
-    return nn.LayerNorm(a.hidden_size, bias=a.norm_bias)
+def _norm(kind: str, bias: bool, hidden: int) -> nn.Module:
+    if kind == "rmsnorm":
+        return RMSNorm(hidden)
+    return nn.LayerNorm(hidden, bias=bias)
 
 
 def _rotary_tables(head_dim: int, fraction: float, max_positions: int, base: float = 10000.0):
@@ -86,93 +97,102 @@ def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
 
 
 class Attention(nn.Module):
-    def __init__(self, a: Architecture, attention: str, selective_recompute: bool) -> None:
+    def __init__(self, hidden: int, spec: LayerSpec, attention: str, selective_recompute: bool) -> None:
         super().__init__()
-        self.a = a
+        at = spec.attention
+        self.at = at
         self.attention = attention
         self.selective = selective_recompute
-        h, q, kv = a.hidden_size, a.q_size, a.kv_size
-        if a.fused_qkv:
-            self.qkv = nn.Linear(h, q + 2 * kv, bias=a.qkv_bias)
+        q, kv = at.q_size, at.kv_size
+        if at.fused_qkv:
+            self.qkv = nn.Linear(hidden, q + 2 * kv, bias=at.qkv_bias)
         else:
-            self.q = nn.Linear(h, q, bias=a.qkv_bias)
-            self.k = nn.Linear(h, kv, bias=a.qkv_bias)
-            self.v = nn.Linear(h, kv, bias=a.qkv_bias)
-        self.o = nn.Linear(q, h, bias=a.attn_out_bias)
+            self.q = nn.Linear(hidden, q, bias=at.qkv_bias)
+            self.k = nn.Linear(hidden, kv, bias=at.qkv_bias)
+            self.v = nn.Linear(hidden, kv, bias=at.qkv_bias)
+        self.o = nn.Linear(q, hidden, bias=at.out_bias)
 
     def _core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        a = self.a
-        if a.kv_heads != a.n_heads:  # GQA (Ainslie et al. 2023): each KV head serves n_heads/kv_heads queries
-            rep = a.n_heads // a.kv_heads
+        at = self.at
+        if at.kv_heads != at.heads:  # GQA (Ainslie et al. 2023): each KV head serves heads/kv_heads queries
+            rep = at.heads // at.kv_heads
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
         if self.attention == "eager":
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(a.head_size)
-            if a.causal:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(at.head_dim)
+            if at.causal:
                 s = q.shape[-2]
                 mask = torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1)
                 scores = scores.masked_fill(mask, float("-inf"))
             probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-            if a.attention_dropout and self.training:
-                probs = F.dropout(probs, a.attention_dropout)
+            if at.dropout and self.training:
+                probs = F.dropout(probs, at.dropout)
             return probs @ v
-        return F.scaled_dot_product_attention(q, k, v, is_causal=a.causal,
-                                              dropout_p=a.attention_dropout if self.training else 0.0)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=at.causal,
+                                              dropout_p=at.dropout if self.training else 0.0)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None) -> torch.Tensor:
-        a = self.a
+        at = self.at
         b, s, _ = x.shape
-        if a.fused_qkv:
-            q, k, v = self.qkv(x).split([a.q_size, a.kv_size, a.kv_size], dim=-1)
+        if at.fused_qkv:
+            q, k, v = self.qkv(x).split([at.q_size, at.kv_size, at.kv_size], dim=-1)
         else:
             q, k, v = self.q(x), self.k(x), self.v(x)
-        q = q.view(b, s, a.n_heads, a.head_size).transpose(1, 2)
-        k = k.view(b, s, a.kv_heads, a.head_size).transpose(1, 2)
-        v = v.view(b, s, a.kv_heads, a.head_size).transpose(1, 2)
+        q = q.view(b, s, at.heads, at.head_dim).transpose(1, 2)
+        k = k.view(b, s, at.kv_heads, at.head_dim).transpose(1, 2)
+        v = v.view(b, s, at.kv_heads, at.head_dim).transpose(1, 2)
         if cos is not None:
             q, k = _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin)
         if self.selective:  # Korthikanti et al. 2022 sec. 4.2: recompute only the attention core in backward
             y = checkpoint(self._core, q, k, v, use_reentrant=False)
         else:
             y = self._core(q, k, v)
-        return self.o(y.transpose(1, 2).reshape(b, s, a.q_size))
+        return self.o(y.transpose(1, 2).reshape(b, s, at.q_size))
 
 
 class MLP(nn.Module):
-    def __init__(self, a: Architecture) -> None:
+    def __init__(self, hidden: int, spec: LayerSpec) -> None:
         super().__init__()
-        self.swiglu = a.mlp == "swiglu"
-        h, f, bias = a.hidden_size, a.ffn_hidden_size, a.mlp_bias
-        if self.swiglu:  # Shazeer 2020, GLU variants: down(silu(gate x) * up x)
-            self.gate = nn.Linear(h, f, bias=bias)
-        self.up = nn.Linear(h, f, bias=bias)
-        self.down = nn.Linear(f, h, bias=bias)
-        self.act = a.activation
+        ffn = spec.ffn
+        self.gated = ffn.gated
+        f, bias = ffn.intermediate_size, ffn.bias
+        if self.gated:  # Shazeer 2020, GLU variants: down(act(gate x) * up x)
+            self.gate = nn.Linear(hidden, f, bias=bias)
+        self.up = nn.Linear(hidden, f, bias=bias)
+        self.down = nn.Linear(f, hidden, bias=bias)
+        self.act = ffn.activation
+
+    def _act(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act in ("silu", "swish"):
+            return F.silu(x)
+        if self.act == "relu":
+            return F.relu(x)
+        approx = "tanh" if self.act in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast") else "none"
+        return F.gelu(x, approximate=approx)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.swiglu:
-            return self.down(F.silu(self.gate(x)) * self.up(x))
-        approx = "tanh" if self.act in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast") else "none"
-        return self.down(F.gelu(self.up(x), approximate=approx))
+        if self.gated:
+            return self.down(self._act(self.gate(x)) * self.up(x))
+        return self.down(self._act(self.up(x)))
 
 
 class Block(nn.Module):
-    def __init__(self, a: Architecture, attention: str, selective: bool) -> None:
+    def __init__(self, hidden: int, spec: LayerSpec, attention: str, selective: bool) -> None:
         super().__init__()
-        self.norm1 = _norm(a)
-        self.attn = Attention(a, attention, selective)
-        self.shared_norm = a.norms_per_layer == 1  # Falcon-7B style: one norm feeds both branches
+        self.norm1 = _norm(spec.norm.kind, spec.norm.bias, hidden)
+        self.attn = Attention(hidden, spec, attention, selective)
+        self.shared_norm = spec.norm_place == "shared"  # Falcon-7B style: one norm feeds both branches
         if not self.shared_norm:
-            self.norm2 = _norm(a)
-        self.mlp = MLP(a)
-        self.layout = a.parallel_residual or self.shared_norm
-        self.p_drop = a.hidden_dropout
+            self.norm2 = _norm(spec.norm.kind, spec.norm.bias, hidden)
+        self.mlp = MLP(hidden, spec)
+        self.parallel = spec.parallel_residual or self.shared_norm
+        self.p_drop = spec.dropout
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.p_drop) if self.p_drop and self.training else x
 
     def forward(self, x, cos, sin):
-        if self.layout:  # GPT-J / NeoX / Falcon: x + attn(ln(x)) + mlp(ln'(x))
+        if self.parallel:  # GPT-J / NeoX / Falcon: x + attn(ln(x)) + mlp(ln'(x))
             h1 = self.norm1(x)
             h2 = h1 if self.shared_norm else self.norm2(x)
             return x + self._drop(self.attn(h1, cos, sin)) + self._drop(self.mlp(h2))
@@ -180,46 +200,67 @@ class Block(nn.Module):
         return x + self._drop(self.mlp(self.norm2(x)))
 
 
-class ReferenceDecoder(nn.Module):
-    """A decoder-only transformer from an Architecture; returns logits [batch, seq, vocab]."""
+def reference_refusal(m: Model) -> str | None:
+    """Why the reference decoder cannot express `m` (None: it can)."""
+    specs = {g.layer for g in m.groups}
+    if len(specs) > 1:
+        return f"{m.family} has {len(specs)} layer kinds; the reference decoder builds one dense layer spec"
+    spec = next(iter(specs))
+    at, ffn = spec.attention, spec.ffn
+    why = [(ffn.moe, "MoE layers"), (at.mla, "MLA attention"), (at.window_kind != "global", "windowed attention"),
+           (at.softcap is not None, "soft-capping"), (at.sinks, "attention sinks"), (at.qk_norm != "none", "QK-norm"),
+           (at.position == "alibi", "ALiBi"), (not at.causal, "bidirectional (encoder) attention"),
+           (spec.norm_place not in ("pre", "shared"), f"{spec.norm_place} norms"),
+           (ffn.fused_gate_up, "a fused gate_up projection"), (at.v_head_dim is not None, "a separate value dim"),
+           (m.embeddings.token_types > 0 or m.embeddings.norm or m.embeddings.scale, "BERT/Gemma-style embeddings"),
+           (m.head.pooler or m.head.mlm_transform or m.head.softcap is not None or m.mtp is not None or m.extras,
+            "this head"),
+           (ffn.activation not in ("silu", "swish", "relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"),
+            f"activation {ffn.activation}")]
+    for bad, what in why:
+        if bad:
+            return f"the reference decoder has no {what}"
+    return None
 
-    def __init__(self, a: Architecture, attention: str = "sdpa", recompute: str = "none") -> None:
+
+class ReferenceDecoder(nn.Module):
+    """A decoder-only transformer from a one-kind Model; returns logits [batch, seq, vocab]."""
+
+    def __init__(self, m: Model, attention: str = "sdpa", recompute: str = "none") -> None:
         super().__init__()
-        if a.n_experts:
-            raise MemplanError("the reference decoder has no MoE layers; use --model-source hf for MoE models")
-        if a.position == "alibi":
-            raise MemplanError("the reference decoder has no ALiBi; use --model-source hf for Falcon/BLOOM-style ALiBi")
-        if a.token_type_vocab or a.pooler or a.embedding_norm or not a.causal:
-            raise MemplanError("the reference decoder is decoder-only; use --model-source hf for BERT-style encoders")
-        if a.norms_per_layer not in (1, 2):
-            raise MemplanError(f"the reference decoder needs 1 or 2 norms per layer, got {a.norms_per_layer}")
-        self.a = a
+        why = reference_refusal(m)
+        if why:
+            raise MemplanError(f"{why}; use --model-source hf")
+        spec = m.first
+        at = spec.attention
+        h = m.hidden_size
+        self.m = m
         self.recompute_full = recompute == "full"
-        self.embed = nn.Embedding(a.vocab_size, a.hidden_size)
-        self.pos = nn.Embedding(a.max_positions, a.hidden_size) if a.position == "learned" else None
-        self.layers = nn.ModuleList(Block(a, attention, recompute == "selective") for _ in range(a.n_layers))
-        self.norm = _norm(a) if a.final_norm else None
+        self.embed = nn.Embedding(m.vocab_size, h)
+        self.pos = nn.Embedding(m.max_positions, h) if m.embeddings.learned_positions else None
+        self.layers = nn.ModuleList(Block(h, spec, attention, recompute == "selective") for _ in range(m.n_layers))
+        self.norm = _norm(m.norm.kind, m.norm.bias, h) if m.head.final_norm else None
         self.lm_head = None
-        if a.lm_head:
-            self.lm_head = nn.Linear(a.hidden_size, a.vocab_size, bias=a.lm_head_bias)
-            if a.tied_embeddings:
+        if m.head.lm_head:
+            self.lm_head = nn.Linear(h, m.vocab_size, bias=m.head.bias)
+            if m.head.tied:
                 self.lm_head.weight = self.embed.weight
-        if a.position == "rotary":
-            cos, sin = _rotary_tables(a.head_size, a.rotary_fraction, a.max_positions)
+        if at.position == "rotary":
+            cos, sin = _rotary_tables(at.head_dim, at.rotary_fraction, m.max_positions)
             self.register_buffer("cos", cos, persistent=False)
             self.register_buffer("sin", sin, persistent=False)
         else:
             self.cos = self.sin = None
-        self.p_drop = a.embedding_dropout
+        self.p_drop = m.embeddings.dropout
         self.apply(self._init)
 
     @staticmethod
-    def _init(m: nn.Module) -> None:
+    def _init(mod: nn.Module) -> None:
         # GPT-2 initialisation (Radford et al. 2019; nanoGPT): N(0, 0.02) weights, zero biases
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
+        if isinstance(mod, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(mod.weight, std=0.02)
+        if isinstance(mod, nn.Linear) and mod.bias is not None:
+            nn.init.zeros_(mod.bias)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         b, s = input_ids.shape
@@ -244,9 +285,6 @@ class ReferenceDecoder(nn.Module):
 # ---------------------------------------------------------------------------------------------------------
 # Hugging Face transformers
 # ---------------------------------------------------------------------------------------------------------
-HF_FAMILIES = ("gpt2", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "falcon", "bert")
-
-
 def _hf_attention(attention: str) -> str:
     if attention == "flash":
         if importlib.util.find_spec("flash_attn") is None:
@@ -256,86 +294,153 @@ def _hf_attention(attention: str) -> str:
     return attention
 
 
-def hf_config(a: Architecture, attention: str = "sdpa"):
-    """The transformers config of `a`'s family (the inverse of reading a config.json), or a MemplanError."""
+def need_transformers():
     try:
-        import transformers as tf
+        import transformers
     except ImportError:
-        raise MemplanError("--model-source hf needs transformers: `pip install transformers` "
+        raise MemplanError("--model-source hf needs transformers: `pip install 'memplan[hf]'` "
                            "(or use --model-source reference)") from None
-    fam = a.family.replace("-", "_").lower()
-    if fam == "custom" and (a.mlp, a.norm, a.position) == ("swiglu", "rmsnorm", "rotary"):
-        fam = "llama"  # an architecture given by flags (--layers/--hidden/...) is Llama-shaped by default
-    common = dict(vocab_size=a.vocab_size, tie_word_embeddings=a.tied_embeddings)
-    if fam == "gpt2":
-        special = min(50256, a.vocab_size - 1)  # GPT-2's <|endoftext|>, kept inside a small test vocabulary
-        cfg = tf.GPT2Config(bos_token_id=special, eos_token_id=special, n_layer=a.n_layers, n_embd=a.hidden_size, n_head=a.n_heads, n_inner=a.ffn_hidden_size,
-                            n_positions=a.max_positions, activation_function=a.activation,
-                            resid_pdrop=a.hidden_dropout, embd_pdrop=a.embedding_dropout,
-                            attn_pdrop=a.attention_dropout, **common)
-    elif fam == "gpt_neox":
-        cfg = tf.GPTNeoXConfig(num_hidden_layers=a.n_layers, hidden_size=a.hidden_size,
-                               num_attention_heads=a.n_heads, intermediate_size=a.ffn_hidden_size,
-                               max_position_embeddings=a.max_positions, rotary_pct=a.rotary_fraction,
-                               use_parallel_residual=a.parallel_residual, hidden_act=a.activation,
-                               attention_dropout=a.attention_dropout, hidden_dropout=a.hidden_dropout, **common)
-    elif fam in ("llama", "mistral", "mixtral", "qwen2"):
-        kw = dict(num_hidden_layers=a.n_layers, hidden_size=a.hidden_size, num_attention_heads=a.n_heads,
-                  num_key_value_heads=a.kv_heads, head_dim=a.head_size, intermediate_size=a.ffn_hidden_size,
-                  max_position_embeddings=a.max_positions, hidden_act=a.activation,
-                  attention_dropout=a.attention_dropout, **common)
-        if fam == "llama":
-            cfg = tf.LlamaConfig(attention_bias=a.qkv_bias, mlp_bias=a.mlp_bias, **kw)
-        elif fam == "mistral":
-            cfg = tf.MistralConfig(sliding_window=a.sliding_window, **kw)
-        elif fam == "mixtral":
-            cfg = tf.MixtralConfig(num_local_experts=a.n_experts, num_experts_per_tok=a.experts_per_token,
-                                   sliding_window=a.sliding_window, **kw)
-        else:
-            cfg = tf.Qwen2Config(**kw)
-    elif fam == "falcon":
-        multi_query = a.kv_heads == 1 and a.norms_per_layer == 1
-        cfg = tf.FalconConfig(num_hidden_layers=a.n_layers, hidden_size=a.hidden_size,
-                              num_attention_heads=a.n_heads, num_kv_heads=a.kv_heads,
-                              new_decoder_architecture=not multi_query and a.kv_heads != a.n_heads,
-                              multi_query=multi_query, parallel_attn=a.parallel_residual,
-                              bias=a.qkv_bias, alibi=a.position == "alibi",
-                              ffn_hidden_size=a.ffn_hidden_size, max_position_embeddings=a.max_positions,
-                              attention_dropout=a.attention_dropout, hidden_dropout=a.hidden_dropout, **common)
-    elif fam == "bert":
-        cfg = tf.BertConfig(num_hidden_layers=a.n_layers, hidden_size=a.hidden_size, num_attention_heads=a.n_heads,
-                            intermediate_size=a.ffn_hidden_size, max_position_embeddings=a.max_positions,
-                            type_vocab_size=max(a.token_type_vocab, 1), hidden_act=a.activation,
-                            hidden_dropout_prob=a.hidden_dropout, attention_probs_dropout_prob=a.attention_dropout,
-                            vocab_size=a.vocab_size)
-    else:
-        raise MemplanError(f"no Hugging Face mapping for family {a.family!r} (known: {', '.join(HF_FAMILIES)}); "
+    return transformers
+
+
+def config_of(model: ModelSpec) -> dict[str, Any]:
+    """The Hugging Face config.json of `model`: its own, or (a model built from memplan's flags, family custom)
+    the Llama/Mixtral config its flags describe (families/custom.py builds Llama's layer)."""
+    if model.hf_config is not None:
+        return model.hf_config
+    m = model.arch
+    if m.family != "custom":
+        raise MemplanError(f"{model.name!r} has no config.json to build a transformers model from; "
                            "use --model-source reference or --factory module:function")
+    spec = m.first
+    at, ffn = spec.attention, spec.ffn
+    if not ffn.gated or spec.norm.kind != "rmsnorm":
+        raise MemplanError("a model built from --mlp gelu / --norm layernorm flags has no transformers class; "
+                           "use --model-source reference")
+    out: dict[str, Any] = {
+        "model_type": "mixtral" if ffn.moe else "llama", "num_hidden_layers": m.n_layers,
+        "hidden_size": m.hidden_size, "num_attention_heads": at.heads, "num_key_value_heads": at.kv_heads,
+        "head_dim": at.head_dim, "intermediate_size": ffn.intermediate_size, "vocab_size": m.vocab_size,
+        "max_position_embeddings": m.max_positions, "tie_word_embeddings": m.head.tied, "hidden_act": "silu"}
+    if ffn.moe:
+        out.update(num_local_experts=ffn.experts, num_experts_per_tok=ffn.top_k)
+    return out
+
+
+def with_layers(config: dict[str, Any], layers: int | None) -> dict[str, Any]:
+    """`config` at `layers` layers (the family's layer key, nested text_config included; per-layer lists such as
+    layer_types keep their period: families/registry.apply_overrides)."""
+    if layers is None:
+        return config
+    from memplan.families.registry import apply_overrides
+
+    return apply_overrides(config, {"layers": layers}, str(config.get("model_type", "config")))
+
+
+def _token_ids_inside_vocab(cfg) -> None:
+    """Special token ids beyond a small test vocabulary (GPT-2's default 50256 with vocab 512) would index out of
+    range: they are moved to the last id (the ids do not change any tensor's size)."""
+    vocab = getattr(cfg, "vocab_size", None)
+    if isinstance(vocab, int):
+        for key in [k for k in dir(cfg) if k.endswith("_token_id") and not k.startswith("_")]:
+            try:
+                value = getattr(cfg, key)
+            except AttributeError:
+                continue
+            if isinstance(value, int) and value >= vocab:
+                setattr(cfg, key, vocab - 1)
+            elif isinstance(value, list):
+                setattr(cfg, key, [min(v, vocab - 1) if isinstance(v, int) else v for v in value])
+    for sub in ("text_config",):
+        if getattr(cfg, sub, None) is not None and sub in getattr(cfg, "sub_configs", {}):
+            _token_ids_inside_vocab(getattr(cfg, sub))
+
+
+def transformers_config(config: dict[str, Any], attention: str = "sdpa"):
+    """The transformers config object of a config.json dict."""
+    tf = need_transformers()
+    data = copy.deepcopy({k: v for k, v in config.items() if not k.startswith("_")})
+    model_type = data.pop("model_type")
+    try:
+        cfg = tf.AutoConfig.for_model(model_type, **data)
+    except ValueError as exc:
+        raise MemplanError(f"transformers cannot build a {model_type!r} config: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # transformers' strict dataclass validation (huggingface_hub)
+        raise MemplanError(f"transformers refuses this {model_type} config: "
+                           f"{str(exc).strip().splitlines()[-1].strip()}") from None
+    _token_ids_inside_vocab(cfg)
     return cfg
 
 
-def build_hf(a: Architecture, attention: str = "sdpa") -> BuiltModel:
-    import transformers as tf
+def transformers_class_name(config: dict[str, Any]) -> str:
+    from memplan.families.registry import get_family
 
-    cfg = hf_config(a, attention)
+    fam = get_family(str(config.get("model_type")))
+    cls = fam.transformers_class
+    return cls(config) if callable(cls) else cls
+
+
+def kind_of(class_name: str) -> str:
+    if class_name.endswith("ForMaskedLM"):
+        return "masked-lm"
+    if class_name.endswith("ForPreTraining"):
+        return "pretraining"
+    if class_name.endswith("Model") and not class_name.endswith("LMHeadModel"):
+        return "encoder"
+    return "causal-lm"
+
+
+def build_hf_config(config: dict[str, Any], attention: str = "sdpa") -> BuiltModel:
+    """A transformers module from a config.json dict, through its family's transformers class."""
+    tf = need_transformers()
     impl = _hf_attention(attention)
-    if a.family.lower() == "bert":
-        module = tf.BertModel(cfg, add_pooling_layer=a.pooler) if a.pooler else tf.BertModel(cfg, add_pooling_layer=False)
-        kind, head = "encoder", None
-    else:
-        module = tf.AutoModelForCausalLM.from_config(cfg, attn_implementation=impl)
-        if getattr(module, "loss_type", "unset") is None:  # what it falls back to anyway, minus the warning
-            module.loss_type = "ForCausalLM"
-        kind, head = "causal-lm", module.get_output_embeddings()
-    if kind == "encoder":
-        module.config._attn_implementation = impl
-    return BuiltModel(module=module, source="hf", kind=kind, lm_head=head, vocab_size=a.vocab_size)
+    cfg = transformers_config(config, attention)
+    name = transformers_class_name(config)
+    cls = getattr(tf, name, None)
+    if cls is None:
+        raise MemplanError(f"transformers {tf.__version__} has no class {name}")
+    try:
+        if name.startswith("Auto"):
+            module = cls.from_config(cfg, attn_implementation=impl)
+        else:
+            module = cls._from_config(cfg, attn_implementation=impl)
+    except MemplanError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line naming it (an unknown hidden_act is a KeyError in ACT2FN)
+        if is_out_of_memory(exc):
+            raise
+        raise MemplanError(f"--model-source hf: transformers could not build {name} with attention {impl!r} "
+                           f"({type(exc).__name__}: {first_line(exc)}); check the config's fields, or use "
+                           "--model-source reference") from None
+    if getattr(module, "loss_type", "unset") is None:  # what it falls back to anyway, minus the warning
+        module.loss_type = "ForCausalLM"
+    kind = kind_of(type(module).__name__)
+    head = module.get_output_embeddings() if kind != "encoder" else None
+    from memplan.families.registry import read_config
+
+    return BuiltModel(module=module, source="hf", kind=kind, lm_head=head, vocab_size=_vocab(config),
+                      model=read_config(config, str(config.get("model_type"))))
 
 
-def build_reference(a: Architecture, attention: str = "sdpa", recompute: str = "none") -> BuiltModel:
-    module = ReferenceDecoder(a, "sdpa" if attention == "flash" else attention, recompute)
-    return BuiltModel(module=module, source="reference", kind="causal-lm" if a.lm_head else "encoder",
-                      lm_head=module.lm_head, vocab_size=a.vocab_size)
+def _vocab(config: dict[str, Any]) -> int:
+    for holder in (config, config.get("text_config") or {}):
+        if isinstance(holder.get("vocab_size"), int):
+            return holder["vocab_size"]
+    raise MemplanError("the config has no vocab_size")
+
+
+def build_hf(model: ModelSpec, attention: str = "sdpa", layers: int | None = None) -> BuiltModel:
+    return build_hf_config(with_layers(config_of(model), layers), attention)
+
+
+def build_reference(model: ModelSpec, attention: str = "sdpa", recompute: str = "none",
+                    layers: int | None = None) -> BuiltModel:
+    m = model.arch
+    if layers is not None:
+        m = m.model_copy(update={"groups": m.slice(0, layers)})
+    module = ReferenceDecoder(m, "sdpa" if attention == "flash" else attention, recompute)
+    return BuiltModel(module=module, source="reference", kind="causal-lm" if m.head.lm_head else "encoder",
+                      lm_head=module.lm_head, vocab_size=m.vocab_size, model=m)
 
 
 def load_factory(spec: str):
@@ -346,7 +451,10 @@ def load_factory(spec: str):
     try:
         module = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise MemplanError(f"--factory: cannot import {mod_name!r} ({exc})") from None
+        raise MemplanError(f"--factory: cannot import {mod_name!r} ({first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing (SyntaxError, ...)
+        raise MemplanError(f"--factory: importing {mod_name!r} raised {type(exc).__name__}: {first_line(exc)}") \
+            from None
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise MemplanError(f"--factory: {mod_name!r} has no function {fn_name!r}")
@@ -355,14 +463,26 @@ def load_factory(spec: str):
 
 def build_factory(spec: str, model: ModelSpec) -> BuiltModel:
     fn = load_factory(spec)
-    takes_arg = any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-                    for p in inspect.signature(fn).parameters.values())
-    module = fn(model) if takes_arg else fn()
+    try:
+        takes_arg = any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+                        for p in inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C function without a signature: call it with the spec
+        takes_arg = True
+    try:
+        module = fn(model) if takes_arg else fn()
+    except MemplanError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if is_out_of_memory(exc):
+            raise
+        raise MemplanError(f"--factory {spec}: the function raised {type(exc).__name__}: {first_line(exc)}") \
+            from None
     if not isinstance(module, nn.Module):
         raise MemplanError(f"--factory {spec!r} returned {type(module).__name__}, not a torch nn.Module")
     head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else getattr(module, "lm_head", None)
     vocab = model.architecture.vocab_size if model.architecture else getattr(getattr(module, "config", None), "vocab_size", 0)
-    return BuiltModel(module=module, source=f"factory:{spec}", kind="causal-lm", lm_head=head, vocab_size=vocab)
+    return BuiltModel(module=module, source=f"factory:{spec}", kind="causal-lm", lm_head=head, vocab_size=vocab,
+                      model=model.architecture)
 
 
 @contextlib.contextmanager
@@ -377,36 +497,35 @@ def default_dtype(dtype: torch.dtype):
 
 
 def build_model(model: ModelSpec, source: str = "hf", attention: str = "sdpa", recompute: str = "none",
-                check_count: bool = True, dtype: torch.dtype = torch.float32) -> BuiltModel:
+                check_count: bool = True, dtype: torch.dtype = torch.float32, layers: int | None = None) -> BuiltModel:
     """The module for `model` from `source` ('hf', 'reference', or a 'module:function' factory).
 
-    Parameters are random and created in `dtype` (the recipe's weight dtype).
+    Parameters are random and created in `dtype` (the recipe's weight dtype); `layers` builds fewer layers.
     `check_count`: the built module must hold exactly count_parameters(architecture).total parameters.
     """
     with default_dtype(dtype):
-        built = _build(model, source, attention, recompute)
+        if source == "hf":
+            built = build_hf(model, attention, layers)
+        elif source == "reference":
+            built = build_reference(model, attention, recompute, layers)
+        elif ":" in source:
+            built = build_factory(source.removeprefix("factory:"), model)
+        else:
+            raise MemplanError(f"unknown model source {source!r}; use hf, reference or --factory module:function")
     if ":" in source:
         check_count = check_count and model.architecture is not None
     if check_count:
-        have = module_parameters(built.module)
-        want = count_parameters(model.arch).total
-        if have != want:
-            raise MemplanError(
-                f"the {built.source} module for {model.name!r} has {have:,} parameters but memplan counts {want:,}; "
-                "the architecture has a feature this source does not express -- try another --model-source")
+        check_parameters(built, built.model or model.arch, model.name)
     return built
 
 
-def _build(model: ModelSpec, source: str, attention: str, recompute: str) -> BuiltModel:
-    if source == "hf":
-        built = build_hf(model.arch, attention)
-    elif source == "reference":
-        built = build_reference(model.arch, attention, recompute)
-    elif ":" in source:
-        built = build_factory(source.removeprefix("factory:"), model)
-    else:
-        raise MemplanError(f"unknown model source {source!r}; use hf, reference or --factory module:function")
-    return built
+def check_parameters(built: BuiltModel, m: Model, name: str) -> None:
+    have = module_parameters(built.module)
+    want = count_parameters(m).total
+    if have != want:
+        raise MemplanError(
+            f"the {built.source} module for {name!r} has {have:,} parameters but memplan counts {want:,}; "
+            "the architecture has a feature this source does not express -- try another --model-source")
 
 
 def module_parameters(module: nn.Module) -> int:

@@ -23,6 +23,7 @@ from torch import nn
 
 from memplan.errors import MemplanError
 from memplan.measure.models import BuiltModel, build_model
+from memplan.measure.oom import first_line, is_out_of_memory
 from memplan.measure.optimizers import OPTIMIZER_IMPLS, default_optimizer_impl, make_optimizer
 from memplan.measure.precision import LossScaler, MasterWeightsOptimizer, ScaledOptimizer
 from memplan.measure.tracker import StorageTracker, downsample_max
@@ -60,7 +61,10 @@ def training_loss(built: BuiltModel, module: nn.Module, input_ids: torch.Tensor,
     on fp32 logits; `targets` is called only on that last path, where it is needed."""
     if built.kind == "encoder":  # BertModel has no LM loss: a synthetic scalar over the last hidden state
         return module(input_ids=input_ids).last_hidden_state.float().pow(2).mean()
-    if built.source == "hf":  # HF's own loss path (ForCausalLMLoss: logits.float(), shift, cross_entropy)
+    if built.kind == "pretraining":  # BertForPreTraining: masked-LM loss + next-sentence loss
+        nsp = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+        return module(input_ids=input_ids, labels=input_ids, next_sentence_label=nsp).loss
+    if built.source == "hf":  # HF's own loss path (ForCausalLMLoss / ForMaskedLMLoss: logits.float(), cross_entropy)
         return module(input_ids=input_ids, labels=input_ids).loss
     out = module(input_ids)
     if getattr(out, "loss", None) is not None:
@@ -180,10 +184,31 @@ class _Step:
         return self.optimizer.main_grads if isinstance(self.optimizer, MasterWeightsOptimizer) else []
 
 
-def _fake_mode():
+@contextlib.contextmanager
+def fake_mode():
+    """FakeTensorMode, with transformers' value-dependent branches taken as a real batch takes them.
+
+    transformers reads a few tensor values to choose a code path and, when it cannot (a fake tensor), takes the
+    general one: masking_utils.find_packed_sequence_indices treats position ids it cannot read as a packed batch
+    and builds a (b, 1, s, s) mask that a real, unpacked batch (position ids 0..s-1) never gets (it matters without
+    a KV cache, i.e. under gradient checkpointing).  The runner's position ids are 0..s-1: the answer is None."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    return FakeTensorMode()
+    patched = []
+    try:
+        import transformers.masking_utils as mu
+
+        if hasattr(mu, "find_packed_sequence_indices"):
+            patched.append((mu, "find_packed_sequence_indices", mu.find_packed_sequence_indices))
+            mu.find_packed_sequence_indices = lambda position_ids: None
+    except ImportError:
+        pass
+    try:
+        with FakeTensorMode():
+            yield
+    finally:
+        for mod, name, fn in patched:
+            setattr(mod, name, fn)
 
 
 def measure_training_step(setup: TrainingSetup, device: str = "cpu", model_source: str = "hf",
@@ -203,14 +228,20 @@ def measure_training_step(setup: TrainingSetup, device: str = "cpu", model_sourc
     if warmup_steps < 1:
         raise MemplanError("warm-up steps must be >= 1: the measured step must find the optimizer state allocated")
     say = progress or (lambda _msg: None)
-    mode = _fake_mode() if device == "fake" else contextlib.nullcontext()
+    mode = fake_mode() if device == "fake" else contextlib.nullcontext()
     with mode:
         return _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, say, cuda_options or {})
 
 
 def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, say, cuda_options) -> MeasuredStep:
     say(f"building {setup.model.name} ({model_source}) on {device}")
-    step = _Step(setup, device, model_source, optimizer_impl, seed)
+    try:
+        step = _Step(setup, device, model_source, optimizer_impl, seed)
+    except Exception as exc:  # noqa: BLE001 - only an out-of-memory is a result; anything else propagates
+        if not is_out_of_memory(exc):
+            raise
+        say(f"out of memory while building the model: {first_line(exc)}")
+        return _build_oom_result(setup, device, model_source, optimizer_impl, first_line(exc))
     tracker = StorageTracker("cuda" if device == "cuda" else "cpu")
     cuda = None
     if device == "cuda":
@@ -225,10 +256,18 @@ def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, sa
         for i in range(warmup_steps):
             say(f"warm-up step {i + 1}/{warmup_steps}")
             step.run(phases)
-    except torch.OutOfMemoryError as exc:
-        oom = (phases.current or "forward", str(exc).splitlines()[0] if str(exc) else "out of memory")
-        notes.append("out of memory during warm-up (the first step also allocates the optimizer states)")
-    if oom is None:
+    except Exception as exc:  # noqa: BLE001
+        if not is_out_of_memory(exc):
+            raise
+        oom = (phases.current or "forward", first_line(exc))
+        notes.append("out of memory during warm-up (the first step also allocates the optimizer states); the "
+                     "bytes shown are what was still alive after the error (a lower bound of the peak)")
+    if oom is not None:  # outside the except clause: its traceback no longer holds the step's tensors
+        gc.collect()
+        _register(tracker, step)
+        tracker.remove_hooks()
+        tracker.alive_as_peak(oom[0])
+    else:
         gc.collect()
         _register(tracker, step)
         if cuda is not None:
@@ -238,8 +277,10 @@ def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, sa
         try:
             with tracker:
                 step.run(phases)
-        except torch.OutOfMemoryError as exc:
-            oom = (phases.current or "forward", str(exc).splitlines()[0] if str(exc) else "out of memory")
+        except Exception as exc:  # noqa: BLE001
+            if not is_out_of_memory(exc):
+                raise
+            oom = (phases.current or "forward", first_line(exc))
         finally:
             tracker.remove_hooks()
     if cuda is not None:
@@ -248,15 +289,46 @@ def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, sa
         else:
             cuda.after_oom()
     arch = setup.model.architecture
-    if device != "cuda" and setup.workload.attention != "eager" and arch is not None and arch.attention_dropout:
+    dropout = max((g.layer.attention.dropout for g in arch.groups), default=0.0) if arch is not None else 0.0
+    if device != "cuda" and setup.workload.attention != "eager" and dropout:
         # torch's CPU sdpa kernel has no dropout: with dropout_p > 0 it falls back to the math path, which keeps
         # the b x heads x s x s probabilities and dropout mask per layer; CUDA's flash/efficient kernels do not
-        notes.append(f"attention dropout {arch.attention_dropout} with sdpa on {device}: torch runs the math path "
+        notes.append(f"attention dropout {dropout} with sdpa on the CPU: torch runs the math path "
                      "and saves b*heads*s^2 probabilities and masks per layer, which a cuda flash/efficient kernel "
                      "does not; these activations overstate a cuda step's")
     if step.scaler is not None and step.scaler.found_inf:
         notes.append("loss scaling overflowed in the measured step (the update was applied anyway)")
     return _result(setup, device, step, tracker, cuda, oom, notes)
+
+
+def _build_oom_result(setup: TrainingSetup, device: str, model_source: str, optimizer_impl: str | None,
+                      message: str) -> MeasuredStep:
+    """Out of memory before the model existed: what is known, and the bytes the allocator saw (cuda)."""
+    try:
+        import transformers
+
+        tf_version = transformers.__version__
+    except ImportError:
+        tf_version = None
+    peak = 0
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+        torch.cuda.empty_cache()
+    w, p = setup.workload, setup.layout
+    source = model_source if model_source in ("hf", "reference") or model_source.startswith("factory:") \
+        else f"factory:{model_source}"
+    return MeasuredStep(
+        model=setup.model.name, parameters=setup.model.parameters.total, device=device, model_source=source,
+        recipe=setup.recipe.name, optimizer=setup.optimizer.name,
+        optimizer_impl=optimizer_impl or ("foreach" if device == "cuda" else "for-loop"), micro_batch=p.micro_batch,
+        seq=setup.seq, recompute=p.recompute, attention=w.attention, torch_version=torch.__version__,
+        transformers_version=tf_version, peak_allocated=peak, weights=0, gradients=0, optimizer_states=0,
+        activations=0, temporaries=0, tracked_peak=0, peak_phase="build", phases=[],
+        activations_at_backward_start=0, oom=True, oom_phase="build", oom_message=message,
+        notes=["out of memory while building the model (weights, optimizer, inputs): nothing else was measured; "
+               "parameters is memplan's count, not the built module's"
+               + ("; peak_allocated is the CUDA allocator's peak up to the error" if device == "cuda" else "")],
+        setup=setup)
 
 
 def _register(tracker: StorageTracker, step: _Step) -> None:
@@ -324,7 +396,7 @@ def find_max_micro_batch(setup: TrainingSetup, device: str = "cuda", model_sourc
     tried: list[MeasuredStep] = []
 
     def fits(batch: int) -> bool:
-        s = setup.model_copy(update={"workload": setup.workload.model_copy(update={"micro_batch": batch})})
+        s = setup.model_copy(update={"layout": setup.layout.model_copy(update={"micro_batch": batch})})
         say(f"micro-batch {batch}")
         r = measure_training_step(s, device=device, model_source=model_source, progress=None, **kwargs)
         tried.append(r)

@@ -23,7 +23,10 @@ from memplan.spec.training import DType
 # 34681159919) and "1.4 GiB for peak activation" (Qwen3-235B-A22B-FP8 TP8, file 38962983769):
 # (1.40 GiB - 2048 x 4096 x 2 B of hidden states) / (256 x 151,936) = 38.2.  The vLLM 0.31 A100 log (file
 # 70682754770: 1.44 GiB incl. a 0.23 GiB graph capture, Llama 3.1's 128,256 vocabulary) gives 38-39 too; the
-# 0.26 RTX 4080 log (file 57428438798: 1.04 GiB) gives 28.7: the spread of this constant.
+# 0.26 RTX 4080 log (file 57428438798: 1.04 GiB) gives 28.7: the spread of this constant.  No 0.33 log was
+# found; the tensors 0.33's V2 sampler visibly allocates (model-dtype logits, their fp32 copy, a log-softmax for
+# the warm-up's logprobs) explain ~10 B, so the fitted figure may overstate 0.33's peak (at 1024 sequences and a
+# 128k vocabulary: ~3 GiB).
 SAMPLER_BYTES_PER_LOGIT = 38
 # Non-torch memory after the profile run (CUDA context growth from lazily loaded kernels, library workspaces),
 # as vLLM <= 0.26 logs it: 0.07 GiB (H100, 0.10.2, file 34680831065), 0.02 GiB (24 GB card, 0.10.2, file

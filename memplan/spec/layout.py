@@ -24,7 +24,7 @@ RECOMPUTE_MODES: tuple[str, ...] = ("none", "selective", "full")
 # Bounds that keep every search finite and refuse what no machine could run (each message names its bound).
 MAX_GPUS = 1 << 20  # a million GPUs: beyond every cluster built so far
 MAX_DEGREE = 1 << 16
-MAX_MICRO_BATCH = 1 << 20
+MAX_MICRO_BATCH = 1 << 24  # the CLI batch bound (cli/types.py BOUNDS["batch"])
 MAX_GRAD_ACCUM = 1 << 24
 
 

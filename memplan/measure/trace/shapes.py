@@ -1,0 +1,227 @@
+"""Tensor dimensions back to size names: each dimension, seen in two or three probes with different sizes, is the
+one expression of the names (activation-rows.md: b, s, h, q, kv, a, g, d, f, fk, E, K, w, V, ...) that gives its
+value in every probe.
+
+An expression is a polynomial with rational coefficients (a rotary half is d/2, a fused QKV is q + 2*kv, MLA's
+kv_b output a*(nope + dv) = q - a*dr + a*dv); an element count is the product of its dimensions' expressions,
+expanded.  Where the config ties two names together (MHA: kv = q; no head_dim key: h = q; a window no shorter than
+the sequence: w = s) both fit; the tensor's module decides (inside attention before its output projection: q and
+kv; elsewhere h), else a fixed preference.
+"""
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+from functools import lru_cache
+
+Monomial = tuple[str, ...]  # sorted base names
+Poly = dict[Monomial, Fraction]
+
+# base names a dimension can be made of (composites q, kv, vw, fk are products of these: canonical() forms them)
+BASE = ("b", "s", "h", "a", "g", "r", "d", "dv", "f", "fs", "V", "E", "K", "w", "lq", "lkv", "dr")
+# r = a / g, the query heads per KV head (repeat_kv's expanded dimension): it only ever appears next to g
+COMPOSITES = (("a", ("g", "r")), ("q", ("a", "d")), ("kv", ("d", "g")), ("vw", ("dv", "g")), ("fk", ("K", "f")))
+# when two names have the same value in every probe: the first of the list wins
+PREFER = ("b", "s", "a", "d", "h", "f", "V", "K", "E", "g", "w", "dv", "fs", "lq", "lkv", "dr", "r")
+PREFER_ATTENTION = ("b", "s", "a", "d", "g", "f", "V", "K", "E", "h", "w", "dv", "fs", "lq", "lkv", "dr", "r")
+COEFS = tuple(sorted({Fraction(n, den) for n in (1, 2, 3, 4, 5, 6, 8, 12, 16) for den in (1, 2, 4, 8)},
+                     key=lambda c: (c.denominator, c)))
+SMALL = (1, 2, 3, 4, -1, -2, Fraction(1, 2), Fraction(-1, 2))
+
+
+class ShapeError(ValueError):
+    pass
+
+
+def base_tables(sizes: list[dict[str, int]]) -> list[dict[str, int]]:
+    """Per probe: the base names with a value above 1 (a name of value 0 or 1 cannot be seen in a shape)."""
+    out = []
+    for s in sizes:
+        t = {n: v for n, v in s.items() if n in BASE and isinstance(v, int) and v > 1}
+        if s.get("a") and s.get("g") and s["a"] // s["g"] > 1:
+            t["r"] = s["a"] // s["g"]
+        out.append(t)
+    return out
+
+
+class Solver:
+    """Decomposes dimensions seen in several probes, for one table of name values per probe."""
+
+    def __init__(self, tables: list[dict[str, int]]) -> None:
+        self.tables = tables
+        names = sorted(set.intersection(*(set(t) for t in tables))) if tables else []
+        self.names = names
+        self.index: dict[tuple[int, ...], list[Monomial]] = {}
+        for degree in (1, 2, 3):
+            for mono in itertools.combinations_with_replacement(names, degree):
+                key = tuple(_eval_mono(mono, t) for t in tables)
+                self.index.setdefault(key, []).append(mono)
+        self.low = [m for m in itertools.chain.from_iterable(
+            itertools.combinations_with_replacement(names, k) for k in (1, 2))]
+        self._cache: dict[tuple[tuple[int, ...], tuple[str, ...]], Poly] = {}
+
+    def dim(self, values: tuple[int, ...], prefer: tuple[str, ...] = PREFER) -> Poly:
+        key = (values, prefer)
+        if key not in self._cache:
+            self._cache[key] = self._solve(values, prefer)
+        return self._cache[key]
+
+    def _rank(self, terms: list[tuple[Fraction, Monomial]], prefer: tuple[str, ...]) -> tuple:
+        order = {n: i for i, n in enumerate(prefer)}
+        return (len(terms), sum(len(m) for _, m in terms),
+                sorted(order.get(n, 99) for _, m in terms for n in m), [abs(c.denominator) for c, _ in terms])
+
+    def _solve(self, v: tuple[int, ...], prefer: tuple[str, ...]) -> Poly:
+        if len(v) > 1 and len(set(v)) == 1:
+            return {(): Fraction(v[0])}
+        if len(v) == 1 and v[0] <= 2:
+            return {(): Fraction(v[0])}
+        found: list[list[tuple[Fraction, Monomial]]] = []
+        for c in COEFS:  # one monomial
+            t = _div(v, c)
+            if t is not None:
+                found += [[(c, m)] for m in self.index.get(t, [])]
+        if found:
+            return _poly(min(found, key=lambda f: self._rank(f, prefer)))
+        for c in SMALL:  # a monomial plus a constant (sequence - 1, experts + 1)
+            for k in (-2, -1, 1, 2):
+                t = _div(tuple(x - k for x in v), Fraction(c))
+                if t is not None:
+                    found += [[(Fraction(c), m), (Fraction(k), ())] for m in self.index.get(t, [])]
+        found += self._sums(v, 2)
+        if found:
+            return _poly(min(found, key=lambda f: self._rank(f, prefer)))
+        found = self._sums(v, 3)
+        if found:
+            return _poly(min(found, key=lambda f: self._rank(f, prefer)))
+        raise ShapeError(f"dimension {v} is no expression of the size names {self.names}")
+
+    def _sums(self, v: tuple[int, ...], terms: int) -> list[list[tuple[Fraction, Monomial]]]:
+        out = []
+        for combo in itertools.product(self.low, repeat=terms - 1):
+            for coefs in itertools.product(SMALL, repeat=terms - 1):
+                rest = tuple(x - sum(Fraction(c) * _eval_mono(m, t) for c, m in zip(coefs, combo))
+                             for x, t in zip(v, self.tables))
+                for c in COEFS:
+                    tgt = _div(rest, c)
+                    if tgt is None:
+                        continue
+                    for m in self.index.get(tgt, []):
+                        if m not in combo and len(m) <= 2:
+                            out.append([(Fraction(cc), mm) for cc, mm in zip(coefs, combo)] + [(c, m)])
+                if len(out) > 50:
+                    return out
+        return out
+
+
+def _eval_mono(m: Monomial, table: dict[str, int]) -> int:
+    v = 1
+    for n in m:
+        v *= table[n]
+    return v
+
+
+def _div(v: tuple, c: Fraction) -> tuple[int, ...] | None:
+    out = []
+    for x in v:
+        q = Fraction(x) / c
+        if q.denominator != 1 or q <= 1:
+            return None
+        out.append(int(q))
+    return tuple(out)
+
+
+def _poly(terms: list[tuple[Fraction, Monomial]]) -> Poly:
+    out: Poly = {}
+    for c, m in terms:
+        key = tuple(sorted(m))
+        out[key] = out.get(key, Fraction(0)) + c
+    return {m: c for m, c in out.items() if c}
+
+
+def multiply(a: Poly, b: Poly) -> Poly:
+    out: Poly = {}
+    for ma, ca in a.items():
+        for mb, cb in b.items():
+            m = tuple(sorted(ma + mb))
+            out[m] = out.get(m, Fraction(0)) + ca * cb
+    return {m: c for m, c in out.items() if c}
+
+
+def elements(dims: list[Poly]) -> Poly:
+    out: Poly = {(): Fraction(1)}
+    for d in dims:
+        out = multiply(out, d)
+    return out
+
+
+@lru_cache(maxsize=None)
+def canonical(mono: Monomial) -> Monomial:
+    """Products of base names as the interface names them: a*d -> q, g*d -> kv, g*dv -> vw, f*K -> fk."""
+    left = list(mono)
+    for name, parts in COMPOSITES:
+        while all(left.count(p) >= parts.count(p) for p in parts):
+            for p in parts:
+                left.remove(p)
+            left.append(name)
+    return tuple(sorted(left, key=_order))
+
+
+_ORDER = ("b", "a", "g", "s", "w", "h", "q", "kv", "vw", "d", "dv", "dr", "lq", "lkv", "f", "fk", "fs", "E", "K",
+          "V")
+
+
+def _order(n: str) -> int:
+    return _ORDER.index(n) if n in _ORDER else 99
+
+
+def split_coefficient(p: Poly) -> tuple[str, Fraction]:
+    """A polynomial as (expression text, coefficient pulled out of it): '2*b*s*h + b*s' style, with the largest
+    common rational factor returned separately (it goes into bytes per element)."""
+    terms = dict(p)
+    if not terms:
+        return "0", Fraction(0)
+    first = min(terms.items(), key=lambda kv: (-len(kv[0]), [_order(n) for n in kv[0]]))[1]
+    common = first
+    parts = []
+    for mono, c in sorted(terms.items(), key=lambda kv: (-len(kv[0]), [_order(n) for n in kv[0]])):
+        rel = c / common
+        parts.append((rel, mono))
+    # integer relative coefficients wherever possible
+    den = 1
+    for rel, _ in parts:
+        den = den * rel.denominator // _gcd(den, rel.denominator)
+    common = common / den
+    text = []
+    for rel, mono in parts:
+        k = rel * den
+        body = "*".join(mono) if mono else ""
+        if k.denominator != 1:
+            raise ShapeError(f"non-integer relative coefficient in {p}")
+        k = int(k)
+        if k < 0:
+            raise ShapeError("negative term")
+        item = body if k == 1 and body else (f"{k}*{body}" if body else str(k))
+        text.append(item)
+    return " + ".join(text), common
+
+
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a
+
+
+def evaluate(p: Poly, table: dict[str, int]) -> Fraction:
+    return sum((c * _eval_mono(m, table) for m, c in p.items()), Fraction(0))
+
+
+def canonical_poly(p: Poly) -> Poly:
+    """`p` in the interface's names (composites formed); a leftover r (heads per KV head) is no interface name."""
+    out: Poly = {}
+    for m, c in p.items():
+        cm = canonical(m)
+        if "r" in cm:
+            raise ShapeError(f"an element count keeps the heads-per-KV-head ratio: {p}")
+        out[cm] = out.get(cm, Fraction(0)) + c
+    return {m: c for m, c in out.items() if c}
