@@ -136,7 +136,8 @@ def test_sizes_no_machine_could_hold_are_refused_up_front(capsys, tmp_path):
                                "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 11008,
                                "vocab_size": 32000, "max_position_embeddings": 4096}))
     line = _one_line(*run_cli(capsys, "profile", str(cfg), "--device", "fake", "--seq", "16"))
-    assert "layers 1,000,000 is above the bound 100,000" in line
+    # the config reader refuses it first (memplan/families/config.py MAX_LAYERS), naming the key and the bound
+    assert "'num_hidden_layers' must be at most 16,384" in line and "got 1000000" in line
     code, out, err = run_cli(capsys, "profile", "llama-3.1-405b", "--device", "cpu", "--seq", "16")
     line = _one_line(code, out, err)
     assert "the estimated peak" in line and "over 2x this host's memory" in line and "--device fake" in line

@@ -75,7 +75,7 @@ def estimate_command(**kwargs) -> None:
     if plot:
         from memplan.report.files import check_writable
 
-        check_writable(plot, force)  # before the work, not after
+        check_writable(plot, force, what="--plot")  # before the work, not after
     est = api.estimate(gpu=gpu_name, calibration=calibration_path, **wants_max, **training)
     click.echo(est.model_dump_json(indent=2) if as_json else memory_table(est, units))
     if plot:

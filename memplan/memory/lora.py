@@ -41,6 +41,7 @@ from memplan.spec.setup import LoraSpec, TrainingSetup
 ROLES = ("q", "k", "v", "o", "qkv", "gate", "up", "gate_up", "down", "q_a", "q_b", "kv_a", "kv_b", "pooler")
 ALL_LINEAR = "all-linear"
 POOLER = "pooler"
+POOLER_MODULE = "pooler.dense"  # BertPooler.dense: PEFT's "dense" target matches it too
 
 # QLoRA / bitsandbytes constants (see the module docstring).
 NF4_BLOCK = 64  # bitsandbytes Params4bit blocksize default; QLoRA sec. 3 "blocksize of 64"
@@ -108,6 +109,8 @@ def resolve_targets(m: Model, targets: list[str] | None) -> list[str]:
             out += [x.name for x in lins if x.role != "router"] + ([POOLER] if m.head.pooler else [])
             continue
         by_name = [x.name for x in lins if x.name == t or x.name.endswith("." + t)]
+        if m.head.pooler and (POOLER_MODULE == t or POOLER_MODULE.endswith("." + t)):
+            by_name.append(POOLER)
         if by_name:
             out += by_name
         elif t == POOLER and m.head.pooler:

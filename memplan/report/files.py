@@ -316,13 +316,3 @@ def timestamped_path(folder: Path, *parts: str, suffix: str = ".json") -> Path:
         n += 1
     return path
 
-
-def check_writable(path: str | os.PathLike, force: bool = False) -> None:
-    """Refuse up front what write_new_file would refuse after the work: an existing file without --force, a
-    folder that cannot be written.  (Kept minimal here; the reliability work hardens it.)"""
-    p = Path(path).expanduser()
-    if p.exists() and not force:
-        raise MemplanError(f"{p} exists; pass --force to overwrite it or choose another file")
-    parent = p.parent if str(p.parent) else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise MemplanError(f"cannot write into {parent} (permission denied)")

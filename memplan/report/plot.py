@@ -88,4 +88,4 @@ def estimate_plot(est: MemoryEstimate, path: str, units: Units = Units.GiB, forc
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    return str(write_new_file(path, buf.getvalue(), force=force))
+    return str(write_new_file(path, buf.getvalue(), force=force, what="--plot"))
