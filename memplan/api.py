@@ -13,9 +13,9 @@
     True
     >>> memplan.estimate("llama-2-7b", gpu="a100-80gb", max_micro_batch=True, seq=4096).max_micro_batch > 0
     True
-    >>> t = memplan.time("gpt3-175b", gpu="a100-80gb", gpus=1024, tp=8, pp=8, global_batch=1536, seq=2048,
-    ...                  tokens=300e9, achieved_tflops=140)
-    >>> 30 < t.days < 40
+    >>> t = memplan.time("gpt3-175b", gpu="a100-80gb", gpus=1024, tp=8, pp=8, recompute="full",
+    ...                  global_batch=1536, seq=2048, tokens=300e9, achieved_tflops=140)
+    >>> 32 < t.days < 36
     True
     >>> p = memplan.plan("llama-2-7b", gpu="a100-80gb", gpus=8, global_batch=64, seq=4096)
     >>> p.candidates[0].layout.gpus
@@ -139,12 +139,13 @@ def estimate_inference(model: str, gpu: str | None = None, *, max_batch: bool = 
     return _estimate(setup, resolve_gpu(gpu), max_batch=max_batch, max_context=max_context)
 
 
-TIME_KEYS = ("tokens", "steps", "global_batch", "mfu", "achieved_tflops", "measured", "overlap", "interconnect",
-             "internode", "price", "causal_flops", "cpu_bandwidth")
+TIME_KEYS = ("tokens", "steps", "global_batch", "mfu", "achieved_tflops", "measured", "kernel_scale", "system",
+             "execution", "overlap", "interconnect", "internode", "price", "causal_flops", "cpu_bandwidth")
 
 
 def time(model: str, gpu: str, **kwargs: Any) -> "TimeEstimate":
-    """Step time, days, GPU-hours and cost of training MODEL on GPU (tokens=300e9 or steps=N)."""
+    """Step time, days, GPU-hours and cost of training MODEL on GPU (tokens=300e9 or steps=N): the op walk, or
+    an end-to-end achieved_tflops / mfu / measured record; kernel_scale, system, execution, overlap as the CLI."""
     from memplan.perf.time import estimate_time
 
     opts = {k: kwargs.pop(k) for k in TIME_KEYS if k in kwargs}
@@ -158,14 +159,16 @@ def time(model: str, gpu: str, **kwargs: Any) -> "TimeEstimate":
 
 
 PLAN_KEYS = ("global_batch", "by", "top", "min_gpus", "max_gpus", "scale", "max_micro_batch", "cpu_memory", "tokens",
-             "steps", "mfu", "achieved_tflops", "measured", "overlap", "interconnect", "internode", "price",
-             "cpu_bandwidth", "pin")
+             "steps", "kernel_scale", "system", "execution", "overlap", "interconnect", "internode", "price",
+             "cpu_bandwidth", "pin", "reference")
 
 
 def plan(model: str, gpu: str, **kwargs: Any) -> "PlanResult":
-    """Search the layouts that fit and rank them (global_batch=... required).  `pin={"tp": 8}` fixes dimensions;
-    other layout keywords describe the base setup."""
+    """Search the layouts that fit and rank them by the op walk (global_batch=... required).  `pin={"tp": 8}`
+    fixes dimensions; other layout keywords describe the base setup; `reference=True` ranks the layout those
+    keywords describe (e.g. a paper's) among the candidates and explains its rank."""
     from memplan.perf.plan import plan as _plan
+    from memplan.perf.time import layout_for_batch
     from memplan.spec.units import parse_bytes
 
     opts = {k: kwargs.pop(k) for k in PLAN_KEYS if k in kwargs}
@@ -182,6 +185,8 @@ def plan(model: str, gpu: str, **kwargs: Any) -> "PlanResult":
         cpu = parse_bytes(cpu)
     if "cpu_bandwidth" in opts:
         opts["cpu_bandwidth_gbps"] = opts.pop("cpu_bandwidth")
+    if opts.pop("reference", False):
+        opts["reference"] = layout_for_batch(setup.layout, opts["global_batch"])
     return _plan(setup, gpu_spec, gpus=gpus, cpu_memory_bytes=cpu, fixed=opts.pop("pin", None), **opts)
 
 

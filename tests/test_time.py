@@ -1,8 +1,9 @@
-"""Step time, days, GPU-hours and cost: published training times reproduced from their inputs, and the
-communication/bubble arithmetic checked against the formulas of the papers it comes from."""
+"""Step time: the op walk's pieces checked against the papers they come from (GEMM shapes, pipeline bubbles,
+collective volumes, overlap), end-to-end figures meaning what they say, measured records, bad input."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -10,33 +11,23 @@ import pytest
 
 import memplan.catalog as catalog
 from memplan.errors import MemplanError
-from memplan.perf import comm
-from memplan.perf.time import estimate_time, gpu_hours_for
-from memplan.spec.model import Architecture, ModelSpec
-from memplan.spec.setup import TrainingSetup
-from memplan.spec.layout import Layout
-from memplan.spec.training import Workload, get_recipe
+from memplan.perf.ops import Context, LayerWalk
+from memplan.perf.pipeline import one_f_one_b
+from memplan.perf.time import build_step_model, estimate_time, gpu_hours_for
+from memplan.setups import training_setup
+from tests.helpers import run_cli
+from tests.published_runs import megatron_gpt
 
 A100 = catalog.get_gpu("a100-80gb")
 H100 = catalog.get_gpu("h100-sxm")
 
 
-def gpt(layers: int, hidden: int, heads: int, vocab: int = 51200, seq: int = 2048) -> ModelSpec:
-    return ModelSpec(name=f"gpt-{layers}x{hidden}", architecture=Architecture(
-        n_layers=layers, hidden_size=hidden, n_heads=heads, ffn_hidden_size=4 * hidden, mlp="gelu",
-        norm="layernorm", norm_bias=True, vocab_size=vocab, max_positions=seq, position="learned", qkv_bias=True,
-        attn_out_bias=True, mlp_bias=True))
+def gpt_setup(layers=4, hidden=1024, heads=16, **kw):
+    kw.setdefault("seq", 2048)
+    return training_setup(megatron_gpt(layers, hidden, heads, seq=kw["seq"]), **kw)
 
 
-def setup(model: ModelSpec, gpus=1, tp=1, pp=1, zero=0, mb=1, ga=1, recompute="none", seq=2048, precision="bf16-mixed",
-          **par) -> TrainingSetup:
-    return TrainingSetup(model=model, recipe=get_recipe(precision),
-                         layout=Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, **par),
-                         workload=Workload(micro_batch=mb, grad_accum=ga, seq=seq, recompute=recompute))
-
-
-# ---- section 5: published figures ------------------------------------------------------------------------------
-
+# ---- published training times -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("layers,hidden,heads,gpus,tp,pp,batch,tokens,tflops,paper_days,eq4_days", [
     # Narayanan et al. 2021 (Megatron-LM), sec. 5.1: GPT-3 175B, 300B tokens, 1024 A100s at 140 TFLOP/s: ~34 days.
     (96, 12288, 96, 1024, 8, 8, 1536, 300e9, 140.0, 34, 33.8),
@@ -44,20 +35,18 @@ def setup(model: ModelSpec, gpus=1, tp=1, pp=1, zero=0, mb=1, ga=1, recompute="n
     (128, 25600, 160, 3072, 8, 64, 3072, 450e9, 163.0, 84, 83.9),
 ])
 def test_megatron_training_days(layers, hidden, heads, gpus, tp, pp, batch, tokens, tflops, paper_days, eq4_days):
-    model = gpt(layers, hidden, heads)
-    dp = gpus // (tp * pp)
-    est = estimate_time(setup(model, gpus, tp, pp, recompute="full"), A100, tokens=tokens, global_batch=batch,
-                        achieved_tflops=tflops, with_memory=False)
-    compute_days = est.compute_seconds * est.steps / 86400
+    est = estimate_time(gpt_setup(layers, hidden, heads, gpus=gpus, tp=tp, pp=pp, recompute="full"), A100,
+                        tokens=tokens, global_batch=batch, achieved_tflops=tflops, with_memory=False)
     # The paper's eq. 4, 8TP/(nX), drops the s/6h attention term of eq. 3; with the paper's P (Table 1: 174.6B and
     # 1008B) it gives 33.8 and 83.9 days, printed as "about 34" and "about 84".
     P = {96: 174.6e9, 128: 1008e9}[layers]
     assert 8 * tokens * P / (gpus * tflops * 1e12) / 86400 == pytest.approx(eq4_days, abs=0.05)
-    # memplan counts every matmul (eq. 3): the attention term adds s/6h = 2.8% (175B) and 1.3% (1T).
-    s_6h = 2048 / (6 * hidden)
-    assert compute_days == pytest.approx(eq4_days * (1 + s_6h), rel=0.01)
-    assert abs(compute_days - paper_days) / paper_days < 0.03
-    assert est.layout.grad_accum == batch // dp
+    # end to end: the step takes hardware FLOPs / X and the run prints X; eq. 3 adds s/6h over eq. 4
+    assert est.achieved_tflops_per_gpu == pytest.approx(tflops)
+    assert est.days == pytest.approx(eq4_days * (1 + 2048 / (6 * hidden)), rel=0.01)
+    assert abs(est.days - paper_days) / paper_days < 0.03
+    assert est.layout.grad_accum == batch // (gpus // (tp * pp))
+    assert est.step_source.startswith("--achieved-tflops") and est.predicted_step_seconds > 0
 
 
 def test_llama_65b_gpu_hours():
@@ -67,124 +56,205 @@ def test_llama_65b_gpu_hours():
     assert gpu_hours_for(1.4e12, 380) / 2048 / 24 == pytest.approx(21, abs=0.2)
 
 
-# ---- step time arithmetic -------------------------------------------------------------------------------------
-
-def test_compute_time_is_flops_over_peak_times_efficiency():
-    model = gpt(24, 2048, 16)
-    est = estimate_time(setup(model, gpus=1, mb=8), A100, steps=10, mfu=0.5, with_memory=False)
-    tokens = 8 * 2048
-    assert est.compute_seconds == pytest.approx(est.hardware_flops_per_token * tokens / (312e12 * 0.5))
-    assert est.step_seconds == est.compute_seconds  # one GPU: nothing to communicate
-    assert est.mfu == pytest.approx(0.5)
-    assert est.days == pytest.approx(10 * est.step_seconds / 86400)
-
-
-def test_efficiency_sources():
-    model = gpt(4, 512, 8)
-    s = setup(model)
-    default = estimate_time(s, H100, steps=1, with_memory=False)
-    assert default.efficiency.value == H100.default_mfu and "hopper" in default.efficiency.source
-    achieved = estimate_time(s, H100, steps=1, achieved_tflops=400, with_memory=False)
-    assert achieved.efficiency.value == pytest.approx(400 / 989.4)
+def test_mfu_and_measured_are_end_to_end():
+    s = gpt_setup(gpus=1, micro_batch=8)
+    est = estimate_time(s, A100, steps=10, mfu=0.5, with_memory=False)
+    assert est.step_seconds == pytest.approx(est.flops_per_token * 8 * 2048 / (312e12 * 0.5))
+    assert est.mfu == pytest.approx(0.5) and est.days == pytest.approx(10 * est.step_seconds / 86400)
     with pytest.raises(MemplanError, match="at most one"):
-        estimate_time(s, H100, steps=1, mfu=0.4, achieved_tflops=400, with_memory=False)
+        estimate_time(s, A100, steps=1, mfu=0.4, achieved_tflops=100, with_memory=False)
     with pytest.raises(MemplanError, match="--achieved-tflops must be"):
-        estimate_time(s, H100, steps=1, achieved_tflops=2000, with_memory=False)
+        estimate_time(s, A100, steps=1, achieved_tflops=400, with_memory=False)
 
 
-def test_measured_efficiency_from_a_profile_record(tmp_path):
-    record = {"measured": {"cuda": {"achieved_tflops": 600.0}}}
+def test_measured_record_gives_the_step_and_the_walk_beside_it(tmp_path):
     path = tmp_path / "run.json"
-    path.write_text(json.dumps(record))
-    est = estimate_time(setup(gpt(4, 512, 8)), H100, steps=1, measured=str(path), with_memory=False)
-    assert est.efficiency.value == pytest.approx(600 / 989.4)
+    path.write_text(json.dumps({"measured": {"cuda": {"achieved_tflops": 150.0, "step_seconds": 0.9}}}))
+    est = estimate_time(gpt_setup(gpus=1, micro_batch=8), A100, steps=1, measured=str(path), with_memory=False)
+    assert est.achieved_tflops_per_gpu == pytest.approx(150.0) and est.measured_step_seconds == 0.9
+    assert est.predicted_step_seconds == pytest.approx(est.walk.step_seconds)
 
 
-def test_bf16_on_volta_is_refused_with_a_hint():
-    with pytest.raises(MemplanError, match="fp16-mixed"):
-        estimate_time(setup(gpt(4, 512, 8)), catalog.get_gpu("v100-16gb"), steps=1, with_memory=False)
+# ---- the walk ------------------------------------------------------------------------------------------------------
+def test_gemm_shapes_per_micro_batch_and_tp_shard():
+    # Megatron (Shoeybi et al. 2019 sec. 3): QKV and fc1 column-parallel (N / tp), proj and fc2 row-parallel (K / tp);
+    # backward: dgrad (M = tokens, N = in, K = out) and wgrad (M = in, N = out, K = tokens)
+    m = megatron_gpt(2, 1024, 16).arch
+    from memplan.perf.execution import execution_profile
+
+    ctx = Context(micro_batch=2, seq=2048, tp=2, attention="eager")
+    walk = LayerWalk(m, m.groups[0].layer, ctx, execution_profile("megatron-2022"))
+    ph = walk.phases("none")
+    T, h = 2 * 2048, 1024
+    fwd = [(o.M, o.N, o.K) for o in ph.fwd if o.kind == "gemm"]
+    assert fwd == [(T, 3 * h // 2, h), (T, h, h // 2), (T, 4 * h // 2, h), (T, h, 4 * h // 2)]
+    bwd = [(o.M, o.N, o.K) for o in ph.bwd if o.kind == "gemm"]
+    assert bwd[:2] == [(T, h, 3 * h // 2), (h, 3 * h // 2, T)]
+    # the attention core as the 2021/2022 code ran it: batched Q K^T and P V over b x heads/tp
+    core = [(o.M, o.N, o.K, o.batch) for o in ph.fwd if o.kind == "attention"]
+    assert core == [(2048, 2048, 64, 2 * 8), (2048, 64, 2048, 2 * 8)]
+    # full recompute = the forward again; selective = the attention core again (Korthikanti et al. sec. 4.2)
+    assert len(walk.phases("full").recompute) == len(ph.fwd)
+    assert {o.category for o in walk.phases("selective").recompute} == {"attention"}
 
 
-def test_pipeline_bubble_fraction():
-    # Narayanan et al. 2021, sec. 2.2.1: 1F1B idles (p-1)/(m+p-1) of the step; interleaving divides the bubble by v.
-    model = gpt(8, 1024, 8)
-    est = estimate_time(setup(model, gpus=4, pp=4, ga=8), A100, steps=1, overlap="all", with_memory=False)
-    assert est.bubble_seconds / (est.compute_seconds + est.bubble_seconds) == pytest.approx(3 / 11)
-    inter = estimate_time(setup(model, gpus=4, pp=4, ga=8, virtual_stages=2), A100, steps=1, overlap="all",
-                          with_memory=False)
-    assert inter.bubble_seconds == pytest.approx(est.bubble_seconds / 2)
+def test_kernel_scale_scales_the_kernels():
+    s = gpt_setup(layers=8, hidden=4096, heads=32, gpus=1, micro_batch=4)
+    base = estimate_time(s, A100, steps=1, with_memory=False)
+    fast = estimate_time(s, A100, steps=1, kernel_scale=2.0, with_memory=False)
+    assert fast.walk.gemm_seconds == pytest.approx(base.walk.gemm_seconds / 2, rel=0.01)
+    assert fast.walk.memory_bound_seconds == pytest.approx(base.walk.memory_bound_seconds / 2, rel=0.02)
+    assert any("--kernel-scale 2" in k.name for k in fast.kernels)
+    assert any("gemm" in k.name.lower() and "NVIDIA" in k.source for k in base.kernels)  # curve with its source
+
+
+def test_pipeline_schedule_formulas():
+    # Narayanan et al. 2021 sec. 2.2: 1F1B takes (m + p - 1) steps of one micro-batch's stage time; interleaving
+    # with v chunks per device divides the bubble by v
+    step = one_f_one_b([1.0] * 4, [1.0] * 4, micro_batches=8, virtual_stages=1, send_seconds=0.0)
+    assert step.seconds == pytest.approx(8 + 3) and step.bubble_seconds == pytest.approx(3)
+    inter = one_f_one_b([1.0] * 4, [1.0] * 4, micro_batches=8, virtual_stages=2, send_seconds=0.0)
+    assert inter.bubble_seconds == pytest.approx(1.5)
+    # the busiest stage sets the pace
+    uneven = one_f_one_b([1.0, 1.0, 1.0, 2.0], [1.0, 1.0, 1.0, 2.0], micro_batches=8, virtual_stages=1,
+                         send_seconds=0.0)
+    assert uneven.busiest == 3 and uneven.steady_seconds == pytest.approx(16)
+
+
+def test_uneven_stages_and_the_lm_head_on_the_last_stage():
+    s = gpt_setup(layers=8, hidden=1024, heads=16, gpus=4, pp=4, micro_batch=1, grad_accum=8)
+    even = estimate_time(s, A100, steps=1, with_memory=False)
+    stages = even.walk.stages
+    assert [st.layers for st in stages] == [2, 2, 2, 2]
+    assert even.walk.busiest_stage == 3  # the LM head and the loss
+    lighter = estimate_time(s.model_copy(update={"layout": s.layout.replace(first_stage_layers=1,
+                                                                            last_stage_layers=1)}),
+                            A100, steps=1, with_memory=False)
+    assert [st.layers for st in lighter.walk.stages] == [1, 3, 3, 1]
+    assert lighter.walk.stages[-1].backward_seconds < stages[-1].backward_seconds
+
+
+def test_tensor_parallel_overlap_follows_the_engine():
+    # 2021: every TP all-reduce blocking; 2022: the column-parallel backward all-reduce under the wgrad GEMM
+    s = gpt_setup(layers=4, hidden=4096, heads=32, gpus=8, tp=8, micro_batch=4, engine="megatron")
+    old = estimate_time(s, A100, steps=1, execution="megatron-2021", with_memory=False).walk
+    new = estimate_time(s, A100, steps=1, execution="megatron-2022", with_memory=False).walk
+    assert old.tp_hidden_seconds == 0 and new.tp_hidden_seconds > 0
+    assert new.tp_exposed_seconds < old.tp_exposed_seconds
+    none = estimate_time(s, A100, steps=1, execution="megatron-2022", overlap="none", with_memory=False).walk
+    assert none.tp_hidden_seconds == 0
+    everything = estimate_time(s, A100, steps=1, overlap="all", with_memory=False)
+    assert everything.walk.tp_exposed_seconds == 0 and everything.step_seconds <= none.step_seconds
+
+
+def test_data_parallel_overlap_and_nics():
+    # torch DDP: the all-reduce runs during the last micro-batch's backward, the last bucket exposed; a group with
+    # g ranks per node drives g NICs (NCCL: one ring per NIC)
+    s = gpt_setup(layers=12, hidden=2048, heads=16, gpus=16, micro_batch=4)
+    est = estimate_time(s, A100, steps=1, execution="megatron-2021-torch-ddp", with_memory=False)
+    dp = next(c for c in est.comm if c.parallelism == "dp")
+    assert dp.link == "infiniband-hdr" and dp.group == 16
+    assert dp.bandwidth_gbps == pytest.approx(8 * 25 * 0.9)  # 8 ranks per node x HDR x efficiency
+    n = est.walk.stages[0]
+    assert dp.exposed_seconds == pytest.approx(max(dp.seconds * 25e6 / (dp.bytes_per_step / (2 * 15 / 16)),
+                                                   dp.seconds - n.backward_seconds), rel=1e-6)
+    local = estimate_time(s, A100, steps=1, execution="megatron-2021", with_memory=False)
+    assert next(c for c in local.comm if c.parallelism == "dp").exposed_seconds == pytest.approx(dp.seconds)
+    inside = estimate_time(gpt_setup(layers=12, hidden=2048, heads=16, gpus=8, micro_batch=4), A100, steps=1,
+                           with_memory=False)
+    assert next(c for c in inside.comm if c.parallelism == "dp").link == "nvlink3"
 
 
 def test_zero_volumes_follow_the_zero_paper():
-    # Rajbhandari et al. 2020, sec. 7.2: DP and ZeRO-1/2 move 2 Psi per GPU, ZeRO-3 3 Psi (1.5x). With n = 64:
-    n, psi = 64, 1e9
-    total = {z: sum(b for _, b, _, _ in comm.zero_volumes(z, n, 1, psi, 2, 2)) for z in range(4)}
-    assert total[0] == pytest.approx(2 * psi * 2 * (n - 1) / n)
-    assert total[1] == total[2] == pytest.approx(total[0])
-    assert total[3] == pytest.approx(1.5 * total[0])
-    # With gradient accumulation ZeRO-2 reduce-scatters every micro-batch, DDP once.
-    assert sum(b for _, b, _, _ in comm.zero_volumes(0, n, 4, psi, 2, 2)) == pytest.approx(total[0])
-    assert sum(b for _, b, _, _ in comm.zero_volumes(2, n, 4, psi, 2, 2)) == pytest.approx(
-        psi * 2 * (n - 1) / n * (4 + 1))
-
-
-def test_tensor_parallel_all_reduce_bytes():
-    # Megatron (Shoeybi et al. 2019, fig. 4): 4 all-reduces of b x s x h per layer per micro-batch (2 fwd, 2 bwd),
-    # ring all-reduce sends 2(t-1)/t of it; 6 with full recompute.
-    model = gpt(4, 1024, 16)
-    est = estimate_time(setup(model, gpus=8, tp=8, mb=2, ga=3), H100, steps=1, with_memory=False)
-    tp_item = next(c for c in est.comm if c.parallelism == "tp")
-    assert tp_item.bytes_per_step == pytest.approx(3 * 4 * 4 * 2 * 7 / 8 * (2 * 2048 * 1024 * 2))
-    assert tp_item.link == "nvlink4" and tp_item.exposed_seconds == tp_item.seconds
-    rc = estimate_time(setup(model, gpus=8, tp=8, mb=2, ga=3, recompute="full"), H100, steps=1, with_memory=False)
-    assert next(c for c in rc.comm if c.parallelism == "tp").bytes_per_step == pytest.approx(
-        tp_item.bytes_per_step * 6 / 4)
-
-
-def test_links_follow_node_boundaries_and_overlap_is_explicit():
-    model = gpt(12, 2048, 16)
-    inside = estimate_time(setup(model, gpus=8), A100, steps=1, overlap="none", with_memory=False)
-    across = estimate_time(setup(model, gpus=16), A100, steps=1, overlap="none", with_memory=False)
-    assert inside.comm[0].link == "nvlink3" and across.comm[0].link == "infiniband-hdr"
-    # ring all-reduce of bf16 gradients: 2 (n-1)/n x 2 bytes x N over the link (+ latency per ring step)
-    n_params = model.parameters.total
-    assert across.comm[0].bytes_per_step == pytest.approx(2 * 15 / 16 * 2 * n_params)
-    assert across.comm[0].seconds == pytest.approx(2 * 15 / 16 * 2 * n_params / 25e9 + 30 * 5e-6)
-    # overlap none: everything on the critical path; all: hidden up to compute time
-    assert across.step_seconds == pytest.approx(across.compute_seconds + across.comm_seconds)
-    hidden = estimate_time(setup(model, gpus=16), A100, steps=1, overlap="all", with_memory=False)
-    assert hidden.step_seconds == pytest.approx(max(hidden.compute_seconds, hidden.comm_seconds))
-    assert any("overlap=all" in a for a in hidden.assumptions)
+    # Rajbhandari et al. 2020 sec. 7.2: DP and ZeRO-1/2 move 2 Psi per GPU, ZeRO-3 3 Psi (1.5x)
+    vol = {}
+    for z in range(4):
+        s = gpt_setup(layers=4, hidden=2048, heads=16, gpus=16, zero=z, micro_batch=1)
+        est = estimate_time(s, A100, steps=1, with_memory=False)
+        vol[z] = sum(c.bytes_per_step for c in est.comm if c.parallelism == "dp")
+    assert vol[1] == pytest.approx(vol[0]) and vol[2] == pytest.approx(vol[0])
+    assert vol[3] == pytest.approx(1.5 * vol[0])
 
 
 def test_offload_costs_pcie_traffic_and_the_cpu_optimizer_step():
-    # ZeRO-Offload (Ren et al. 2021): each GPU sends its gradient shard down and gets its parameter shard back over
-    # PCIe; the node's CPU then updates all 8 shards, memory-bound at 28 bytes per parameter (see perf/time.py).
-    model = gpt(12, 2048, 16)
-    n_params = model.parameters.total
-    est = estimate_time(setup(model, gpus=8, zero=1, offload_optimizer="cpu"), H100, steps=1, cpu_bandwidth_gbps=100,
-                        with_memory=False)
+    s = gpt_setup(layers=12, hidden=2048, heads=16, gpus=8, zero=1, offload_optimizer="cpu")
+    est = estimate_time(s, H100, steps=1, cpu_bandwidth_gbps=100, with_memory=False)
     pcie = next(c for c in est.comm if c.name.startswith("optimizer offload"))
     cpu = next(c for c in est.comm if c.name.startswith("CPU optimizer step"))
-    assert pcie.bytes_per_step == pytest.approx(n_params / 8 * (2 + 2)) and pcie.link == "pcie5"
-    assert cpu.seconds == pytest.approx(28 * n_params / 100e9)
-    assert any("28 bytes per parameter" in a for a in est.assumptions)
+    n = s.model.parameters.total
+    assert pcie.link == "pcie5" and pcie.bytes_per_step == pytest.approx(n / 8 * (2 + 2), rel=1e-3)
+    assert cpu.seconds == pytest.approx(28 * n / 100e9, rel=1e-3)
 
 
 def test_global_batch_sets_accumulation_and_cost_uses_the_labelled_price():
-    model = gpt(12, 768, 12)
-    est = estimate_time(setup(model, gpus=16, mb=4), H100, tokens=1e9, global_batch=512, with_memory=False)
-    assert est.layout.grad_accum == 512 // (4 * 16)
-    assert est.steps == -(-int(1e9) // (512 * 2048))
-    assert est.cost == pytest.approx(est.gpu_hours * H100.price_per_hour)
-    assert "labelled default" in est.price_source
-    mine = estimate_time(setup(model, gpus=16, mb=4), H100, tokens=1e9, global_batch=512, price=1.0,
-                         with_memory=False)
-    assert mine.cost == pytest.approx(mine.gpu_hours) and mine.price_source == "--price"
+    s = gpt_setup(layers=12, hidden=768, heads=12, gpus=16, micro_batch=4)
+    est = estimate_time(s, H100, tokens=1e9, global_batch=512, with_memory=False)
+    assert est.layout.grad_accum == 512 // (4 * 16) and est.steps == -(-int(1e9) // (512 * 2048))
+    assert est.cost == pytest.approx(est.gpu_hours * H100.price_per_hour) and "labelled" in est.price_source
     with pytest.raises(MemplanError, match="not a multiple"):
-        estimate_time(setup(model, gpus=16, mb=4), H100, tokens=1e9, global_batch=100, with_memory=False)
+        estimate_time(s, H100, tokens=1e9, global_batch=100, with_memory=False)
     with pytest.raises(MemplanError, match="--tokens"):
-        estimate_time(setup(model, gpus=16, mb=4), H100, with_memory=False)
+        estimate_time(s, H100, with_memory=False)
+
+
+def test_a_layout_that_does_not_fit_says_so_first(capsys):
+    code, out, err = run_cli(capsys, "time", "llama-2-70b", "--gpu", "a100-80gb", "--gpus", "8", "--tokens", "1B")
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith("DOES NOT FIT") and "memplan plan llama-2-70b" in first
+
+
+# ---- bad input and records -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flag,value", [("--kernel-scale", "0"), ("--kernel-scale", "nan"), ("--kernel-scale", "inf"),
+                                        ("--achieved-tflops", "-1"), ("--cpu-bandwidth", "0")])
+def test_bad_efficiencies_and_bandwidths_are_one_line(capsys, flag, value):
+    code, _, err = run_cli(capsys, "time", "gpt2", "--gpu", "a100-80gb", "--tokens", "1B", flag, value)
+    assert code == 2 and err.count("\n") <= 1 and flag in err and "Traceback" not in err
+
+
+def test_system_records_of_the_wrong_kind_are_one_line(capsys, tmp_path):
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"kind": "memplan.bench", "matmul": []}))
+    code, _, err = run_cli(capsys, "time", "gpt2", "--gpu", "a100-80gb", "--tokens", "1B", "--system", str(bench))
+    assert code == 2 and "not a memplan bench --system record" in err and err.count("\n") <= 1
+    cpu = tmp_path / "cpu.json"
+    cpu.write_text(json.dumps(_system_record(device="cpu")))
+    code, _, err = run_cli(capsys, "time", "gpt2", "--gpu", "a100-80gb", "--tokens", "1B", "--system", str(cpu))
+    assert code == 2 and "not a GPU" in err
+    bad = tmp_path / "bad.json"
+    rec = _system_record()
+    rec["gemms"][0]["seconds"] = -1
+    bad.write_text(json.dumps(rec))
+    code, _, err = run_cli(capsys, "time", "gpt2", "--gpu", "a100-80gb", "--tokens", "1B", "--system", str(bad))
+    assert code == 2 and "seconds" in err and err.count("\n") <= 1
+
+
+def _system_record(device="cuda", seconds=None):
+    M, N, K = 4096, 3072, 1024
+    t = seconds or 2 * M * N * K / 200e12
+    return {"kind": "memplan.system", "created_utc": "2026-01-01T00:00:00+00:00", "device": device,
+            "device_name": "NVIDIA A100-SXM4-80GB", "gpu_profile": "a100-80gb", "torch_version": "2.13.0",
+            "dtype": "bf16", "gemms": [{"M": M, "N": N, "K": K, "dtype": "bf16", "seconds": t,
+                                        "tflops": 2 * M * N * K / t / 1e12}],
+            "bandwidth": [{"bytes": 2 * 2**30, "seconds": 2 * 2**30 / 1.8e12, "gbps": 1800.0}]}
+
+
+def test_a_system_record_replaces_the_profile(tmp_path):
+    path = tmp_path / "sys.json"
+    path.write_text(json.dumps(_system_record()))
+    s = gpt_setup(layers=2, hidden=1024, heads=16, gpus=1, micro_batch=2)
+    sm_profile = build_step_model(s, A100)
+    from memplan.perf.system import load_system
+
+    sm = build_step_model(s, A100, system=load_system(str(path), A100))
+    # the exact shape timed: its time over the profile's in-training factor
+    measured = 2 * 4096 * 3072 * 1024 / 200e12
+    assert sm.k.gemm_seconds(4096, 3072, 1024) == pytest.approx(measured / sm_profile.k.gemm_scale)
+    # other shapes: the curve rescaled by the measured/curve ratio
+    assert sm.k.gemm_scale != sm_profile.k.gemm_scale
+    assert sm.k.mem_curve(4e9) == pytest.approx(1800 / 2039)
+    est = estimate_time(s, A100, steps=1, system=str(path), with_memory=False)
+    assert any("memplan bench --system record" in k.source for k in est.kernels)
 
 
 def test_cli_json_and_no_torch():
@@ -199,12 +269,14 @@ def test_cli_json_and_no_torch():
         "d = json.loads(buf.getvalue())\n"
         "print(json.dumps({k: d[k] for k in ('flops_per_token', 'tokens_per_second', 'step_seconds', 'days',\n"
         "                                     'gpu_hours', 'cost')}))\n"
+        "print(json.dumps({k: d['layout'][k] for k in ('gpus', 'dp', 'tp', 'pp', 'zero', 'micro_batch',\n"
+        "                                              'grad_accum', 'recompute')}))\n"
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    keys = json.loads(out[0])
-    assert all(v is not None for v in keys.values())
-    assert out[1] == "False"
+    assert all(v is not None and (not isinstance(v, float) or math.isfinite(v)) for v in json.loads(out[0]).values())
+    assert json.loads(out[1])["dp"] == 16
+    assert out[2] == "False"
 
 
 def test_cli_errors_are_one_line():
@@ -212,3 +284,9 @@ def test_cli_errors_are_one_line():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "did you mean 'a100-80gb'" in proc.stderr
+
+
+def test_unknown_execution_profile_has_a_did_you_mean(capsys):
+    code, _, err = run_cli(capsys, "time", "gpt2", "--gpu", "a100-80gb", "--tokens", "1B", "--execution",
+                           "megatron-202")
+    assert code == 2 and "did you mean" in err

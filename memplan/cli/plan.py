@@ -6,14 +6,16 @@ from tabulate import tabulate
 
 from memplan.cli.checks import check_flag_combinations
 from memplan.cli.options import build_setup, json_option, pop_training_kwargs, resolve_gpu, training_options
-from memplan.cli.time import _tokens, efficiency_options
+from memplan.cli.time import _tokens, walk_options
 from memplan.cli.types import NAME, SIZE, BoundedInt
-from memplan.results.plan import PlanResult
+from memplan.results.plan import Candidate, PlanResult
+from memplan.results.time import describe_layout
 from memplan.spec.units import format_bytes, format_count
 
-
 # Training flags that, given on the command line, pin that dimension of the search (the rest are searched).
-PINNABLE = ("tp", "pp", "zero", "offload_optimizer", "offload_params", "micro_batch", "recompute")
+PINNABLE = ("tp", "pp", "cp", "ep", "etp", "sequence_parallel", "virtual_stages", "first_stage_layers",
+            "last_stage_layers", "zero", "offload_optimizer", "offload_params", "micro_batch", "recompute")
+WALK_KEYS = ("kernel_scale", "system", "execution", "overlap", "interconnect", "internode", "price")
 
 
 @click.command("plan")
@@ -29,16 +31,21 @@ PINNABLE = ("tp", "pp", "zero", "offload_optimizer", "offload_params", "micro_ba
 @click.option("--scale", is_flag=True, help="Also try 2x, 4x, ... --gpus up to --max-gpus (useful with --by cost).")
 @click.option("--max-micro-batch", type=BoundedInt(1, "batch"), help="Largest micro-batch to consider.")
 @click.option("--cpu-memory", type=SIZE,
-              help="CPU RAM per node (e.g. 1TB, 2TiB): offload layouts that need more are dropped.")
+              help="CPU RAM per node (e.g. 1TB, 2TiB): layouts that need more are dropped.  [default: 1 TiB]")
+@click.option("--reference", is_flag=True,
+              help="The layout flags given (--tp, --pp, --virtual-stages, -b, --recompute, ...) describe a layout to "
+                   "rank and explain (e.g. a paper's) instead of pinning the search.")
 @click.option("--tokens", "-t", type=NAME, help="Tokens for days/cost (default: 20 per parameter, Chinchilla).")
 @click.option("--steps", type=BoundedInt(1, "steps"), help="Optimizer steps for days/cost.")
-@efficiency_options
+@walk_options
 @json_option
 def plan_command(**kwargs) -> None:
-    """Search data x tensor x pipeline layouts, ZeRO, offload, recompute and micro-batch for MODEL.
+    """Search data x tensor x pipeline x context x expert layouts, interleaving, uneven stages, sequence
+    parallelism, ZeRO, offload, recompute and micro-batch for MODEL.
 
-    Any of --tp, --pp, --zero, --offload-optimizer, --offload-params, --micro-batch, --recompute given on the
-    command line pins that choice; the others are searched (--grad-accum follows from --global-batch).
+    Any layout flag (--tp, --pp, --cp, --ep, --virtual-stages, --sequence-parallel, --zero, --offload-*,
+    --micro-batch, --recompute) given on the command line pins that choice; the others are searched (--grad-accum
+    follows from --global-batch).  With --reference they describe a layout to rank instead.
 
     \b
     memplan plan llama-2-70b --gpu h100-sxm --gpus 1024 --global-batch 1024 --seq 4096
@@ -47,60 +54,65 @@ def plan_command(**kwargs) -> None:
     as_json = kwargs.pop("as_json")
     gpu = resolve_gpu(kwargs.pop("gpu_name"))
     opts = {k: kwargs.pop(k) for k in ("global_batch", "by", "top", "min_gpus", "max_gpus", "scale",
-                                       "max_micro_batch", "cpu_memory", "tokens", "steps", "mfu", "achieved_tflops",
-                                       "measured",
-                                       "overlap", "interconnect", "internode", "price", "causal_flops",
-                                       "cpu_bandwidth")}
-    if opts.pop("causal_flops"):
-        from memplan.errors import MemplanError
-
-        raise MemplanError("--causal-flops is for `memplan time`; plan ranks with the full attention count")
+                                       "max_micro_batch", "cpu_memory", "tokens", "steps", "reference",
+                                       "cpu_bandwidth", *WALK_KEYS)}
     ctx = click.get_current_context()
-    pinned = {k: kwargs[k] for k in PINNABLE
-              if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    given = {k: kwargs[k] for k in PINNABLE
+             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     training = pop_training_kwargs(kwargs)
-    check_flag_combinations(training, pp_searched="pp" not in pinned)
-    setup = build_setup(**training)
+    check_flag_combinations(training, pp_searched="pp" not in given)
+    reference_wanted = opts["reference"]
+    # pinned dimensions constrain the search; the base setup keeps only what is not searched (a --virtual-stages
+    # pin without --pp is a property of the pipelined candidates, not of a pp=1 base layout)
+    base = training if reference_wanted else {k: v for k, v in training.items() if k not in given}
+    setup = build_setup(**base)
     gpus = [setup.layout.gpus]
     if opts.pop("scale"):
         while gpus[-1] * 2 <= opts["max_gpus"]:
             gpus.append(gpus[-1] * 2)
     from memplan.perf.plan import plan
+    from memplan.perf.time import layout_for_batch
 
-    cpu = opts.pop("cpu_memory")  # bytes (memplan.cli.types.ByteSize)
-
+    reference = None
+    if opts.pop("reference"):
+        reference = layout_for_batch(setup.layout, opts["global_batch"])
+        given = {}
     result = plan(setup, gpu, gpus=gpus, cpu_bandwidth_gbps=opts.pop("cpu_bandwidth"),
-                  tokens=_tokens(opts.pop("tokens")),
-                  cpu_memory_bytes=cpu, fixed=pinned or None,
-                  progress=lambda msg: click.echo(msg, err=True), **opts)
+                  tokens=_tokens(opts.pop("tokens")), cpu_memory_bytes=opts.pop("cpu_memory"),
+                  fixed=given or None, reference=reference, progress=lambda msg: click.echo(msg, err=True), **opts)
     click.echo(result.model_dump_json(indent=2) if as_json else plan_table(result))
+
+
+def _row(c: Candidate, label) -> list:
+    L = c.layout
+    off = "+".join(x for x, on in (("opt", L.offload_optimizer != "none"), ("params", L.offload_params != "none"))
+                   if on) or "-"
+    return [label, L.gpus, L.dp, L.tp, L.pp, L.virtual_stages, L.cp, L.ep, "y" if L.sequence_parallel else "-",
+            L.zero, off, L.micro_batch, L.grad_accum, L.recompute, format_bytes(c.memory_required_bytes),
+            format_bytes(c.cpu_memory_bytes) if c.cpu_memory_bytes else "-", f"{c.step_seconds:.3f}",
+            f"{c.exposed_comm_seconds:.3f}", f"{c.bubble_seconds:.3f}", f"{c.mfu:.1%}", f"{c.days:,.1f}",
+            f"${c.cost:,.0f}" if c.cost is not None else "-"]
 
 
 def plan_table(r: PlanResult) -> str:
     counts = ", ".join(str(n) for n in r.gpus)
     head = [
         f"{r.model}: {r.parameters:,} parameters ({format_count(r.parameters)}) on {counts} x {r.gpu} "
-        f"({format_bytes(r.gpu_memory_bytes)}), {r.precision}, global batch {r.global_batch} x seq {r.seq}",
+        f"({format_bytes(r.gpu_memory_bytes)}), {r.precision}, global batch {r.global_batch} x seq {r.seq}, "
+        f"execution {r.execution}",
     ]
     if r.min_gpus is not None:
         head.append(f"fewest GPUs that fit: {r.min_gpus}")
     head.append(f"searched {r.evaluated:,} strategies in {r.search_seconds:.2f} s ({r.candidates_per_second:,.0f}/s): "
                 f"{r.pruned_by_bound:,} dropped by the model-state bound, {r.checked_full} full memory estimates, "
-                f"{r.rejected_full} rejected ({r.skipped_dominated} by dominance)")
-    rows = []
-    for i, c in enumerate(r.candidates, 1):
-        L = c.layout
-        off = "+".join(x for x, on in (("opt", L.offload_optimizer != "none"), ("params", L.offload_params != "none"))
-                       if on) or "-"
-        rows.append([i, L.gpus, L.dp, L.tp, L.pp, L.zero, off, L.micro_batch, L.grad_accum, L.recompute,
-                     format_bytes(c.memory_required_bytes),
-                     format_bytes(c.cpu_memory_bytes) if c.cpu_memory_bytes else "-",
-                     f"{c.step_seconds:.3f}", f"{c.exposed_comm_seconds:.3f}",
-                     f"{c.bubble_seconds:.3f}", f"{c.mfu:.1%}", f"{c.days:,.1f}",
-                     f"${c.cost:,.0f}" if c.cost is not None else "-"])
-    table = tabulate(rows, headers=["#", "gpus", "dp", "tp", "pp", "zero", "offload", "mb", "ga", "recompute",
-                                    "memory/GPU", "CPU/node", "step s", "exposed comm s", "bubble s", "MFU", "days",
-                                    "cost"])
+                f"{r.rejected_full} rejected ({r.skipped_dominated} by dominance, {r.rejected_cpu_memory} for CPU "
+                "RAM)")
+    rows = [_row(c, c.rank) for c in r.candidates]
+    if r.reference is not None and r.reference.layout not in [c.layout for c in r.candidates]:
+        rows.append(_row(r.reference, f"ref ({r.reference_rank})"))
+    table = tabulate(rows, headers=["#", "gpus", "dp", "tp", "pp", "v", "cp", "ep", "sp", "zero", "offload", "mb",
+                                    "ga", "recompute", "memory/GPU", "CPU/node", "step s", "exposed comm s",
+                                    "bubble s", "MFU", "days", "cost"])
     tail = [f"why: {w}" for w in r.why]
     if r.price_per_hour is None:
         price = "no price (use --price)"
@@ -110,3 +122,6 @@ def plan_table(r: PlanResult) -> str:
     tail.append(f"days/cost: {r.steps:,} steps = {format_count(r.tokens or 0)} tokens at {price}")
     tail += [f"assumption: {a}" for a in r.assumptions]
     return "\n".join(head + ["", table, ""] + tail)
+
+
+__all__ = ["plan_command", "plan_table", "describe_layout"]

@@ -1,22 +1,52 @@
-"""Communication volumes of one training step, per GPU, and the time they take on a link.
+"""Collectives: seconds for a payload over a group of GPUs, by where the group sits on the machine.
 
-Collectives are costed as bandwidth-optimal ring algorithms (Patarasuk & Yuan 2009; Thakur et al. 2005, the
-algorithms NCCL implements): for a tensor of S bytes on a group of n GPUs each GPU sends
-  all-reduce                 2 (n-1)/n * S
-  reduce-scatter, all-gather   (n-1)/n * S
-and the time is those bytes over the link's per-GPU unidirectional bandwidth (the "bus bandwidth" of
-nccl-tests' PERFORMANCE.md), plus the link latency once per ring step.
-
-Which link: ranks are laid out TP fastest, then DP, then PP (Megatron-LM's default order), so a group of n ranks
-spaced `stride` apart stays inside a node when n * stride <= GPUs per node; otherwise it crosses the inter-node
-network, whose per-GPU share is the bottleneck of the ring.
+Ring algorithms (NCCL, Patarasuk & Yuan 2009): per GPU an all-reduce moves 2(n-1)/n of the tensor, a
+reduce-scatter, all-gather or all-to-all (n-1)/n, a point-to-point send all of it.  The bandwidth is the link's
+per-GPU rate times the collective efficiency measured for it (NCCL bus bandwidth / wire rate, from the GPU's
+efficiency profile):
+  - a group inside one node runs over the intra-node link (NVLink, PCIe);
+  - a group spanning nodes is limited by the network: NCCL opens a ring per NIC, so a group with g ranks on each
+    node drives g NICs at once and the node-to-node traffic splits over them (bandwidth g x NIC x efficiency,
+    at most the intra-node rate);
+  - each call pays the link's latency once (NCCL's small-message cost at torch level is tens of microseconds).
+Ranks are ordered as Megatron-LM's default (TP fastest, then CP, then DP, then PP: megatron/core/parallel_state.py),
+so a group's ranks per node follow from the sizes of the faster dimensions (`ranks_per_node`).
 """
 from __future__ import annotations
 
-from memplan.spec.hardware import InterconnectSpec
+import math
+from dataclasses import dataclass
+
+from memplan.errors import MemplanError
+from memplan.spec.efficiency import EfficiencyProfile
+from memplan.spec.hardware import GPUSpec, InterconnectSpec
+
+FACTORS = {"all_reduce": lambda n: 2.0 * (n - 1) / n, "all_gather": lambda n: (n - 1) / n,
+           "reduce_scatter": lambda n: (n - 1) / n, "all_to_all": lambda n: (n - 1) / n, "send": lambda n: 1.0}
+
+
+@dataclass(frozen=True)
+class Links:
+    intra: InterconnectSpec
+    inter: InterconnectSpec
+    host: InterconnectSpec
+
+
+def resolve_links(gpu: GPUSpec, interconnect: str | None = None, internode: str | None = None,
+                  host_link: str | None = None) -> Links:
+    """The GPU profile's links unless overridden (--interconnect, --internode)."""
+    from memplan.catalog import get_interconnect
+
+    intra_name = interconnect or gpu.interconnect
+    if intra_name is None:
+        raise MemplanError(f"GPU profile {gpu.name} names no interconnect; pass --interconnect NAME")
+    inter_name = internode or gpu.internode or intra_name
+    host_name = host_link or gpu.host_link or ("pcie4" if not intra_name.startswith("pcie") else intra_name)
+    return Links(get_interconnect(intra_name), get_interconnect(inter_name), get_interconnect(host_name))
 
 
 def all_reduce_bytes(nbytes: float, n: int) -> float:
+    """Bytes each GPU sends in a ring all-reduce of a tensor of `nbytes`."""
     return 2.0 * (n - 1) / n * nbytes if n > 1 else 0.0
 
 
@@ -25,48 +55,85 @@ def shard_collective_bytes(nbytes: float, n: int) -> float:
     return (n - 1) / n * nbytes if n > 1 else 0.0
 
 
-def group_link(n: int, stride: int, gpus_per_node: int, intra: InterconnectSpec,
-               inter: InterconnectSpec) -> InterconnectSpec:
-    return intra if n * stride <= gpus_per_node else inter
-
-
 def seconds(nbytes: float, link: InterconnectSpec, ring_steps: int = 0, calls: float = 1.0) -> float:
-    """Bytes over the link (GB/s decimal) plus latency: `calls` collectives of `ring_steps` steps each."""
+    """Bytes over the link at its wire rate (GB/s decimal) plus its latency per ring step (the serving roofline)."""
     return nbytes / (link.bandwidth_gbps * 1e9) + calls * ring_steps * link.latency_us * 1e-6
 
 
-def zero_volumes(zero: int, dp: int, grad_accum: int, param_shard: float, grad_bytes: float,
-                 weight_bytes: float) -> list[tuple[str, float, float, int]]:
-    """(name, bytes each GPU sends per step, collective calls per step, ring steps per call) of the
-    data-parallel gradient path.
-
-    ZeRO paper (Rajbhandari et al. 2020), sec. 7.2: plain DP all-reduces the gradients (2 Psi); ZeRO-1/2 do a
-    reduce-scatter of gradients and an all-gather of updated parameters (2 Psi, the same); ZeRO-3 all-gathers the
-    parameters in forward and again in backward and reduce-scatters gradients (3 Psi, the 1.5x).
-    With gradient accumulation: DDP and ZeRO-1 reduce once per step (gradients accumulate locally, DDP no_sync);
-    ZeRO-2 keeps only its gradient shard, so it reduce-scatters every micro-batch (DeepSpeed stage 2); ZeRO-3
-    gathers parameters and reduce-scatters gradients every micro-batch (DeepSpeed stage 3, FSDP).
-    `param_shard` is the parameters one GPU's model replica holds (after TP/PP).  Calls are counted per whole
-    tensor (bucketing only splits them).
-    """
-    g, w = param_shard * grad_bytes, param_shard * weight_bytes
-    if dp <= 1:
-        return []
-    ring = dp - 1
-    if zero == 0:
-        return [("grad all-reduce", all_reduce_bytes(g, dp), 1, 2 * ring)]
-    if zero == 1:
-        return [("grad reduce-scatter", shard_collective_bytes(g, dp), 1, ring),
-                ("param all-gather", shard_collective_bytes(w, dp), 1, ring)]
-    if zero == 2:
-        return [("grad reduce-scatter", grad_accum * shard_collective_bytes(g, dp), grad_accum, ring),
-                ("param all-gather", shard_collective_bytes(w, dp), 1, ring)]
-    return [("param all-gather (fwd+bwd)", grad_accum * 2 * shard_collective_bytes(w, dp), 2 * grad_accum, ring),
-            ("grad reduce-scatter", grad_accum * shard_collective_bytes(g, dp), grad_accum, ring)]
+def ranks_per_node(size: int, stride: int, gpus_per_node: int) -> int:
+    """Ranks of a group (`size` ranks, `stride` apart in rank order) that share a node."""
+    if size <= 1:
+        return 1
+    if stride >= gpus_per_node:
+        return 1
+    return max(1, min(size, gpus_per_node // stride))
 
 
-def tp_all_reduces_per_layer(recompute: str) -> int:
-    """Megatron TP: 2 all-reduces in forward (after attention, after the MLP) and 2 in backward per layer
-    (Shoeybi et al. 2019, fig. 4); full recomputation repeats the forward's 2. Sequence parallelism swaps each for
-    an all-gather + reduce-scatter of the same total volume (Korthikanti et al. 2022, sec. 4.2.2)."""
-    return 6 if recompute == "full" else 4
+@dataclass(frozen=True)
+class Path:
+    """Where a group's traffic goes: the link it is limited by, its bus bandwidth (B/s) and latency per call."""
+
+    link: str
+    busbw: float
+    latency: float
+    scope: str
+
+
+class Network:
+    """Collective timings for one machine: the GPU's links and their measured collective efficiencies."""
+
+    def __init__(self, links: Links, profile: EfficiencyProfile, gpus_per_node: int, system=None):
+        self.links, self.gpus_per_node = links, gpus_per_node
+        intra = profile.links.get(links.intra.name, profile.intra_node)
+        inter = profile.links.get(links.inter.name, profile.inter_node)
+        self.intra_eff, self.inter_eff = intra.efficiency, inter.efficiency
+        self.intra_busbw = links.intra.bandwidth_gbps * 1e9 * intra.efficiency
+        self.nic = links.inter.bandwidth_gbps * 1e9 * inter.efficiency
+        lat = intra.latency_us if intra.latency_us is not None else links.intra.latency_us
+        self.intra_latency = lat * 1e-6
+        lat = inter.latency_us if inter.latency_us is not None else links.inter.latency_us
+        self.inter_latency = lat * 1e-6
+        self.host_bw = links.host.bandwidth_gbps * 1e9
+        self.sources = {"intra": intra.source, "inter": inter.source}
+        self.measured: dict[tuple[str, int], float] = {}  # (collective, group size) -> busbw, from --system
+        if system is not None:
+            from memplan.perf.system import apply_network
+
+            apply_network(self, system)
+        self._memo: dict[tuple, Path] = {}
+
+    def path(self, size: int, per_node: int) -> Path:
+        key = (size, per_node)
+        p = self._memo.get(key)
+        if p is None:
+            if size <= per_node:
+                p = Path(self.links.intra.name, self.intra_busbw, self.intra_latency, "intra-node")
+            else:
+                bw = min(self.intra_busbw, per_node * self.nic)
+                p = Path(self.links.inter.name, bw, self.inter_latency, "inter-node")
+            self._memo[key] = p
+        return p
+
+    def collective(self, kind: str, nbytes: float, size: int, per_node: int, calls: float = 1.0) -> float:
+        """Seconds for `calls` collectives moving `nbytes` (the full tensor) in total over `size` ranks."""
+        if size <= 1 or nbytes <= 0:
+            return 0.0
+        p = self.path(size, per_node)
+        busbw = p.busbw
+        if p.scope == "intra-node":
+            busbw = self.measured.get((kind, size), busbw)
+        return calls * p.latency + FACTORS[kind](size) * nbytes / busbw
+
+    def send(self, nbytes: float, across_nodes: bool) -> float:
+        """One point-to-point send between pipeline stages."""
+        if nbytes <= 0:
+            return 0.0
+        if across_nodes:
+            return self.inter_latency + nbytes / self.nic
+        return self.intra_latency + nbytes / self.intra_busbw
+
+    def host_copy(self, nbytes: float) -> float:
+        return nbytes / self.host_bw if nbytes > 0 else 0.0
+
+    def calls_for(self, nbytes: float, bucket: float) -> float:
+        return max(1.0, math.ceil(nbytes / bucket)) if nbytes > 0 else 0.0

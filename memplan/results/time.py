@@ -1,72 +1,171 @@
 """How long a training run takes: FLOPs, step time and its breakdown, days, GPU-hours, cost.
 
 JSON field names are a public interface: `flops_per_token`, `tokens_per_second`, `step_seconds`, `days`,
-`gpu_hours`, `cost` (plus the rest below). Add fields; never rename.
+`gpu_hours`, `cost`, `layout.gpus/dp/tp/pp/zero/micro_batch/grad_accum/recompute` (plus the rest below). Add
+fields; never rename.  `layout` is the one spec Layout (memplan/spec/layout.py); its JSON adds the derived `dp` and
+`global_batch` for readers of the first version's result.
 """
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Any
 
-from memplan.perf.flops import FlopsPerToken
+from pydantic import BaseModel, Field, field_serializer, field_validator
+
+from memplan.spec.layout import Layout
+
+DERIVED_LAYOUT_KEYS = ("dp", "global_batch")
 
 
-class Layout(BaseModel):
-    gpus: int
-    gpus_per_node: int = 8
-    dp: int
-    tp: int = 1
-    pp: int = 1
-    zero: int = 0
-    offload_optimizer: str = "none"
-    offload_params: str = "none"
-    micro_batch: int = 1
-    grad_accum: int = 1
+def dump_layout(layout: Layout) -> dict[str, Any]:
+    """The Layout's fields plus the derived sizes scripts read (dp, global_batch)."""
+    return {**layout.model_dump(), "dp": layout.dp, "global_batch": layout.global_batch}
+
+
+def load_layout(value: Any) -> Any:
+    """Accept a dumped layout back (drop the derived keys the Layout computes itself)."""
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in DERIVED_LAYOUT_KEYS}
+    return value
+
+
+def describe_layout(layout: Layout) -> str:
+    """'dp16 tp8 pp8 v3 zero1 mb1 ga96 rc:full sp' -- the layout as one short line."""
+    L = layout
+    parts = [f"dp{L.dp}", f"tp{L.tp}", f"pp{L.pp}"]
+    if L.virtual_stages > 1:
+        parts.append(f"v{L.virtual_stages}")
+    if L.first_stage_layers is not None or L.last_stage_layers is not None:
+        parts.append(f"stages[{L.first_stage_layers if L.first_stage_layers is not None else '='}|"
+                     f"{L.last_stage_layers if L.last_stage_layers is not None else '='}]")
+    if L.cp > 1:
+        parts.append(f"cp{L.cp}")
+    if L.ep > 1:
+        parts.append(f"ep{L.ep}" + (f" etp{L.etp}" if L.etp is not None else ""))
+    parts.append(f"zero{L.zero}")
+    if L.offload_optimizer != "none" or L.offload_params != "none":
+        parts.append("offload:" + "+".join(x for x, on in (("opt", L.offload_optimizer != "none"),
+                                                            ("params", L.offload_params != "none")) if on))
+    parts += [f"mb{L.micro_batch}", f"ga{L.grad_accum}"]
+    if L.recompute != "none":
+        parts.append(f"rc:{L.recompute}")
+    if L.sequence_parallel:
+        parts.append("sp")
+    return " ".join(parts)
+
+
+class LayoutResult(BaseModel):
+    """Base for results that carry a Layout: serialised with dp and global_batch, read back without them."""
+
+    layout: Layout
+
+    @field_serializer("layout")
+    def _dump(self, layout: Layout) -> dict[str, Any]:
+        return dump_layout(layout)
+
+    @field_validator("layout", mode="before")
+    @classmethod
+    def _load(cls, value: Any) -> Any:
+        return load_layout(value)
+
+
+class FlopsPerToken(BaseModel):
+    """Training FLOPs per token, and the forward pass by component (per token, whole model)."""
+
+    seq: int
+    forward_linear: float = Field(description="projections and MLP matrices, all layers (active experts for MoE)")
+    forward_attention: float = Field(description="Q K^T and softmax(.) V, all layers")
+    forward_lm_head: float
+    forward: float
+    model: float = Field(description="3 x forward: fwd + bwd (2x); what MFU counts")
+    hardware: float = Field(description="model + recomputed forward work; what HFU counts")
     recompute: str = "none"
-    sequence_parallel: bool = False
-    virtual_stages: int = 1
-
-    def short(self) -> str:
-        parts = [f"dp{self.dp}", f"tp{self.tp}", f"pp{self.pp}", f"zero{self.zero}"]
-        if self.offload_optimizer != "none" or self.offload_params != "none":
-            parts.append("offload:" + "+".join(x for x, on in (("opt", self.offload_optimizer != "none"),
-                                                                ("params", self.offload_params != "none")) if on))
-        parts += [f"mb{self.micro_batch}", f"ga{self.grad_accum}"]
-        if self.recompute != "none":
-            parts.append(f"rc:{self.recompute}")
-        if self.sequence_parallel:
-            parts.append("sp")
-        if self.virtual_stages > 1:
-            parts.append(f"v{self.virtual_stages}")
-        return " ".join(parts)
+    causal: bool = False
+    six_n: float = Field(description="6N, N = all parameters (Kaplan et al. 2020)")
+    palm: float = Field(description="6N + 12 L H Q T (PaLM appendix B)")
+    n_parameters: int
+    exact: bool = Field(True, description="False for a bare parameter count: 6N, attention unknown")
 
 
 class CommItem(BaseModel):
-    """One kind of communication in a step, per GPU."""
+    """One kind of communication in a step, per GPU of the busiest pipeline stage."""
 
     name: str
-    parallelism: str = Field(description="dp, tp, pp or offload")
+    parallelism: str = Field(description="dp, tp, pp, cp, ep or offload")
     group: int = Field(description="GPUs in the collective (1 for host transfers)")
     link: str
-    bandwidth_gbps: float
+    bandwidth_gbps: float = Field(description="the bus bandwidth used: link rate x collective efficiency "
+                                              "(x NICs in use for groups spanning nodes)")
     bytes_per_step: float = Field(description="bytes each GPU sends per step")
     seconds: float
-    exposed_seconds: float = Field(description="what is left on the critical path after the stated overlap")
+    exposed_seconds: float = Field(description="what is left on the critical path after overlap")
+    hidden_under: str = Field("", description="what it overlaps with")
 
 
 class Efficiency(BaseModel):
-    value: float = Field(description="fraction of the dense peak the step's executed (hardware) FLOPs run at")
+    value: float = Field(description="hardware FLOPs / (step time x dense peak): the whole step's efficiency")
     source: str
 
 
-class TimeEstimate(BaseModel):
+class KernelEfficiency(BaseModel):
+    """One efficiency the step time used, and where it comes from."""
+
+    name: str
+    value: float | None = None
+    source: str
+
+
+class StageTime(BaseModel):
+    """One pipeline stage (per device), one micro-batch."""
+
+    stage: int
+    layers: int
+    forward_seconds: float
+    backward_seconds: float = Field(description="backward including recomputation")
+    busiest: bool = False
+
+
+class StepBreakdown(BaseModel):
+    """The op walk's step, seconds on the device that sets the pace (the busiest pipeline stage)."""
+
+    step_seconds: float
+    gemm_seconds: float = Field(description="dense and expert GEMMs, LM head included")
+    attention_seconds: float = Field(description="the attention core (flash or unfused scores/softmax/PV)")
+    memory_bound_seconds: float = Field(description="norms, activations, dropout, residuals, embedding, loss, "
+                                                    "gradient accumulation")
+    tp_exposed_seconds: float = 0.0
+    tp_hidden_seconds: float = 0.0
+    cp_exposed_seconds: float = 0.0
+    ep_exposed_seconds: float = 0.0
+    pp_p2p_seconds: float = 0.0
+    bubble_seconds: float = 0.0
+    dp_exposed_seconds: float = 0.0
+    dp_total_seconds: float = 0.0
+    optimizer_seconds: float = 0.0
+    offload_exposed_seconds: float = 0.0
+    micro_batches: int = 1
+    busiest_stage: int = 0
+    stages: list[StageTime] = []
+
+    @property
+    def compute_seconds(self) -> float:
+        return self.gemm_seconds + self.attention_seconds + self.memory_bound_seconds + self.optimizer_seconds
+
+    @property
+    def exposed_comm_seconds(self) -> float:
+        return (self.tp_exposed_seconds + self.cp_exposed_seconds + self.ep_exposed_seconds + self.pp_p2p_seconds
+                + self.dp_exposed_seconds + self.offload_exposed_seconds)
+
+
+class TimeEstimate(LayoutResult):
     model: str
     parameters: int
     gpu: str
-    layout: Layout
     precision: str
     compute_dtype: str
+    execution: str = Field("", description="the execution profile (profiles/execution/): what overlaps, fusions")
     peak_tflops: float = Field(description="the GPU profile's dense peak for the compute dtype, per GPU")
     efficiency: Efficiency
+    kernels: list[KernelEfficiency] = Field([], description="every efficiency the walk used, with its source")
     overlap: str
     links: dict[str, str] = Field(description="intra-node, inter-node and host link profile names")
 
@@ -81,11 +180,15 @@ class TimeEstimate(BaseModel):
     tokens: float
 
     step_seconds: float
+    step_source: str = Field("op walk", description="op walk, or the end-to-end figure given (--achieved-tflops, "
+                                                    "--mfu, --measured)")
+    predicted_step_seconds: float = Field(0.0, description="the op walk's step at the efficiencies listed")
     compute_seconds: float
     bubble_seconds: float
     exposed_comm_seconds: float
     comm_seconds: float = Field(description="all communication before overlap")
     comm: list[CommItem] = []
+    walk: StepBreakdown | None = None
 
     tokens_per_second: float
     tokens_per_second_per_gpu: float
@@ -102,4 +205,6 @@ class TimeEstimate(BaseModel):
 
     memory_required_bytes: int | None = None
     fits: bool | None = None
+    fit_hint: str | None = Field(None, description="when it does not fit: what would, and the plan command")
+    measured_step_seconds: float | None = Field(None, description="from --measured: the record's step time")
     assumptions: list[str] = []

@@ -1,0 +1,132 @@
+"""Pricing the walk: the ops of one phase (perf/ops.py) -> seconds by category, with overlap computed.
+
+A collective that may hide under a group of GEMMs (its `under` tag) takes max(GEMMs x slowdown, collective) for
+the pair: the GEMMs run slower while NCCL shares the SMs (Calculon's processor_usage), and only what the GEMMs
+cannot cover is exposed.  The context-parallel exchange hides under the attention core the same way.  Every other
+collective is on the critical path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from memplan.perf.comm import Network
+from memplan.perf.efficiency import Kernels
+from memplan.perf.ops import Op
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Sizes and ranks-per-node of the groups a layer's collectives run over."""
+
+    tp: int = 1
+    tp_per_node: int = 1
+    cp: int = 1
+    cp_per_node: int = 1
+    ep: int = 1
+    ep_per_node: int = 1
+
+    def of(self, name: str) -> tuple[int, int]:
+        return {"tp": (self.tp, self.tp_per_node), "cp": (self.cp, self.cp_per_node),
+                "ep": (self.ep, self.ep_per_node)}[name]
+
+
+@dataclass
+class PhaseCost:
+    """Seconds of one phase of one micro-batch on one rank."""
+
+    gemm: float = 0.0
+    attention: float = 0.0
+    memory: float = 0.0
+    tp: float = 0.0          # exposed
+    cp: float = 0.0
+    ep: float = 0.0
+    hidden: float = 0.0      # collectives hidden under compute (for the record)
+    comm_total: float = 0.0  # every collective's own time, before overlap
+    comm_by_group: dict[str, list[float]] = field(default_factory=dict)  # group -> [bytes sent, seconds, exposed]
+
+    @property
+    def total(self) -> float:
+        return self.gemm + self.attention + self.memory + self.tp + self.cp + self.ep
+
+    @property
+    def compute(self) -> float:
+        return self.gemm + self.attention + self.memory
+
+    def add(self, other: "PhaseCost", times: float = 1.0) -> "PhaseCost":
+        self.gemm += times * other.gemm
+        self.attention += times * other.attention
+        self.memory += times * other.memory
+        self.tp += times * other.tp
+        self.cp += times * other.cp
+        self.ep += times * other.ep
+        self.hidden += times * other.hidden
+        self.comm_total += times * other.comm_total
+        for g, (b, s, e) in other.comm_by_group.items():
+            cur = self.comm_by_group.get(g)
+            if cur is None:
+                self.comm_by_group[g] = [times * b, times * s, times * e]
+            else:
+                cur[0] += times * b
+                cur[1] += times * s
+                cur[2] += times * e
+        return self
+
+
+def op_seconds(op: Op, k: Kernels, elem_gemm: float) -> float:
+    if op.kind in ("gemm", "attention"):
+        return k.gemm_seconds(op.M, op.N, op.K, op.batch, elem_gemm if op.kind == "gemm" else 2.0, op.c_bytes,
+                              op.c_read)
+    if op.kind == "memory":
+        return k.memory_seconds(op.nbytes)
+    if op.kind == "flash":
+        return k.flash_seconds(op.flops, "bwd" if "backward" in op.name else "fwd")
+    return 0.0
+
+
+def price(ops: list[Op], k: Kernels, net: Network, groups: Groups, elem_gemm: float = 2.0) -> PhaseCost:
+    from memplan.perf.comm import FACTORS
+
+    c = PhaseCost()
+    by_tag: dict[str, float] = {}
+    for op in ops:
+        if op.kind == "comm":
+            continue
+        t = op_seconds(op, k, elem_gemm)
+        if op.category == "gemm":
+            c.gemm += t
+        elif op.category == "attention":
+            c.attention += t
+        else:
+            c.memory += t
+        if op.tag:
+            by_tag[op.tag] = by_tag.get(op.tag, 0.0) + t
+    slow = 1.0 / (1.0 - k.overlap_slowdown)
+    for op in ops:
+        if op.kind != "comm":
+            continue
+        size, per_node = groups.of(op.category)
+        if size <= 1:
+            continue
+        t = net.collective(op.collective, op.nbytes, size, per_node)
+        c.comm_total += t
+        under = by_tag.get(op.under, 0.0) if op.under else 0.0
+        if under > 0:
+            # the pair takes max(compute x slowdown, comm): the compute already counted once, add the rest
+            pair = max(under * slow, t)
+            extra = pair - under
+            exposed = max(0.0, t - under * slow)
+            c.hidden += t - exposed
+            compute_slowdown = extra - exposed
+            if op.category == "cp":
+                c.attention += compute_slowdown
+            else:
+                c.gemm += compute_slowdown
+            by_tag[op.under] = 0.0  # one collective per GEMM group
+        else:
+            exposed = t
+        setattr(c, op.category, getattr(c, op.category) + exposed)
+        g = c.comm_by_group.setdefault(op.category, [0.0, 0.0, 0.0])
+        g[0] += FACTORS[op.collective](size) * op.nbytes
+        g[1] += t
+        g[2] += exposed
+    return c
