@@ -181,3 +181,116 @@ def serving_setup(model: str | ModelSpec, **kw: Any):
                               kv_dtype=_kv_dtype(kw), context=context, layout=layout, **fields)
     except ValidationError as exc:
         raise MemplanError(one_line(exc)) from None
+
+
+# ---- setup files: --setup FILE / --save-setup FILE -----------------------------------------------------------
+MEMPLAN_SETUP_KEYS = ("model", "recipe", "optimizer", "layout", "workload", "lora")
+
+
+def setup_to_kwargs(setup: TrainingSetup) -> dict[str, Any]:
+    """A TrainingSetup back as keyword arguments, so command-line flags can override any of them."""
+    from memplan.spec.training import RECIPES
+
+    r = setup.recipe
+    base = r.name.split("[")[0]
+    out: dict[str, Any] = {"model": setup.model, "precision": base, "optimizer": setup.optimizer.name,
+                           **setup.layout.model_dump(), **setup.workload.model_dump()}
+    preset = RECIPES.get(base)
+    if preset is not None:
+        for key, flag in (("weights", "weights_dtype"), ("gradients", "grads_dtype"),
+                          ("optimizer_states", "states_dtype")):
+            if getattr(r, key) != getattr(preset, key):
+                out[flag] = getattr(r, key).value
+        if r.master_weights != preset.master_weights:
+            out["master_dtype"] = r.master_weights.value if r.master_weights else "none"
+    if setup.lora is not None:
+        lo = setup.lora
+        out.update(lora_rank=lo.rank, lora_targets=",".join(lo.targets) if lo.targets else None,
+                   quantize_base=lo.quantize_base, lora_alpha=lo.alpha, lora_dropout=lo.dropout or None)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+class SetupFile:
+    """What a --setup file gave: keyword arguments, and which fields were read and ignored (for the output)."""
+
+    def __init__(self, path: str, fmt: str, kwargs: dict[str, Any], read: list[str], ignored: list[str]):
+        self.path, self.format, self.kwargs, self.read, self.ignored = path, fmt, kwargs, read, ignored
+
+    def summary(self) -> str:
+        shown = ", ".join(self.read[:12]) + (", ..." if len(self.read) > 12 else "")
+        text = f"setup file {self.path} ({self.format}): read {len(self.read)} field(s): {shown}"
+        if self.ignored:
+            text += f"; ignored {len(self.ignored)}: " + ", ".join(self.ignored[:8]) + \
+                (", ..." if len(self.ignored) > 8 else "")
+        return text
+
+
+def _read_structured(path: str) -> Any:
+    """JSON, YAML or TOML by extension (memplan's own setup files), bounded like every user file."""
+    from memplan.userfiles import read_user_json, read_user_text
+
+    lower = path.lower()
+    if lower.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise MemplanError(f"{path}: reading YAML needs PyYAML: `pip install pyyaml`") from None
+        try:
+            return yaml.safe_load(read_user_text(path, what="--setup file"))
+        except yaml.YAMLError as exc:
+            raise MemplanError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if lower.endswith(".toml"):
+        import tomllib
+
+        try:
+            return tomllib.loads(read_user_text(path, what="--setup file"))
+        except tomllib.TOMLDecodeError as exc:
+            raise MemplanError(f"{path} is not valid TOML ({exc})") from None
+    return read_user_json(path, what="--setup file")
+
+
+def load_setup_file(path: str) -> SetupFile:
+    """A --setup FILE: memplan's own TrainingSetup (as --save-setup writes it), or an engine's config file
+    (DeepSpeed, accelerate, torchtitan, axolotl, HF TrainingArguments, Megatron-LM: memplan/setupfiles/)."""
+    if not isinstance(path, str) or not path.strip():
+        raise MemplanError("--setup needs a file name")
+    data = None
+    try:
+        data = _read_structured(path)
+    except MemplanError:
+        data = None  # not JSON/YAML/TOML of ours: maybe an engine's format (a Megatron shell script, ...)
+    if isinstance(data, dict) and {"model", "layout"} <= set(data) and isinstance(data.get("layout"), dict):
+        try:
+            setup = TrainingSetup.model_validate(data)
+        except ValidationError as exc:
+            raise MemplanError(one_line(exc, f"--setup file {path}")) from None
+        kwargs = setup_to_kwargs(setup)
+        return SetupFile(path, "memplan", kwargs, sorted(k for k in data if k in MEMPLAN_SETUP_KEYS),
+                         sorted(k for k in data if k not in MEMPLAN_SETUP_KEYS))
+    from memplan.setupfiles import read_setup_file
+
+    reading = read_setup_file(path)
+    kwargs = reading.setup.setup_kwargs()
+    read = [f"{r.key} -> {r.field}" + (" (default)" if r.default else "") for r in reading.read if not r.consulted]
+    ignored = [f"{i.key} ({i.reason})" for i in reading.ignored]
+    return SetupFile(path, reading.format, kwargs, read, ignored)
+
+
+def save_setup_file(path: str, setup: TrainingSetup, force: bool = False) -> str:
+    """Write the setup used as memplan's own setup file (JSON, or YAML by extension): --setup reads it back."""
+    from memplan.report.files import write_new_file
+
+    data = setup.model_dump(mode="json", exclude_none=True)
+    if path.lower().endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise MemplanError("--save-setup as YAML needs PyYAML: `pip install pyyaml` (or save as .json)") from None
+        text = yaml.safe_dump(data, sort_keys=False)
+    elif path.lower().endswith(".toml"):
+        raise MemplanError("--save-setup writes JSON or YAML (.json, .yaml); --setup reads TOML too")
+    else:
+        import json
+
+        text = json.dumps(data, indent=2) + "\n"
+    return str(write_new_file(path, text, force=force, what="--save-setup"))

@@ -54,6 +54,9 @@ def estimate_command(**kwargs) -> None:
     if plot and (compare or mode == "inference"):
         raise MemplanError("--plot draws one training estimate: drop --compare / --mode inference")
     training = pop_training_kwargs(kwargs)
+    save_setup = training.pop("_save_setup", None)
+    if save_setup and (mode == "inference" or compare):
+        raise MemplanError("--save-setup writes one training setup: drop --compare / --mode inference")
     check_flag_combinations(training, lora=lora)
     if (wants_max["max_micro_batch"] or wants_max["max_seq"] or inference["max_batch"] or inference["max_context"]) \
             and gpu_name is None:
@@ -77,6 +80,10 @@ def estimate_command(**kwargs) -> None:
 
         check_writable(plot, force, what="--plot")  # before the work, not after
     est = api.estimate(gpu=gpu_name, calibration=calibration_path, **wants_max, **training)
+    if save_setup:
+        from memplan.setups import save_setup_file
+
+        click.echo(f"memplan: setup written to {save_setup_file(save_setup, est.setup)}", err=True)
     click.echo(est.model_dump_json(indent=2) if as_json else memory_table(est, units))
     if plot:
         from memplan.report.plot import estimate_plot

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import click
 
-from memplan.cli.types import NAME, BoundedInt
+from memplan.cli.types import NAME, PATH, BoundedInt
 from memplan.errors import MemplanError
 from memplan.spec.layout import Layout
 from memplan.spec.training import Workload
@@ -55,7 +55,13 @@ def field_option(model, name: str, *decls: str, **extra) -> Callable:
     return click.option(*(decls or (flag,)), name, **kwargs)
 
 
-model_argument = click.argument("model", metavar="MODEL", type=NAME)
+model_argument = click.argument("model", metavar="MODEL", type=NAME, required=False)
+setup_file_options = _stack(
+    click.option("--setup", "setup_file", type=PATH, help="Read the setup from a file: memplan's own (--save-setup "
+                 "writes it; JSON/YAML/TOML) or an engine's (DeepSpeed ds_config.json, accelerate YAML, torchtitan "
+                 "TOML, axolotl YAML, HF TrainingArguments JSON, Megatron-LM launch script); flags override it."),
+    click.option("--save-setup", type=PATH, help="Write the setup used as a memplan setup file (JSON or .yaml)."),
+)
 
 architecture_options = _stack(
     click.option("--layers", type=BoundedInt(1, "layers"),
@@ -101,8 +107,8 @@ workload_options = _stack(
     field_option(Workload, "implementation", type=NAME),
 )
 
-training_options = _stack(model_argument, architecture_options, precision_options, parallel_options,
-                          workload_options)
+training_options = _stack(model_argument, setup_file_options, architecture_options, precision_options,
+                          parallel_options, workload_options)
 
 gpu_option = click.option("--gpu", "-g", "gpu_name", type=NAME,
                           help="GPU profile name (see `memplan gpus`), for the verdict.")
@@ -112,18 +118,49 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 
 def pop_training_kwargs(kwargs: dict) -> dict:
-    """Split the training flags out of a command's kwargs (the rest are the command's own); unset ones dropped."""
-    from memplan.setups import TRAINING_KEYS
+    """Split the training flags out of a command's kwargs (the rest are the command's own); unset ones dropped.
 
-    return {k: v for k in TRAINING_KEYS if k in kwargs for v in [kwargs.pop(k)] if v is not None}
+    With --setup FILE the file's setup comes first and the flags given override it (what was read and ignored
+    goes to stderr); --save-setup FILE is written once the setup is built (see `save_setup_if_asked`)."""
+    from memplan.setups import TRAINING_KEYS, load_setup_file
+
+    flags = {k: v for k in TRAINING_KEYS if k in kwargs for v in [kwargs.pop(k)] if v is not None}
+    path, save = kwargs.pop("setup_file", None), kwargs.pop("save_setup", None)
+    base: dict = {}
+    if path is not None:
+        loaded = load_setup_file(path)
+        click.echo(f"memplan: {loaded.summary()}", err=True)
+        base = loaded.kwargs
+        if "model" in flags and "model" in base:
+            base.pop("model")
+    merged = {**base, **flags}
+    if "model" not in merged:
+        raise MemplanError("MODEL is needed: a profile name, a config.json, a parameter count, or a --setup file "
+                           "that names the model")
+    if save is not None:
+        merged["_save_setup"] = save
+    return merged
 
 
 def build_setup(**kw):
-    """TrainingSetup from CLI keyword arguments (memplan/setups.py training_setup)."""
-    from memplan.setups import training_setup
+    """TrainingSetup from CLI keyword arguments (memplan/setups.py training_setup); --save-setup written here."""
+    from memplan.setups import save_setup_file, training_setup
 
     kw = {k: v for k, v in kw.items() if v is not None}
-    return training_setup(kw.pop("model"), **kw)
+    save = kw.pop("_save_setup", None)
+    setup = training_setup(kw.pop("model"), **kw)
+    if save is not None:
+        click.echo(f"memplan: setup written to {save_setup_file(save, setup)}", err=True)
+    return setup
+
+
+def save_setup_if_asked(training: dict, setup) -> None:
+    """For commands that build their setup elsewhere (the API): write --save-setup if it was given."""
+    save = training.pop("_save_setup", None)
+    if save is not None:
+        from memplan.setups import save_setup_file
+
+        click.echo(f"memplan: setup written to {save_setup_file(save, setup)}", err=True)
 
 
 def resolve_gpu(name: str | None):

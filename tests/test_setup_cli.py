@@ -1,0 +1,57 @@
+"""--setup FILE / --save-setup FILE: one setup file format of memplan's own, the engines' files read, flags on top."""
+from __future__ import annotations
+
+import json
+
+from tests.helpers import cli_json, run_cli
+
+ARGS = ["llama-2-7b", "--gpus", "8", "--zero", "3", "-b", "4", "--seq", "4096", "--recompute", "full"]
+
+
+def test_saved_setup_reads_back_to_the_same_estimate(capsys, tmp_path):
+    saved = tmp_path / "setup.json"
+    first = cli_json(capsys, "estimate", *ARGS, "--gpu", "a100-80gb", "--save-setup", str(saved))
+    assert json.loads(saved.read_text())["layout"]["zero"] == 3
+    again = cli_json(capsys, "estimate", "--setup", str(saved), "--gpu", "a100-80gb")
+    assert again["per_gpu"] == first["per_gpu"] and again["parameters"] == first["parameters"]
+    # a flag given with --setup overrides the file
+    smaller = cli_json(capsys, "estimate", "--setup", str(saved), "-b", "1", "--gpu", "a100-80gb")
+    assert smaller["setup"]["layout"]["micro_batch"] == 1
+    assert smaller["per_gpu"]["peak_allocated"] < first["per_gpu"]["peak_allocated"]
+
+
+def test_yaml_setup_round_trip(capsys, tmp_path):
+    saved = tmp_path / "setup.yaml"
+    first = cli_json(capsys, "estimate", *ARGS, "--save-setup", str(saved))
+    again = cli_json(capsys, "estimate", "--setup", str(saved))
+    assert again["per_gpu"] == first["per_gpu"]
+
+
+def test_deepspeed_config_is_read_and_the_fields_are_listed(capsys, tmp_path):
+    ds = tmp_path / "ds_config.json"
+    ds.write_text(json.dumps({"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 4,
+                              "bf16": {"enabled": True}, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+                              "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}}))
+    code, out, err = run_cli(capsys, "estimate", "llama-3-8b", "--setup", str(ds), "--gpus", "8", "--seq", "2048",
+                             "--json")
+    assert code == 0
+    lay = json.loads(out)["setup"]["layout"]
+    assert (lay["zero"], lay["offload_optimizer"], lay["micro_batch"], lay["grad_accum"]) == (3, "cpu", 2, 4)
+    assert "zero_optimization.stage -> zero" in err and "ignored" in err and "optimizer.params" in err
+
+
+def test_a_setup_without_a_model_needs_one(capsys, tmp_path):
+    ds = tmp_path / "ds_config.json"
+    ds.write_text(json.dumps({"train_micro_batch_size_per_gpu": 2}))
+    code, _, err = run_cli(capsys, "estimate", "--setup", str(ds))
+    errors = [line for line in err.splitlines() if line.startswith("memplan: error:")]
+    assert code == 2 and len(errors) == 1 and "MODEL is needed" in errors[0] and "Traceback" not in err
+
+
+def test_bad_setup_files_are_one_line(capsys, tmp_path):
+    bad = tmp_path / "setup.json"
+    bad.write_text(json.dumps({"model": {"name": "x", "total_parameters": -5}, "layout": {"tp": 0}}))
+    code, _, err = run_cli(capsys, "estimate", "--setup", str(bad))
+    assert code == 2 and str(bad) in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "estimate", "llama-2-7b", "--save-setup", str(tmp_path / "s.toml"))
+    assert code == 2 and "JSON or YAML" in err
