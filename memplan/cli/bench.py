@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from memplan.cli.bench_system import SYSTEM_KEYS, run_system, system_options
 from memplan.cli.options import json_option
 from memplan.cli.types import NAME, PATH, BoundedInt, NonEmptyText
 from memplan.errors import MemplanError
@@ -25,12 +26,19 @@ def _progress(msg: str) -> None:
 @click.option("--repeats", type=BoundedInt(1, "repeat"), default=10, show_default=True)
 @click.option("--out", type=PATH, help="Save the results as JSON (the achievable ceiling).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@system_options
 @json_option
-def bench_command(device, gpu_name, dtypes, n, repeats, out, force, as_json) -> None:
-    """Measure tensor-core TFLOP/s per dtype and device memory bandwidth.
+def bench_command(device, gpu_name, dtypes, n, repeats, out, force, as_json, **system) -> None:
+    """Measure tensor-core TFLOP/s per dtype and device memory bandwidth; with --system MODEL, the GEMMs,
+    attention, copies and collectives MODEL's layout runs, as a record for `memplan time/plan --system`.
 
     An out-of-memory is a result: the measurements made before it, and "oom": true in --out.
     """
+    if system.get("system_model"):
+        return run_system(system, device, gpu_name, repeats, out, force, as_json, _progress)
+    if any(system.get(k) is not None for k in SYSTEM_KEYS) or any(v is not None for k, v in system.items()
+                                                                   if k not in SYSTEM_KEYS):
+        raise MemplanError("model and layout flags (and --nproc, --execution) go with --system MODEL")
     wanted_text = dtypes
     if out:  # before any measurement
         from memplan.report.files import check_writable

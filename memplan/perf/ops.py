@@ -74,6 +74,14 @@ class Context:
         return self.tokens / self.tp if self.sp else self.tokens
 
 
+def make_context(L, seq: int, attention: str, ex: ExecutionProfile, elem: float = 2.0,
+                 gemm_elem: float = 2.0) -> Context:
+    """The walk's context for a Layout's micro-batch on one rank."""
+    return Context(micro_batch=L.micro_batch, seq=seq, tp=L.tp, cp=L.cp, ep=L.ep, etp=L.expert_tp,
+                   sp=L.sequence_parallel, attention=attention, elem=elem, gemm_elem=gemm_elem, tp_comm=ex.tp_comm,
+                   fused_wgrad=ex.grad_accumulation == "in-gemm-fp32")
+
+
 @dataclass(frozen=True)
 class Phases:
     fwd: list[Op]

@@ -19,7 +19,7 @@ from memplan.perf.comm import FACTORS, Links, Network, ranks_per_node
 from memplan.perf.cost import Groups, PhaseCost, price
 from memplan.perf.dataparallel import DPInputs, DPItem, data_parallel
 from memplan.perf.efficiency import Kernels
-from memplan.perf.ops import Context, LayerWalk, Phases, embedding_phases, head_phases
+from memplan.perf.ops import Context, LayerWalk, Phases, embedding_phases, head_phases, make_context
 from memplan.perf.pipeline import one_f_one_b
 from memplan.perf.shards import stage_parameters
 from memplan.spec.execution import ExecutionProfile
@@ -138,9 +138,7 @@ class StepModel:
 
     # ---- cached pieces -----------------------------------------------------------------------------------------
     def context(self, L: Layout) -> Context:
-        return Context(micro_batch=L.micro_batch, seq=self.seq, tp=L.tp, cp=L.cp, ep=L.ep, etp=L.expert_tp,
-                       sp=L.sequence_parallel, attention=self.attention, elem=self.elem, gemm_elem=self.gemm_elem,
-                       tp_comm=self.ex.tp_comm, fused_wgrad=self.ex.grad_accumulation == "in-gemm-fp32")
+        return make_context(L, self.seq, self.attention, self.ex, self.elem, self.gemm_elem)
 
     def groups(self, L: Layout) -> Groups:
         g = L.gpus_per_node
