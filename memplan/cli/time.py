@@ -155,10 +155,11 @@ def time_table(e: TimeEstimate) -> str:
         lines.append(f"  {c.parallelism:<7} {c.name:<44} group {c.group:<5} {c.link} {c.bandwidth_gbps:,.0f} GB/s: "
                      f"{c.bytes_per_step / 1e9:,.3g} GB/step, {_s(c.seconds)}, exposed {_s(c.exposed_seconds)}")
     if e.kernels:
-        lines.append("efficiencies used:")
+        lines.append("efficiencies used (full sources in --json, `kernels`):")
         for k in e.kernels:
             val = f" {k.value:.3g}" if k.value is not None else ""
-            lines.append(f"  {k.name}{val}: {k.source}")
+            src = k.source if len(k.source) <= 150 else k.source[:147].rstrip() + "..."
+            lines.append(f"  {k.name}{val}: {src}")
     cost = "-"
     if e.cost is not None:
         src = "--price" if e.price_source == "--price" else \

@@ -337,12 +337,14 @@ class LayerWalk:
         per_expert, local = self._expert_tokens()
         slots = per_expert * local
         ops.append(_mem("token permutation to expert order", slots * h * 2 * E))
+        # each rank sends the expert copies of the tokens it owns (its sequence shard under SP): k per token
+        sent = ctx.tokens / ctx.tp * (f.experts if f.dispatch == "all" else f.top_k) * h * E
         if ctx.ep > 1:
-            ops.append(_comm("EP all-to-all dispatch", "all_to_all", slots * h * E, "ep"))
+            ops.append(_comm("EP all-to-all dispatch", "all_to_all", sent, "ep"))
         ops += self._mlp_forward(self._linears({"gate", "up", "gate_up", "down"}, routed=True), per_expert, "expert",
                                  batch=local)
         if ctx.ep > 1:
-            ops.append(_comm("EP all-to-all combine", "all_to_all", slots * h * E, "ep"))
+            ops.append(_comm("EP all-to-all combine", "all_to_all", sent, "ep"))
         ops.append(_mem("un-permute and weight by router score", slots * h * 3 * E))
         shared = self._linears({"gate", "up", "gate_up", "down"}, routed=False, shared=True)
         if shared:

@@ -250,7 +250,13 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
     elapsed = _time.perf_counter() - t0
     if fixed:
         assumptions.append("pinned by flags: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
-    assumptions.append("searched: " + SEARCH_RULES)
+    sup = sm.ex.supports
+    limits = [name for name, ok in (("sequence parallelism", sup.sequence_parallel), ("CP", sup.context_parallel),
+                                    ("EP", sup.expert_parallel), ("interleaving", sup.interleaving),
+                                    ("uneven stages", sup.uneven_stages), ("offload", sup.offload)) if not ok]
+    assumptions.append("searched: " + SEARCH_RULES + f"; limited to what {sm.ex.name} supports: recompute "
+                       f"{'/'.join(sup.recompute)}, ZeRO {'/'.join(map(str, sup.zero))}"
+                       + (f", no {', no '.join(limits)}" if limits else "") + " (a pinned flag wins)")
     kernels = sm.k.describe()
     best = cands[0]
     achieved = flops_per_token(setup.model, seq, best.layout.recompute).hardware * best.tokens_per_second / \

@@ -135,6 +135,7 @@ class StepModel:
         self._pipes: dict[tuple, _Pipe] = {}
         self._stage_memo: dict[tuple, tuple[PhaseCost, float]] = {}
         self._ctx_ids: dict[tuple, int] = {}
+        self._opt_memo: dict[tuple, tuple] = {}
 
     # ---- cached pieces -----------------------------------------------------------------------------------------
     def context(self, L: Layout) -> Context:
@@ -263,12 +264,12 @@ class StepModel:
 
         # data parallelism, tied embeddings, optimizer, offload
         sp_ = params[bz]
-        dp_items = pipe.dp_memo.get(L.zero)
-        if dp_items is None:
-            dp_items = self._data_parallel(L, sp_, pipe.bwd[bz], pipe.fwd[bz], pipe.layers[bz])
-            pipe.dp_memo[L.zero] = dp_items
-        r.dp_exposed = sum(i.exposed for i in dp_items)
-        r.dp_total = sum(i.seconds for i in dp_items)
+        got = pipe.dp_memo.get(L.zero)
+        if got is None:
+            items = self._data_parallel(L, sp_, pipe.bwd[bz], pipe.fwd[bz], pipe.layers[bz])
+            got = (items, sum(i.exposed for i in items), sum(i.seconds for i in items))
+            pipe.dp_memo[L.zero] = got
+        dp_items, r.dp_exposed, r.dp_total = got
         comm_total += r.dp_total
         copies = k.memory_seconds(ex.dp_copy_bytes_per_param * sp_.total) if ex.dp_copy_bytes_per_param and \
             L.dp > 1 else 0.0
@@ -279,9 +280,15 @@ class StepModel:
             r.dp_exposed += emb_sync
             r.dp_total += emb_sync
             comm_total += emb_sync
-        r.optimizer, off_items = self._optimizer(L, sp_)
-        r.offload_exposed = sum(i.exposed for i in off_items)
-        comm_total += sum(i.seconds for i in off_items)
+        okey = (sp_.dense, sp_.expert, L.dp, L.edp, L.zero, L.offload_optimizer, L.offload_params, L.tp,
+                L.grad_accum, L.gpus_on_a_node)
+        got = self._opt_memo.get(okey)
+        if got is None:
+            t, items = self._optimizer(L, sp_)
+            got = (t, items, sum(i.exposed for i in items), sum(i.seconds for i in items))
+            self._opt_memo[okey] = got
+        r.optimizer, off_items, r.offload_exposed, off_total = got
+        comm_total += off_total
         r.comm_total = comm_total
         r.step = sched.seconds + r.dp_exposed + r.optimizer + r.offload_exposed + copies
         if self.overlap == "all":

@@ -45,7 +45,25 @@ def model_state_bound(setup: TrainingSetup, stages: list[StageParams], L: Layout
     edp = L.gpus // (L.pp * L.ep * (L.tp if L.etp is None else L.etp))
     dense = w / (dp if z >= 3 else 1) + g / (dp if z >= 2 else 1) + o / (dp if z >= 1 else 1)
     expert = w / (edp if z >= 3 else 1) + g / (edp if z >= 2 else 1) + o / (edp if z >= 1 else 1)
+    ends = _extremes(stages)
+    if ends is not None:  # dense models: the stage with the most parameters
+        return ends * dense
     return max(s.dense * dense + s.expert * expert for s in stages)
+
+
+_EXTREMES: dict[int, tuple] = {}
+
+
+def _extremes(stages: list[StageParams]) -> float | None:
+    """The largest stage's dense parameters when no stage holds experts (cached per stage list)."""
+    got = _EXTREMES.get(id(stages))
+    if got is None or got[0] is not stages:
+        dense_only = not any(s.expert for s in stages)
+        got = (stages, max(s.dense for s in stages) if dense_only else None)
+        if len(_EXTREMES) > 4096:
+            _EXTREMES.clear()
+        _EXTREMES[id(stages)] = got
+    return got[1]
 
 
 def family(L: Layout) -> tuple:
