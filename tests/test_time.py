@@ -290,3 +290,15 @@ def test_unknown_execution_profile_has_a_did_you_mean(capsys):
     code, _, err = run_cli(capsys, "time", "gpt2", "--gpu", "a100-80gb", "--tokens", "1B", "--execution",
                            "megatron-202")
     assert code == 2 and "did you mean" in err
+
+
+def test_lora_freezes_the_base_weights():
+    # LoRA (Hu et al. 2021): the base takes no weight gradient, so its weight-gradient GEMMs do not run and only
+    # the adapters' gradients are reduced and stepped
+    import memplan
+
+    full = memplan.time("llama-3-8b", gpu="a100-80gb", tokens=1e9, seq=2048, micro_batch=4)
+    lora = memplan.time("llama-3-8b", gpu="a100-80gb", tokens=1e9, seq=2048, micro_batch=4, lora_rank=16)
+    # forward (1) + dgrad (1) of the 2 + 1 GEMM passes of full training: about 2/3 of the GEMM time
+    assert lora.walk.gemm_seconds == pytest.approx(full.walk.gemm_seconds * 2 / 3, rel=0.05)
+    assert lora.walk.optimizer_seconds < 0.01 * full.walk.optimizer_seconds

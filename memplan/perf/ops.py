@@ -62,6 +62,7 @@ class Context:
     gemm_elem: float = 2.0      # bytes per GEMM input element (fp8: 1)
     tp_comm: str = "blocking"   # the execution profile's
     fused_wgrad: bool = False   # weight gradients accumulate into fp32 inside the GEMM
+    frozen: bool = False        # LoRA: the base weights take no gradient (no weight-gradient GEMMs)
 
     @property
     def tokens(self) -> int:
@@ -75,11 +76,11 @@ class Context:
 
 
 def make_context(L, seq: int, attention: str, ex: ExecutionProfile, elem: float = 2.0,
-                 gemm_elem: float = 2.0) -> Context:
+                 gemm_elem: float = 2.0, frozen: bool = False) -> Context:
     """The walk's context for a Layout's micro-batch on one rank."""
     return Context(micro_batch=L.micro_batch, seq=seq, tp=L.tp, cp=L.cp, ep=L.ep, etp=L.expert_tp,
                    sp=L.sequence_parallel, attention=attention, elem=elem, gemm_elem=gemm_elem, tp_comm=ex.tp_comm,
-                   fused_wgrad=ex.grad_accumulation == "in-gemm-fp32")
+                   fused_wgrad=ex.grad_accumulation == "in-gemm-fp32", frozen=frozen)
 
 
 @dataclass(frozen=True)
@@ -365,6 +366,8 @@ class LayerWalk:
                 continue
             is_router = op.tag == "router"
             ops.append(_gemm(f"{op.name} dgrad", op.M, op.K, op.N, ctx, tag=f"{op.tag}_dgrad", batch=op.batch))
+            if ctx.frozen:
+                continue  # adapters' own GEMMs are rank-r: left out
             wgrad_c = 4.0 if ctx.fused_wgrad and not is_router else None
             ops.append(_gemm(f"{op.name} wgrad", op.K, op.N, op.M, ctx, tag=f"{op.tag}_wgrad", batch=op.batch,
                              c_bytes=wgrad_c, c_read=bool(ctx.fused_wgrad and not is_router)))
@@ -478,9 +481,10 @@ def head_phases(m: Model, ctx: Context, ex: ExecutionProfile) -> Phases:
     fwd.append(_mem("loss (forward + backward)", T * Vt * ex.loss_bytes_per_logit.value))
     if t > 1:
         fwd += [_comm(f"loss all-reduce ({what})", "all_reduce", T * 4, "tp") for what in ("max", "target", "sum")]
-    bwd = [_gemm("LM head dgrad", T, h, Vt, ctx, tag="head_dgrad"),
-           _gemm("LM head wgrad", h, Vt, T, ctx, tag="head_wgrad", c_bytes=4.0 if ctx.fused_wgrad else None,
-                 c_read=ctx.fused_wgrad)]
+    bwd = [_gemm("LM head dgrad", T, h, Vt, ctx, tag="head_dgrad")]
+    if not ctx.frozen:
+        bwd.append(_gemm("LM head wgrad", h, Vt, T, ctx, tag="head_wgrad", c_bytes=4.0 if ctx.fused_wgrad else None,
+                         c_read=ctx.fused_wgrad))
     if m.head.softcap:
         bwd.append(_mem("logit soft-capping backward", 2 * T * Vt * 3 * E))
     if m.head.final_norm:

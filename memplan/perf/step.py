@@ -21,7 +21,7 @@ from memplan.perf.dataparallel import DPInputs, DPItem, data_parallel
 from memplan.perf.efficiency import Kernels
 from memplan.perf.ops import Context, LayerWalk, Phases, embedding_phases, head_phases, make_context
 from memplan.perf.pipeline import one_f_one_b
-from memplan.perf.shards import stage_parameters
+from memplan.perf.shards import StageParams, stage_parameters
 from memplan.spec.execution import ExecutionProfile
 from memplan.spec.layout import Layout
 from memplan.spec.model import Model
@@ -117,12 +117,15 @@ class StepModel:
 
     def __init__(self, model: Model, recipe: Recipe, optimizer: OptimizerSpec, seq: int, kernels: Kernels,
                  network: Network, execution: ExecutionProfile, attention: str = "flash", overlap: str = "auto",
-                 cpu_bandwidth_gbps: float = DEFAULT_CPU_BANDWIDTH_GBPS):
+                 cpu_bandwidth_gbps: float = DEFAULT_CPU_BANDWIDTH_GBPS, trainable_fraction: float = 1.0):
         if overlap not in OVERLAP_MODES:
             raise MemplanError(f"--overlap must be one of {', '.join(OVERLAP_MODES)}, got {overlap!r}")
         self.model, self.recipe, self.optimizer, self.seq = model, recipe, optimizer, seq
         self.k, self.net, self.attention, self.overlap = kernels, network, attention, overlap
         self.cpu_bandwidth = cpu_bandwidth_gbps * 1e9
+        # LoRA: the base is frozen (no weight-gradient GEMMs); gradients, their reduction and the optimizer step
+        # are the adapters' (this share of the parameters)
+        self.trainable = trainable_fraction
         self.ex = _with_overlap(execution, overlap)
         comp = recipe.compute
         self.elem = 4.0 if comp == DType.fp32 else 2.0  # activations: fp8 recipes keep bf16 activations
@@ -139,7 +142,7 @@ class StepModel:
 
     # ---- cached pieces -----------------------------------------------------------------------------------------
     def context(self, L: Layout) -> Context:
-        return make_context(L, self.seq, self.attention, self.ex, self.elem, self.gemm_elem)
+        return make_context(L, self.seq, self.attention, self.ex, self.elem, self.gemm_elem, self.trainable < 1.0)
 
     def groups(self, L: Layout) -> Groups:
         g = L.gpus_per_node
@@ -238,7 +241,7 @@ class StepModel:
         fwd_t, bwd_t, work, work_first, costs = [0.0] * p, [0.0] * p, [0.0] * p, [0.0] * p, [None] * p
         for (stage, first, last, n_params), where in runs:
             c, f_s = self._stage_cost(stage, first, last, ctx, groups, L.recompute, cid)
-            accum = k.memory_seconds(accum_bytes * n_params) if accum_bytes else 0.0
+            accum = k.memory_seconds(accum_bytes * n_params * self.trainable) if accum_bytes else 0.0
             b, w, w1 = c.total - f_s + accum + tied_every, c.total + accum + tied_every, c.total + tied_every
             for d in where:
                 costs[d], fwd_t[d], bwd_t[d], work[d], work_first[d] = c, f_s, b, w, w1
@@ -264,6 +267,9 @@ class StepModel:
 
         # data parallelism, tied embeddings, optimizer, offload
         sp_ = params[bz]
+        if self.trainable < 1.0:
+            sp_ = StageParams(dense=sp_.dense * self.trainable, expert=sp_.expert * self.trainable,
+                              layers=sp_.layers)
         got = pipe.dp_memo.get(L.zero)
         if got is None:
             items = self._data_parallel(L, sp_, pipe.bwd[bz], pipe.fwd[bz], pipe.layers[bz])

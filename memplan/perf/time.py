@@ -85,8 +85,15 @@ def build_step_model(setup: TrainingSetup, gpu: GPUSpec, *, overlap: str = "auto
     kernels = Kernels(gpu, setup.recipe.compute, profile, kernel_scale, system)
     net = Network(links, profile, setup.layout.gpus_per_node, system)
     ex = execution_profile(execution, setup.layout.engine)
+    trainable = 1.0
+    if setup.lora is not None:
+        from memplan.memory.lora import adapter_parameters, resolve_targets
+
+        names = setup.lora.roles or resolve_targets(setup.model.arch, setup.lora.targets)
+        trainable = min(1.0, adapter_parameters(setup.model.arch, setup.lora.rank, names) /
+                        max(setup.model.parameters.total, 1))
     return StepModel(setup.model.arch, setup.recipe, setup.optimizer, setup.seq, kernels, net, ex,
-                     attention_kernel(setup.workload.attention), overlap, cpu_bandwidth_gbps)
+                     attention_kernel(setup.workload.attention), overlap, cpu_bandwidth_gbps, trainable)
 
 
 def _end_to_end(f: FlopsPerToken, tokens_per_gpu: float, peak: float, mfu: float | None,
