@@ -29,7 +29,7 @@ def one_f_one_b(work: list[float], work_first: list[float], micro_batches: int, 
     """`work[d]`: forward + backward of one micro-batch on device d (all its chunks); `work_first[d]` the same for
     the first micro-batch (no gradient accumulation yet); `send_seconds`: one activation send between stages."""
     p, m, v = len(work), micro_batches, virtual_stages
-    busiest = max(range(p), key=lambda d: work[d])
+    busiest = work.index(max(work))
     if p == 1:
         steady = work_first[0] + (m - 1) * work[0]
         return Schedule(steady, steady, 0.0, 0.0, 0)
