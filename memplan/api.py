@@ -1,7 +1,8 @@
 """The Python API: the same pydantic results the CLI prints as JSON, built through memplan/setups.py.
 
     >>> import memplan
-    >>> est = memplan.estimate("llama-2-7b", gpu="a100-80gb", gpus=8, zero=3, micro_batch=4, seq=4096)
+    >>> est = memplan.estimate("llama-2-7b", gpu="a100-80gb", gpus=8, zero=3, micro_batch=4, seq=4096,
+    ...                        recompute="full")
     >>> est.fits, est.peak_phase
     (True, 'backward')
     >>> lora = memplan.estimate("llama-3-8b", gpu="a100-80gb", lora_rank=16, seq=2048)
@@ -11,7 +12,8 @@
     ...                          context=4096)
     >>> serve.per_gpu.kv_cache > 0
     True
-    >>> memplan.estimate("llama-2-7b", gpu="a100-80gb", max_micro_batch=True, seq=4096).max_micro_batch > 0
+    >>> memplan.estimate("llama-2-7b", gpu="a100-80gb", gpus=8, zero=3, max_micro_batch=True,
+    ...                  seq=4096).max_micro_batch > 0
     True
     >>> t = memplan.time("gpt3-175b", gpu="a100-80gb", gpus=1024, tp=8, pp=8, recompute="full",
     ...                  global_batch=1536, seq=2048, tokens=300e9, achieved_tflops=140)

@@ -95,8 +95,12 @@ def clear_caches() -> None:
         f.cache_clear()
 
 
-def _load_kind(kind: str, model: type[T]) -> dict[str, T]:
+def load_kind(kind: str, model: type[T]) -> dict[str, T]:
+    """Every profile of a kind (profiles/<kind>/*.json), validated as `model`, by file stem."""
     return {stem: _load_one(kind, model, stem) for stem in _raw(kind)}
+
+
+
 
 
 def _parse_profile(model: type[T], data: dict, where: str) -> T:
@@ -132,15 +136,15 @@ def _lookup(kind: str, model: type[T], name: str, what: str) -> T:
 
 
 def models() -> dict[str, ModelSpec]:
-    return _load_kind("models", ModelSpec)
+    return load_kind("models", ModelSpec)
 
 
 def gpus() -> dict[str, GPUSpec]:
-    return _load_kind("gpus", GPUSpec)
+    return load_kind("gpus", GPUSpec)
 
 
 def interconnects() -> dict[str, InterconnectSpec]:
-    return _load_kind("interconnects", InterconnectSpec)
+    return load_kind("interconnects", InterconnectSpec)
 
 
 def get_model_profile(name: str) -> ModelSpec:
@@ -230,10 +234,13 @@ def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     path = Path(text).expanduser()
     spec: ModelSpec
-    if path.exists() or "/" in text or text.endswith(".json"):
+    # os.path.exists, not Path.exists: it answers False (instead of raising) for a name the OS refuses (over 255
+    # bytes, NUL); a path with a "/" still goes to the reader, which says what is wrong with it
+    exists = os.path.exists(path)
+    if exists or "/" in text or text.endswith(".json"):
         from memplan.families.hf import load_hf_config
 
-        if not path.exists() and is_hub_id(text):
+        if not exists and is_hub_id(text):
             # a hub id: the built-in profile of that model, else one line on how to fetch its config.json
             return _with_overrides(get_model_profile(text), overrides)
         spec = load_hf_config(path)

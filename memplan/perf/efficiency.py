@@ -25,9 +25,9 @@ from memplan.spec.training import DType
 
 @lru_cache(maxsize=None)
 def _profiles() -> dict[str, EfficiencyProfile]:
-    from memplan.catalog import _load_kind
+    from memplan.catalog import load_kind
 
-    return _load_kind("efficiency", EfficiencyProfile)
+    return load_kind("efficiency", EfficiencyProfile)
 
 
 def efficiency_profile(gpu: GPUSpec) -> EfficiencyProfile:

@@ -10,9 +10,9 @@ from memplan.spec.execution import ExecutionProfile
 
 @lru_cache(maxsize=None)
 def execution_profiles() -> dict[str, ExecutionProfile]:
-    from memplan.catalog import _load_kind
+    from memplan.catalog import load_kind
 
-    return _load_kind("execution", ExecutionProfile)
+    return load_kind("execution", ExecutionProfile)
 
 
 def execution_profile(name: str | None, engine: str = "plain") -> ExecutionProfile:
