@@ -55,3 +55,26 @@ def test_bad_setup_files_are_one_line(capsys, tmp_path):
     assert code == 2 and str(bad) in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "estimate", "llama-2-7b", "--save-setup", str(tmp_path / "s.toml"))
     assert code == 2 and "JSON or YAML" in err
+
+
+def test_plan_emits_the_best_layout_in_an_engines_format(capsys, tmp_path):
+    from memplan.setupfiles import read_setup_file
+
+    for fmt, name in (("deepspeed", "ds.json"), ("megatron", "run.sh"), ("torchtitan", "job.toml"),
+                      ("accelerate", "acc.yaml")):
+        target = tmp_path / name
+        code, out, err = run_cli(capsys, "plan", "llama-2-7b", "--gpu", "a100-80gb", "--gpus", "16",
+                                 "--global-batch", "256", "--seq", "4096", "--emit", fmt, "--emit-to", str(target),
+                                 "--json")
+        assert code == 0, err
+        best = json.loads(out)["candidates"][0]["layout"]
+        back = read_setup_file(str(target), format=fmt).setup.given()
+        assert back.get("zero", 0) == best["zero"], fmt
+        if fmt != "accelerate":  # an accelerate config holds no batch sizes (the script does)
+            assert back["micro_batch"] == best["micro_batch"], fmt
+        if fmt != "deepspeed":  # a ds_config.json says nothing of TP/PP
+            assert back.get("tp", 1) == best["tp"] and back.get("pp", 1) == best["pp"], fmt
+        # nothing is overwritten without --force
+        code, _, err = run_cli(capsys, "plan", "llama-2-7b", "--gpu", "a100-80gb", "--gpus", "16",
+                               "--global-batch", "256", "--seq", "4096", "--emit", fmt, "--emit-to", str(target))
+        assert code == 2 and "exists" in err

@@ -4,10 +4,10 @@ from __future__ import annotations
 import click
 
 from memplan.cli.checks import check_flag_combinations
-from memplan.cli.options import (field_option, gpu_option, json_option, pop_training_kwargs, training_options,
-                                 units_option, units_of)
+from memplan.cli.options import (field_option, gpu_option, json_option, lora_options, pop_training_kwargs,
+                                 training_options, units_option, units_of)
 from memplan.cli.serve_options import SERVING_OPTION_KEYS, allow_serving_engines, run_inference, serving_options
-from memplan.cli.types import PATH, BoundedInt, NonEmptyText
+from memplan.cli.types import PATH
 from memplan.errors import MemplanError
 from memplan.spec.training import Workload
 
@@ -19,11 +19,7 @@ LORA_KEYS = ("lora_rank", "lora_targets", "quantize_base")
 @training_options
 @gpu_option
 @click.option("--mode", type=click.Choice(["training", "inference"]), default="training", show_default=True)
-@click.option("--lora-rank", type=BoundedInt(1, "rank"),
-              help="Fine-tune with LoRA adapters of this rank (frozen base).")
-@click.option("--lora-targets", type=NonEmptyText("a comma-separated list of module names"),
-              help="Comma-separated modules for LoRA (default: PEFT's for the family; all-linear).")
-@click.option("--quantize-base", type=click.Choice(["nf4", "int8"]), help="QLoRA: quantised frozen base.")
+@lora_options
 @serving_options
 @click.option("--max-micro-batch", is_flag=True, help="Training: the largest micro-batch that fits on --gpu.")
 @click.option("--max-seq", is_flag=True, help="Training: the longest sequence that fits on --gpu.")

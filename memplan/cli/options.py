@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import click
 
-from memplan.cli.types import NAME, PATH, BoundedInt
+from memplan.cli.types import NAME, PATH, BoundedInt, NonEmptyText
 from memplan.errors import MemplanError
 from memplan.spec.layout import Layout
 from memplan.spec.training import Workload
@@ -105,6 +105,14 @@ workload_options = _stack(
     field_option(Layout, "recompute"),
     field_option(Workload, "attention"),
     field_option(Workload, "implementation", type=NAME),
+)
+
+lora_options = _stack(
+    click.option("--lora-rank", type=BoundedInt(1, "rank"),
+                 help="Fine-tune with LoRA adapters of this rank (frozen base)."),
+    click.option("--lora-targets", type=NonEmptyText("a comma-separated list of module names"),
+                 help="Comma-separated modules for LoRA (default: PEFT's for the family; all-linear)."),
+    click.option("--quantize-base", type=click.Choice(["nf4", "int8"]), help="QLoRA: quantised frozen base."),
 )
 
 training_options = _stack(model_argument, setup_file_options, architecture_options, precision_options,

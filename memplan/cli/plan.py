@@ -5,9 +5,10 @@ import click
 from tabulate import tabulate
 
 from memplan.cli.checks import check_flag_combinations
-from memplan.cli.options import build_setup, json_option, pop_training_kwargs, resolve_gpu, training_options
+from memplan.cli.options import (build_setup, json_option, lora_options, pop_training_kwargs, resolve_gpu,
+                                 training_options)
 from memplan.cli.time import _tokens, walk_options
-from memplan.cli.types import NAME, SIZE, BoundedInt
+from memplan.cli.types import NAME, PATH, SIZE, BoundedInt
 from memplan.results.plan import Candidate, PlanResult
 from memplan.results.time import describe_layout
 from memplan.spec.units import format_bytes, format_count
@@ -20,6 +21,7 @@ WALK_KEYS = ("kernel_scale", "system", "execution", "overlap", "interconnect", "
 
 @click.command("plan")
 @training_options
+@lora_options
 @click.option("--gpu", "-g", "gpu_name", type=NAME, required=True, help="GPU profile name (see `memplan gpus`).")
 @click.option("--global-batch", "-B", type=BoundedInt(1, "batch"), required=True, help="Sequences per optimizer step.")
 @click.option("--by", type=click.Choice(["time", "cost"]), default="time", show_default=True,
@@ -35,6 +37,11 @@ WALK_KEYS = ("kernel_scale", "system", "execution", "overlap", "interconnect", "
 @click.option("--reference", is_flag=True,
               help="The layout flags given (--tp, --pp, --virtual-stages, -b, --recompute, ...) describe a layout to "
                    "rank and explain (e.g. a paper's) instead of pinning the search.")
+@click.option("--emit", type=click.Choice(["deepspeed", "accelerate", "torchtitan", "megatron"]),
+              help="Write the best layout in that engine's own format (ds_config.json, accelerate YAML, torchtitan "
+                   "TOML, Megatron-LM arguments); --emit-to names the file.")
+@click.option("--emit-to", type=PATH, help="File for --emit (default: the engine's conventional name, here).")
+@click.option("--force", is_flag=True, help="Overwrite the --emit file if it exists.")
 @click.option("--tokens", "-t", type=NAME, help="Tokens for days/cost (default: 20 per parameter, Chinchilla).")
 @click.option("--steps", type=BoundedInt(1, "steps"), help="Optimizer steps for days/cost.")
 @walk_options
@@ -52,6 +59,11 @@ def plan_command(**kwargs) -> None:
     memplan plan gpt2-xl --gpu a100-40gb --global-batch 512 --seq 1024 --min-gpus
     """
     as_json = kwargs.pop("as_json")
+    emit, emit_to, force = kwargs.pop("emit"), kwargs.pop("emit_to"), kwargs.pop("force")
+    if emit_to and not emit:
+        from memplan.errors import MemplanError
+
+        raise MemplanError("--emit-to needs --emit deepspeed|accelerate|torchtitan|megatron")
     gpu = resolve_gpu(kwargs.pop("gpu_name"))
     opts = {k: kwargs.pop(k) for k in ("global_batch", "by", "top", "min_gpus", "max_gpus", "scale",
                                        "max_micro_batch", "cpu_memory", "tokens", "steps", "reference",
@@ -81,6 +93,30 @@ def plan_command(**kwargs) -> None:
                   tokens=_tokens(opts.pop("tokens")), cpu_memory_bytes=opts.pop("cpu_memory"),
                   fixed=given or None, reference=reference, progress=lambda msg: click.echo(msg, err=True), **opts)
     click.echo(result.model_dump_json(indent=2) if as_json else plan_table(result))
+    if emit:
+        _emit(result, setup, emit, emit_to, force)
+
+
+def _emit(result: PlanResult, setup, fmt: str, path: str | None, force: bool) -> None:
+    """The best candidate in an engine's own config format (memplan/setupfiles), written as a new file."""
+    from memplan.errors import MemplanError
+    from memplan.setupfiles import emit_setup, write_setup_file
+
+    if not result.candidates:
+        raise MemplanError("--emit: no layout fits, nothing to write (see the table for why)")
+    L = result.candidates[0].layout
+    layout = dict(model=setup.model.name, gpus=L.gpus, gpus_per_node=L.gpus_per_node, tp=L.tp, pp=L.pp, cp=L.cp,
+                  ep=L.ep, first_stage_layers=L.first_stage_layers, last_stage_layers=L.last_stage_layers,
+                  zero=L.zero, offload_optimizer=L.offload_optimizer, offload_params=L.offload_params,
+                  engine=L.engine if L.engine in ("deepspeed", "fsdp") else None, micro_batch=L.micro_batch,
+                  grad_accum=L.grad_accum, recompute=L.recompute, sequence_parallel=L.sequence_parallel,
+                  virtual_stages=L.virtual_stages, precision=setup.recipe.name.split("[")[0],
+                  optimizer=setup.optimizer.name, seq=setup.seq)
+    target = path or emit_setup(layout, fmt).filename
+    written, emitted = write_setup_file(target, layout, fmt, force=force, what="--emit-to")
+    click.echo(f"memplan plan: the best layout written as {fmt} to {written}", err=True)
+    for w in emitted.warnings:
+        click.echo(f"memplan plan: {fmt} cannot say: {w}", err=True)
 
 
 def _row(c: Candidate, label) -> list:

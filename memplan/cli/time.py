@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from memplan.cli.checks import check_flag_combinations
-from memplan.cli.options import build_setup, json_option, pop_training_kwargs, resolve_gpu, training_options
+from memplan.cli.options import (build_setup, json_option, lora_options, pop_training_kwargs, resolve_gpu,
+                                 training_options)
 from memplan.cli.types import FRACTION, NAME, NON_NEGATIVE_FLOAT, PATH, POSITIVE_FLOAT, BoundedInt
 from memplan.results.time import TimeEstimate, describe_layout
 from memplan.spec.units import format_bytes, format_count, parse_count
@@ -66,6 +67,7 @@ def efficiency_options(f):
 
 @click.command("time")
 @training_options
+@lora_options
 @click.option("--gpu", "-g", "gpu_name", type=NAME, required=True, help="GPU profile name (see `memplan gpus`).")
 @click.option("--tokens", "-t", type=NAME, help="Tokens to train on: 300B, 1.4T, 2e11.")
 @click.option("--steps", type=BoundedInt(1, "steps"), help="Optimizer steps (with --global-batch).")
