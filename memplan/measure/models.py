@@ -400,10 +400,12 @@ def build_hf_config(config: dict[str, Any], attention: str = "sdpa") -> BuiltMod
     if cls is None:
         raise MemplanError(f"transformers {tf.__version__} has no class {name}")
     try:
+        # the recipe's weight dtype (the caller's default dtype), not the config's saved torch_dtype
+        dtype = torch.get_default_dtype()
         if name.startswith("Auto"):
-            module = cls.from_config(cfg, attn_implementation=impl)
+            module = cls.from_config(cfg, attn_implementation=impl, dtype=dtype)
         else:
-            module = cls._from_config(cfg, attn_implementation=impl)
+            module = cls._from_config(cfg, attn_implementation=impl, dtype=dtype)
     except MemplanError:
         raise
     except Exception as exc:  # noqa: BLE001 - one line naming it (an unknown hidden_act is a KeyError in ACT2FN)
@@ -418,14 +420,17 @@ def build_hf_config(config: dict[str, Any], attention: str = "sdpa") -> BuiltMod
     head = module.get_output_embeddings() if kind != "encoder" else None
     from memplan.families.registry import read_config
 
-    return BuiltModel(module=module, source="hf", kind=kind, lm_head=head, vocab_size=_vocab(config),
+    return BuiltModel(module=module, source="hf", kind=kind, lm_head=head, vocab_size=_vocab(cfg),
                       model=read_config(config, str(config.get("model_type"))))
 
 
-def _vocab(config: dict[str, Any]) -> int:
-    for holder in (config, config.get("text_config") or {}):
-        if isinstance(holder.get("vocab_size"), int):
-            return holder["vocab_size"]
+def _vocab(cfg) -> int:
+    """The vocabulary of a transformers config (a multimodal config's text config holds it; an absent key is the
+    config class's default)."""
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    for holder in (cfg, text):
+        if isinstance(getattr(holder, "vocab_size", None), int):
+            return holder.vocab_size
     raise MemplanError("the config has no vocab_size")
 
 

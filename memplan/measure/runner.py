@@ -59,8 +59,12 @@ def training_loss(built: BuiltModel, module: nn.Module, input_ids: torch.Tensor,
                   targets: Callable[[], torch.Tensor]) -> torch.Tensor:
     """The loss of a measured step (also the multi-rank runner's): HF's own causal-LM loss, or cross-entropy
     on fp32 logits; `targets` is called only on that last path, where it is needed."""
-    if built.kind == "encoder":  # BertModel has no LM loss: a synthetic scalar over the last hidden state
-        return module(input_ids=input_ids).last_hidden_state.float().pow(2).mean()
+    if built.kind == "encoder":  # BertModel has no LM loss: a synthetic scalar over what it returns
+        out = module(input_ids=input_ids)
+        loss = out.last_hidden_state.float().pow(2).mean()
+        pooled = getattr(out, "pooler_output", None)
+        # the pooler too, so that every parameter gets a gradient (and optimizer states), as the estimate assumes
+        return loss + pooled.float().pow(2).mean() if pooled is not None else loss
     if built.kind == "pretraining":  # BertForPreTraining: masked-LM loss + next-sentence loss
         nsp = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
         return module(input_ids=input_ids, labels=input_ids, next_sentence_label=nsp).loss
@@ -184,9 +188,39 @@ class _Step:
         return self.optimizer.main_grads if isinstance(self.optimizer, MasterWeightsOptimizer) else []
 
 
+class _FakeGroupedMM(torch.autograd.Function):
+    """torch's grouped matmul as autograd keeps it (derivatives.yaml _grouped_mm: saves both operands and the
+    offsets; backward makes one gradient per operand, laid out like it), for fake tensors: the meta kernel
+    (_meta_registrations.py meta_grouped_mm) checks CUDA's constraints (bf16 only, 16-byte aligned rows), which the
+    CPU kernel does not have, so an fp32 MoE step (fp32 weights, autocast) could not be traced otherwise."""
+
+    @staticmethod
+    def forward(ctx, a, b, offs):
+        ctx.save_for_backward(a, b, offs)
+        return a.new_empty((a.shape[0], b.shape[-1]))
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, _ = ctx.saved_tensors
+        return (torch.empty_strided(a.shape, a.stride(), dtype=a.dtype, device=a.device),
+                torch.empty_strided(b.shape, b.stride(), dtype=b.dtype, device=b.device), None)
+
+
+def _grouped_mm_for(real):
+    def grouped_mm(mat_a, mat_b, *args, offs=None, bias=None, out_dtype=None, **kwargs):
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        if isinstance(mat_a, FakeTensor) and bias is None and out_dtype is None and not args and not kwargs \
+                and mat_a.dim() == 2 and mat_b.dim() == 3:
+            return _FakeGroupedMM.apply(mat_a, mat_b, offs)
+        return real(mat_a, mat_b, *args, offs=offs, bias=bias, out_dtype=out_dtype, **kwargs)
+    return grouped_mm
+
+
 @contextlib.contextmanager
 def fake_mode():
-    """FakeTensorMode, with transformers' value-dependent branches taken as a real batch takes them.
+    """FakeTensorMode, with transformers' value-dependent branches taken as a real batch takes them and torch's
+    grouped matmul without the CUDA-only checks of its meta kernel (_FakeGroupedMM).
 
     transformers reads a few tensor values to choose a code path and, when it cannot (a fake tensor), takes the
     general one: masking_utils.find_packed_sequence_indices treats position ids it cannot read as a packed batch
@@ -203,11 +237,15 @@ def fake_mode():
             mu.find_packed_sequence_indices = lambda position_ids: None
     except ImportError:
         pass
+    for holder, name in ((F, "grouped_mm"), (torch, "_grouped_mm")):
+        if hasattr(holder, name):
+            patched.append((holder, name, getattr(holder, name)))
+            setattr(holder, name, _grouped_mm_for(getattr(holder, name)))
     try:
         with FakeTensorMode():
             yield
     finally:
-        for mod, name, fn in patched:
+        for mod, name, fn in reversed(patched):
             setattr(mod, name, fn)
 
 

@@ -1,0 +1,32 @@
+"""Activation rows traced from a model's own code (`memplan trace`): config -> implementation profile.
+
+probe.py (the traced configs: one layer period at small distinct sizes), record.py (one traced step, storage by
+storage), emulate.py (the CUDA kernels, emulated on the CPU), step.py (a variant: precision mode, kernels,
+attention, recompute), shapes.py (dimensions back to size names), analyze.py (the regions and transient moments
+the estimate's timeline adds up), merge.py (all variants -> rows), profile.py (the whole trace).
+"""
+
+# family -> the built-in model profile its shipped traced profile is traced from (scripts/trace_profiles.py); the
+# rows are expressions of the size names, valid for every config of the family: the sizes of this one only decide
+# which transient moments are kept
+REPRESENTATIVE = {
+    "bert": "bert-base",
+    "deepseek_v3": "deepseek-v3",
+    "falcon": "falcon-7b",
+    "gemma": "gemma-7b",
+    "gemma2": "gemma-2-9b",
+    "gemma3": "gemma-3-27b",
+    "gpt2": "gpt2",
+    "gpt_neox": "gpt-neox-20b",
+    "gpt_oss": "gpt-oss-20b",
+    "llama": "llama-3.1-8b",
+    "llama4": "llama-4-scout",
+    "mistral": "mistral-7b",
+    "mixtral": "mixtral-8x7b",
+    "olmo2": "olmo-2-7b",
+    "phi3": "phi-3-mini",
+    "qwen2": "qwen2.5-7b",
+    "qwen2_moe": "qwen1.5-moe-a2.7b",
+    "qwen3": "qwen3-8b",
+    "qwen3_moe": "qwen3-30b-a3b",
+}

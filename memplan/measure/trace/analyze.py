@@ -95,8 +95,14 @@ class Shapes:
 
     def _dim(self, kind: int | None, values: tuple[int, ...], prefer: tuple[str, ...]) -> Poly:
         if len(values) == 1:
-            if (kind, values[0], prefer) in self.learned:
-                return self.learned[(kind, values[0], prefer)]
+            # what the traced variant learned: this kind and preference, else any (the same dimension in another
+            # layer kind, or read with the other preference of a tie)
+            table = self.solver_for(kind).tables[0]
+            for key in ((kind, values[0], prefer), (kind, values[0]), (values[0],)):
+                poly = self.learned.get(key)
+                if poly is not None and all(n in table for m in poly for n in m) and \
+                        evaluate(poly, table) == values[0]:
+                    return poly
             if values[0] <= 8:
                 return {(): Fraction(values[0])}
         return self.solver_for(kind).dim(values, prefer)
@@ -108,6 +114,8 @@ class Shapes:
             for (values, prefer), poly in solver._cache.items():
                 if len(values) > 1:
                     out[(kind, values[0], prefer)] = poly
+                    out.setdefault((kind, values[0]), poly)
+                    out.setdefault((values[0],), poly)
         return out
 
     def in_attention(self, module: str, op: str = "") -> bool:
@@ -221,6 +229,7 @@ class Builder:
         self.cls = classify(self.rec)
         self.by_index = {s.index: s for s in self.rec.storages}
         self._cache: dict[tuple[int, int | None], list[float]] = {}
+        self.unexpressible: set[int] = set()
         self.first_layer_of_kind = {}
         for i, k in enumerate(kind_of_layer):
             self.first_layer_of_kind.setdefault(k, i)
@@ -230,11 +239,23 @@ class Builder:
         i = layer_index(region)
         return None if i is None else self.kind_of_layer[i]
 
+    def _own(self, s: Storage, kind: int | None) -> int | None:
+        return self.kind_of_region(s.region) if s.phase != "backward" else kind
+
+    def expressible(self, s: Storage, kind: int | None) -> bool:
+        """Sized by the interface's names (a position table's gradient is sized by the max positions: it is a
+        gradient, never an activation, and is left out)."""
+        try:
+            self.shapes.poly(s.index, self._own(s, kind))
+            return True
+        except ShapeError:
+            if s.index not in self.shapes.polys and s.index not in self.unexpressible:
+                self.unexpressible.add(s.index)
+            return False
+
     def item(self, region: str, kind: int | None, moment: str, s: Storage, sign: int = 1,
              name: str | None = None) -> Item:
-        own = self.kind_of_region(s.region) if s.phase != "backward" else kind
-        if own is None and s.phase == "backward":
-            own = kind
+        own = self._own(s, kind)
         poly = self.shapes.poly(s.index, own)
         integer = not (s.dtype.is_floating_point or s.dtype.is_complex)
         # the attention core (Korthikanti et al. 2022 sec. 4.2, what selective recompute drops): scores,
@@ -273,9 +294,12 @@ class Builder:
     # ---- transients -------------------------------------------------------------------------------------
     def _values(self, s: Storage, kind: int | None) -> list[float]:
         """Bytes of `s` on every grid point."""
-        own = self.kind_of_region(s.region) if s.phase != "backward" else kind
+        own = self._own(s, kind)
         key = (s.index, own)
         if key not in self._cache:
+            if not self.expressible(s, kind):
+                self._cache[key] = [0.0] * len(self.grid)
+                return self._cache[key]
             poly = self.shapes.poly(s.index, own)
             size = itemsize(s.dtype)
             self._cache[key] = [float(evaluate(poly, model if own is None else kinds[own])) * size
@@ -332,7 +356,7 @@ class Builder:
                    skip: set[int] = frozenset()) -> list[Item]:
         out = []
         for s in self.rec.storages:
-            if s.index in skip:
+            if s.index in skip or not self.expressible(s, kind):
                 continue
             if s.alive_at(t) and s.index not in ref:
                 out.append(self.item(region, kind, moment, s))

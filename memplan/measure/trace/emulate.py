@@ -56,9 +56,11 @@ class CudaDispatch(TorchDispatchMode):
 # ---------------------------------------------------------------------------------------------------------
 # sdpa
 # ---------------------------------------------------------------------------------------------------------
-def cuda_backend(q, k, v, mask, causal: bool) -> str:
+def cuda_backend(q, k, v, mask, causal: bool, gqa: bool = False) -> str:
     """sdp_utils.cpp select_sdp_backend for an sm80+ GPU: flash, efficient or math."""
     dq, dk, dv = q.shape[-1], k.shape[-1], v.shape[-1]
+    if k.shape[1] != q.shape[1] and not gqa:
+        return "math"  # heads broadcast (Falcon's multi-query key): the fused kernels need equal heads or GQA
     half = q.dtype in HALF
     if half and mask is None and dq == dk == dv and dq <= 256 and not (causal and q.shape[-2] != k.shape[-2]):
         return "flash"
@@ -275,14 +277,12 @@ class CudaKernels(TorchFunctionMode):
             query, key, value = (self._lower(t) for t in (query, key, value))
             if attn_mask is not None and attn_mask.is_floating_point():
                 attn_mask = self._lower(attn_mask)
-        backend = cuda_backend(query, key, value, attn_mask, is_causal)
+        backend = cuda_backend(query, key, value, attn_mask, is_causal, enable_gqa)
         with torch.autocast("cpu", enabled=False):
             if backend == "math":
                 with _tags(self.rec, "sdpa math"):
                     return math_sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
                                      lambda x, p: self._dropout(x, p))
-            if key.shape[1] != query.shape[1] and not enable_gqa:
-                raise RuntimeError("sdpa: key/value heads differ from query heads without enable_gqa")
             return _FusedSdpa.apply(query, key, value, attn_mask, float(dropout_p), backend, self.rec)
 
 

@@ -156,7 +156,7 @@ def _row(key: Key, cell: dict[tuple[str, str], float], when: dict, names: list[s
     cpu = {mode: b for (k, mode), b in cell.items() if k == "cpu"}
     if key.kind is not None and len(kind_when) > 1:
         when = {**kind_when[key.kind], **when}
-    row = {"name": "; ".join(names[:6]) + ("; ..." if len(names) > 6 else ""), "elems": key.elems,
+    row = {"name": _short("; ".join(names[:4]) + ("; ..." if len(names) > 4 else "")), "elems": key.elems,
            "bytes": cuda}
     if cpu != cuda:
         row["cpu_bytes"] = cpu
@@ -188,7 +188,7 @@ def _compact(rows: list[dict]) -> list[dict]:
                 for mode, b in r[field].items():
                     m[field][mode] = round(m[field].get(mode, 0.0) + b, 6)
         if r["name"] not in m["name"]:
-            m["name"] = (m["name"] + "; " + r["name"])[:400]
+            m["name"] = _short(m["name"] + "; " + r["name"])
     out = []
     for m in merged.values():
         for field in ("bytes", "cpu_bytes"):
@@ -199,3 +199,7 @@ def _compact(rows: list[dict]) -> list[dict]:
         if m["bytes"] or m.get("cpu_bytes"):
             out.append(m)
     return out
+
+
+def _short(name: str, limit: int = 160) -> str:
+    return name if len(name) <= limit else name[:limit - 4].rsplit(";", 1)[0] + "; ..."

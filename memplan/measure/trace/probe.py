@@ -23,17 +23,18 @@ from memplan.errors import MemplanError
 from memplan.families.registry import apply_overrides, get_family, read_config
 from memplan.spec.model import Model
 
-# per probe: one odd prime per role (head_dim is 8 x its prime; h = heads x its prime, or heads x head_dim when
-# the config has no head_dim); each probe a different draw, b and s included
+# per probe: one odd prime per role; head_dim, the hidden size and the FFN widths carry 2^3 besides (rotary halves
+# and quarters stay integers, and grouped matmuls see 16-byte aligned rows, as meta_grouped_mm demands); h = heads x
+# 8 x its prime, or heads x head_dim when the config has no head_dim; each probe a different draw, b and s included
 PROBES: list[dict[str, int]] = [
     # the first probe's values are all above 8, so that with it alone (memplan/measure/trace/shapes.py) a small
     # constant dimension is never read as a name
     dict(b=11, s=61, g=13, r=17, dp=19, hp=23, f=37, f2=41, f3=43, V=47, E=67, K=29, w_long=89, w_short=53, lq=59,
          lkv=71, nope=73, ropep=79, dv=83, P=97, fs=31),
-    dict(b=5, s=31, g=3, r=11, dp=7, hp=17, f=13, f2=23, f3=29, V=53, E=67, K=41, w_long=59, w_short=19, lq=61,
-         lkv=71, nope=73, ropep=43, dv=83, P=101, fs=47),
-    dict(b=7, s=37, g=11, r=3, dp=13, hp=5, f=19, f2=29, f3=17, V=43, E=71, K=47, w_long=61, w_short=23, lq=67,
-         lkv=73, nope=79, ropep=53, dv=89, P=103, fs=31),
+    dict(b=5, s=31, g=3, r=11, dp=7, hp=17, f=13, f2=23, f3=29, V=53, E=73, K=41, w_long=59, w_short=19, lq=37,
+         lkv=43, nope=47, ropep=61, dv=67, P=101, fs=71),
+    dict(b=7, s=37, g=11, r=3, dp=13, hp=5, f=19, f2=29, f3=17, V=43, E=79, K=47, w_long=61, w_short=23, lq=53,
+         lkv=31, nope=41, ropep=59, dv=71, P=103, fs=67),
 ]
 
 # config keys (any nesting level of the text model's config) -> the role whose probe value they take
@@ -41,8 +42,9 @@ WIDTH_KEYS = {
     "intermediate_size": "f", "n_inner": "f", "ffn_hidden_size": "f", "ffn_dim": "f",
     "moe_intermediate_size": "f2", "intermediate_size_mlp": "f3", "shared_expert_intermediate_size": "fs",
     "vocab_size": "V", "q_lora_rank": "lq", "kv_lora_rank": "lkv", "qk_nope_head_dim": "nope",
-    "v_head_dim": "dv", "max_position_embeddings": "P", "n_positions": "P",
+    "v_head_dim": "dv", "max_position_embeddings": "P", "n_positions": "P", "n_ctx": "P",
 }
+ALIGNED = {"f", "f2", "f3", "fs"}  # multiplied by 8 (see PROBES)
 HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model", "n_embed")
 HEADS_KEYS = ("num_attention_heads", "n_head")
 KV_KEYS = ("num_key_value_heads", "num_kv_heads", "n_head_kv")
@@ -72,6 +74,22 @@ def text_config(config: dict[str, Any]) -> dict[str, Any]:
         inner.setdefault("model_type", f"{config['model_type']}_text")
         return inner
     return config
+
+
+def with_class_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with the sizes and layer-pattern keys its transformers config class fills in written out
+    (Gemma 3's text_config without vocab_size, layer_types derived from sliding_window_pattern), so that a probe
+    can replace them.  The values are the class's own: the model is unchanged."""
+    from memplan.measure.models import transformers_config
+
+    cfg = transformers_config(config).to_dict()
+    keys = set(WIDTH_KEYS) | set(HIDDEN_KEYS) | set(HEADS_KEYS) | set(KV_KEYS) | set(EXPERT_KEYS) | set(TOPK_KEYS) \
+        | set(WINDOW_KEYS) | set(LAYER_LIST_KEYS) | {"head_dim", "qk_rope_head_dim"}
+    out = dict(config)
+    for key in keys:
+        if key not in out and cfg.get(key) is not None:
+            out[key] = cfg[key]
+    return out
 
 
 def _kinds(m: Model) -> list:
@@ -130,16 +148,18 @@ def probe_config(config: dict[str, Any], k: int, long_windows: bool) -> dict[str
     if mla:
         out["qk_rope_head_dim"] = 2 * p["ropep"]
         d = p["nope"] + 2 * p["ropep"]
+        if out.get("head_dim") is not None:  # DeepseekV3Config.head_dim is the rotary part (its rotary tables)
+            out["head_dim"] = 2 * p["ropep"]
     if "head_dim" in out and out.get("head_dim") is not None and not mla:
         out["head_dim"] = d
-        h = a * p["hp"]
+        h = 8 * a * p["hp"]
     elif mla:
-        h = a * p["hp"]
+        h = 8 * a * p["hp"]
     else:
         h = a * d
     _set_all(out, HIDDEN_KEYS, h)
     for key, role in WIDTH_KEYS.items():
-        _set_all(out, (key,), p[role])
+        _set_all(out, (key,), 8 * p[role] if role in ALIGNED else p[role])
     groups = out.get("n_group") if isinstance(out.get("n_group"), int) else 1
     _set_all(out, EXPERT_KEYS, groups * p["E"])
     _set_all(out, TOPK_KEYS, p["K"])

@@ -30,7 +30,7 @@ def _sizes(layer, m, b: int, s: int) -> dict[str, int]:
     from memplan.memory.implementations import ImplementationProfile
 
     dummy = ImplementationProfile(name="trace", description="", layer=[], checkpoint=[], embedding=[], head=[])
-    return layer_sizes(layer, m, b, s, m.n_layers, dummy)
+    return {**layer_sizes(layer, m, b, s, m.n_layers, dummy), "P": m.max_positions}
 
 
 def _kinds(m) -> list:
@@ -75,7 +75,7 @@ class Tracer:
     def __init__(self, config: dict[str, Any], progress: Progress | None = None) -> None:
         self.say = progress or (lambda _msg: None)
         self.config = config
-        self.text = probe_mod.text_config(config)
+        self.text = probe_mod.with_class_defaults(probe_mod.text_config(config))
         self.period = probe_mod.one_period(self.text)
         from memplan.families.registry import read_config
 
@@ -136,8 +136,12 @@ class Tracer:
                             poly={("b", "s"): Fraction(2)}, itemsize=8, integer=True)]
         for i, (name, shape, dtype) in enumerate(recs[0].buffers):
             shapes_all = [r.buffers[i][1] for r in recs]
-            poly = canonical_poly(elements([shapes._dim(None, tuple(s[j] for s in shapes_all), PREFER_MODEL)
-                                            for j in range(len(shape))]))
+            try:
+                poly = canonical_poly(elements([shapes._dim(None, tuple(s[j] for s in shapes_all), PREFER_MODEL)
+                                                for j in range(len(shape))]))
+            except ShapeError:  # sized by something no size name is (max positions: BERT's position_ids)
+                self.notes.append(f"buffer {name} {tuple(shape)} is sized by no size name: not counted")
+                continue
             parts = name.split(".")
             if any(p.isdigit() for p in parts):
                 if "0" not in parts:
@@ -209,13 +213,14 @@ class Tracer:
         return self._profile(rows, dims)
 
     def _check_sdpa(self) -> None:
-        from memplan.measure.models import build_hf_config
-
-        m = self.real
-        if any(g.layer.attention.softcap is not None for g in m.groups):
-            raise _NoSdpa("transformers' sdpa attention refuses soft-capping (sdpa_attention.py): traced with "
-                          "eager attention only")
-        del build_hf_config
+        """transformers refuses sdpa for some families (Gemma 2's soft-capping: sdpa_attention.py raises; some
+        classes declare no sdpa support): one traced step tells."""
+        p = probe_mod.probes(self.period, True, 1)[0]
+        try:
+            step.run(p, step.Variant("fp32", "cpu", "sdpa", "none", True, True))
+        except (MemplanError, ValueError) as exc:
+            raise _NoSdpa(f"traced with eager attention only: transformers runs this model without sdpa "
+                          f"({str(exc).splitlines()[0][:160]})") from None
 
     def _profile(self, rows: dict[str, list[dict]], dims: dict[str, list]) -> dict[str, Any]:
         family = self.config["model_type"]
@@ -235,7 +240,7 @@ class Tracer:
                             "the tensors of the row"),
             "family": family,
             "sources": [
-                f"traced: {', '.join(type(k).__name__ for k in [])}{text_type} at {len(self.kind_of_layer)} "
+                f"traced: {text_type} at {len(self.kind_of_layer)} "
                 f"layer(s) ({', '.join(spec.kind for spec in self.kinds)}) under FakeTensorMode; "
                 f"variants: attention {dims['attention']}, recompute {dims['recompute']}"
                 + ("" if dims["window"] == [None] else ", windows longer/shorter than the sequence")
@@ -304,6 +309,21 @@ def _hf_json() -> str:
     from memplan.catalog import profiles_dir
 
     return (profiles_dir() / "implementations" / "hf.json").read_text()
+
+
+def dumps(prof: dict[str, Any]) -> str:
+    """The profile as JSON, one row per line (the rows of a region read as a table; the file stays small)."""
+    lines = ["{"]
+    items = list(prof.items())
+    for i, (key, value) in enumerate(items):
+        end = "," if i < len(items) - 1 else ""
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            rows = ",\n".join("  " + json.dumps(v, separators=(", ", ": ")) for v in value)
+            lines.append(f" {json.dumps(key)}: [\n{rows}\n ]{end}")
+        else:
+            lines.append(f" {json.dumps(key)}: {json.dumps(value)}{end}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
 
 def trace_profile(config: dict[str, Any], progress: Progress | None = None, workers: int | None = None

@@ -1,0 +1,105 @@
+"""`memplan trace CONFIG`: trace a model's own modeling code into an implementation profile (the activation rows the
+estimate reads), from its config.json or a built-in profile.
+
+It needs torch and transformers (imported only inside the command); the estimate that reads the profile stays
+torch-free.  The profile is written where the estimate finds it (profiles/implementations/hf-<family>.json, used
+for every model of that family with `--implementation hf`, the default) unless --out says otherwise.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from memplan.errors import MemplanError
+
+
+def _need_packages() -> None:
+    missing = [p for p in ("torch", "transformers") if not _importable(p)]
+    if missing:
+        raise MemplanError(f"memplan trace needs {' and '.join(missing)}: `pip install 'memplan[hf]'` (torch: "
+                           "`pip install torch`, a CPU build is enough: the trace runs on fake tensors)")
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _progress(msg: str) -> None:
+    click.echo(f"memplan trace: {msg}", err=True)
+
+
+def read_config(config: str) -> tuple[str, dict]:
+    """(name, config.json dict) of a config file, its folder, or a built-in profile name."""
+    path = Path(config).expanduser()
+    if path.exists():
+        from memplan.families.hf import config_path_of, read_json
+
+        cfg_path = config_path_of(path)
+        data = read_json(cfg_path)
+        if not isinstance(data.get("model_type"), str):
+            raise MemplanError(f"{cfg_path}: missing key 'model_type'; is this a Hugging Face config.json?")
+        return str(cfg_path), data
+    from memplan.catalog import resolve_model
+
+    spec = resolve_model(config)
+    if spec.hf_config is None:
+        raise MemplanError(f"{config!r} has no config.json to trace (a bare parameter count, or built from flags); "
+                           "give a Hugging Face config.json")
+    return spec.name, spec.hf_config
+
+
+@click.command("trace")
+@click.argument("config", metavar="CONFIG")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the profile (default: profiles/implementations/hf-<family>.json, where the "
+                   "estimate finds it).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Processes tracing variants at once (default: the cores, at most 4).")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON instead of a summary.")
+def trace_command(config: str, out: str | None, force: bool, workers: int | None, as_json: bool) -> None:
+    """Trace CONFIG's modeling code (transformers) under fake tensors and write its activation profile.
+
+    CONFIG: a config.json, the folder holding one, or a built-in profile name.  One layer period of the model is
+    run at small probe sizes in every precision mode, with CPU kernels and the CUDA ones emulated, eager and sdpa
+    attention, with and without full recompute; every tensor saved for backward and every transient becomes a row
+    (memplan/measure/trace/)."""
+    name, data = read_config(config)
+    from memplan.families.registry import find_family
+
+    model_type = data["model_type"]
+    if find_family(model_type) is None:
+        from memplan.families.registry import get_family
+
+        get_family(model_type, name)  # the registry's one line (did-you-mean, encoder-decoders refused)
+    _need_packages()
+    from memplan.catalog import profiles_dir
+    from memplan.report.files import check_writable, write_new_file
+
+    target = Path(out) if out else profiles_dir() / "implementations" / f"hf-{model_type.replace('_', '-')}.json"
+    check_writable(target, force, "--out")
+    from memplan.measure.trace.profile import dumps, trace_profile
+
+    t0 = time.time()
+    _progress(f"tracing {name} ({model_type})")
+    prof = trace_profile(data, progress=_progress, workers=workers)
+    prof["sources"].insert(0, f"traced from {name} by `memplan trace`")
+    written = write_new_file(target, dumps(prof), force=force)
+    if as_json:
+        click.echo(json.dumps(prof, indent=1))
+        return
+    rows = {k: len(v) for k, v in prof.items() if isinstance(v, list) and (not v or isinstance(v[0], dict))}
+    click.echo(f"{prof['name']} ({model_type}): {sum(rows.values())} rows in {time.time() - t0:.1f}s -> {written}")
+    for region, n in rows.items():
+        if n:
+            click.echo(f"  {region:15s} {n:4d} rows")
+    if out:
+        click.echo(f"the estimate reads traced profiles from {profiles_dir() / 'implementations'}; copy it there "
+                   "(or set MEMPLAN_PROFILES) for `--implementation hf` to use it")
+    sys.stdout.flush()

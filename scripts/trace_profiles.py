@@ -1,0 +1,49 @@
+"""Regenerate the traced implementation profiles (profiles/implementations/hf-<family>.json), one per built-in
+family, by `memplan trace` of the family's representative model profile.
+
+    python scripts/trace_profiles.py            # every family
+    python scripts/trace_profiles.py llama gpt2 # some
+    python scripts/trace_profiles.py --out-dir /tmp/traced llama  # elsewhere
+
+Needs torch and transformers.  The profile records the torch and transformers versions it was traced with; rerun
+after upgrading either.  Each family takes seconds to a minute on two cores (benchmarks/bench_trace.py).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+
+def main(argv: list[str]) -> int:
+    from memplan.catalog import profiles_dir, resolve_model
+    from memplan.measure.trace.profile import dumps, trace_profile
+
+    out_dir = None
+    if "--out-dir" in argv:
+        i = argv.index("--out-dir")
+        out_dir, argv = Path(argv[i + 1]), argv[:i] + argv[i + 2:]
+    from memplan.measure.trace import REPRESENTATIVE
+
+    families = argv or sorted(REPRESENTATIVE)
+    unknown = [f for f in families if f not in REPRESENTATIVE]
+    if unknown:
+        print(f"unknown families {unknown}; known: {', '.join(sorted(REPRESENTATIVE))}", file=sys.stderr)
+        return 2
+    out_dir = out_dir or profiles_dir() / "implementations"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for family in families:
+        t = time.time()
+        spec = resolve_model(REPRESENTATIVE[family])
+        prof = trace_profile(spec.hf_config, progress=lambda m: print(f"  {family}: {m}", file=sys.stderr))
+        prof["sources"].insert(0, f"traced from the built-in profile {spec.name} (scripts/trace_profiles.py)")
+        path = Path(out_dir) / f"{prof['name']}.json"
+        path.write_text(dumps(prof))
+        rows = sum(len(v) for k, v in prof.items() if isinstance(v, list) and v and isinstance(v[0], dict))
+        print(f"{family}: {path.name}, {rows} rows, {time.time() - t:.1f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
