@@ -23,6 +23,7 @@ import operator
 import os
 import re
 import stat
+import sys
 from typing import Any
 
 from memplan.errors import MemplanError
@@ -155,14 +156,23 @@ def _parse(text: str, where: str, max_depth: int) -> tuple[Any, bool]:
     depth = _depth(outside)
     if depth > max_depth:
         raise MemplanError(f"{where} nests JSON {depth} levels deep; the limit is {max_depth}")
+    return loads_json(text, where), _MAYBE_NON_FINITE.search(outside) is not None
+
+
+def loads_json(text: str, where: str, **kwargs: Any) -> Any:
+    """json.loads with its failures as one MemplanError naming `where` (check the depth first: `json_depth`)."""
     try:
-        return json.loads(text), _MAYBE_NON_FINITE.search(outside) is not None
+        return json.loads(text, **kwargs)
     except json.JSONDecodeError as exc:
         raise MemplanError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") \
             from None
-    except (RecursionError, ValueError) as exc:  # belt and braces: the depth check should make these unreachable
-        raise MemplanError(f"{where} is not valid JSON ({str(exc).splitlines()[0] if str(exc) else exc})") \
-            from None
+    except ValueError as exc:
+        if "digits" in str(exc):  # Python refuses to convert an integer of over sys.get_int_max_str_digits() digits
+            raise MemplanError(f"{where} holds a number of over {sys.get_int_max_str_digits():,} digits; no setting "
+                               "is that large") from None
+        raise MemplanError(f"{where} is not valid JSON ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+    except RecursionError:  # belt and braces: the depth check should make this unreachable
+        raise MemplanError(f"{where} nests JSON too deeply") from None
 
 
 def read_user_json(path: str | os.PathLike, what: str = "", max_bytes: int = MAX_JSON_BYTES,

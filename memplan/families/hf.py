@@ -36,12 +36,20 @@ def spec_name(given: Path, config_path: Path, data: dict[str, Any], model_type: 
 
 def config_path_of(path: Path) -> Path:
     given = Path(path).expanduser()
-    if given.is_dir():
-        config_path = given / "config.json"
-        if not config_path.is_file():
-            raise MemplanError(f"{given} has no config.json; point to a Hugging Face model folder or a config file")
-        return config_path
-    if given.exists() or given.is_symlink():
+    try:  # Path.is_dir() raises for what the OS refuses outright: a name over 255 bytes, a path over PATH_MAX
+        is_dir = given.is_dir()
+        if is_dir:
+            config_path = given / "config.json"
+            if not config_path.is_file():
+                raise MemplanError(f"{given} has no config.json; point to a Hugging Face model folder or a config "
+                                   "file")
+            return config_path
+        there = given.exists() or given.is_symlink()
+    except OSError as exc:
+        from memplan.userfiles import describe, os_error_message
+
+        raise MemplanError(f"{describe(given, 'config')} {os_error_message(exc)}") from None
+    if there:
         return given  # read_json refuses what is not a regular file, saying what it is
     raise MemplanError(f"no such file or folder: {given} (give a config.json, its folder, or a profile name)")
 

@@ -115,13 +115,33 @@ def get_family(model_type: str, path: str = "config") -> Family:
                        "and transformers) and pass the profile it writes")
 
 
+# transformers 5.24 configuration_utils.py: ALLOWED_ATTN_LAYER_TYPES, and the legacy names remap_legacy_layer_types
+# maps onto them (_LEGACY_LAYER_TYPE_REMAP).  PreTrainedConfig.validate_layer_type refuses any other `layer_types`
+# entry, and a list whose length is not num_hidden_layers, for every model type -- whether or not its modeling
+# code reads the list -- so a config transformers refuses is refused here too.
+TRANSFORMERS_LAYER_TYPES = (
+    "full_attention", "sliding_attention", "chunked_attention", "window_attention", "indexed_attention",
+    "compressed_sparse_attention", "heavily_compressed_attention", "minimax_m3_sparse", "conv", "moe", "hybrid",
+    "hybrid_sliding", "reference_sliding_attention", "linear_attention",
+    "mamba", "attention", "deepseek_sparse_attention", "qwen_sparse_attention",
+)
+
+
+def _check_layer_types(c: ConfigReader) -> None:
+    layers = c.data.get("num_hidden_layers")
+    if isinstance(layers, int) and not isinstance(layers, bool) and layers > 0:
+        c.layer_types(layers, [], TRANSFORMERS_LAYER_TYPES)
+
+
 def read_config(data: dict[str, Any], path: str = "config.json") -> Model:
     """A config.json dict -> Model, through its family's reader."""
     model_type = data.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise MemplanError(f"{path}: missing key 'model_type'; is this a Hugging Face config.json?")
     fam = get_family(model_type, path)
-    return fam.read(ConfigReader(data, path, model_type))
+    c = ConfigReader(data, path, model_type)
+    _check_layer_types(c.sub(fam.text_config) if fam.text_config else c)
+    return fam.read(c)
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], path: str = "config") -> dict[str, Any]:

@@ -27,12 +27,16 @@ class Line(BaseModel):
     bytes: int
     note: str = ""
     layers: int = 0  # layer rows: how many layers of the stage keep this per micro-batch
+    group: int | None = None  # layer rows: the index of the layer kind (LayerActivations.kind_index)
+    holds: list[str] = []  # the implementation row's `holds`: which saved inputs it is (LoRA reduces them)
+    less: int = 0  # bytes per GPU off the row's total: what only one layer of the stage does not save (LoRA)
 
 
 class LayerActivations(BaseModel):
     """One layer group of the stage, per layer and micro-batch."""
 
     kind: str
+    kind_index: int = 0  # its layer kind among the stage's distinct kinds (Line.group: the rows are per kind)
     count: int
     kept: int  # kept for backward (the checkpoint only, under full recompute)
     full: int  # kept without recompute (what a recomputed layer holds during its backward)
@@ -235,38 +239,53 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
     s = -(-setup.seq // p.cp)  # context parallelism: each rank holds its share of the sequence
     tp, sp = p.tp, p.sequence_parallel
     lines: list[Line] = []
-    kinds = len({g.layer for g in stage}) > 1
+    # one set of rows per layer kind (Gemma 2 alternates two kinds over 42 groups of one layer): evaluated once,
+    # shown once with the count of layers of that kind; labelled by attention unless two kinds share it
+    kinds = list(dict.fromkeys(g.layer for g in stage))
+    by_attention = len({k.attention.describe() for k in kinds}) == len(kinds)
 
     def total(region: str, rows: list[Tensor], feats: dict, sizes: dict, keep=lambda t: True,
-              record: bool = True, layers: int = 0) -> int:
+              record: bool = True, layers: int = 0, group: int | None = None) -> int:
         moments: dict[str, int] = {}
         for t in rows:
             if not keep(t) or not _matches(t.when, feats):
                 continue
             nbytes = _tensor_bytes(t, mode, kernels, sizes, tp, sp)
             if nbytes and record:
-                lines.append(Line(region=region, name=t.name, bytes=nbytes, layers=layers))
+                lines.append(Line(region=region, name=t.name, bytes=nbytes, layers=layers, group=group,
+                                  holds=t.holds))
             moments[t.moment] = moments.get(t.moment, 0) + nbytes
         return max(moments.values(), default=0)
 
     group_acts: list[LayerActivations] = []
+    per_kind: dict[LayerSpec, tuple[LayerActivations, list[Line]]] = {}
     for g in stage:
+        if g.layer in per_kind:
+            done, rows = per_kind[g.layer]
+            for line in rows:
+                line.layers += g.count
+            group_acts.append(done.model_copy(update={"count": g.count}))
+            continue
+        i = kinds.index(g.layer)
         feats = layer_features(g.layer, m, setup, mode, kernels, prof)
         sizes = layer_sizes(g.layer, m, b, s, n_layers, prof, tp)
-        label = f"layer [{g.layer.attention.describe()}]" if kinds else "layer"
-        full = total(label, prof.layer, feats, sizes, record=p.recompute == "none", layers=g.count)
+        label = "layer" if len(kinds) == 1 else \
+            f"layer [{g.layer.attention.describe() if by_attention else g.layer.kind}]"
+        first_row = len(lines)
+        full = total(label, prof.layer, feats, sizes, record=p.recompute == "none", layers=g.count, group=i)
         if p.recompute == "full":
-            kept = total(f"{label} (checkpoint)", prof.checkpoint, feats, sizes, layers=g.count)
+            kept = total(f"{label} (checkpoint)", prof.checkpoint, feats, sizes, layers=g.count, group=i)
         elif p.recompute == "selective":
-            kept = total(label, prof.layer, feats, sizes, keep=lambda t: not t.core, layers=g.count)
+            kept = total(label, prof.layer, feats, sizes, keep=lambda t: not t.core, layers=g.count, group=i)
         else:
             kept = full
         dispatch = dispatch_buffer_bytes(setup, g.layer, b, s)
         group_acts.append(LayerActivations(
-            kind=g.layer.kind, count=g.count, kept=kept, full=full,
+            kind=g.layer.kind, kind_index=i, count=g.count, kept=kept, full=full,
             forward=total("layer forward (transient)", prof.layer_forward, feats, sizes, record=False) + dispatch,
             backward=total("layer backward (transient)", prof.layer_backward, feats, sizes, record=False)
             + dispatch))
+        per_kind[g.layer] = (group_acts[-1], lines[first_row:])
     notes: list[str] = []
     dispatch = max((dispatch_buffer_bytes(setup, g.layer, b, s) for g in stage), default=0)
     if dispatch:
@@ -302,11 +321,22 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
 def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
     """LoRA/QLoRA relative to full fine-tuning (memplan/memory/lora.py `lora_activation_adjustment`): a frozen
     weight's linear does not save its input (derivatives.yaml: mm saves `self` only for the weight's gradient), the
-    adapters save A·x, the frozen LM head saves nothing, and QLoRA dequantises one base weight at a time."""
+    adapters save A·x, the frozen LM head saves nothing, and QLoRA dequantises one base weight at a time.
+
+    What is not saved comes off the rows that hold it (`_not_saved`), so no row of the breakdown is negative.  When
+    the implementation profile names what its rows hold, what comes off is what they hold (an implementation that
+    never kept a tensor cannot drop it: Megatron's fused norm keeps no normalised x); else the adjustment's figure.
+    """
     adj = lora_activation_adjustment(setup)
     full_recompute = setup.layout.recompute == "full"
-    delta = adj.per_layer_added_bytes - adj.per_layer_removed_bytes
+    # Full recompute: layer 0 holds only its checkpoint until it is recomputed, when the norm may save (PEFT's
+    # prepare_model_for_kbit_training calls enable_input_require_grads): its first norm is left in, conservatively.
+    cut = _not_saved(acts, adj, per_layer=not full_recompute,
+                     first_norm=bool(adj.first_norm_removed_bytes) and not full_recompute)
     for g in acts.groups:
+        removed = cut.layer.get(g.kind_index, 0) if cut.tagged and not full_recompute else \
+            adj.per_layer_removed_bytes
+        delta = adj.per_layer_added_bytes - removed
         g.full += delta
         if not full_recompute:
             # selective recompute drops only the attention core; the inputs of linears and norms stay saved. Under
@@ -314,28 +344,18 @@ def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
             g.kept += delta
     if not full_recompute:
         layers = sum(g.count for g in acts.groups)
-        removed = ", ".join(g.name for g in adj.groups if not g.adapted)
-        _add_line(acts, Line(region="layer", name="LoRA frozen base: inputs not saved",
-                             bytes=-adj.per_layer_removed_bytes, layers=layers,
-                             note=f"saved only for frozen weights' gradients: {removed}"))
         _add_line(acts, Line(region="layer", name="LoRA adapters: A·x", bytes=adj.per_layer_added_bytes,
                              layers=layers, note="tokens x r per adapted linear, kept for B's gradient"))
-    head_removed = adj.once_removed_bytes - adj.first_norm_removed_bytes
-    if head_removed:
-        acts.head -= head_removed
-        _add_line(acts, Line(region="head", name="LoRA frozen LM head: inputs not saved", bytes=-head_removed,
-                             note="the LM head's input and the final norm's normalized x"))
+    acts.head -= cut.head if cut.tagged else adj.once_removed_bytes - adj.first_norm_removed_bytes
     if adj.first_norm_removed_bytes and not full_recompute:
         # nothing upstream of the first adapter requires grad, so layer 0's first norm saves nothing; like the
         # embedding's saved tensors those would live until the very end of backward, so it is taken off there (the
-        # embedding figure may go negative; only sums of it are used).  Full recompute: layer 0 holds only its
-        # checkpoint until it is recomputed, when the norm may save (PEFT's prepare_model_for_kbit_training calls
-        # enable_input_require_grads): left in, conservatively.
-        first = int(acts.in_flight * adj.first_norm_removed_bytes)
-        acts.embedding -= first
-        _add_line(acts, Line(region="embedding", name="LoRA frozen embeddings: first norm", bytes=-first,
-                             note="nothing before the first adapter needs a gradient: layer 0's first norm saves "
-                                  "nothing"))
+        # embedding figure may go negative; only sums of it are used)
+        acts.embedding -= cut.first if cut.tagged else int(acts.in_flight * adj.first_norm_removed_bytes)
+    if cut.unshown:
+        acts.notes.append(f"LoRA: {cut.unshown / 2**20:,.1f} MiB that the frozen base does not save are off the "
+                          f"totals but in no row above (the {acts.implementation} profile's rows do not say what "
+                          "they hold: `holds`)")
     if adj.dequant_temporary_bytes:
         acts.dequant_temporary = adj.dequant_temporary_bytes  # in layer_forward and layer_backward
     acts.notes += adj.notes
@@ -343,6 +363,80 @@ def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
         # not measured: autocast keeps a 16-bit copy per consuming linear and caches only weights that require grad
         acts.notes.append("LoRA with fp32 weights + autocast: the activation adjustment is validated for 16-bit "
                           "weights only (tests/test_lora.py); autocast copies may differ")
+
+
+# the reasons the breakdown gives for a reduction, by the `holds` name of what is not saved
+_NOT_SAVED = {
+    "attn_in": "the frozen QKV weights' gradients alone need their input", "attn_ctx": "only o_proj's frozen "
+    "weight gradient needs its input", "mlp_in": "the frozen gate/up weights' gradients alone need their input",
+    "mlp_act": "only down_proj's frozen weight gradient needs its input",
+    "norm_y": "the frozen RMSNorm weight's gradient alone needs the normalised x",
+    "lm_head_in": "the frozen LM head's weight gradient alone needs its input",
+    "final_norm_y": "the frozen final RMSNorm weight's gradient alone needs the normalised x",
+    "first_norm_input": "nothing before the first adapter needs a gradient: layer 0's first norm saves nothing",
+    "first_norm_stats": "nothing before the first adapter needs a gradient: layer 0's first norm saves nothing",
+}
+
+
+class NotSaved(BaseModel):
+    """What came off the rows: per layer of each layer kind, per GPU for layer 0's first norm and the head."""
+
+    tagged: bool  # the profile's rows say what they hold
+    layer: dict[int, int] = {}
+    first: int = 0
+    head: int = 0
+    unshown: int = 0  # bytes the adjustment removes that no row holds (per GPU)
+
+
+def _take(line: Line, wanted: dict[str, int], limit: int) -> tuple[int, list[str]]:
+    """Bytes of `wanted` (consumed) that `line` holds, at most `limit`, and which of them."""
+    taken, which = 0, []
+    for name in line.holds:
+        cut = min(wanted.get(name, 0), limit - taken)
+        if cut > 0:
+            wanted[name] -= cut
+            taken += cut
+            which.append(name)
+    return taken, which
+
+
+def _reduce(line: Line, wanted: dict[str, int], limit: int, per_gpu: bool = False) -> int:
+    """Take what `line` holds of `wanted` off it (its bytes per layer, or per GPU: `less`), saying why."""
+    cut, which = _take(line, wanted, limit)
+    if cut:
+        mib = f"{cut / 2**20:,.1f} MiB"
+        if per_gpu:
+            line.less += cut
+            what = f"{mib} less"
+        else:
+            line.bytes -= cut
+            what = f"{mib} per layer not saved" if line.region.startswith("layer") else f"{mib} not saved"
+        line.note = "; ".join(filter(None, [line.note, f"LoRA: {what} ({_NOT_SAVED[which[0]]})"]))
+    return cut
+
+
+def _not_saved(acts: Activations, adj, per_layer: bool, first_norm: bool) -> NotSaved:
+    """Take what a frozen base does not save off the rows that hold it (rows tagged `holds`)."""
+    layer_rows = [x for x in acts.lines if x.region.startswith("layer") and x.group is not None]
+    out = NotSaved(tagged=any(x.holds for x in acts.lines))
+    if per_layer:
+        removed = {g.name: g.bytes for g in adj.groups if not g.adapted}
+        for i in sorted({g.kind_index for g in acts.groups}):
+            wanted = dict(removed)
+            out.layer[i] = sum(_reduce(x, wanted, x.bytes) for x in layer_rows if x.group == i)
+            out.unshown += sum(wanted.values()) * sum(g.count for g in acts.groups if g.kind_index == i)
+    if first_norm and acts.groups:
+        wanted = {k: int(acts.in_flight * v) for k, v in adj.first_norm_removed.items()}
+        # at most one layer's row: the first norm is layer 0's
+        out.first = sum(_reduce(x, wanted, int(x.bytes * acts.in_flight), per_gpu=True)
+                        for x in layer_rows if x.group == acts.groups[0].kind_index)
+        out.unshown += sum(wanted.values())
+    wanted = dict(adj.head_removed)
+    out.head = sum(_reduce(x, wanted, x.bytes) for x in acts.lines if x.region == "head")
+    out.unshown += sum(wanted.values())
+    if out.tagged:
+        out.unshown = 0  # what the rows do not hold is not removed (see _apply_lora)
+    return out
 
 
 def _add_line(acts: Activations, line: Line) -> None:

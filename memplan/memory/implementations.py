@@ -58,6 +58,11 @@ class Tensor(BaseModel):
                                           "(Korthikanti et al. 2022 sec. 4.2)")
     moment: str = Field("", description="transient lists: rows of one moment add up; the list's value is the "
                                         "largest moment (e.g. the MLP's or the attention's backward)")
+    holds: list[str] = Field(default_factory=list, description=(
+        "what the row stores, by the names memory/lora.py gives the inputs a frozen base may not save: attn_in "
+        "(QKV input), attn_ctx (o_proj input), mlp_in, mlp_act (down_proj input), norm_y (RMSNorm's normalised x), "
+        "first_norm_input / first_norm_stats (the first norm's saved input and statistics), lm_head_in, "
+        "final_norm_y; LoRA shows what it does not save as reductions of these rows"))
     note: str = ""
 
 

@@ -185,7 +185,7 @@ def _vllm_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool, 
     batch = setup.batch
     est.gpu, est.gpu_memory = gpu.name, st.total_memory
     est.fits = st.starts and (batch is None or (batch <= conc_ctx and batch <= st.max_num_seqs))
-    est.headroom = st.kv_cache_available - kv_need
+    est.headroom = st.kv_cache_available - st.kv_cache_shortfall - kv_need
     if batch is not None and batch > st.max_num_seqs:
         notes.append(f"--batch {batch} exceeds max_num_seqs {st.max_num_seqs}: vLLM schedules at most that many at "
                      "once")

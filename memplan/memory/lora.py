@@ -97,7 +97,12 @@ def resolve_targets(m: Model, targets: list[str] | None) -> list[str]:
         default = fam.peft_targets if fam is not None else None
         if default is None:  # custom architecture: the attention query and value, as PEFT does for most families
             fused = [x for x in lins if x.role == "qkv"]
-            return [fused[0].name] if fused else [x.name for x in lins if x.role in ("q", "v")]
+            found = [fused[0].name] if fused else [x.name for x in lins if x.role in ("q", "v")]
+            if not found:  # PEFT itself: "Please specify `target_modules` in `peft_config`"
+                names = ", ".join(sorted({x.peft_name for x in lins if x.role != "router"}))
+                raise MemplanError(f"PEFT has no default LoRA targets for {m.family} and it has no q/v projections: "
+                                   f"give --lora-targets (its linears: {names}; or all-linear)")
+            return found
         targets = list(default)
     out: list[str] = []
     for raw in targets:
@@ -146,6 +151,10 @@ def lora_spec(setup: TrainingSetup, lora_rank: int | None = None, lora_targets: 
     targets = lora_targets.split(",") if isinstance(lora_targets, str) else lora_targets
     names = resolve_targets(m, targets)
     sites = [x for layer, _ in m.kinds() for x in adapter_sites(m, layer, lora_rank, names)]
+    sites += head_sites(m, lora_rank, names)
+    if not sites:
+        raise MemplanError(f"--lora-targets {','.join(targets or names)} adapts no linear layer of this {m.family} "
+                           "model")
     smallest = min(min(x.in_features, x.out_features) for x in sites)
     if lora_rank > smallest:
         raise MemplanError(f"--lora-rank {lora_rank} exceeds the smallest adapted layer's min(in, out) = {smallest}: "
@@ -374,6 +383,10 @@ class LoraActivationAdjustment(BaseModel):
     groups: list[InputGroup]
     once_removed_bytes: int  # LM head input + final RMSNorm's y + the first norm's saved input (see below)
     first_norm_removed_bytes: int = 0  # the part of once_removed_bytes that is layer 0's first norm (stage 0)
+    # the same bytes by the tensor they are (the `holds` names of implementation-profile rows): how the
+    # activation breakdown shows them, as reductions of the rows that hold them
+    head_removed: dict[str, int] = {}  # lm_head_in, final_norm_y
+    first_norm_removed: dict[str, int] = {}  # first_norm_input, first_norm_stats (per micro-batch)
     dequant_temporary_bytes: int  # QLoRA: one dequantised weight in the compute dtype, alive during its matmul
     notes: list[str] = []
 
@@ -433,13 +446,20 @@ def lora_activation_adjustment(setup: TrainingSetup) -> LoraActivationAdjustment
             # nn.Dropout on x before lora_A: a copy of x in the compute dtype and a bool mask
             added += tokens * routed * site.a_shape[1] * (cb + 1)
     local = local_parameters(setup.model, p)
-    once = 0
+    head: dict[str, int] = {}
     if a.head.lm_head and local.stage == p.pp - 1:
-        once += tokens * a.hidden_size * cb + (tokens * a.hidden_size * wb if rms and a.head.final_norm else 0)
-    first_norm = 0
+        head["lm_head_in"] = tokens * a.hidden_size * cb
+        if rms and a.head.final_norm:
+            head["final_norm_y"] = tokens * a.hidden_size * wb
+    first: dict[str, int] = {}
     if local.stage == 0 and layer.norms:
-        first_norm = tokens * (a.hidden_size * 4 + 4) if rms else tokens * (a.hidden_size * cb + 8)
-    once += first_norm
+        # RMSNorm saves its fp32 input and rsqrt (4 B per token); LayerNorm its input, mean and rstd (fp32 each)
+        first = ({"first_norm_input": tokens * a.hidden_size * 4, "first_norm_stats": tokens * 4} if rms else
+                 {"first_norm_input": tokens * a.hidden_size * cb, "first_norm_stats": tokens * 8})
+    head = {k: int(v) for k, v in head.items()}
+    first = {k: int(v) for k, v in first.items()}
+    first_norm = sum(first.values())
+    once = sum(head.values()) + first_norm
     temp = 0
     notes = []
     if spec.quantize_base:
@@ -449,5 +469,6 @@ def lora_activation_adjustment(setup: TrainingSetup) -> LoraActivationAdjustment
                      "(forward and backward) and saves only the quantised weight")
     return LoraActivationAdjustment(tokens=tokens, layers=local.layers, per_layer_added_bytes=int(added),
                                     per_layer_removed_bytes=int(removed), groups=groups, once_removed_bytes=int(once),
-                                    first_norm_removed_bytes=int(first_norm),
+                                    first_norm_removed_bytes=int(first_norm), head_removed=head,
+                                    first_norm_removed=first,
                                     dequant_temporary_bytes=int(temp), notes=notes)

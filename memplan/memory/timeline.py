@@ -175,7 +175,7 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
         # bytes per GPU like every other component; layer lines say their per-layer size in the note
         mult = acts.in_flight * line.layers if line.region.startswith("layer") else 1
         comps.append(Component(name=f"{line.region}: {line.name}", category="activations",
-                               bytes=int(line.bytes * mult),
+                               bytes=int(line.bytes * mult) - line.less,
                                note="; ".join(filter(None, [_line_note(line, acts), line.note]))))
     if acts.dequant_temporary:
         comps.append(Component(name="QLoRA dequantised base weight (forward, backward)", category="temporaries",

@@ -141,9 +141,11 @@ def vllm_startup(setup: InferenceSetup, gpu: GPUSpec, context: int | None = None
         available = requested - c.weights.total - c.non_torch - c.peak - (c.cudagraph if cg_subtracted else 0)
         bpb = kv.bytes_per_block(c.layers)
         blocks = max(available, 0) // bpb
+        # vLLM logs a negative "Available KV cache memory" before refusing; a byte count here is never negative:
+        # what is missing is its own figure
         stages.append(VllmStage(stage=i, weights=c.weights.total, peak_activation=c.peak, non_torch=c.non_torch,
-                                cudagraph=c.cudagraph, kv_cache_available=available, bytes_per_block=bpb,
-                                num_gpu_blocks=blocks))
+                                cudagraph=c.cudagraph, kv_cache_available=max(available, 0),
+                                kv_cache_shortfall=max(-available, 0), bytes_per_block=bpb, num_gpu_blocks=blocks))
         per_stage.append((c.weights, c.peak_source, c.layers))
     worst = min(range(len(stages)), key=lambda k: stages[k].num_gpu_blocks)
     st = stages[worst]
@@ -179,6 +181,7 @@ def vllm_startup(setup: InferenceSetup, gpu: GPUSpec, context: int | None = None
         peak_activation=peak_logged, profile_peak=st.peak_activation, peak_activation_source=what,
         non_torch=st.non_torch,
         cudagraph=st.cudagraph, cudagraph_in_budget=cg_subtracted, kv_cache_available=st.kv_cache_available,
+        kv_cache_shortfall=st.kv_cache_shortfall,
         kv_bytes_per_token=kv_per_token, block_size=s.block_size, bytes_per_block=st.bytes_per_block,
         num_gpu_blocks=num_blocks, kv_cache_pool=num_blocks * st.bytes_per_block,
         gpu_kv_cache_tokens=kv.tokens_logged(num_blocks, s.max_model_len, rules),
@@ -222,7 +225,7 @@ def _check(setup: InferenceSetup, s: Settings, kv: KVPlan, stages: list[VllmStag
             return ("No available memory for the cache blocks (weights + activation peak + non-torch"
                     + (" + CUDA graphs" if rules.cudagraph_subtracted(setup.model.arch) and not s.eager else "")
                     + f" exceed the {_gib(requested)} GiB that gpu_memory_utilization {s.utilization} allows)",
-                    _fixes(setup, s, gpu, short=-st.kv_cache_available, weights=True), None)
+                    _fixes(setup, s, gpu, short=st.kv_cache_shortfall, weights=True), None)
     for st, b in zip(stages, bounds):
         layers = range(*b)
         reserve = st.bytes_per_block if rules.null_block_reserved else 0

@@ -46,7 +46,9 @@ def _vllm_lines(v: VllmStartup, units: Units) -> list[str]:
                      ["peak activation", b(v.peak_activation)],
                      ["non-torch memory", b(v.non_torch)],
                      ["CUDA graphs" + ("" if v.cudagraph_in_budget else " (outside the budget)"), b(v.cudagraph)],
-                     ["Available KV cache memory", b(v.kv_cache_available)]], tablefmt="plain")]
+                     ["Available KV cache memory", b(v.kv_cache_available)
+                      + (f" ({b(v.kv_cache_shortfall)} short)" if v.kv_cache_shortfall else "")]],
+                    tablefmt="plain")]
     specs = [[s.spec + (f" ({s.window})" if s.window else ""), s.layers, f"{s.page_size_bytes:,}",
               s.blocks_per_request] for s in v.layer_kinds]
     out += ["", tabulate(specs, headers=["KV spec", "layers", f"page (B, {v.block_size} tokens)",

@@ -72,6 +72,7 @@ class VllmStage(BaseModel):
     non_torch: int
     cudagraph: int
     kv_cache_available: int
+    kv_cache_shortfall: int = 0
     bytes_per_block: int
     num_gpu_blocks: int
 
@@ -94,7 +95,10 @@ class VllmStartup(BaseModel):
                                        "persistent runner buffers)")
     cudagraph: int = Field(description="CUDA-graph memory of the capture")
     cudagraph_in_budget: bool = Field(description="whether this version subtracts it from the KV budget")
-    kv_cache_available: int = Field(description="'Available KV cache memory'")
+    kv_cache_available: int = Field(description="'Available KV cache memory' (0 when nothing is left)")
+    kv_cache_shortfall: int = Field(0, description="bytes by which weights + peak + non-torch (+ CUDA graphs) exceed "
+                                                   "the budget: vLLM logs them as a negative 'Available KV cache "
+                                                   "memory' and refuses to start")
     kv_bytes_per_token: int = Field(description="all layers on this GPU, one token (before windows cap it)")
     block_size: int
     bytes_per_block: int = Field(description="one block across the layers of the widest KV cache group")

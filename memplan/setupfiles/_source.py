@@ -6,14 +6,13 @@ PyYAML and TOML needs tomllib (Python >= 3.11) or tomli; both are imported only 
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from memplan.errors import MemplanError
-from memplan.userfiles import MAX_JSON_DEPTH, json_depth, read_user_text
+from memplan.userfiles import MAX_JSON_DEPTH, json_depth, json_kind, loads_json, read_user_text
 
 MAX_BYTES = 16 * 1024 * 1024  # engine configs are kilobytes; this only stops a wrong path (a dataset, /dev/zero)
 MAX_NODES = 200_000  # settings in one file, YAML aliases counted each time they are used (a "billion laughs")
@@ -49,7 +48,7 @@ def parse(path: str | os.PathLike, text: str, syntax: Syntax) -> dict[str, Any]:
     except RecursionError:  # the YAML composer and tomllib recurse per nesting level
         raise MemplanError(f"{path} nests too deeply to be a config file") from None
     if not isinstance(data, dict):
-        raise MemplanError(f"{path}: the top level is a {type(data).__name__}, not a mapping of settings")
+        raise MemplanError(f"{path}: the top level is {json_kind(data)}, not a mapping of settings")
     _bounded(path, data)
     return data
 
@@ -74,10 +73,7 @@ def _json(path, text: str) -> Any:
     depth = json_depth(text)
     if depth > MAX_JSON_DEPTH:  # json's C scanner recurses per level: refuse before it hits the recursion limit
         raise MemplanError(f"{path} nests JSON {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates(path))
-    except json.JSONDecodeError as exc:
-        raise MemplanError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    return loads_json(text, str(path), object_pairs_hook=_no_duplicates(path))
 
 
 def _no_duplicates(path):

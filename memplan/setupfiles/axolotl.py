@@ -12,6 +12,8 @@ gradient_accumulation_steps per GPU.
 """
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 from memplan.setupfiles import deepspeed, hf_trainer
@@ -80,7 +82,8 @@ def _model(c: Collector) -> None:
         if name is None:
             continue
         beside = Path(c.path).parent / Path(name).expanduser()
-        value = str(beside) if not Path(name).is_absolute() and beside.exists() else name
+        # os.path.exists: False (not an OSError) for a name the OS refuses (over 255 bytes)
+        value = str(beside) if not Path(name).is_absolute() and os.path.exists(beside) else name
         c.set("model", value, key, note="a path next to this file" if value != name else "")
         c.consult_all("model", "base_model", "base_model_config", note="base_model_config, when given, decides")
         return

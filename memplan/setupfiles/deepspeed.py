@@ -11,6 +11,8 @@ knows those arguments passes them as `auto`.
 """
 from __future__ import annotations
 
+import os
+
 import json
 from pathlib import Path
 from typing import Any
@@ -209,8 +211,9 @@ def read_referenced(c: Collector, key: str, auto: dict[str, Any] | None = None, 
         raise c.error(key, f"expected the path of a DeepSpeed JSON config (or its settings), got {raw!r}")
     name = Path(raw).expanduser()
     beside = Path(c.path).parent / name
-    path = name if name.is_absolute() else beside if beside.exists() else name
-    if not path.exists():
+    # os.path.exists: False (not an OSError) for a name the OS refuses (over 255 bytes)
+    path = name if name.is_absolute() else beside if os.path.exists(beside) else name
+    if not os.path.exists(path):
         raise c.error(key, f"{raw} is neither next to {c.path} nor in the current folder")
     data, _ = _source.load(path)
     sub = Collector(str(path), data)

@@ -102,12 +102,14 @@ def _fsdp_args(c: Collector, fsdp) -> None:
     fsdp_ prefix, or a path to a JSON file)."""
     cfg = c.get("fsdp_config", None)
     if isinstance(cfg, str):
+        import os
         from pathlib import Path
 
         from memplan.setupfiles import _source
 
-        path = Path(c.path).parent / cfg if not Path(cfg).is_absolute() and (Path(c.path).parent / cfg).exists() \
-            else Path(cfg)
+        # os.path.exists: False (not an OSError) for a name the OS refuses; _source.load then says what is wrong
+        beside = Path(c.path).parent / cfg
+        path = beside if not Path(cfg).is_absolute() and os.path.exists(beside) else Path(cfg)
         data, _ = _source.load(path)
         sub = Collector(str(path), data)
         _fsdp.read(sub, "", source="the HF Trainer")

@@ -75,8 +75,10 @@ def read_setup_file(path: str | os.PathLike, format: str | None = None) -> Setup
     READERS[fmt](c)
     try:
         setup = SetupKeywords.model_validate(c.kwargs)
-    except ValidationError as exc:  # a reader bug, not the user's: still one line
-        raise MemplanError(f"{path_text}: the values read do not form a setup ({str(exc).splitlines()[0]})") from None
+    except ValidationError as exc:  # a value out of range (torchrun --nproc_per_node 0 -> gpus 0): the first, plainly
+        from memplan.field_errors import field_error_line
+
+        raise MemplanError(field_error_line(exc, path_text)) from None
     return SetupFileReading(path=path_text, format=fmt, setup=setup, read=c.read, ignored=c.ignored,
                             warnings=c.warnings, files=c.files)
 

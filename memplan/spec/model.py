@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -409,13 +410,18 @@ class LayerSpec(BaseModel):
         return f"{self.attention.describe()}, {self.ffn.describe()}"
 
     def linears(self, hidden: int, names: dict[str, str]) -> list[Linear]:
-        return self.attention.linears(hidden, names) + self.ffn.linears(hidden, names)
+        # a layer spec is frozen and its Linears are frozen dataclasses: computed once per (spec, width, names), as
+        # every estimate walks every layer group (Gemma 2: 42 groups of one layer) and a search runs hundreds
+        return list(_layer_linears(self, hidden, tuple(sorted(names.items()))))
 
     def vectors(self, hidden: int, names: dict[str, str]) -> list[Vector]:
         block = [Vector(f"norm{i}", hidden) for i in range(self.norms) for _ in range(self.norm.vectors_per_norm)]
         return block + self.attention.vectors(self.norm, names)
 
     def parameters(self, hidden: int, names: dict[str, str]) -> "LayerParameters":
+        return _layer_parameters(self, hidden, tuple(sorted(names.items())))
+
+    def _parameters(self, hidden: int, names: dict[str, str]) -> "LayerParameters":
         lins = self.linears(hidden, names)
         vecs = self.vectors(hidden, names)
         attention = sum(x.params for x in lins if x.is_attention) + sum(v.size for v in vecs if v.kind == "sink")
@@ -426,7 +432,21 @@ class LayerSpec(BaseModel):
         return LayerParameters(attention=attention, ffn=ffn, norms=norms, total=total, active=total - inactive)
 
 
+@lru_cache(maxsize=1024)
+def _layer_linears(layer: LayerSpec, hidden: int, names: tuple[tuple[str, str], ...]) -> tuple[Linear, ...]:
+    return tuple(layer.attention.linears(hidden, dict(names)) + layer.ffn.linears(hidden, dict(names)))
+
+
+@lru_cache(maxsize=1024)
+def _layer_parameters(layer: LayerSpec, hidden: int, names: tuple[tuple[str, str], ...]) -> "LayerParameters":
+    return layer._parameters(hidden, dict(names))
+
+
 class LayerParameters(BaseModel):
+    """Parameters of one layer (shared between callers: read, never changed)."""
+
+    model_config = ConfigDict(frozen=True)
+
     attention: int
     ffn: int
     norms: int
