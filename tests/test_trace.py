@@ -126,15 +126,20 @@ def test_cuda_emulation_keeps_cudas_tensors():
 
 # ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def traced_llama():
-    """hf-llama traced from a config with head_dim and GQA 4:1, at 1 layer (about 15 s on 2 cores)."""
+def traced_llama(tmp_path_factory):
+    """`memplan trace` of a Llama config with head_dim and GQA 4:1 (one layer traced; about 10 s on 2 cores)."""
+    from memplan.cli import main
     from memplan.memory.implementations import ImplementationProfile
-    from memplan.measure.trace.profile import trace_profile
 
+    folder = tmp_path_factory.mktemp("trace")
     cfg = {"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 512, "num_attention_heads": 8,
            "num_key_value_heads": 2, "head_dim": 128, "intermediate_size": 1408, "vocab_size": 32000,
            "max_position_embeddings": 4096}
-    return ImplementationProfile.model_validate(trace_profile(cfg))
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert main(["trace", str(folder), "--out", str(folder / "hf-llama.json")]) == 0
+    prof = ImplementationProfile.model_validate_json((folder / "hf-llama.json").read_text())
+    assert prof.family == "llama" and prof.name == "hf-llama"
+    return prof
 
 
 @pytest.mark.parametrize("precision,attention,batch,seq", [
