@@ -97,3 +97,36 @@ def test_alternating_layer_kinds_show_one_row_per_kind(capsys):
     saved = [c for c in est["components"] if c["category"] == "activations"
              and c["name"].split(":")[0].split(" [")[0] in ("layer", "embedding", "head")]
     assert sum(c["bytes"] for c in saved) == est["per_gpu"]["saved_activations"]
+
+
+@pytest.mark.parametrize("target", [".", "./", "..", "sub/"])
+def test_a_folder_name_is_not_a_file_to_write(capsys, tmp_path, monkeypatch, target):
+    """`--save-setup .` raised ValueError (Path('.').with_name) after the estimate; `sub/` would have written a
+    file named sub."""
+    monkeypatch.chdir(tmp_path)
+    line = _one_error_line(capsys, "estimate", "gpt2", "--save-setup", target)
+    assert "names a folder, not a file" in line
+    line = _one_error_line(capsys, "profile", "1M", "--layers", "2", "--hidden", "64", "--heads", "4", "--ffn",
+                           "128", "--vocab", "256", "--device", "fake", "--out", target)
+    assert "names a folder, not a file" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_setup_refuses_an_existing_file_before_the_work_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    """It used to estimate, refuse, then keep the setup as saved-1.json anyway."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "saved.json").write_text("old\n")
+    line = _one_error_line(capsys, "estimate", "gpt2", "--save-setup", "saved.json")
+    assert "exists; pass --force" in line and "this result is in" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved.json"]
+    assert (tmp_path / "saved.json").read_text() == "old\n"
+
+
+def test_force_overwrites_a_saved_setup_where_the_command_has_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "saved.json").write_text("old\n")
+    code, _, err = run_cli(capsys, "estimate", "gpt2", "--save-setup", "saved.json", "--force")
+    assert code == 0 and json.loads((tmp_path / "saved.json").read_text())["model"]["name"] == "gpt2"
+    # `time` has no --force: the refusal does not tell to pass one
+    line = _one_error_line(capsys, "time", "gpt2", "-g", "a100-80gb", "-t", "1B", "--save-setup", "saved.json")
+    assert "exists; choose another path" in line and "pass --force" not in line

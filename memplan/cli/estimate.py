@@ -26,9 +26,9 @@ LORA_KEYS = ("lora_rank", "lora_targets", "quantize_base")
 @click.option("--calibration", type=PATH, help="A `memplan profile` record to calibrate with.")
 @field_option(Workload, "optimizer_impl")
 @click.option("--compare", is_flag=True, help="One row per strategy: fp32, mixed, ZeRO-1/2/3, ZeRO-3 + offload.")
-@click.option("--plot", type=PATH, metavar="FILE.png", help="Also draw memory by component against the GPU and the step's "
-                                                 "timeline (needs matplotlib).")
-@click.option("--force", is_flag=True, help="Overwrite --plot's file if it exists.")
+@click.option("--plot", type=PATH, metavar="FILE.png",
+              help="Also draw memory by component against the GPU and the step's timeline (needs matplotlib).")
+@click.option("--force", is_flag=True, help="Overwrite --plot/--save-setup files that exist.")
 @units_option
 @json_option
 def estimate_command(**kwargs) -> None:
@@ -50,7 +50,7 @@ def estimate_command(**kwargs) -> None:
     if plot and (compare or mode == "inference"):
         raise MemplanError("--plot draws one training estimate: drop --compare / --mode inference")
     training = pop_training_kwargs(kwargs)
-    save_setup = training.pop("_save_setup", None)
+    save_setup, save_force = training.pop("_save_setup", None), training.pop("_save_setup_force", False)
     if save_setup and (mode == "inference" or compare):
         raise MemplanError("--save-setup writes one training setup: drop --compare / --mode inference")
     check_flag_combinations(training, lora=lora)
@@ -79,7 +79,7 @@ def estimate_command(**kwargs) -> None:
     if save_setup:
         from memplan.setups import save_setup_file
 
-        click.echo(f"memplan: setup written to {save_setup_file(save_setup, est.setup)}", err=True)
+        click.echo(f"memplan: setup written to {save_setup_file(save_setup, est.setup, force=save_force)}", err=True)
     click.echo(est.model_dump_json(indent=2) if as_json else memory_table(est, units))
     if plot:
         from memplan.report.plot import estimate_plot

@@ -146,7 +146,20 @@ def pop_training_kwargs(kwargs: dict) -> dict:
         raise MemplanError("MODEL is needed: a profile name, a config.json, a parameter count, or a --setup file "
                            "that names the model")
     if save is not None:
+        from memplan.report.files import TargetRefused, check_writable
+
+        # the command's own --force (estimate, profile, plan) overwrites an existing --save-setup file too
+        ctx = click.get_current_context(silent=True)
+        force = bool(ctx is not None and ctx.params.get("force"))
+        try:
+            check_writable(save, force, what="--save-setup")  # up front: an existing file, a folder, ...
+        except TargetRefused as exc:
+            if ctx is None or "force" in ctx.params or "--force" not in str(exc):
+                raise
+            raise MemplanError(f"--save-setup {exc.path}: exists; choose another path (`{ctx.command_path}` has "
+                               "no --force)") from None
         merged["_save_setup"] = save
+        merged["_save_setup_force"] = force
     return merged
 
 
@@ -155,20 +168,20 @@ def build_setup(**kw):
     from memplan.setups import save_setup_file, training_setup
 
     kw = {k: v for k, v in kw.items() if v is not None}
-    save = kw.pop("_save_setup", None)
+    save, force = kw.pop("_save_setup", None), kw.pop("_save_setup_force", False)
     setup = training_setup(kw.pop("model"), **kw)
     if save is not None:
-        click.echo(f"memplan: setup written to {save_setup_file(save, setup)}", err=True)
+        click.echo(f"memplan: setup written to {save_setup_file(save, setup, force=force)}", err=True)
     return setup
 
 
 def save_setup_if_asked(training: dict, setup) -> None:
     """For commands that build their setup elsewhere (the API): write --save-setup if it was given."""
-    save = training.pop("_save_setup", None)
+    save, force = training.pop("_save_setup", None), training.pop("_save_setup_force", False)
     if save is not None:
         from memplan.setups import save_setup_file
 
-        click.echo(f"memplan: setup written to {save_setup_file(save, setup)}", err=True)
+        click.echo(f"memplan: setup written to {save_setup_file(save, setup, force=force)}", err=True)
 
 
 def resolve_gpu(name: str | None):

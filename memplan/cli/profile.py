@@ -41,7 +41,7 @@ def _progress(msg: str) -> None:
 @click.option("--out", type=PATH, is_flag=False, flag_value="auto", default=None, metavar="[PATH]",
               help="Save a schema-versioned JSON record (no PATH: a new file under profiles/runs/ of a source "
                    "checkout, else ./memplan-runs/).")
-@click.option("--force", is_flag=True, help="Overwrite --out/--plot files that exist.")
+@click.option("--force", is_flag=True, help="Overwrite --out/--plot/--save-setup files that exist.")
 @click.option("--plot", type=PATH, help="PNG: timeline and categories vs GPU capacity.")
 @click.option("--snapshot", type=PATH, help="cuda: allocator snapshot (pytorch.org/memory_viz).")
 @click.option("--find-max-batch", is_flag=True, help="Bisect the largest micro-batch that runs (cuda: until OOM; "

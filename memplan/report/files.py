@@ -56,9 +56,7 @@ def resolve_target(path: str | os.PathLike, force: bool = False, what: str = "--
     A symlink is followed only with `force` (its target is what gets written).
     """
     text = os.fspath(path)
-    if not str(text).strip():
-        raise MemplanError(f"{what}: no file name given (an empty path)")
-    p = Path(text).expanduser()
+    p = _file_name(text, what)
     try:
         st = os.lstat(p)
     except FileNotFoundError:
@@ -89,6 +87,18 @@ def resolve_target(path: str | os.PathLike, force: bool = False, what: str = "--
     if not force:
         raise _refuse(p, what, "exists; pass --force to overwrite it or choose another path")
     return p, True
+
+
+def _file_name(text: str, what: str) -> Path:
+    """The path as a Path, refused unless its last part can name a file: not empty, not '.' or '..', not ending
+    in a separator (pathlib drops that '/', and 'out/' would become a file named out)."""
+    if not str(text).strip():
+        raise MemplanError(f"{what}: no file name given (an empty path)")
+    p = Path(text).expanduser()
+    if text.endswith(("/", os.sep)) or p.name in ("", ".", ".."):
+        raise MemplanError(f"{what} {text}: names a folder, not a file; give a file name in it, e.g. "
+                           f"{os.path.join(text, 'memplan-out.json')}")
+    return p
 
 
 def _existing_ancestor(folder: Path) -> Path:
@@ -214,9 +224,7 @@ def write_new_file_with(path: str | os.PathLike, writer: Writer, force: bool = F
     generated (a timestamp): on a collision take the next free name instead of refusing.
     """
     if unique:
-        if not os.fspath(path):
-            raise MemplanError(f"{what}: no file name given (an empty path)")
-        target, exists = Path(os.fspath(path)).expanduser(), False
+        target, exists = _file_name(os.fspath(path), what), False
     else:
         try:
             target, exists = resolve_target(path, force, what)

@@ -157,7 +157,7 @@ def estimate_training(a: Args) -> None:
     if a.rng.random() < 0.15:
         _draw_flags(a, LORA, a.rng.randint(1, 3))
     if a.rng.random() < 0.08:
-        a.add(a.rng.choice(["--max-micro-batch", "--max-seq"]))
+        a.add(*a.rng.choice([["--max-micro-batch"], ["--max-seq"], ["--max-micro-batch", "--max-seq"]]))
     if a.rng.random() < 0.08:
         a.add("--compare")
     if a.rng.random() < 0.05:
@@ -173,7 +173,7 @@ def estimate_inference(a: Args) -> None:
         _draw_flags(a, [t for t in LAYOUT if t[0] in ("-n", "--tp", "--pp", "--ep", "--gpus-per-node")], 1)
     a.maybe(0.75, "-g", V.gpu_name(a.rng))
     if a.rng.random() < 0.12:
-        a.add(a.rng.choice(["--max-batch", "--max-context"]))
+        a.add(*a.rng.choice([["--max-batch"], ["--max-context"], ["--max-batch", "--max-context"]]))
     if a.rng.random() < 0.06:
         _draw_flags(a, WORKLOAD + LORA + [("--compare", [None], []), ("--max-seq", [None], [])], 1)
     if a.rng.random() < 0.05:
@@ -284,6 +284,12 @@ def time_cmd(a: Args) -> None:
                                      else edge_file(a.rng, "measured.json"))))
     if a.rng.random() < 0.05:
         a.add("--system", a.file(*edge_file(a.rng, "system.json")))
+    if a.rng.random() < 0.05:
+        a.add("--setup", a.file(*setup_file(a.rng)))
+    if a.rng.random() < 0.04:
+        a.add("--save-setup", a.file(*output_path(a.rng, "saved-setup.json")))
+    if a.rng.random() < 0.05:
+        _draw_flags(a, LORA, a.rng.randint(1, 2))
     a.maybe(0.7, "--json")
 
 
@@ -296,6 +302,8 @@ def plan(a: Args) -> None:
     a.maybe(0.5, "-s", a.rng.choice([512, 1024, 2048, 4096]))
     _draw_flags(a, PLAN_FLAGS, _count(a.rng, 1.5))
     _draw_flags(a, SMALL_LAYOUT, _count(a.rng, 0.8))
+    if a.rng.random() < 0.04:
+        a.add("--setup", a.file(*setup_file(a.rng)))
     a.maybe(0.7, "--json")
 
 
@@ -344,6 +352,10 @@ def profile(a: Args) -> None:
     if a.rng.random() < 0.25:
         a.add("--out", a.file(*output_path(a.rng, "record.json")))
         a.maybe(0.4, "--force")
+    if a.rng.random() < 0.05:
+        a.add("--plot", a.file(*output_path(a.rng, "profile.png")))
+    if a.rng.random() < 0.05:
+        a.add("--save-setup", a.file(*output_path(a.rng, "saved-setup.json")))
     if a.rng.random() < 0.06 and device == "fake":  # on cpu the bisection really allocates, up to the GPU's size
         a.add("--find-max-batch", "-g", "t4")
     a.maybe(0.7, "--json")
@@ -388,9 +400,14 @@ def make_case(seed: int, index: int) -> Case:
 def output_path(rng: random.Random, name: str) -> tuple[str, dict[str, FileSpec]]:
     """A path to write, fresh or already taken by something (a file, a folder, a FIFO, a link, a missing folder)."""
     kind = rng.choice(["fresh"] * 5 + ["existing", "folder", "fifo", "symlink", "dangling", "missing_folder",
-                                       "under_file", "long_component", "hidden_dir", "existing_in_dir"])
+                                       "under_file", "long_component", "hidden_dir", "existing_in_dir", "empty",
+                                       "dot"])
     if kind == "fresh":
         return name, {}
+    if kind == "empty":
+        return rng.choice(["", " "]), {}
+    if kind == "dot":  # the current folder itself
+        return rng.choice([".", "./", ".."]), {}
     if kind == "existing":
         return name, {name: FileSpec("text", "old content\n")}
     if kind == "folder":

@@ -31,6 +31,7 @@ NONSENSE_IN_TABLE = re.compile(r"(?<![\w.+-])(nan|inf(inity)?)(?![\w-])|(?<![\w.
 BYTE_DICTS = ("per_gpu", "cpu", "nvme")
 VLLM_BYTES = ("total_memory", "requested", "weights", "peak_activation", "profile_peak", "non_torch", "cudagraph",
               "kv_bytes_per_token", "bytes_per_block", "kv_cache_pool", "num_gpu_blocks", "gpu_kv_cache_tokens")
+MAX_PARAMETERS = 10**15  # the largest count memplan accepts (spec/units.py parse_count): anything above is nonsense
 JSON_COMMANDS = {"estimate", "models", "gpus", "interconnects", "time", "plan", "profile", "bench"}
 WRITE_FLAGS = ("--out", "--plot", "--save-setup", "--snapshot")
 
@@ -104,6 +105,7 @@ def _success_output(run: CaseRun) -> list[str]:
                 found += [f"strategy {s.get('strategy')}: {p}" for p in _training(s["estimate"])]
         elif isinstance(data, dict) and data.get("engine") in ("vllm", "hf"):
             found += _inference(data)
+            found += _inference_across_runs(run, data)
         else:
             found += _training(data)
             found += _across_runs(run, data)
@@ -167,8 +169,8 @@ def _training(est: dict) -> list[str]:
             found.append(f"gpu_memory = {mem!r}")
         elif est.get("fits") != (g["required"] <= mem):
             found.append(f"fits = {est.get('fits')} but required {g['required']:,} vs gpu_memory {mem:,}")
-    if not isinstance(est.get("parameters"), int) or est["parameters"] <= 0:
-        found.append(f"parameters = {est.get('parameters')!r}")
+    if not isinstance(est.get("parameters"), int) or not 0 < est["parameters"] <= MAX_PARAMETERS:
+        found.append(f"parameters = {est.get('parameters')!r} (memplan refuses counts above 1e15)")
     return found
 
 
@@ -261,6 +263,35 @@ def _across_runs(run: CaseRun, est: dict) -> list[str]:
     return found
 
 
+def _inference_across_runs(run: CaseRun, est: dict) -> list[str]:
+    """--max-batch (--max-context) said N: --batch N (--context N) fits, N + 1 does not (below the caps)."""
+    found = []
+    vllm = est.get("vllm") or {}
+    for key, flag, cap in (("max_batch", "--batch", vllm.get("max_num_seqs")),
+                           ("max_context", "--context", ((est.get("setup") or {}).get("model") or {})
+                            .get("architecture", {}) and est["setup"]["model"]["architecture"].get("max_positions"))):
+        n = est.get(key)
+        if not isinstance(n, int) or n < 1:
+            continue
+        args = _without([a for a in run.case.args if a not in ("--max-batch", "--max-context")], flag)
+        if flag == "--context":
+            args = _without(args, "--prompt", "--output", "--max-model-len")
+        for value, should_fit in ((n, True), (n + 1, False)):
+            if not should_fit and cap is not None and n >= cap:
+                continue
+            o = run.rerun(args + [flag, str(value)])
+            if o.code != 0 or o.escaped:
+                if should_fit:
+                    found.append(f"--{key.replace('_', '-')} said {n}, but {flag} {n} exits {o.code}: "
+                                 f"{o.err.strip()[-200:]!r}")
+                continue
+            fits = json.loads(o.out).get("fits")
+            if fits != should_fit:
+                found.append(f"--{key.replace('_', '-')} said {n}, but {flag} {value} "
+                             + ("does not fit" if should_fit else "fits too"))
+    return found
+
+
 # ---- files written -------------------------------------------------------------------------------------------------
 def _targets(args: list[str]) -> list[str]:
     return [args[i + 1] for i, a in enumerate(args[:-1]) if a in WRITE_FLAGS]
@@ -281,6 +312,11 @@ def _writes(run: CaseRun) -> list[str]:
                              for p in expected_prefixes) and not any(t.startswith(k + "/") for t in targets)]
     if unexpected:
         found.append(f"wrote file(s) nobody asked for: {sorted(unexpected)[:5]}")
+    kept_beside = "this result is in" in run.outcome.err  # a target that appeared mid-run: the result is kept
+    if run.outcome.code != 0 and not kept_beside:
+        written = sorted(k for k in new - set(leftovers) if isinstance(after[k], bytes))
+        if written:
+            found.append(f"exit {run.outcome.code} but file(s) written: {written[:5]}")
     for t in targets:
         was, now = before.get(t), after.get(t)
         if run.outcome.code != 0:
