@@ -130,3 +130,24 @@ def test_force_overwrites_a_saved_setup_where_the_command_has_it(capsys, tmp_pat
     # `time` has no --force: the refusal does not tell to pass one
     line = _one_error_line(capsys, "time", "gpt2", "-g", "a100-80gb", "-t", "1B", "--save-setup", "saved.json")
     assert "exists; choose another path" in line and "pass --force" not in line
+
+
+def test_profile_writes_save_setup_only_once_nothing_refuses(capsys, tmp_path, monkeypatch):
+    """profile wrote --save-setup when it built the setup, then refused --snapshot on fake tensors (exit 2, a file
+    written anyway)."""
+    monkeypatch.chdir(tmp_path)
+    tiny = ["1M", "--layers", "2", "--hidden", "64", "--heads", "4", "--ffn", "128", "--vocab", "256", "--device",
+            "fake", "-s", "32", "--save-setup", "saved.json"]
+    assert "--snapshot" in _one_error_line(capsys, "profile", *tiny, "--snapshot", "snap.pickle")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("act,expected", [("", "unknown activation ''"), ("gelu_tanh", "did you mean")])
+def test_an_activation_transformers_cannot_build_is_refused(capsys, tmp_path, act, expected):
+    """ACT2FN[''] is a KeyError when `memplan profile` builds the model; the estimate refuses it the same way."""
+    from memplan.catalog import get_model_profile
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(get_model_profile("phi-3-mini").hf_config, hidden_act=act)))
+    line = _one_error_line(capsys, "estimate", str(path))
+    assert "'hidden_act'" in line and expected in line

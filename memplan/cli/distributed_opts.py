@@ -11,7 +11,7 @@ import json
 import click
 
 from memplan.cli.checks import check_flag_combinations
-from memplan.cli.options import _stack, build_setup, pop_training_kwargs, units_of
+from memplan.cli.options import _stack, build_setup, pop_training_kwargs, save_setup_if_asked, units_of
 from memplan.cli.types import BoundedInt
 from memplan.errors import MemplanError
 
@@ -53,7 +53,8 @@ def run_distributed(**kw) -> None:
     out, force = kw.pop("out", None), kw.pop("force", False)
     training = pop_training_kwargs(kw)
     check_flag_combinations(training)
-    setup = build_setup(**training)
+    save = {k: training.pop(k) for k in ("_save_setup", "_save_setup_force") if k in training}
+    setup = build_setup(**training)  # --save-setup: written by rank 0 once the ranks have run (below)
     from memplan.cli.preflight import check_device, check_outputs, need_torch, need_transformers
 
     check_outputs(out, None, None, force)  # before the ranks start, not after
@@ -74,6 +75,7 @@ def run_distributed(**kw) -> None:
     profile = profile_distributed(req)
     if profile is None:  # a torchrun rank other than 0
         return
+    save_setup_if_asked(save, setup)
     if out:
         _save(profile, out, force)
     if as_json:

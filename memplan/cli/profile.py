@@ -13,7 +13,7 @@ import click
 from memplan.cli.checks import check_flag_combinations
 from memplan.cli.distributed_opts import distributed_options
 from memplan.cli.options import (build_setup, gpu_option, json_option, pop_training_kwargs,
-                                 resolve_gpu_for_device,
+                                 resolve_gpu_for_device, save_setup_if_asked,
                                  training_options, units_of, units_option)
 from memplan.cli.types import PATH, BoundedInt, NonEmptyText
 from memplan.errors import MemplanError
@@ -66,7 +66,8 @@ def profile_command(**kwargs) -> None:
     find_max = kwargs.pop("find_max_batch")
     training = pop_training_kwargs(kwargs)
     check_flag_combinations(training)
-    setup = build_setup(**training)
+    save = {k: training.pop(k) for k in ("_save_setup", "_save_setup_force") if k in training}
+    setup = build_setup(**training)  # --save-setup is written once every refusal below has had its say
     if find_max and (out or plot or snapshot):
         raise MemplanError("--find-max-batch prints the largest micro-batch; it writes no --out/--plot/--snapshot "
                            "(profile that micro-batch afterwards to record it)")
@@ -90,6 +91,7 @@ def profile_command(**kwargs) -> None:
         load_factory(factory)  # a bad MODULE:FUNCTION fails here, before anything is built
     model_source = factory or source
     _refuse_what_cannot_run(setup, device, torch, smallest_batch=find_max)
+    save_setup_if_asked(save, setup)
 
     from memplan.measure.runner import find_max_micro_batch, measure_training_step
 

@@ -118,7 +118,7 @@ def experts_top_k(c: ConfigReader, experts_keys: tuple[str, ...], top_k_keys: tu
 
 
 def activation(c: ConfigReader, *keys: str, default: str = "silu") -> str:
-    act = c.text(*(keys or ("hidden_act",)), default=default)
+    act = c.activation(*(keys or ("hidden_act",)), default=default)
     return act
 
 
@@ -168,5 +168,5 @@ def llama_attention(c: ConfigReader, hidden: int, *, qkv_bias: bool, out_bias: b
 
 def gated_ffn(c: ConfigReader, width: int, *, bias: bool = False, act_keys: tuple[str, ...] = ("hidden_act",),
               default_act: str = "silu", **kw: Any) -> FFN:
-    return safe(c, lambda: FFN(intermediate_size=width, activation=c.text(*act_keys, default=default_act),
+    return safe(c, lambda: FFN(intermediate_size=width, activation=c.activation(*act_keys, default=default_act),
                                gated=True, bias=bias, **kw))

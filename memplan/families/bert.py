@@ -40,7 +40,7 @@ def read(c: ConfigReader) -> Model:
     attn = d.safe(c, lambda: Attention(**hd, position="learned", qkv_bias=True, out_bias=True, causal=False,
                                        dropout=c.probability("attention_probs_dropout_prob", default=0.1)))
     ffn = d.safe(c, lambda: FFN(intermediate_size=c.integer("intermediate_size"), gated=False, bias=True,
-                                activation=c.text("hidden_act", default="gelu")))
+                                activation=c.activation("hidden_act", default="gelu")))
     norm = Norm(kind="layernorm", bias=True)
     layer = LayerSpec(attention=attn, ffn=ffn, norm=norm, norm_place="post", dropout=dropout)
     cls = head_class(c)

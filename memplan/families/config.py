@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from memplan.errors import MemplanError
+from memplan.errors import MemplanError, did_you_mean
 
 MISSING: Any = object()
+# transformers 5.24 activations.py ACT2CLS: the names ACT2FN[config.hidden_act] builds (any other is a KeyError
+# when the model is built, so a config naming one describes no model transformers can run)
+ACTIVATIONS = ("gelu", "gelu_10", "gelu_fast", "gelu_new", "gelu_python", "gelu_pytorch_tanh", "gelu_python_tanh",
+               "gelu_accurate", "hardswish", "laplace", "leaky_relu", "linear", "mish", "quick_gelu", "relu", "relu2",
+               "relu6", "sigmoid", "silu", "sqrtsoftplus", "swish", "tanh", "prelu", "xielu")
 # Refuse sizes no machine could hold (a typo of a few digits); the message names the bound.
 MAX_DIM = 1 << 24  # 16M: widths, vocabularies, positions
 MAX_LAYERS = 1 << 14
@@ -94,6 +99,14 @@ class ConfigReader:
             return default
         if not isinstance(value, str):
             raise self.bad(names[0], "a string", value)
+        return value
+
+    def activation(self, *names: str, default: Any = MISSING) -> Any:
+        """An activation name transformers knows (ACTIVATIONS)."""
+        value = self.text(*names, default=default)
+        if value not in ACTIVATIONS:
+            raise MemplanError(f"{self.path}: key '{self.where}{names[0]}': "
+                               + did_you_mean(str(value), ACTIVATIONS, "activation") + " (transformers' ACT2FN)")
         return value
 
     def int_list(self, name: str, default: Any = MISSING) -> Any:

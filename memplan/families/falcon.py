@@ -35,7 +35,7 @@ def read(c: ConfigReader) -> Model:
                                        position="alibi" if c.flag("alibi", default=False) else "rotary",
                                        dropout=c.probability("attention_dropout", default=0.0)))
     ffn = d.safe(c, lambda: FFN(intermediate_size=c.integer("ffn_hidden_size", default=4 * hidden), gated=False,
-                                bias=bias, activation=c.text("activation", default="gelu")))
+                                bias=bias, activation=c.activation("activation", default="gelu")))
     norm = Norm(kind="layernorm", bias=True)
     place = "shared" if parallel and n_ln == 1 else "pre"
     layer = LayerSpec(attention=attn, ffn=ffn, norm=norm, norm_place=place, parallel_residual=parallel,

@@ -18,7 +18,7 @@ from memplan.spec.model import FFN, Embeddings, Head, LayerSpec, Model
 
 
 def activation(c: ConfigReader, key: str) -> str:
-    act = c.text(key, default="gelu_pytorch_tanh")
+    act = c.activation(key, default="gelu_pytorch_tanh")
     return "gelu_pytorch_tanh" if act == "gelu" and key == "hidden_act" else act
 
 

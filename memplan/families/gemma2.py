@@ -33,7 +33,7 @@ def layers(c: ConfigReader, hidden: int, *, default_types: list[str], kv_default
     causal = not c.flag("use_bidirectional_attention", default=False)
     softcap = d.optional_number(c, "attn_logit_softcapping", attn_softcap)
     ffn = d.safe(c, lambda: FFN(intermediate_size=c.integer("intermediate_size"),
-                                activation=c.text("hidden_activation", default="gelu_pytorch_tanh")))
+                                activation=c.activation("hidden_activation", default="gelu_pytorch_tanh")))
     wins = d.windows(c, count, default_types, window_default=window_default)
     return [LayerSpec(attention=d.llama_attention(c, hidden, qkv_bias=bias, out_bias=bias, window=w,
                                                   head_dim_default=256, kv_default=kv_default, softcap=softcap,

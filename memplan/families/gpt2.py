@@ -23,7 +23,7 @@ def read(c: ConfigReader) -> Model:
                                        dropout=c.probability("attn_pdrop", default=0.1), conv1d=True))
     # configuration_gpt2.py: n_inner None -> 4 * n_embd
     ffn = d.safe(c, lambda: FFN(intermediate_size=c.integer("n_inner", default=4 * hidden), gated=False, bias=True,
-                                activation=c.text("activation_function", default="gelu_new"), conv1d=True))
+                                activation=c.activation("activation_function", default="gelu_new"), conv1d=True))
     layer = LayerSpec(attention=attn, ffn=ffn, norm=Norm(kind="layernorm", bias=True),
                       dropout=c.probability("resid_pdrop", default=0.1))
     return d.decoder(c, family="gpt2", hidden=hidden, layers=[layer] * d.n_layers(c, "n_layer", "num_hidden_layers"),

@@ -24,7 +24,7 @@ def read(c: ConfigReader) -> Model:
     attn = d.safe(c, lambda: Attention(**hd, fused_qkv=True, qkv_bias=bias, out_bias=bias, rotary_fraction=rotary,
                                        dropout=c.probability("attention_dropout", default=0.0)))
     ffn = d.safe(c, lambda: FFN(intermediate_size=c.integer("intermediate_size"), gated=False, bias=True,
-                                activation=c.text("hidden_act", default="gelu")))
+                                activation=c.activation("hidden_act", default="gelu")))
     norm = Norm(kind="layernorm", bias=True)
     layer = LayerSpec(attention=attn, ffn=ffn, norm=norm,
                       parallel_residual=c.flag("use_parallel_residual", default=True), dropout=dropout)
