@@ -200,3 +200,22 @@ def test_trace_cli_errors_are_one_line(tmp_path, capsys):
         from memplan.cli.trace import read_config
 
         read_config("7B")
+
+
+# ---------------------------------------------------------------------------------------------------------
+def test_a_model_type_without_a_family_file_is_read_from_its_module_tree():
+    from memplan.measure.models import build_hf_config
+    from memplan.measure.trace.module_tree import read_module_tree
+    from memplan.spec.model import count_parameters
+
+    granite = {"model_type": "granite", "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 128, "embedding_multiplier": 12.0,
+               "residual_multiplier": 0.22, "attention_multiplier": 0.0078125, "logits_scaling": 16.0}
+    m = read_module_tree(granite)
+    assert m.family == "granite" and [g.count for g in m.groups] == [2]
+    built = build_hf_config(granite)
+    assert count_parameters(m).total == sum(p.numel() for p in built.module.parameters())
+    olmoe = {"model_type": "olmoe", "hidden_size": 64, "intermediate_size": 32, "num_attention_heads": 4,
+             "num_hidden_layers": 2, "vocab_size": 128, "num_experts": 4, "num_experts_per_tok": 2}
+    with pytest.raises(MemplanError, match="family file memplan/families/olmoe.py is needed"):
+        read_module_tree(olmoe)

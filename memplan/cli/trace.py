@@ -30,6 +30,28 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def _model_profile(name: str, data: dict, profiles, force: bool) -> tuple[Path, dict]:
+    """For a model_type no family file covers: the model profile (its Model read from the module tree) the
+    estimate needs besides the activation rows; checked writable before the trace runs."""
+    from memplan.measure.trace.module_tree import read_module_tree
+    from memplan.measure.trace.probe import text_config
+    from memplan.report.files import check_writable
+    from memplan.spec.model import count_parameters
+
+    model = read_module_tree(text_config(data), name)
+    stem = Path(name).parent.name if Path(name).name == "config.json" else Path(name).stem
+    stem = stem or str(data["model_type"])
+    path = profiles / "models" / f"{stem}.json"
+    check_writable(path, force, "the model profile")
+    import transformers
+
+    spec = {"name": stem, "source": f"read by `memplan trace` from {name}: transformers {transformers.__version__} "
+                                    f"{data['model_type']} module tree on the meta device (no family file); "
+                                    f"{count_parameters(model).total:,} parameters, equal to the module's",
+            "architecture": model.model_dump(mode="json"), "_hf_config": data}
+    return path, spec
+
+
 def _progress(msg: str) -> None:
     click.echo(f"memplan trace: {msg}", err=True)
 
@@ -74,10 +96,12 @@ def trace_command(config: str, out: str | None, force: bool, workers: int | None
     from memplan.families.registry import find_family
 
     model_type = data["model_type"]
-    if find_family(model_type) is None:
-        from memplan.families.registry import get_family
+    known = find_family(model_type) is not None
+    if not known:
+        from memplan.families.registry import REFUSED
 
-        get_family(model_type, name)  # the registry's one line (did-you-mean, encoder-decoders refused)
+        if model_type in REFUSED:
+            raise MemplanError(f"{name}: model_type {model_type!r} is {REFUSED[model_type]}")
     _need_packages()
     from memplan.catalog import profiles_dir
     from memplan.report.files import check_writable, write_new_file
@@ -87,10 +111,19 @@ def trace_command(config: str, out: str | None, force: bool, workers: int | None
     from memplan.measure.trace.profile import dumps, trace_profile
 
     t0 = time.time()
-    _progress(f"tracing {name} ({model_type})")
+    _progress(f"tracing {name} ({model_type})" + ("" if known else ": no family file, layers read from "
+                                                                      "transformers' module tree"))
+    model_profile = None
+    if not known:
+        model_profile = _model_profile(name, data, profiles_dir(), force)
     prof = trace_profile(data, progress=_progress, workers=workers)
     prof["sources"].insert(0, f"traced from {name} by `memplan trace`")
     written = write_new_file(target, dumps(prof), force=force)
+    if model_profile is not None:
+        path, spec = model_profile
+        write_new_file(path, json.dumps(spec, indent=1) + "\n", force=force)
+        _progress(f"model profile written to {path}: `memplan estimate {spec['name']}` reads it (its activations "
+                  f"from {target.name})")
     if as_json:
         click.echo(json.dumps(prof, indent=1))
         return

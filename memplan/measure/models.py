@@ -373,9 +373,13 @@ def transformers_config(config: dict[str, Any], attention: str = "sdpa"):
 
 
 def transformers_class_name(config: dict[str, Any]) -> str:
-    from memplan.families.registry import get_family
+    """The family's transformers class; AutoModelForCausalLM for a model_type no family file covers (memplan
+    trace reads those from their module tree)."""
+    from memplan.families.registry import find_family
 
-    fam = get_family(str(config.get("model_type")))
+    fam = find_family(str(config.get("model_type")))
+    if fam is None:
+        return "AutoModelForCausalLM"
     cls = fam.transformers_class
     return cls(config) if callable(cls) else cls
 
@@ -418,10 +422,11 @@ def build_hf_config(config: dict[str, Any], attention: str = "sdpa") -> BuiltMod
         module.loss_type = "ForCausalLM"
     kind = kind_of(type(module).__name__)
     head = module.get_output_embeddings() if kind != "encoder" else None
-    from memplan.families.registry import read_config
+    from memplan.families.registry import find_family, read_config
 
+    known = find_family(str(config.get("model_type"))) is not None
     return BuiltModel(module=module, source="hf", kind=kind, lm_head=head, vocab_size=_vocab(cfg),
-                      model=read_config(config, str(config.get("model_type"))))
+                      model=read_config(config, str(config.get("model_type"))) if known else None)
 
 
 def _vocab(cfg) -> int:

@@ -201,5 +201,5 @@ def _compact(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _short(name: str, limit: int = 160) -> str:
+def _short(name: str, limit: int = 110) -> str:
     return name if len(name) <= limit else name[:limit - 4].rsplit(";", 1)[0] + "; ..."

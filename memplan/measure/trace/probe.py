@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memplan.errors import MemplanError
-from memplan.families.registry import apply_overrides, get_family, read_config
+from memplan.families.registry import apply_overrides, find_family, read_config
 from memplan.spec.model import Model
 
 # per probe: one odd prime per role; head_dim, the hidden size and the FFN widths carry 2^3 besides (rotary halves
@@ -66,10 +66,34 @@ class Probe:
     index: int
 
 
+def read_model(config: dict[str, Any], path: str = "config") -> Model:
+    """memplan's Model of a config: its family's reader, else (a model_type no family file covers) the module
+    tree transformers builds from it (module_tree.py)."""
+    if find_family(str(config.get("model_type"))) is not None:
+        return read_config(config, path)
+    from memplan.measure.trace.module_tree import read_module_tree
+
+    return read_module_tree(config, path)
+
+
+def with_layers(config: dict[str, Any], n: int) -> dict[str, Any]:
+    """`config` at n layers (families/registry.apply_overrides; for a model_type no family file covers, the
+    usual key num_hidden_layers and per-layer lists trimmed)."""
+    if find_family(str(config.get("model_type"))) is not None:
+        return apply_overrides(config, {"layers": n}, "config")
+    out = copy.deepcopy(config)
+    key = next((k for k in ("num_hidden_layers", "n_layer", "num_layers") if k in out), "num_hidden_layers")
+    out[key] = n
+    for list_key in LAYER_LIST_KEYS:
+        if isinstance(out.get(list_key), list) and out[list_key]:
+            out[list_key] = [out[list_key][i % len(out[list_key])] for i in range(n)]
+    return out
+
+
 def text_config(config: dict[str, Any]) -> dict[str, Any]:
     """The language model's own config: a multimodal config's text_config (traced as its own model_type)."""
-    fam = get_family(str(config.get("model_type")), "config")
-    if fam.text_config and isinstance(config.get(fam.text_config), dict):
+    fam = find_family(str(config.get("model_type")))
+    if fam is not None and fam.text_config and isinstance(config.get(fam.text_config), dict):
         inner = dict(config[fam.text_config])
         inner.setdefault("model_type", f"{config['model_type']}_text")
         return inner
@@ -98,13 +122,13 @@ def _kinds(m: Model) -> list:
 
 def one_period(config: dict[str, Any]) -> dict[str, Any]:
     """`config` with one layer per distinct layer kind, in order of first appearance."""
-    full = read_config(config, "config")
+    full = read_model(config, "config")
     kinds = _kinds(full)
     seq = [kinds.index(spec) for spec in full.layers()]
     first = [seq.index(k) for k in range(len(kinds))]  # layer index of each kind's first appearance
     if kinds == [full.first] * len(kinds) and len(kinds) == 1:
-        return apply_overrides(config, {"layers": 1}, "config")
-    out = apply_overrides(config, {"layers": len(kinds)}, "config")
+        return with_layers(config, 1)
+    out = with_layers(config, len(kinds))
     for key in LAYER_LIST_KEYS:
         if isinstance(config.get(key), list) and len(config[key]) == full.n_layers:
             out[key] = [config[key][i] for i in first]
@@ -113,11 +137,11 @@ def one_period(config: dict[str, Any]) -> dict[str, Any]:
             out[key] = [k for k, i in enumerate(first) if i in config[key]]
     if isinstance(config.get("first_k_dense_replace"), int) and config["first_k_dense_replace"] > 0:
         out["first_k_dense_replace"] = sum(1 for i in first if i < config["first_k_dense_replace"])
-    if _kinds(read_config(out, "config")) == kinds:
+    if _kinds(read_model(out, "config")) == kinds:
         return out
     for n in range(1, min(full.n_layers, 64) + 1):  # the shortest prefix that holds every kind
-        out = apply_overrides(config, {"layers": n}, "config")
-        if _kinds(read_config(out, "config")) == kinds:
+        out = with_layers(config, n)
+        if _kinds(read_model(out, "config")) == kinds:
             return out
     raise MemplanError("cannot reduce this config to one period of its layer pattern (over 64 layers)")
 
@@ -132,7 +156,7 @@ def probe_config(config: dict[str, Any], k: int, long_windows: bool) -> dict[str
     """`config` (one period) with probe k's sizes; windows longer than the sequence (no mask) or shorter."""
     p = PROBES[k]
     out = copy.deepcopy(config)
-    m = read_config(config, "config")
+    m = read_model(config, "config")
     at = m.first.attention
     heads_in, kv_in = at.heads, at.kv_heads
     if kv_in == heads_in:
@@ -187,6 +211,6 @@ def probes(period: dict[str, Any], long_windows: bool, count: int) -> list[Probe
     out = []
     for k in range(count):
         cfg = probe_config(period, k, long_windows)
-        model = read_config(cfg, "probe config")
+        model = read_model(cfg, "probe config")
         out.append(Probe(config=cfg, model=model, batch=PROBES[k]["b"], seq=PROBES[k]["s"], index=k))
     return out

@@ -77,9 +77,7 @@ class Tracer:
         self.config = config
         self.text = probe_mod.with_class_defaults(probe_mod.text_config(config))
         self.period = probe_mod.one_period(self.text)
-        from memplan.families.registry import read_config
-
-        self.real = read_config(self.period, "config")
+        self.real = probe_mod.read_model(self.period, "config")
         self.kinds = _kinds(self.real)
         self.kind_of_layer = [self.kinds.index(spec) for spec in self.real.layers()]
         self.kind_when = kind_features(self.real)
@@ -221,6 +219,11 @@ class Tracer:
         except (MemplanError, ValueError) as exc:
             raise _NoSdpa(f"traced with eager attention only: transformers runs this model without sdpa "
                           f"({str(exc).splitlines()[0][:160]})") from None
+
+    def full_model(self):
+        """The whole model (all its layers), as memplan reads it (for a model_type no family file covers: from
+        its module tree, the model profile the estimate then needs)."""
+        return probe_mod.read_model(self.text, "config")
 
     def _profile(self, rows: dict[str, list[dict]], dims: dict[str, list]) -> dict[str, Any]:
         family = self.config["model_type"]

@@ -1,0 +1,194 @@
+"""A memplan Model read from transformers' module tree (meta device), for a model_type no family file covers.
+
+`memplan trace` needs the model's layer specs (their sizes name the tensor dimensions, their kinds the rows), and
+the estimate needs them to count states.  For a decoder whose layers are Llama-shaped -- q/k/v/o (or one fused QKV)
+linears, a dense MLP (gate/up/down, or up/down), norms with weights -- the module tree says it all: the linears'
+shapes and biases, the norms' kind and count, the attention's heads from the config, a window where the layer's
+attention module has one.  The reading is accepted only if its parameter count equals the module's exactly;
+anything else (MoE banks, MLA, raw parameters, weightless norms) is refused in one line: such a model needs a family
+file (memplan/families/<model_type>.py).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from memplan.errors import MemplanError
+
+Q = ("q_proj", "query", "wq", "q")
+K = ("k_proj", "key", "wk", "k")
+V = ("v_proj", "value", "wv", "v")
+QKV = ("qkv_proj", "query_key_value", "Wqkv", "c_attn", "qkv", "W_pack")
+O = ("o_proj", "out_proj", "dense", "wo", "c_proj", "o")
+GATE = ("gate_proj", "w1")
+UP = ("up_proj", "w3", "fc1", "c_fc", "dense_h_to_4h", "fc_in")
+DOWN = ("down_proj", "w2", "fc2", "c_proj", "dense_4h_to_h", "fc_out")
+GATE_UP = ("gate_up_proj",)
+
+
+def _last(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def _is_linear(mod) -> bool:
+    from torch import nn
+
+    return isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D"
+
+
+def _is_norm(mod) -> bool:
+    return "norm" in type(mod).__name__.lower() and getattr(mod, "weight", None) is not None
+
+
+def _refuse(model_type: str, why: str) -> MemplanError:
+    return MemplanError(f"model_type {model_type!r} has no family file and memplan cannot read its layers from the "
+                        f"module tree ({why}); a family file memplan/families/{model_type}.py is needed")
+
+
+def read_module_tree(config: dict[str, Any], path: str = "config") -> Any:
+    """The Model of `config` (a decoder transformers can build), from its modules on the meta device."""
+    import torch
+
+    from memplan.families._decoder import groups_of
+    from memplan.measure.models import transformers_config
+    from memplan.measure.trace.record import layers_of
+    from memplan.spec.model import Embeddings, Head, Model, Norm, count_parameters
+
+    model_type = str(config.get("model_type"))
+    cfg = transformers_config(config)
+    import transformers as tf
+
+    try:
+        with torch.device("meta"):
+            module = tf.AutoModelForCausalLM.from_config(cfg)
+    except Exception as exc:  # noqa: BLE001 - transformers' own message, one line
+        raise _refuse(model_type, f"transformers builds no causal LM from it: {str(exc).splitlines()[0][:120]}")
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    h, vocab = text.hidden_size, text.vocab_size
+    heads = text.num_attention_heads
+    kv = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or h // heads
+    n = text.num_hidden_layers
+    prefix, layers = layers_of(module, n)
+    names: dict[str, str] = {}
+    specs = [_layer(layer, i, text, h, heads, kv, head_dim, names, model_type) for i, layer in enumerate(layers)]
+    embed = module.get_input_embeddings()
+    head = module.get_output_embeddings()
+    tied = head is not None and head.weight is embed.weight
+    positions = [m for name, m in module.named_modules() if isinstance(m, torch.nn.Embedding) and m is not embed
+                 and not name.startswith(prefix)]
+    after = [m for name, m in module.named_modules() if _is_norm(m) and not name.startswith(prefix + ".")]
+    final = after[-1] if after else None
+    norm = Norm(kind=_norm_kind(final), bias=getattr(final, "bias", None) is not None) if final is not None else Norm()
+    try:
+        model = Model(family=model_type, hidden_size=h, vocab_size=vocab,
+                      max_positions=getattr(text, "max_position_embeddings", None) or 2048, norm=norm,
+                      embeddings=Embeddings(learned_positions=bool(positions),
+                                            dropout=float(getattr(text, "embd_pdrop", 0.0) or 0.0)),
+                      groups=groups_of(specs),
+                      head=Head(final_norm=final is not None, lm_head=head is not None, tied=tied,
+                                bias=head is not None and getattr(head, "bias", None) is not None),
+                      module_names=names)
+    except MemplanError as exc:
+        raise _refuse(model_type, str(exc)) from None
+    have = sum(p.numel() for p in module.parameters())
+    want = count_parameters(model).total
+    if have != want:
+        raise _refuse(model_type, f"its modules hold {have:,} parameters, the reading counts {want:,}")
+    return model
+
+
+def _norm_kind(mod) -> str:
+    name = type(mod).__name__.lower()
+    return "layernorm" if "layernorm" in name and "rms" not in name else "rmsnorm"
+
+
+def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, names: dict[str, str],
+           model_type: str):
+    from memplan.spec.model import FFN, Attention, LayerSpec, Norm
+
+    lins = {name: mod for name, mod in layer.named_modules() if _is_linear(mod)}
+    norms = {name: mod for name, mod in layer.named_modules() if _is_norm(mod)}
+    if any(p.dim() == 3 for p in layer.parameters()):
+        raise _refuse(model_type, "its layers hold 3-D expert banks (MoE)")
+    owned = {id(p) for m in list(lins.values()) + list(norms.values()) for p in m.parameters(recurse=False)}
+    loose = [n for n, p in layer.named_parameters() if id(p) not in owned]
+    if loose:
+        raise _refuse(model_type, f"parameters outside linears and norms: {loose[:3]}")
+
+    def find(cands: tuple[str, ...], inside: str | None = None) -> str | None:
+        hits = [n for n in lins if _last(n) in cands and (inside is None or n.startswith(inside + "."))]
+        return hits[0] if hits else None
+
+    q, k, v, qkv = find(Q), find(K), find(V), find(QKV)
+    attn = (qkv or q or "").rsplit(".", 1)[0]
+    if not attn or not (qkv or (q and k and v)):
+        raise _refuse(model_type, f"no q/k/v projections among {sorted(lins)[:6]}")
+    o = find(O, attn)
+    mlp_names = [n for n in lins if not n.startswith(attn + ".")]
+    gate = next((n for n in mlp_names if _last(n) in GATE), None)
+    gate_up = next((n for n in mlp_names if _last(n) in GATE_UP), None)
+    up = next((n for n in mlp_names if _last(n) in UP), None)
+    down = next((n for n in mlp_names if _last(n) in DOWN), None)
+    if o is None or down is None or not (up or gate_up):
+        raise _refuse(model_type, f"cannot name the output projection and MLP among {sorted(lins)}")
+    roles = {"o": o, "down": down}
+    if qkv:
+        roles["qkv"] = qkv
+    else:
+        roles.update(q=q, k=k, v=v)
+    if gate_up:
+        roles["gate_up"] = gate_up
+    else:
+        roles["up"] = up
+        if gate:
+            roles["gate"] = gate
+    if set(lins) - set(roles.values()):
+        raise _refuse(model_type, f"linears it cannot name: {sorted(set(lins) - set(roles.values()))}")
+    for role, name in roles.items():
+        prev = names.setdefault(role, name)
+        if prev != name:
+            raise _refuse(model_type, f"layers name their {role} projection differently ({prev}, {name})")
+    up_mod = lins[gate_up or up]
+    width = up_mod.out_features // 2 if gate_up else up_mod.out_features
+    qk_norms = [n for n in norms if n.startswith(attn + ".")]
+    block_norms = [n for n in norms if n not in qk_norms]
+    qk = "none"
+    if qk_norms:
+        size = norms[qk_norms[0]].weight.numel()
+        qk = "head" if size == head_dim else ("full" if size == heads * head_dim else "none")
+        if qk == "none":
+            raise _refuse(model_type, f"a query/key norm of {size} elements")
+    place = {1: "shared", 2: "pre", 4: "sandwich"}.get(len(block_norms))
+    if place is None:
+        raise _refuse(model_type, f"{len(block_norms)} norms per layer")
+    attn_mod = layer.get_submodule(attn)
+    window = getattr(attn_mod, "sliding_window", None)
+    types = getattr(text, "layer_types", None)
+    kind = "global"
+    if isinstance(types, list) and i < len(types):
+        kind = {"sliding_attention": "sliding", "chunked_attention": "chunked"}.get(types[i], "global")
+        if kind != "global" and not window:
+            window = getattr(text, "sliding_window", None) if kind == "sliding" else getattr(
+                text, "attention_chunk_size", None)
+    elif window:
+        kind = "sliding"
+    if kind == "global":
+        window = None
+    first_norm = norms[block_norms[0]]
+    bias = lambda n: getattr(lins[n], "bias", None) is not None  # noqa: E731
+    try:
+        attention = Attention(heads=heads, kv_heads=kv, head_dim=head_dim, fused_qkv=bool(qkv),
+                              qkv_bias=bias(qkv or q), out_bias=bias(o), window=window, window_kind=kind,
+                              qk_norm=qk, dropout=float(getattr(text, "attention_dropout", 0.0) or 0.0),
+                              rotary_fraction=float(getattr(text, "partial_rotary_factor", 1.0) or 1.0),
+                              conv1d=type(lins[qkv or q]).__name__ == "Conv1D")
+        ffn = FFN(intermediate_size=width, gated=bool(gate or gate_up), fused_gate_up=bool(gate_up),
+                  bias=bias(down), activation=str(getattr(text, "hidden_act", None)
+                                                  or getattr(text, "hidden_activation", "silu")),
+                  conv1d=type(lins[down]).__name__ == "Conv1D")
+        return LayerSpec(attention=attention, ffn=ffn,
+                         norm=Norm(kind=_norm_kind(first_norm), bias=getattr(first_norm, "bias", None) is not None),
+                         norm_place=place, parallel_residual=place == "shared" or bool(
+                             getattr(text, "use_parallel_residual", False)))
+    except MemplanError as exc:
+        raise _refuse(model_type, str(exc)) from None
