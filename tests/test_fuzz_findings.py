@@ -151,3 +151,28 @@ def test_an_activation_transformers_cannot_build_is_refused(capsys, tmp_path, ac
     path.write_text(json.dumps(dict(get_model_profile("phi-3-mini").hf_config, hidden_act=act)))
     line = _one_error_line(capsys, "estimate", str(path))
     assert "'hidden_act'" in line and expected in line
+
+
+def test_output_longer_than_the_derived_context_is_refused(capsys):
+    """--output without --context: the context is the model's (or --max-model-len); an output that fills it left a
+    prompt of <= 0 tokens (ZeroDivisionError in the prefill roofline)."""
+    line = _one_error_line(capsys, "estimate", "gpt2", "--mode", "inference", "--output", "1024", "-g", "t4")
+    assert "leaves no prompt in a context of 1,024 tokens (the model's max positions)" in line
+    line = _one_error_line(capsys, "estimate", "gpt2", "--mode", "inference", "--output", "600", "--max-model-len",
+                           "512", "-g", "t4")
+    assert "(--max-model-len)" in line
+    assert cli_json(capsys, "estimate", "gpt2", "--mode", "inference", "--output", "1000", "-g", "t4")["prompt"] == 24
+
+
+@pytest.mark.parametrize("rope,expected", [({"type": "yarn", "factor": "x"}, "'rope_scaling.factor' must be a number"),
+                                           ("linear", "'rope_scaling' must be an object"),
+                                           ({"type": "linear", "factor": 0.5}, "got 0.5")])
+def test_rope_scaling_as_transformers_validates_it(capsys, tmp_path, rope, expected):
+    from memplan.catalog import get_model_profile
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(get_model_profile("llama-2-7b").hf_config, rope_scaling=rope)))
+    assert expected in _one_error_line(capsys, "estimate", str(path))
+    path.write_text(json.dumps(dict(get_model_profile("llama-2-7b").hf_config,
+                                    rope_scaling={"type": "linear", "factor": 2.0})))
+    assert run_cli(capsys, "estimate", str(path))[0] == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,8 +112,9 @@ def get_family(model_type: str, path: str = "config") -> Family:
         raise MemplanError(f"{path}: model_type {model_type!r} is {REFUSED[model_type]}")
     known = supported_model_types()
     hint = did_you_mean(model_type, known, "model_type")
-    raise MemplanError(f"{path}: {hint}; to estimate it anyway, trace it with `memplan trace {path}` (needs torch "
-                       "and transformers) and pass the profile it writes")
+    raise MemplanError(f"{path}: {hint}; to estimate it anyway, run `memplan trace {path}` (needs torch and "
+                       "transformers; it writes a model profile and its activation rows), then `memplan estimate` "
+                       "with the name it prints")
 
 
 # transformers 5.24 configuration_utils.py: ALLOWED_ATTN_LAYER_TYPES, and the legacy names remap_legacy_layer_types
@@ -127,10 +129,23 @@ TRANSFORMERS_LAYER_TYPES = (
 )
 
 
-def _check_layer_types(c: ConfigReader) -> None:
+def _check_transformers_rules(c: ConfigReader) -> None:
+    """What transformers checks of every config, whether or not memplan's reader of the family needs the key."""
     layers = c.data.get("num_hidden_layers")
     if isinstance(layers, int) and not isinstance(layers, bool) and layers > 0:
         c.layer_types(layers, [], TRANSFORMERS_LAYER_TYPES)
+    for holder in ("rope_parameters", "rope_scaling"):
+        # transformers 5.24 modeling_rope_utils.py: "`rope_parameters`'s factor field must be a float or int >= 1"
+        # (a string there fails when the rotary embedding is built)
+        block = c.data.get(holder)
+        if block is None or block == []:
+            continue
+        if not isinstance(block, dict):
+            raise c.bad(holder, "an object (or null)", block)
+        factor = block.get("factor")
+        if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float))
+                                   or not math.isfinite(factor) or factor < 1):
+            raise c.bad(f"{holder}.factor", "a number >= 1 (transformers' rope validation)", factor)
 
 
 def read_config(data: dict[str, Any], path: str = "config.json") -> Model:
@@ -140,7 +155,7 @@ def read_config(data: dict[str, Any], path: str = "config.json") -> Model:
         raise MemplanError(f"{path}: missing key 'model_type'; is this a Hugging Face config.json?")
     fam = get_family(model_type, path)
     c = ConfigReader(data, path, model_type)
-    _check_layer_types(c.sub(fam.text_config) if fam.text_config else c)
+    _check_transformers_rules(c.sub(fam.text_config) if fam.text_config else c)
     return fam.read(c)
 
 

@@ -88,6 +88,11 @@ class InferenceSetup(BaseModel):
                                "tokens")
         if o is not None and c is not None and o >= c:
             raise MemplanError(f"--output {o} leaves no prompt in --context {c}")
+        if o is not None and p is None and c is None and o >= self.context_tokens:
+            # the context then comes from --max-model-len or the model: the prompt would be 0 tokens or fewer
+            source = "--max-model-len" if self.max_model_len is not None else "the model's max positions"
+            raise MemplanError(f"--output {o} leaves no prompt in a context of {self.context_tokens:,} tokens "
+                               f"({source}); give --prompt, or a --context longer than {o}")
         if self.engine == "hf":
             vllm_only = [n for n in ("gpu_memory_utilization", "max_model_len", "max_num_seqs",
                                      "max_num_batched_tokens", "block_size") if getattr(self, n) is not None]

@@ -451,12 +451,12 @@ ODD_SETTING_VALUES = [-1, 0, "x", None, 1e400, float("nan"), 10**30, [], {}, Tru
 
 
 def _mutate(rng: random.Random, data):
-    """Change one setting somewhere in a nested dict to an odd value (or drop it, or add an unknown one)."""
+    """Change one setting somewhere in nested dicts and lists to an odd value (or drop it, or add an unknown one)."""
     data = json.loads(json.dumps(data))
     node = data
-    while isinstance(node, dict) and node:
-        key = rng.choice(list(node))
-        if isinstance(node[key], dict) and rng.random() < 0.7:
+    while isinstance(node, (dict, list)) and node:
+        key = rng.choice(list(node) if isinstance(node, dict) else range(len(node)))
+        if isinstance(node[key], (dict, list)) and node[key] and rng.random() < 0.75:
             node = node[key]
             continue
         r = rng.random()
@@ -464,15 +464,28 @@ def _mutate(rng: random.Random, data):
             node[key] = rng.choice(ODD_SETTING_VALUES)
         elif r < 0.85:
             node.pop(key)
-        else:
+        elif isinstance(node, dict):
             node["unknown_setting_\u03bb"] = 1
         break
     return data
 
 
+_SAVED: dict[str, dict] = {}
+
+
+def saved_setup(name: str) -> dict:
+    """What `--save-setup` writes for `name` (memplan's own setup format, the architecture spelled out)."""
+    if name not in _SAVED:
+        from memplan.setups import training_setup
+
+        _SAVED[name] = training_setup(name, gpus=8, zero=3).model_dump(mode="json", exclude_none=True)
+    return _SAVED[name]
+
+
 def setup_file(rng: random.Random) -> tuple[str, dict[str, FileSpec]]:
-    name = rng.choice(sorted(SETUP_TEMPLATES))
-    template = SETUP_TEMPLATES[name]
+    name = rng.choice(sorted(SETUP_TEMPLATES) + ["saved-setup.json"] * 2)
+    template = saved_setup(rng.choice(["llama-2-7b", "mixtral-8x7b", "gemma-2-9b", "deepseek-v3"])) \
+        if name == "saved-setup.json" else SETUP_TEMPLATES[name]
     if isinstance(template, dict):
         data = _mutate(rng, template) if rng.random() < 0.7 else template
         text = json.dumps(data, allow_nan=True)
