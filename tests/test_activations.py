@@ -17,6 +17,9 @@ from memplan.spec.training import Workload, get_recipe
 
 
 def setup(model="llama-2-7b", recipe="bf16", b=1, s=4096, tp=1, sp=False, **w) -> TrainingSetup:
+    # this file checks the hand-written rows (hf.json); the traced profiles are checked against measured steps
+    # (tests/test_validation.py)
+    w.setdefault("implementation", "hf-hand")
     m = model if isinstance(model, ModelSpec) else resolve_model(model)
     lay = {k: w.pop(k) for k in list(w) if k in Layout.model_fields}
     return TrainingSetup(model=m, recipe=get_recipe(recipe),

@@ -82,9 +82,6 @@ def test_the_suite_covers_what_the_issue_asks():
     assert {c.device for c in FAMILY_CASES} == {"cpu", "fake"}
 
 
-@pytest.mark.xfail(strict=True, reason="memory/activations.py layer_features: window_mask is seq > window; transformers "
-                   "materializes the sliding mask from seq >= window (masking_utils._ignore_causal_mask_sdpa: "
-                   "kv_length >= local_attention_size): for the lead")
 def test_a_window_as_long_as_the_sequence_is_masked():
     from memplan.catalog import resolve_model
     from memplan.families.registry import apply_overrides

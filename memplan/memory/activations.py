@@ -132,7 +132,9 @@ def layer_features(layer: LayerSpec, m: Model, setup: TrainingSetup, mode: Mode,
     """Features of one layer kind (layer rows' `when`); see the module docstring of implementations.py."""
     at, ffn = layer.attention, layer.ffn
     attention = setup.workload.attention
-    window_mask = at.window is not None and setup.seq > at.window
+    # transformers builds the sliding mask once kv_length >= the window (masking_utils sliding_window_overlay /
+    # local_attention_size): a window as long as the sequence is masked too
+    window_mask = at.window is not None and setup.seq >= at.window
     return {**model_features(m, setup, mode, kernels, prof),
             "attn_kind": at.kind, "gqa": at.kind in ("gqa", "mqa"), "window_kind": at.window_kind,
             "window_mask": window_mask, "softcap": at.softcap is not None, "sinks": at.sinks,
@@ -156,7 +158,7 @@ def layer_sizes(layer: LayerSpec, m: Model, b: int, s: int, n_layers: int, prof:
         "b": b, "s": s, "L": n_layers, "h": m.hidden_size, "q": at.q_size, "kv": at.kv_size,
         "vw": at.kv_heads * at.value_dim, "f": ffn.intermediate_size, "fk": ffn.intermediate_size * k,
         "fs": ffn.shared_intermediate_size, "a": at.heads, "g": at.kv_heads, "d": at.head_dim, "dv": at.value_dim,
-        "V": m.vocab_size, "E": ffn.experts, "K": k, "w": window, "lq": at.q_lora_rank or 0,
+        "V": m.vocab_size, "P": m.max_positions, "E": ffn.experts, "K": k, "w": window, "lq": at.q_lora_rank or 0,
         "lkv": at.kv_lora_rank or 0, "dr": at.qk_rope_head_dim,
         "qkv_linears": 1 if at.fused_qkv else 3,
         "mlp_in_linears": 2 if ffn.gated and not ffn.fused_gate_up else 1,
@@ -179,6 +181,11 @@ def _matches(when: dict, feats: dict) -> bool:
         elif have != want:
             return False
     return True
+
+
+def _present(t: Tensor, mode: Mode, kernels: Kernels) -> bool:
+    table = t.cpu_bytes if (kernels == "cpu" and t.cpu_bytes is not None) else t.bytes
+    return bool(table.get(mode))
 
 
 def _tensor_bytes(t: Tensor, mode: Mode, kernels: Kernels, sizes: dict[str, int], tp: int, sp: bool) -> int:
@@ -206,10 +213,14 @@ def dispatch_buffer_bytes(setup: TrainingSetup, layer: LayerSpec, b: int, s: int
 
 def implementation_for(setup: TrainingSetup) -> ImplementationProfile:
     """The workload's implementation profile; `hf` means the traced profile of the model's family
-    (profiles/implementations/hf-<family>.json) when there is one, else the hand-written hf.json."""
+    (profiles/implementations/hf-<family>.json) when there is one, else the hand-written hf.json (`hf-hand`).
+
+    LoRA/QLoRA keep the hand-written rows: the frozen-base adjustment (memory/lora.py) is defined and measured
+    against them (tests/test_lora.py, PEFT steps on CPU and a 7B step under fake tensors); the traced rows were
+    traced with every weight trainable, so their backward transients hold the layer's weight gradients."""
     name = setup.workload.implementation
     m = setup.model.architecture
-    if name == "hf" and m is not None:
+    if name == "hf" and m is not None and setup.lora is None:
         traced = traced_implementation(m.family)
         if traced is not None:
             return traced
@@ -248,8 +259,8 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
               record: bool = True, layers: int = 0, group: int | None = None) -> int:
         moments: dict[str, int] = {}
         for t in rows:
-            if not keep(t) or not _matches(t.when, feats):
-                continue
+            if not keep(t) or not _matches(t.when, feats) or not _present(t, mode, kernels):
+                continue  # a row of another mode registers no moment (a moment may be legitimately negative)
             nbytes = _tensor_bytes(t, mode, kernels, sizes, tp, sp)
             if nbytes and record:
                 lines.append(Line(region=region, name=t.name, bytes=nbytes, layers=layers, group=group,

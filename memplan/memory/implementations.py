@@ -15,6 +15,7 @@ Element-count expressions are sums of products of integers and these names (no o
   (keys), vw = kv_heads*v_head_dim (values), a heads, g KV heads, d head_dim, dv v_head_dim, f FFN width (dense,
   or one routed expert), fk = f*top-k (routed tokens), fs shared-expert width, E routed experts, K top-k, w keys
   a query attends (the window, else s), lq / lkv / dr MLA's q and kv ranks and rotary dim, V vocabulary,
+  P max positions (position tables),
   qkv_linears (3, 1 fused), mlp_in_linears (2 gated, 1 fused or not gated), norms (block norms per layer),
   norm_inputs (distinct norm inputs per layer), act_saves (extra tensors the nonlinearity saves, from the
   profile's `activation_saves`), n_linear_params / n_head_params (parameters of the layer's linears / of the LM

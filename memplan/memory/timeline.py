@@ -127,6 +127,10 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
     head_grads = int(-(-m.vocab_size // p.tp) * m.hidden_size * per_param_grad) if trainable_head else 0
     # tied embeddings: embedding backward makes a dense (V, h) gradient and adds it into the LM head's .grad
     embed_grad_temp = head_grads if m.head.tied else 0
+    # the embeddings' gradients come at the very end of backward; a tied table's is the LM head's, already counted
+    embedding_grads = _embedding_grads(local, per_param_grad)
+    if m.head.tied and trainable_head:
+        embedding_grads = max(embedding_grads - head_grads, 0)
 
     saved = acts.saved
     recompute_extra = acts.recompute_extra if p.recompute != "none" else 0
@@ -151,7 +155,7 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
     # every other layer's gradients exist
     last = dict(activations=acts.embedding + int(acts.in_flight * acts.first_layer_kept) + recompute_extra,
                 gradients=head_grads + max(int(local.params * per_param_grad) - head_grads - first_layer_grads
-                                           - _embedding_grads(local, per_param_grad), 0),
+                                           - embedding_grads, 0),
                 temporaries=acts.layer_backward)
     end = dict(activations=0, gradients=grads_total, temporaries=embed_grad_temp)
     candidates = [bwd_start, first, last, end]
