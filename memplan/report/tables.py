@@ -84,7 +84,7 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
         for c in sorted(comps, key=lambda c: LOCATION_ORDER[c.location]):
             shard = f"/{c.sharded_over}" if c.sharded_over > 1 else ""
             where = "GPU" if c.location == "gpu" else f"{c.location.upper()} (per node)"
-            rows.append([f"   {c.name}", c.dtype or "", _bpp(c.bytes_per_param) + shard if c.bytes_per_param
+            rows.append([f"   {_short(c.name)}", c.dtype or "", _bpp(c.bytes_per_param) + shard if c.bytes_per_param
                          is not None else "", format_bytes(c.bytes, units), where, _note(c.note, footnotes)])
     lines.append(_tabulate_indented(rows, headers=["component", "dtype", "B/param", f"size ({units.value})",
                                                    "where", "note"]))
@@ -153,3 +153,14 @@ def compare_table(cmp: Comparison, units: Units = Units.GiB) -> str:
                "required", "CPU/node", "fits"]
     return header + "\n" + tabulate(table, headers=headers, disable_numparse=True, colalign=("left", "left") +
                                     ("right",) * 9)
+
+
+COMPONENT_NAME_CHARS = 72  # a traced row names every op that saves its storage; --json keeps the whole name
+
+
+def _short(name: str) -> str:
+    """A component's name cut to fit the table, at a '; ' between ops when there is one."""
+    if len(name) <= COMPONENT_NAME_CHARS:
+        return name
+    cut = name.rfind("; ", 0, COMPONENT_NAME_CHARS - 5)
+    return (name[:cut] if cut > 0 else name[:COMPONENT_NAME_CHARS - 5]) + "; ..."
