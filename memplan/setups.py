@@ -64,6 +64,14 @@ def _pick(kw: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     return {k: kw[k] for k in names if kw.get(k) is not None}
 
 
+def _default_attention(family: str) -> str:
+    """The attention the family's transformers class runs by default (families/registry.py Family)."""
+    from memplan.families.registry import find_family
+
+    fam = find_family(family)
+    return fam.default_attention if fam is not None else "sdpa"
+
+
 def training_setup(model: str | ModelSpec, **kw: Any) -> TrainingSetup:
     """TrainingSetup from a model (name, count, config path or ModelSpec) and CLI-style keyword arguments."""
     from memplan.spec.training import get_optimizer, get_recipe
@@ -75,7 +83,10 @@ def training_setup(model: str | ModelSpec, **kw: Any) -> TrainingSetup:
                         optimizer_states=kw.get("states_dtype"))
     try:
         layout = Layout(**_pick(kw, LAYOUT_FLAGS))
-        workload = Workload(**_pick(kw, WORKLOAD_FLAGS))
+        work = _pick(kw, WORKLOAD_FLAGS)
+        if "attention" not in work and spec.architecture is not None:
+            work["attention"] = _default_attention(spec.architecture.family)
+        workload = Workload(**work)
         setup = TrainingSetup(model=spec, recipe=recipe, optimizer=get_optimizer(kw.get("optimizer")
                                                                                   or default_optimizer()),
                               layout=layout, workload=workload)

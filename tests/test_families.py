@@ -792,3 +792,19 @@ def test_loading_imports_neither_torch_nor_transformers(tmp_path):
             f"load_hf_config({str(folder)!r}); c.models(); "
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name,expected", [("gemma-2-9b", "eager"), ("gpt-oss-20b", "eager"), ("qwen3-8b", "sdpa")])
+def test_default_attention_is_what_transformers_runs_for_the_class(name, expected):
+    """transformers picks sdpa when the class supports it (`_supports_sdpa`), else eager; Gemma2ForCausalLM and
+    GptOssForCausalLM do not (soft-capping, sinks), so their training estimate defaults to eager too."""
+    import transformers
+
+    from memplan.families.registry import find_family
+    from memplan.setups import training_setup
+
+    setup = training_setup(name)
+    assert setup.workload.attention == expected
+    fam = find_family(setup.model.architecture.family)
+    assert getattr(transformers, fam.transformers_class)._supports_sdpa == (expected == "sdpa")
+    assert training_setup(name, attention="sdpa").workload.attention == "sdpa"  # an explicit choice wins

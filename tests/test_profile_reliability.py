@@ -174,3 +174,27 @@ def test_model_build_failures_are_one_line_naming_the_source(capsys, tmp_path):
                                "vocab_size": 512, "max_position_embeddings": 64, "hidden_act": "no_such_act"}))
     line = _one_line(*run_cli(capsys, "profile", str(cfg), "--device", "fake", "--seq", "16"))
     assert "no_such_act" in line  # transformers' KeyError, or the config reader's own refusal
+
+
+def test_adafactor_under_fsdp2_is_refused_before_any_rank_starts(capsys):
+    """transformers' Adafactor steps plain-tensor row/column statistics against FSDP2's DTensor parameters and
+    raises "got mixed torch.Tensor and DTensor" inside the ranks; memplan refuses the pair up front."""
+    for strategy in ("zero2", "zero3"):
+        line = _one_line(*run_cli(capsys, "profile", *REF, "--optimizer", "adafactor", "--nproc", "2",
+                                  "--strategy", strategy, "--device", "cpu"))
+        assert "adafactor cannot step FSDP2's sharded (DTensor) parameters" in line and "--strategy ddp" in line
+
+
+def attribute_error_in_forward(spec):
+    """What a model code bug looks like (transformers 5.24's Llama4ForConditionalGeneration without a vision_config
+    reads `outputs.image_outputs` from a text-only output): an AttributeError, not an out-of-memory."""
+    module = build_model(spec, "reference").module
+    module.layers[-1].register_forward_pre_hook(
+        _raise_on_call(1, AttributeError("'MoeCausalLMOutputWithPast' object has no attribute 'image_outputs'")))
+    return module
+
+
+def test_a_step_that_raises_is_one_line_naming_the_model_and_phase(capsys):
+    line = _one_line(*run_cli(capsys, "profile", *TINY, "-p", "fp32", "--device", "cpu", "--factory",
+                              f"{HERE}:attribute_error_in_forward"))
+    assert "the forward of " in line and "failed" in line and "AttributeError: 'MoeCausalLMOutputWithPast'" in line

@@ -56,4 +56,6 @@ def read(c: ConfigReader) -> Model:
 
 FAMILY = Family(model_types=("gemma2",), read=read,
                 description="Gemma 2: alternating sliding/global, sandwich norms, logit soft-capping",
-                peft_targets=("q_proj", "v_proj"), transformers_class="Gemma2ForCausalLM")
+                peft_targets=("q_proj", "v_proj"), transformers_class="Gemma2ForCausalLM",
+                # transformers 5.24 Gemma2ForCausalLM._supports_sdpa is False (soft-capping / sinks): eager by default
+                default_attention="eager")

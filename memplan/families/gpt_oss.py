@@ -44,4 +44,6 @@ def read(c: ConfigReader) -> Model:
 FAMILY = Family(model_types=("gpt_oss",), read=read,
                 description="gpt-oss: alternating sliding (128)/full attention with sinks, MoE with biases",
                 peft_targets=None,  # peft 0.21.2 constants.py has no gpt_oss entry
-                transformers_class="GptOssForCausalLM")
+                transformers_class="GptOssForCausalLM",
+                # transformers 5.24 GptOssForCausalLM._supports_sdpa is False (soft-capping / sinks): eager by default
+                default_attention="eager")

@@ -46,6 +46,10 @@ class Family:
     transformers_class: Callable[[dict[str, Any]], str] | str = "AutoModelForCausalLM"
     flag_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
     text_config: str | None = None  # key of the nested text model config (multimodal configs)
+    # the attention transformers runs when none is asked for: sdpa where the class supports it (`_supports_sdpa`),
+    # else eager (modeling_utils.py, PreTrainedModel._check_and_adjust_attn_implementation); the training
+    # estimate's default when --attention is not given
+    default_attention: str = "sdpa"
     sources: tuple[str, ...] = ()
 
     def keys_for(self, flag: str) -> tuple[str, ...]:

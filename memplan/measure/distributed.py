@@ -112,6 +112,12 @@ def check_request(req: DistributedRequest) -> None:
     if req.mixed_precision and r.compute not in (DType.bf16, DType.fp16):
         raise MemplanError(f"--mixed-precision needs a 16-bit compute dtype; recipe {r.name} computes in "
                            f"{r.compute.value} (use --precision bf16-mixed)")
+    if fsdp and s.optimizer.name == "adafactor":
+        # transformers' Adafactor (optimization.py, step) mixes plain row/column statistics with FSDP2's DTensor
+        # parameters ("got mixed torch.Tensor and DTensor"): refused before any rank starts
+        raise MemplanError("adafactor cannot step FSDP2's sharded (DTensor) parameters (transformers' Adafactor "
+                           "keeps plain-tensor row/column statistics): use --strategy ddp or zero1 with adafactor, "
+                           "or another --optimizer with zero2/zero3")
     if req.strategy != "ddp" and r.compute == DType.fp16:
         raise MemplanError("fp16 recipes need loss scaling, measured with --strategy ddp only; use a bf16 recipe")
     if req.strategy == "zero1" and r.master_weights is not None:

@@ -271,6 +271,22 @@ def measure_training_step(setup: TrainingSetup, device: str = "cpu", model_sourc
         return _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, say, cuda_options or {})
 
 
+def _step_failure(exc: BaseException, step, phase: str) -> MemplanError:
+    """A first step that raised something other than an out-of-memory: one line naming the model class, the phase
+    and the library whose code raised it (e.g. transformers' Llama4ForConditionalGeneration forward without a
+    vision_config reads an attribute its text-only output lacks)."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = next((lib for f in reversed(frames) for lib in ("transformers", "peft", "torch")
+                  if f"/{lib}/" in f.filename.replace("\\", "/")), None)
+    name = type(step.built.module).__name__
+    inside = f" inside {where}" if where else ""
+    return MemplanError(f"the {phase} of {name} failed{inside} ({type(exc).__name__}: {first_line(exc)}); this "
+                        "config may not run in the installed library as given: check its fields, or try "
+                        "--model-source reference")
+
+
 def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, say, cuda_options) -> MeasuredStep:
     say(f"building {setup.model.name} ({model_source}) on {device}")
     try:
@@ -294,9 +310,11 @@ def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, sa
         for i in range(warmup_steps):
             say(f"warm-up step {i + 1}/{warmup_steps}")
             step.run(phases)
+    except MemplanError:
+        raise
     except Exception as exc:  # noqa: BLE001
         if not is_out_of_memory(exc):
-            raise
+            raise _step_failure(exc, step, phases.current or "forward") from None
         oom = (phases.current or "forward", first_line(exc))
         notes.append("out of memory during warm-up (the first step also allocates the optimizer states); the "
                      "bytes shown are what was still alive after the error (a lower bound of the peak)")

@@ -25,6 +25,21 @@ FACTORS = {"all_reduce": lambda n: 2.0 * (n - 1) / n, "all_gather": lambda n: (n
            "reduce_scatter": lambda n: (n - 1) / n, "all_to_all": lambda n: (n - 1) / n, "send": lambda n: 1.0}
 
 
+@dataclass(slots=True)
+class Item:
+    """One communication line of the output (per GPU of the busiest stage, per step)."""
+
+    name: str
+    parallelism: str
+    group: int
+    link: str
+    busbw: float
+    bytes_sent: float
+    seconds: float
+    exposed: float
+    hidden_under: str = ""
+
+
 @dataclass(frozen=True)
 class Links:
     intra: InterconnectSpec

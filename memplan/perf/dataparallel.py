@@ -18,20 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memplan.perf.comm import FACTORS, Network
+from memplan.perf.comm import FACTORS, Item, Network
 from memplan.spec.execution import ExecutionProfile
-
-
-@dataclass(slots=True)
-class DPItem:
-    name: str
-    group: int
-    link: str
-    busbw: float
-    bytes_sent: float
-    seconds: float
-    exposed: float
-    hidden_under: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,7 +39,7 @@ class DPInputs:
     label: str = ""          # "" for dense, "expert " for routed experts
 
 
-def data_parallel(d: DPInputs, zero: int, ex: ExecutionProfile, net: Network) -> list[DPItem]:
+def data_parallel(d: DPInputs, zero: int, ex: ExecutionProfile, net: Network) -> list[Item]:
     n, k = d.group, d.per_node
     if n <= 1 or d.params <= 0:
         return []
@@ -59,12 +47,12 @@ def data_parallel(d: DPInputs, zero: int, ex: ExecutionProfile, net: Network) ->
     g_bytes, w_bytes = d.params * d.grad_bytes, d.params * d.weight_bytes
     buckets = net.calls_for(g_bytes, ex.dp_bucket_bytes)
     last_bucket = min(1.0, ex.dp_bucket_bytes / g_bytes)
-    out: list[DPItem] = []
+    out: list[Item] = []
 
     def item(name, kind, nbytes, calls, exposed_fn, under):
         secs = net.collective(kind, nbytes, n, k, calls)
         exposed = exposed_fn(secs)
-        out.append(DPItem(d.label + name, n, path.link, path.busbw, FACTORS[kind](n) * nbytes, secs,
+        out.append(Item(d.label + name, "dp", n, path.link, path.busbw, FACTORS[kind](n) * nbytes, secs,
                           exposed, under if exposed < secs else ""))
 
     def during_backward(window):

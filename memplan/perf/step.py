@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from memplan.errors import MemplanError
-from memplan.perf.comm import FACTORS, Links, Network, ranks_per_node
+from memplan.perf.comm import FACTORS, Item, Links, Network, ranks_per_node
 from memplan.perf.cost import Groups, PhaseCost, price
-from memplan.perf.dataparallel import DPInputs, DPItem, data_parallel
+from memplan.perf.dataparallel import DPInputs, data_parallel
 from memplan.perf.efficiency import Kernels
 from memplan.perf.ops import Context, LayerWalk, Phases, embedding_phases, head_phases, make_context
 from memplan.perf.pipeline import one_f_one_b
@@ -42,21 +42,6 @@ DEFAULT_CPU_BANDWIDTH_GBPS = 200.0
 # master, exp_avg, exp_avg_sq (12) and the 16-bit gradient (2); write the three fp32 tensors back (12) and the
 # 16-bit parameter copy (2). The update is memory-bound at a few FLOPs per parameter.
 CPU_ADAM_BYTES_PER_PARAM = 28
-
-
-@dataclass(slots=True)
-class Item:
-    """One communication line of the output (per GPU of the busiest stage, per step)."""
-
-    name: str
-    parallelism: str
-    group: int
-    link: str
-    busbw: float
-    bytes_sent: float
-    seconds: float
-    exposed: float
-    hidden_under: str = ""
 
 
 @dataclass(slots=True)
@@ -323,8 +308,7 @@ class StepModel:
                               net.nic if across else net.intra_busbw,
                               self._send_bytes(L) * 2 * L.virtual_stages * m, pipe.sched.p2p_seconds,
                               pipe.sched.p2p_seconds))
-        items += [Item(i.name, "dp", i.group, i.link, i.busbw, i.bytes_sent, i.seconds, i.exposed, i.hidden_under)
-                  for i in dp_items]
+        items += dp_items
         if emb_sync:
             items.append(Item("tied-embedding gradient all-reduce (first and last stage)", "dp", 2,
                               net.links.inter.name, net.nic, params[-1].tied_copy * self.grad_bytes, emb_sync,
@@ -350,7 +334,7 @@ class StepModel:
             return self.net.send(act / L.tp, across) + self.net.collective("all_gather", act, L.tp, L.tp)
         return self.net.send(act, across)
 
-    def _data_parallel(self, L: Layout, sp_, backward: float, forward: float, layers: int) -> list[DPItem]:
+    def _data_parallel(self, L: Layout, sp_, backward: float, forward: float, layers: int) -> list[Item]:
         g = L.gpus_per_node
         common = dict(grad_bytes=self.grad_bytes, weight_bytes=self.weight_bytes, micro_batches=L.grad_accum,
                       backward_window=backward, backward_each=backward, forward_each=forward, layers=layers)

@@ -166,7 +166,9 @@ class Workload(BaseModel):
 
     seq: int | None = Field(None, gt=0, le=MAX_SEQ, description="sequence length; default: the model's max "
                                                                 "positions")
-    attention: Attention = "sdpa"
+    attention: Attention = Field("sdpa", description="attention kernel: eager, sdpa or flash; not given: sdpa, or "
+                                                     "eager where the family's transformers class has no sdpa "
+                                                     "(gemma2, gpt_oss)")
     implementation: str = Field("hf", description="activation accounting profile in profiles/implementations/")
     optimizer_impl: OptimizerImpl = Field("foreach", description="torch.optim implementation: for-loop, foreach "
                                           "(torch's default on CUDA) or fused; decides the optimizer step's "
