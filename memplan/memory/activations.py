@@ -116,7 +116,8 @@ def model_features(m: Model, setup: TrainingSetup, mode: Mode, kernels: Kernels,
     family = m.family.lower().replace("-", "_")
     return {**{flag: family in fams for flag, fams in prof.family_flags.items()},
             "attention": setup.workload.attention, "mode": mode, "kernels": kernels,
-            "recompute": setup.layout.recompute, "lm_head": m.head.lm_head, "final_norm": m.head.final_norm,
+            "recompute": setup.layout.recompute, "frozen": setup.lora is not None,
+            "lm_head": m.head.lm_head, "final_norm": m.head.final_norm,
             "tied_embeddings": m.head.tied, "embedding_norm": m.embeddings.norm,
             "token_types": m.embeddings.token_types > 0, "embedding_dropout": m.embeddings.dropout > 0,
             "embedding_scale": m.embeddings.scale, "logit_softcap": m.head.softcap is not None,
@@ -215,14 +216,14 @@ def implementation_for(setup: TrainingSetup) -> ImplementationProfile:
     """The workload's implementation profile; `hf` means the traced profile of the model's family
     (profiles/implementations/hf-<family>.json) when there is one, else the hand-written hf.json (`hf-hand`).
 
-    LoRA/QLoRA keep the hand-written rows: the frozen-base adjustment (memory/lora.py) is defined and measured
-    against them (tests/test_lora.py, PEFT steps on CPU and a 7B step under fake tensors); the traced rows were
-    traced with every weight trainable, so their backward transients hold the layer's weight gradients."""
+    LoRA/QLoRA: the traced profile when it was traced with every parameter frozen in the recipe's precision mode
+    (`frozen_modes`; rows `when: {frozen: true}`), else the hand-written rows, which memory/lora.py adjusts from
+    the full step (tests/test_lora.py measures both against PEFT steps)."""
     name = setup.workload.implementation
     m = setup.model.architecture
-    if name == "hf" and m is not None and setup.lora is None:
+    if name == "hf" and m is not None:
         traced = traced_implementation(m.family)
-        if traced is not None:
+        if traced is not None and (setup.lora is None or precision_mode(setup.recipe) in traced.frozen_modes):
             return traced
     return get_implementation(name)
 
@@ -340,6 +341,9 @@ def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
     """
     adj = lora_activation_adjustment(setup)
     full_recompute = setup.layout.recompute == "full"
+    if acts.mode in implementation_for(setup).frozen_modes:
+        _apply_lora_to_frozen_trace(acts, setup, adj, full_recompute)
+        return
     # Full recompute: layer 0 holds only its checkpoint until it is recomputed, when the norm may save (PEFT's
     # prepare_model_for_kbit_training calls enable_input_require_grads): its first norm is left in, conservatively.
     cut = _not_saved(acts, adj, per_layer=not full_recompute,
@@ -374,6 +378,37 @@ def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
         # not measured: autocast keeps a 16-bit copy per consuming linear and caches only weights that require grad
         acts.notes.append("LoRA with fp32 weights + autocast: the activation adjustment is validated for 16-bit "
                           "weights only (tests/test_lora.py); autocast copies may differ")
+
+
+def _apply_lora_to_frozen_trace(acts: Activations, setup: TrainingSetup, adj, full_recompute: bool) -> None:
+    """LoRA on rows traced with every parameter frozen (measure/trace/step.py `frozen`): what the frozen base saves
+    and its backward's transients are the trace's; the adapters add A·x (tokens x r per adapted linear, for B's
+    gradient) and keep their linear's input alive when the frozen base did not (lora_A needs x for its gradient:
+    lora.py's input groups, `adapted`); and since the trace made the embedding output require grad, layer 0's first
+    norm is taken off as before (nothing upstream of the first adapter requires grad in a PEFT step)."""
+    inputs = sum(g.bytes for g in adj.groups if g.adapted)
+    delta = adj.per_layer_added_bytes + inputs
+    for g in acts.groups:
+        g.full += delta
+        if not full_recompute:
+            g.kept += delta
+    if not full_recompute:
+        layers = sum(g.count for g in acts.groups)
+        _add_line(acts, Line(region="layer", name="LoRA adapters: A·x", bytes=adj.per_layer_added_bytes,
+                             layers=layers, note="tokens x r per adapted linear, kept for B's gradient"))
+        if inputs:
+            names = ", ".join(g.name for g in adj.groups if g.adapted)
+            _add_line(acts, Line(region="layer", name=f"LoRA adapters: inputs of adapted linears ({names})",
+                                 bytes=inputs, layers=layers,
+                                 note="lora_A keeps its input for its gradient; the frozen base would not"))
+        if adj.first_norm_removed_bytes:
+            acts.embedding -= int(acts.in_flight * adj.first_norm_removed_bytes)
+            acts.notes.append("LoRA: nothing before the first adapter requires grad, so layer 0's first norm "
+                              f"saves nothing ({adj.first_norm_removed_bytes / 2**20:,.2f} MiB per micro-batch "
+                              "off the layer rows' total)")
+    if adj.dequant_temporary_bytes:
+        acts.dequant_temporary = adj.dequant_temporary_bytes
+    acts.notes += adj.notes
 
 
 # the reasons the breakdown gives for a reduction, by the `holds` name of what is not saved

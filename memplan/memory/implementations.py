@@ -87,6 +87,9 @@ class ImplementationProfile(BaseModel):
     aliases: list[str] = []
     description: str
     family: str | None = Field(None, description="the model_type this profile was traced from (hf-<family>)")
+    frozen_modes: list[str] = Field(default_factory=list, description=(
+        "precision modes traced with every parameter frozen too (rows `when: {frozen: true}`): LoRA's base in "
+        "these modes is read from the trace, not adjusted from the full step's rows"))
     sources: list[str] = []
     layer: list[Tensor] = Field(description="kept for backward, per transformer layer")
     checkpoint: list[Tensor] = Field(description="kept per layer under full recompute (the layer's input)")

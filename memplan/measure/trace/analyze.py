@@ -183,7 +183,8 @@ class Classified:
 
 def classify(rec: Recording) -> Classified:
     """A backward storage shaped like a parameter is (a contribution to) its gradient: a tied weight's LM-head
-    gradient waits in autograd's input buffer until the embedding's is added, before it becomes .grad."""
+    gradient waits in autograd's input buffer until the embedding's is added, before it becomes .grad.  A step
+    with every parameter frozen (no .grad at all) has none."""
     t_fe, t_bs = rec.marks["forward_end"], rec.marks["loss_end"]
     saved, fonly, grads = {}, {}, {}
     by_shape: dict[tuple, str] = {}
@@ -192,7 +193,7 @@ def classify(rec: Recording) -> Classified:
     for s in rec.storages:
         if s.grad_of:
             grads[s.index] = rec.param_region.get(s.grad_of, "embedding")
-        elif s.phase == "backward" and tuple(sorted(s.shape)) in by_shape and s.numel == s.nbytes // max(
+        elif rec.grads and s.phase == "backward" and tuple(sorted(s.shape)) in by_shape and s.numel == s.nbytes // max(
                 itemsize(s.dtype), 1):
             grads[s.index] = rec.param_region.get(by_shape[tuple(sorted(s.shape))], "embedding")
         if s.phase != "backward" and s.alive_at(t_bs):

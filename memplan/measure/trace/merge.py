@@ -22,6 +22,7 @@ SPLIT_NAMES = {"q", "kv", "vw", "a", "g", "f", "fk", "fs", "V"}
 ATTENTION = {"eager": "eager", "sdpa": ["sdpa", "flash"]}
 RECOMPUTE = {"none": ["none", "selective"], "full": "full"}
 PER_LAYER = ("layer", "checkpoint", "layer_forward", "layer_backward")
+NAMES = ("attention", "recompute", "window", "dropout", "frozen")  # a condition tuple's fields, in order
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def merge(variants: dict[Variant, list[Item]], kind_when: list[dict], dims: dict
     names: dict[Key, list[str]] = defaultdict(list)
     dropout_feature: dict[Key, str] = {}
     for v, items in variants.items():
-        cond = (v.attention, v.recompute, v.long_windows, v.dropout)
+        cond = (v.attention, v.recompute, v.long_windows, v.dropout, v.frozen)
         for it in items:
             for elems, coef in _terms(it):
                 key = Key(it.region, it.kind, it.moment, elems, _tp(it, elems), it.core)
@@ -74,7 +75,7 @@ def merge(variants: dict[Variant, list[Item]], kind_when: list[dict], dims: dict
                     names[key].append(it.name)
                 dropout_feature.setdefault(key, _dropout_feature(it))
     out: dict[str, list[dict]] = defaultdict(list)
-    all_conds = sorted({(v.attention, v.recompute, v.long_windows, v.dropout) for v in variants}, key=str)
+    all_conds = sorted({(v.attention, v.recompute, v.long_windows, v.dropout, v.frozen) for v in variants}, key=str)
     for key, by_cond in table.items():
         by_cond = {c: {s: round(b, 6) for s, b in cell.items() if abs(b) > 1e-9} for c, cell in by_cond.items()}
         by_cond = {c: cell for c, cell in by_cond.items() if cell}
@@ -106,8 +107,7 @@ def _conditions(conds: set, grid: list, dims: dict[str, list], dropout_feature: 
     """`when` clauses (a disjunction) whose union over the traced grid is exactly `conds`."""
     if conds >= set(grid):
         return [{}]
-    names = ("attention", "recompute", "window", "dropout")
-    for i, name in enumerate(names):
+    for i, name in enumerate(NAMES):
         values = sorted({c[i] for c in grid}, key=str)
         if len(values) < 2:
             continue
@@ -119,7 +119,7 @@ def _conditions(conds: set, grid: list, dims: dict[str, list], dropout_feature: 
         if set(rest) == conds:
             return [_clause(name, have, dropout_feature)]
     # split on the first dimension that varies inside conds
-    for i, name in enumerate(names):
+    for i, name in enumerate(NAMES):
         values = sorted({c[i] for c in conds}, key=str)
         allv = sorted({c[i] for c in grid}, key=str)
         if len(allv) > 1:
@@ -148,6 +148,8 @@ def _clause(name: str, values: list, dropout_feature: str) -> dict:
         return {"recompute": vals[0] if len(vals) == 1 else vals}
     if name == "window":
         return {"window_mask": not values[0]} if len(values) == 1 else {}
+    if name == "frozen":
+        return {"frozen": bool(values[0])} if len(values) == 1 else {}
     return {dropout_feature: bool(values[0])} if len(values) == 1 else {}
 
 

@@ -97,6 +97,8 @@ class Tracer:
             for kernels in ("cuda", "cpu"):
                 for mode in step.MODES:
                     out.append(step.Variant(mode, kernels, att, rec, win, drop))
+                for mode in step.FROZEN_MODES:
+                    out.append(step.Variant(mode, kernels, att, rec, win, drop, frozen=True))
         return out
 
     def grid(self, probe: probe_mod.Probe) -> list:
@@ -175,7 +177,7 @@ class Tracer:
         return (f"{v.mode} weights, {v.kernels} kernels, {v.attention} attention, recompute {v.recompute}"
                 + ("" if v.long_windows is None else
                    f", windows {'longer' if v.long_windows else 'shorter'} than the sequence")
-                + ("" if v.dropout else ", no dropout"))
+                + ("" if v.dropout else ", no dropout") + (", frozen weights" if v.frozen else ""))
 
     def run(self, workers: int | None = None) -> dict[str, Any]:
         dims = self.dims()
@@ -199,7 +201,7 @@ class Tracer:
         self.say(f"traced {len(variants)} variants in {time.time() - t0:.1f}s")
         for v in variants:  # full recompute: take off what the timeline adds on its own
             if v.recompute == "full":
-                none = step.Variant(v.mode, v.kernels, v.attention, "none", v.long_windows, v.dropout)
+                none = step.Variant(v.mode, v.kernels, v.attention, "none", v.long_windows, v.dropout, v.frozen)
                 layer_rows: dict[int, list] = {}
                 for it in results.get(none, []):
                     if it.region == "layer":
@@ -242,12 +244,14 @@ class Tracer:
                             "kind, precision mode and kernel set; bytes are per element of `elems`, summed over "
                             "the tensors of the row"),
             "family": family,
+            "frozen_modes": list(step.FROZEN_MODES),
             "sources": [
                 f"traced: {text_type} at {len(self.kind_of_layer)} "
                 f"layer(s) ({', '.join(spec.kind for spec in self.kinds)}) under FakeTensorMode; "
                 f"variants: attention {dims['attention']}, recompute {dims['recompute']}"
                 + ("" if dims["window"] == [None] else ", windows longer/shorter than the sequence")
-                + ("" if dims["dropout"] == [True] else ", with and without dropout"),
+                + ("" if dims["dropout"] == [True] else ", with and without dropout")
+                + f"; and every parameter frozen (LoRA's base) in mode {'/'.join(step.FROZEN_MODES)}",
                 "CUDA kernels emulated on the CPU where they keep other tensors (memplan/measure/trace/emulate.py): "
                 "fused dropout's bool mask, fp32 layer-norm statistics, flash/memory-efficient sdpa (q, k, v, "
                 "output, fp32 log-sum-exp, the mask when given) and CUDA's autocast op lists; `cpu_bytes` are "

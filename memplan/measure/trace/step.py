@@ -28,6 +28,14 @@ class Variant:
     recompute: str  # none | full
     long_windows: bool | None  # None: no windowed layer; True: windows no shorter than the sequence
     dropout: bool  # the config's dropout (True) or all dropout set to 0 (False)
+    # every parameter frozen (LoRA's base): no weight gradients, and only what the activations' gradients need is
+    # saved; the embedding output requires grad so that backward runs through every layer as it does from the
+    # first adapter on (memory/lora.py adds back what the adapters save and what comes before the first one)
+    frozen: bool = False
+
+# frozen variants are traced in this precision mode only (LoRA's base is 16-bit: bf16, or QLoRA's 4-bit weights
+# computed in bf16); a LoRA estimate in another mode uses the hand-written rows (memory/activations.py)
+FROZEN_MODES = ("half",)
 
 
 def without_dropout(config: dict[str, Any]) -> dict[str, Any]:
@@ -80,8 +88,17 @@ def run(probe: Probe, v: Variant) -> Recording:
                 m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
         ids = torch.randint(0, built.vocab_size, (probe.batch, probe.seq))
         targets = torch.randint(0, built.vocab_size, (probe.batch, probe.seq))
+        anchor = []
+        if v.frozen:
+            for param in m.parameters():
+                param.requires_grad_(False)
+            # the embedding output made to require grad as the output of an add (which saves nothing), not as a
+            # leaf: autograd's AccumulateGrad would hold a leaf alive to the end of backward, which a PEFT step's
+            # embedding output is not (transformers' enable_input_require_grads makes that leaf)
+            anchor.append(torch.zeros((), requires_grad=True))
+            m.get_input_embeddings().register_forward_hook(lambda _mod, _inp, out: out + anchor[0].to(out.dtype))
         rec = Recorder(m, probe.model.n_layers, built.lm_head)
-        rec.register_persistent([*m.parameters(), *m.buffers(), ids, targets])
+        rec.register_persistent([*m.parameters(), *m.buffers(), ids, targets, *anchor])
         rec.attach()
         if kernels is not None:
             kernels.rec = rec
@@ -99,6 +116,12 @@ def run(probe: Probe, v: Variant) -> Recording:
             if "forward_end" not in rec.marks:
                 rec.marks["forward_end"] = rec.clock
                 rec.phase = "loss"
+            if v.frozen:
+                # the anchor's add leaves the embedding output in a reference cycle under checkpointing, which a
+                # PEFT step does not have: collected here, as a real step's would be
+                import gc
+
+                gc.collect()
             rec.start_backward()
             loss.backward()
             del loss
