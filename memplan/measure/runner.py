@@ -189,21 +189,25 @@ class _Step:
 
 
 class _FakeGroupedMM(torch.autograd.Function):
-    """torch's grouped matmul as autograd keeps it (derivatives.yaml _grouped_mm: saves both operands and the
-    offsets; backward makes one gradient per operand, laid out like it), for fake tensors: the meta kernel
-    (_meta_registrations.py meta_grouped_mm) checks CUDA's constraints (bf16 only, 16-byte aligned rows), which the
-    CPU kernel does not have, so an fp32 MoE step (fp32 weights, autocast) could not be traced otherwise."""
+    """torch's grouped matmul as autograd keeps it (derivatives.yaml _grouped_mm: one formula per operand, so each
+    operand is saved only for the other's gradient: a frozen weight's grouped matmul does not keep its input, as
+    the CPU kernel's step measures; backward makes one gradient per operand, laid out like it), for fake tensors:
+    the meta kernel (_meta_registrations.py meta_grouped_mm) checks CUDA's constraints (bf16 only, 16-byte aligned
+    rows), which the CPU kernel does not have, so an fp32 MoE step (fp32 weights, autocast) could not be traced
+    otherwise."""
 
     @staticmethod
     def forward(ctx, a, b, offs):
-        ctx.save_for_backward(a, b, offs)
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ctx.save_for_backward(a if need_b else None, b if need_a else None, offs)
+        ctx.layouts = ((a.shape, a.stride(), a.dtype, a.device), (b.shape, b.stride(), b.dtype, b.device))
         return a.new_empty((a.shape[0], b.shape[-1]))
 
     @staticmethod
     def backward(ctx, grad):
-        a, b, _ = ctx.saved_tensors
-        return (torch.empty_strided(a.shape, a.stride(), dtype=a.dtype, device=a.device),
-                torch.empty_strided(b.shape, b.stride(), dtype=b.dtype, device=b.device), None)
+        (sa, ta, da, va), (sb, tb, db, vb) = ctx.layouts
+        return (torch.empty_strided(sa, ta, dtype=da, device=va) if ctx.needs_input_grad[0] else None,
+                torch.empty_strided(sb, tb, dtype=db, device=vb) if ctx.needs_input_grad[1] else None, None)
 
 
 def _grouped_mm_for(real):

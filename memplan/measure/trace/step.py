@@ -94,9 +94,13 @@ def run(probe: Probe, v: Variant) -> Recording:
                 param.requires_grad_(False)
             # the embedding output made to require grad as the output of an add (which saves nothing), not as a
             # leaf: autograd's AccumulateGrad would hold a leaf alive to the end of backward, which a PEFT step's
-            # embedding output is not (transformers' enable_input_require_grads makes that leaf)
+            # embedding output is not (transformers' enable_input_require_grads makes that leaf).  Inside the
+            # module's forward, not a forward hook: under checkpointing the hooked call kept the raw output alive
+            # to the end of the step beside the sum (traced: one b*s*h tensor too many)
             anchor.append(torch.zeros((), requires_grad=True))
-            m.get_input_embeddings().register_forward_hook(lambda _mod, _inp, out: out + anchor[0].to(out.dtype))
+            emb = m.get_input_embeddings()
+            plain = emb.forward
+            emb.forward = lambda *a, **k: (lambda out: out + anchor[0].to(out.dtype))(plain(*a, **k))
         rec = Recorder(m, probe.model.n_layers, built.lm_head)
         rec.register_persistent([*m.parameters(), *m.buffers(), ids, targets, *anchor])
         rec.attach()
@@ -116,12 +120,6 @@ def run(probe: Probe, v: Variant) -> Recording:
             if "forward_end" not in rec.marks:
                 rec.marks["forward_end"] = rec.clock
                 rec.phase = "loss"
-            if v.frozen:
-                # the anchor's add leaves the embedding output in a reference cycle under checkpointing, which a
-                # PEFT step does not have: collected here, as a real step's would be
-                import gc
-
-                gc.collect()
             rec.start_backward()
             loss.backward()
             del loss
