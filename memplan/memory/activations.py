@@ -376,10 +376,9 @@ def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
     acts.notes += adj.notes
     arch = setup.model.architecture
     if setup.workload.implementation == "hf" and arch is not None and traced_implementation(arch.family):
-        acts.notes.append(f"LoRA: activations from the hand-written decoder rows adjusted for a frozen base, not "
-                          f"{arch.family}'s traced rows (traced with every weight trainable); measured against "
-                          "PEFT steps per family in docs/finetune-and-serve.md (within 2% for Llama-like families, "
-                          "gemma2 -20%)")
+        acts.notes.append(f"LoRA with {acts.mode} weights: activations from the hand-written decoder rows adjusted "
+                          f"for a frozen base ({arch.family}'s frozen-base trace is of 16-bit weights); measured "
+                          "against PEFT steps per family in docs/finetune-and-serve.md")
     if acts.mode == "autocast":
         # not measured: autocast keeps a 16-bit copy per consuming linear and caches only weights that require grad
         acts.notes.append("LoRA with fp32 weights + autocast: the activation adjustment is validated for 16-bit "
