@@ -61,28 +61,37 @@ def normalize(name: str) -> str:
     return re.sub(r"[\s\-_.]+", "", name.lower())
 
 
-@lru_cache(maxsize=None)
-def _raw(kind: str) -> dict[str, tuple[dict, str]]:
-    """stem -> (the profile's JSON, where it is), parsed but not validated: a lookup validates only its match."""
+def _folder(kind: str):
     folder = profiles_dir() / kind
     if not folder.is_dir():
         raise MemplanError(f"profile folder {folder} is missing; reinstall memplan (`pip install .`) or set "
                            "MEMPLAN_PROFILES to a folder holding gpus/, models/, interconnects/, ...")
-    out: dict[str, tuple[dict, str]] = {}
-    for entry in sorted((e for e in folder.iterdir() if e.name.endswith(".json")), key=lambda e: e.name):
-        try:
-            data = json.loads(entry.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MemplanError(f"bad profile {entry}: {str(exc).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise MemplanError(f"bad profile {entry}: not a JSON object")
-        out[entry.name.removesuffix(".json")] = (data, str(entry))
-    return out
+    return folder
+
+
+@lru_cache(maxsize=None)
+def _read(kind: str, stem: str) -> tuple[dict, str]:
+    """One profile's JSON (parsed, not validated) and where it is."""
+    entry = _folder(kind) / f"{stem}.json"
+    try:
+        data = json.loads(entry.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MemplanError(f"bad profile {entry}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise MemplanError(f"bad profile {entry}: not a JSON object")
+    return data, str(entry)
+
+
+@lru_cache(maxsize=None)
+def _raw(kind: str) -> dict[str, tuple[dict, str]]:
+    """stem -> (the profile's JSON, where it is), parsed but not validated: a lookup validates only its match."""
+    stems = sorted(e.name.removesuffix(".json") for e in _folder(kind).iterdir() if e.name.endswith(".json"))
+    return {stem: _read(kind, stem) for stem in stems}
 
 
 @lru_cache(maxsize=None)
 def _load_one(kind: str, model: type[T], stem: str) -> T:
-    data, where = _raw(kind)[stem]
+    data, where = _read(kind, stem)
     try:
         return _parse_profile(model, data, where)
     except (ValidationError, ValueError) as exc:
@@ -91,7 +100,7 @@ def _load_one(kind: str, model: type[T], stem: str) -> T:
 
 def clear_caches() -> None:
     """Forget loaded profiles (after $MEMPLAN_PROFILES changes: tests)."""
-    for f in (_raw, _load_one, _name_index):
+    for f in (_read, _raw, _load_one, _name_index):
         f.cache_clear()
 
 
@@ -123,7 +132,15 @@ def _name_index(kind: str) -> dict[str, str]:
     return index
 
 
+_PROFILE_STEM = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")  # how the shipped profiles' files are named
+
+
 def _find(kind: str, model: type[T], name: str) -> T | None:
+    # a profile's own file name (what `memplan models` lists, and hf-<family>) reads that file alone: the name
+    # index parses every profile of the kind (the traced implementations are large), ~15 ms of each start-up
+    for stem in dict.fromkeys((name, name.lower().replace("_", "-"))):
+        if _PROFILE_STEM.fullmatch(stem) and (_folder(kind) / f"{stem}.json").is_file():
+            return _load_one(kind, model, stem)
     stem = _name_index(kind).get(normalize(name))
     return None if stem is None else _load_one(kind, model, stem)
 
