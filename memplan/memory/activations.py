@@ -351,16 +351,8 @@ def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
     for g in acts.groups:
         removed = cut.layer.get(g.kind_index, 0) if cut.tagged and not full_recompute else \
             adj.per_layer_removed_bytes
-        delta = adj.per_layer_added_bytes - removed
-        g.full += delta
-        if not full_recompute:
-            # selective recompute drops only the attention core; the inputs of linears and norms stay saved. Under
-            # full recompute the checkpoint (the layer input) is unchanged: only the recomputed layer feels it.
-            g.kept += delta
-    if not full_recompute:
-        layers = sum(g.count for g in acts.groups)
-        _add_line(acts, Line(region="layer", name="LoRA adapters: A·x", bytes=adj.per_layer_added_bytes,
-                             layers=layers, note="tokens x r per adapted linear, kept for B's gradient"))
+        _change_layer(g, adj.per_layer_added_bytes - removed, full_recompute)
+    _adapter_line(acts, adj, full_recompute)
     acts.head -= cut.head if cut.tagged else adj.once_removed_bytes - adj.first_norm_removed_bytes
     if adj.first_norm_removed_bytes and not full_recompute:
         # nothing upstream of the first adapter requires grad, so layer 0's first norm saves nothing; like the
@@ -385,6 +377,22 @@ def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
                           "weights only (tests/test_lora.py); autocast copies may differ")
 
 
+def _change_layer(g, delta: int, full_recompute: bool) -> None:
+    """A LoRA change of what one layer saves.  Selective recompute drops only the attention core (the inputs of
+    linears and norms stay saved); under full recompute the checkpoint (the layer input) is unchanged and only the
+    recomputed layer feels it."""
+    g.full += delta
+    if not full_recompute:
+        g.kept += delta
+
+
+def _adapter_line(acts: Activations, adj, full_recompute: bool) -> None:
+    if not full_recompute:
+        _add_line(acts, Line(region="layer", name="LoRA adapters: A·x", bytes=adj.per_layer_added_bytes,
+                             layers=sum(g.count for g in acts.groups),
+                             note="tokens x r per adapted linear, kept for B's gradient"))
+
+
 def _apply_lora_to_frozen_trace(acts: Activations, setup: TrainingSetup, adj, full_recompute: bool) -> None:
     """LoRA on rows traced with every parameter frozen (measure/trace/step.py `frozen`): what the frozen base saves
     and its backward's transients are the trace's; the adapters add A·x (tokens x r per adapted linear, for B's
@@ -392,15 +400,11 @@ def _apply_lora_to_frozen_trace(acts: Activations, setup: TrainingSetup, adj, fu
     lora.py's input groups, `adapted`); and since the trace made the embedding output require grad, layer 0's first
     norm is taken off as before (nothing upstream of the first adapter requires grad in a PEFT step)."""
     inputs = sum(g.bytes for g in adj.groups if g.adapted)
-    delta = adj.per_layer_added_bytes + inputs
     for g in acts.groups:
-        g.full += delta
-        if not full_recompute:
-            g.kept += delta
+        _change_layer(g, adj.per_layer_added_bytes + inputs, full_recompute)
+    _adapter_line(acts, adj, full_recompute)
     if not full_recompute:
         layers = sum(g.count for g in acts.groups)
-        _add_line(acts, Line(region="layer", name="LoRA adapters: A·x", bytes=adj.per_layer_added_bytes,
-                             layers=layers, note="tokens x r per adapted linear, kept for B's gradient"))
         if inputs:
             names = ", ".join(g.name for g in adj.groups if g.adapted)
             _add_line(acts, Line(region="layer", name=f"LoRA adapters: inputs of adapted linears ({names})",
