@@ -115,12 +115,32 @@ def stage_groups(model: Model, layout: Layout) -> list[list[tuple[int, LayerGrou
     return out
 
 
+# local_parameters depends on the model and on the layout's TP, EP, ETP and pipeline split only: `plan` asks for
+# thousands of layouts that share them (ZeRO, offload, micro-batch, recompute), so the answer is kept, per model
+# object (identity: a model is frozen; the entry holds it, so its id is not reused while cached)
+_LOCAL_CACHE: dict[tuple, tuple[ModelSpec, "LocalParameters"]] = {}
+_LOCAL_CACHE_SIZE = 1024
+
+
 def local_parameters(model: ModelSpec, layout: Layout) -> LocalParameters:
     tp, pp = layout.tp, layout.pp
     if model.architecture is None:
         n = model.parameters.total
         # No architecture: an even split is the best we can say (stated as approximate).
         return LocalParameters(params=math.ceil(n / (tp * pp)), exact=(tp * pp == 1))
+    key = (id(model), tp, layout.ep, layout.etp, pp, tuple(layout.stage_bounds(model.architecture.n_layers)))
+    hit = _LOCAL_CACHE.get(key)
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    local = _local_parameters(model, layout)
+    if len(_LOCAL_CACHE) >= _LOCAL_CACHE_SIZE:
+        _LOCAL_CACHE.clear()
+    _LOCAL_CACHE[key] = (model, local)
+    return local
+
+
+def _local_parameters(model: ModelSpec, layout: Layout) -> LocalParameters:
+    tp, pp = layout.tp, layout.pp
     m = model.architecture
     check_layout(m, layout)
     per_group = [_group_tensors(m, i, layout) for i in range(len(m.groups))]
