@@ -219,3 +219,24 @@ def test_a_model_type_without_a_family_file_is_read_from_its_module_tree():
              "num_hidden_layers": 2, "vocab_size": 128, "num_experts": 4, "num_experts_per_tok": 2}
     with pytest.raises(MemplanError, match="family file memplan/families/olmoe.py is needed"):
         read_module_tree(olmoe)
+
+
+def test_trace_out_keeps_the_model_profile_beside_the_rows(tmp_path, capsys):
+    """With --out, a model_type without a family file gets its model profile beside the rows
+    (<out>.model.json), not in the shipped catalog; the two together estimate it."""
+    import json
+
+    from memplan.catalog import profiles_dir
+    from tests.helpers import run_cli
+
+    cfg = tmp_path / "granite-tiny" / "config.json"
+    cfg.parent.mkdir()
+    cfg.write_text(json.dumps({"model_type": "granite", "hidden_size": 64, "intermediate_size": 96,
+                               "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
+                               "vocab_size": 128, "max_position_embeddings": 64}))
+    out = tmp_path / "rows" / "hf-granite.json"
+    code, _, err = run_cli(capsys, "trace", cfg, "--out", out)
+    assert code == 0, err
+    model = json.loads((tmp_path / "rows" / "hf-granite.model.json").read_text())
+    assert model["name"] == "granite-tiny" and out.is_file()
+    assert not (profiles_dir() / "models" / "granite-tiny.json").exists()

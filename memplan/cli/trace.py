@@ -30,9 +30,10 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def _model_profile(name: str, data: dict, profiles, force: bool) -> tuple[Path, dict]:
+def _model_profile(name: str, data: dict, profiles, force: bool, out: Path | None = None) -> tuple[Path, dict]:
     """For a model_type no family file covers: the model profile (its Model read from the module tree) the
-    estimate needs besides the activation rows; checked writable before the trace runs."""
+    estimate needs besides the activation rows; checked writable before the trace runs.  Into the profiles
+    folder, or beside --out when the rows go there (nothing is written into the catalog the user did not ask for)."""
     from memplan.measure.trace.module_tree import read_module_tree
     from memplan.measure.trace.probe import text_config
     from memplan.report.files import check_writable
@@ -41,7 +42,7 @@ def _model_profile(name: str, data: dict, profiles, force: bool) -> tuple[Path, 
     model = read_module_tree(text_config(data), name)
     stem = Path(name).parent.name if Path(name).name == "config.json" else Path(name).stem
     stem = stem or str(data["model_type"])
-    path = profiles / "models" / f"{stem}.json"
+    path = out.with_name(f"{out.stem}.model.json") if out is not None else profiles / "models" / f"{stem}.json"
     check_writable(path, force, "the model profile")
     import transformers
 
@@ -115,15 +116,20 @@ def trace_command(config: str, out: str | None, force: bool, workers: int | None
                                                                       "transformers' module tree"))
     model_profile = None
     if not known:
-        model_profile = _model_profile(name, data, profiles_dir(), force)
+        model_profile = _model_profile(name, data, profiles_dir(), force, Path(out) if out else None)
     prof = trace_profile(data, progress=_progress, workers=workers)
     prof["sources"].insert(0, f"traced from {name} by `memplan trace`")
     written = write_new_file(target, dumps(prof), force=force)
     if model_profile is not None:
         path, spec = model_profile
         write_new_file(path, json.dumps(spec, indent=1) + "\n", force=force)
-        _progress(f"model profile written to {path}: `memplan estimate {spec['name']}` reads it (its activations "
-                  f"from {target.name})")
+        if out:
+            _progress(f"model profile written to {path}: put it in <profiles>/models/{spec['name']}.json and the "
+                      f"rows in <profiles>/implementations/, then `MEMPLAN_PROFILES=<profiles> memplan estimate "
+                      f"{spec['name']}`")
+        else:
+            _progress(f"model profile written to {path}: `memplan estimate {spec['name']}` reads it (its "
+                      f"activations from {target.name})")
     if as_json:
         click.echo(json.dumps(prof, indent=1))
         return
