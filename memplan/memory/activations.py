@@ -326,11 +326,11 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
         inputs=total("inputs", prof.inputs, mfeats, msizes, record=False), lines=lines, notes=notes,
         implementation=prof.name)
     if setup.lora is not None:
-        _apply_lora(acts, setup)
+        _apply_lora(acts, setup, prof)
     return acts
 
 
-def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
+def _apply_lora(acts: Activations, setup: TrainingSetup, prof: ImplementationProfile) -> None:
     """LoRA/QLoRA relative to full fine-tuning (memplan/memory/lora.py `lora_activation_adjustment`): a frozen
     weight's linear does not save its input (derivatives.yaml: mm saves `self` only for the weight's gradient), the
     adapters save A·x, the frozen LM head saves nothing, and QLoRA dequantises one base weight at a time.
@@ -341,7 +341,7 @@ def _apply_lora(acts: Activations, setup: TrainingSetup) -> None:
     """
     adj = lora_activation_adjustment(setup)
     full_recompute = setup.layout.recompute == "full"
-    if acts.mode in implementation_for(setup).frozen_modes:
+    if acts.mode in prof.frozen_modes:  # the rows were traced with a frozen base (implementation_for)
         _apply_lora_to_frozen_trace(acts, setup, adj, full_recompute)
         return
     # Full recompute: layer 0 holds only its checkpoint until it is recomputed, when the norm may save (PEFT's

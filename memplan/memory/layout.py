@@ -117,7 +117,8 @@ def stage_groups(model: Model, layout: Layout) -> list[list[tuple[int, LayerGrou
 
 # local_parameters depends on the model and on the layout's TP, EP, ETP and pipeline split only: `plan` asks for
 # thousands of layouts that share them (ZeRO, offload, micro-batch, recompute), so the answer is kept, per model
-# object (identity: a model is frozen; the entry holds it, so its id is not reused while cached)
+# object (identity: memplan never edits a ModelSpec in place -- with_overrides and model_copy make new ones -- and
+# the entry holds the model, so its id is not reused while cached)
 _LOCAL_CACHE: dict[tuple, tuple[ModelSpec, "LocalParameters"]] = {}
 _LOCAL_CACHE_SIZE = 1024
 
