@@ -84,7 +84,8 @@ def test_missing_torch_and_transformers_are_one_line_with_the_install_command(ca
     line = _one_line(*run_cli(capsys, "profile", *TINY, "--device", "fake", "--model-source", "hf"))
     assert "needs transformers, which is not installed: `pip install 'memplan[hf]'`" in line
     monkeypatch.setitem(sys.modules, "torch", None)
-    for args in (["profile", *REF, "--device", "fake"], ["bench", "--device", "cpu"]):
+    for args in (["profile", *REF, "--device", "fake"], ["bench", "--device", "cpu"],
+                 ["profile", *REF, "--device", "fake", "--nproc", "2", "--strategy", "zero3"]):
         line = _one_line(*run_cli(capsys, *args))
         assert "needs torch, which is not installed: `pip install torch`" in line
 

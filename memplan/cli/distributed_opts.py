@@ -36,6 +36,9 @@ def wants_distributed(kwargs: dict) -> bool:
 
 def run_distributed(**kw) -> None:
     """Run the multi-rank profile from the profile command's keyword arguments, print it, save it."""
+    from memplan.cli.preflight import need_torch
+
+    need_torch("memplan profile --nproc")  # the same one line as the single-device profile, before torch is imported
     from memplan.measure.distributed import DistributedRequest, profile_distributed, under_torchrun
 
     nproc, strategy, mixed = kw.pop("nproc", None), kw.pop("strategy", None), kw.pop("mixed_precision", None)
