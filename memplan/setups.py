@@ -185,6 +185,7 @@ def serving_setup(model: str | ModelSpec, **kw: Any):
                             "block_size", "enforce_eager", "vllm_version", "vllm_entrypoint", "int4_group"))
         if engine is not None:
             fields["engine"] = engine
+        fields.setdefault("attention", _default_attention(a.family))  # transformers' own, as for training
         from memplan.memory.layout import check_layout
 
         check_layout(a, layout)  # heads, KV heads and experts must split over --tp/--ep, as vLLM requires

@@ -808,3 +808,6 @@ def test_default_attention_is_what_transformers_runs_for_the_class(name, expecte
     fam = find_family(setup.model.architecture.family)
     assert getattr(transformers, fam.transformers_class)._supports_sdpa == (expected == "sdpa")
     assert training_setup(name, attention="sdpa").workload.attention == "sdpa"  # an explicit choice wins
+    from memplan.setups import serving_setup
+
+    assert serving_setup(name, engine="hf").attention == expected  # transformers' generate() runs the same class
