@@ -149,7 +149,19 @@ def _lookup(kind: str, model: type[T], name: str, what: str) -> T:
     found = _find(kind, model, name)
     if found is not None:
         return found
+    several = _starting_with(kind, name)
+    if len(several) > 1:  # `--gpu a100`: 40 or 80 GB, SXM or PCIe -- a different answer each, so ask
+        raise MemplanError(f"{what} {name!r} is ambiguous: did you mean " + " / ".join(several)
+                           + f"? (list them with `memplan {kind}`)")
     raise MemplanError(did_you_mean(name, _raw(kind), what) + f" (list them with `memplan {kind}`)")
+
+
+def _starting_with(kind: str, name: str) -> list[str]:
+    """Profiles whose name or an alias starts with what was typed (normalized), e.g. a100 -> a100-40gb, ..."""
+    key = normalize(name) if isinstance(name, str) else ""
+    if len(key) < 2:
+        return []
+    return sorted({stem for alias, stem in _name_index(kind).items() if alias.startswith(key)})
 
 
 def models() -> dict[str, ModelSpec]:
@@ -221,9 +233,43 @@ def not_built_in_message(hub_id: str) -> str:
     folder = hub_id.rsplit("/", 1)[-1]
     close = closest_models(hub_id)
     nearest = ("closest built-in: " + ", ".join(repr(c) for c in close)) if close else "no built-in profile is close"
+    # `hf` is huggingface_hub's CLI since 0.34 (huggingface-cli is deprecated there and gone from 1.0 on:
+    # huggingface_hub/cli/hf.py); `hf download REPO FILE --local-dir DIR` fetches that one file, no weights
     return (f"{hub_id!r} is not a built-in model (and not a file or folder here); fetch its config once with "
-            f"`huggingface-cli download {hub_id} config.json --local-dir {folder}` and pass {folder} as MODEL "
-            f"(read offline after that); {nearest} (see `memplan models`)")
+            f"`hf download {hub_id} config.json --local-dir {folder}` and pass {folder} as MODEL "
+            f"(read offline after that), or add --download to fetch it now; {nearest} (see `memplan models`)")
+
+
+def download_config(hub_id: str) -> str:
+    """`--download`: fetch only the config.json of hub repository `hub_id` into huggingface_hub's cache (no
+    weights; the token of `hf auth login`, HF_TOKEN and HF_HUB_OFFLINE apply as for transformers) and return
+    its path.  Every failure is one line: offline, gated, missing, or huggingface_hub not installed."""
+    if not isinstance(hub_id, str) or not is_hub_id(hub_id):
+        raise MemplanError(f"--download needs a Hugging Face hub id (ORG/NAME, e.g. Qwen/Qwen3-8B), got {hub_id!r}")
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub import errors as hub_errors
+    except ImportError:
+        raise MemplanError("--download needs huggingface_hub (`pip install huggingface_hub`); or fetch the file "
+                           f"yourself: `hf download {hub_id} config.json --local-dir {hub_id.rsplit('/', 1)[-1]}`"
+                           ) from None
+    try:
+        return hf_hub_download(hub_id, "config.json")
+    except hub_errors.GatedRepoError:
+        why = "is gated: accept its license on huggingface.co, then log in with `hf auth login` (or set HF_TOKEN)"
+    except hub_errors.RepositoryNotFoundError:
+        why = "was not found on the hub (a private repository needs `hf auth login`)"
+    except hub_errors.LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: first
+        why = ("could not be reached (offline, or HF_HUB_OFFLINE=1) and no copy is cached: fetch config.json where "
+               "there is network (`hf download ...`) and pass its folder as MODEL")
+    except (hub_errors.EntryNotFoundError, hub_errors.RemoteEntryNotFoundError):
+        why = "has no config.json (not a transformers model repository?)"
+    except (hub_errors.HfHubHTTPError, OSError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        why = f"could not be downloaded ({type(exc).__name__}: {first})"
+    except Exception as exc:  # noqa: BLE001 -- a client library's failure is the user's one line, not a traceback
+        why = f"could not be downloaded ({type(exc).__name__})"
+    raise MemplanError(f"--download: {hub_id} {why}")
 
 
 def get_gpu(name: str) -> GPUSpec:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from memplan.errors import MemplanError, did_you_mean
 from memplan.spec.layout import Layout
 from memplan.spec.model import ModelSpec
-from memplan.spec.setup import LoraSpec, TrainingSetup
+from memplan.spec.setup import Assumed, LoraSpec, TrainingSetup
 from memplan.spec.training import Workload
 
 # architecture flags: build a model (with a bare count) or override a family config's sizes
@@ -72,8 +72,9 @@ def _default_attention(family: str) -> str:
     return fam.default_attention if fam is not None else "sdpa"
 
 
-def training_setup(model: str | ModelSpec, **kw: Any) -> TrainingSetup:
-    """TrainingSetup from a model (name, count, config path or ModelSpec) and CLI-style keyword arguments."""
+def training_setup(model: str | ModelSpec, *, warnings: list[str] | None = None, **kw: Any) -> TrainingSetup:
+    """TrainingSetup from a model (name, count, config path or ModelSpec) and CLI-style keyword arguments.
+    `warnings`: what a setup file's reader said (kept on the setup; the answers carry them into their JSON)."""
     from memplan.spec.training import get_optimizer, get_recipe
 
     check_keys(kw, TRAINING_KEYS[1:])
@@ -99,7 +100,42 @@ def training_setup(model: str | ModelSpec, **kw: Any) -> TrainingSetup:
         lora: LoraSpec = lora_spec(setup, kw.get("lora_rank"), kw.get("lora_targets"), kw.get("quantize_base"),
                                    **{k.removeprefix("lora_"): v for k, v in extra.items()})
         setup = setup.model_copy(update={"lora": lora})
+    assumed = assumed_inputs(setup, kw)
+    if kw.get("seq") is None:  # the JSON states the sequence planned, never null
+        setup = setup.model_copy(update={"workload": setup.workload.model_copy(update={"seq": setup.seq})})
+    setup._assumed = assumed
+    setup._warnings = list(warnings or [])
+    setup._given = {"model": model if isinstance(model, str) else spec.name,
+                    **{k: v for k, v in kw.items() if v is not None}}
     return setup
+
+
+def assumed_inputs(setup: TrainingSetup, kw: dict[str, Any]) -> list[Assumed]:
+    """The inputs that drive a training answer and were not given, with the value used and why (the table's
+    `assumed:` line and the JSON's `assumed`)."""
+    from memplan.spec.training import DEFAULT_TRAINING_SEQ
+
+    out: list[Assumed] = []
+    if kw.get("seq") is None:
+        a = setup.model.architecture
+        why = (f"the model's max positions (under the {DEFAULT_TRAINING_SEQ:,}-token training default)"
+               if a is not None and a.max_positions < DEFAULT_TRAINING_SEQ else
+               f"training default; the model allows {a.max_positions:,}" if a is not None and a.max_positions
+               > DEFAULT_TRAINING_SEQ else "training default")
+        out.append(Assumed(input="seq", value=setup.seq, why=why))
+    if kw.get("micro_batch") is None:
+        out.append(Assumed(input="micro_batch", value=setup.layout.micro_batch, why="default"))
+    if kw.get("precision") is None:
+        out.append(Assumed(input="precision", value=setup.recipe.name, why="default mixed precision"))
+    if kw.get("optimizer") is None:
+        out.append(Assumed(input="optimizer", value=setup.optimizer.name, why="default"))
+    if kw.get("engine") is None:
+        out.append(Assumed(input="engine", value=setup.layout.engine, why="plain PyTorch accounting"))
+    if kw.get("attention") is None:
+        fam = setup.model.architecture.family if setup.model.architecture is not None else None
+        why = f"what transformers runs for {fam}" if fam else "default"
+        out.append(Assumed(input="attention", value=setup.workload.attention, why=why))
+    return out
 
 
 def resolve_gpu(name: str | None):
@@ -225,8 +261,10 @@ def setup_to_kwargs(setup: TrainingSetup) -> dict[str, Any]:
 class SetupFile:
     """What a --setup file gave: keyword arguments, and which fields were read and ignored (for the output)."""
 
-    def __init__(self, path: str, fmt: str, kwargs: dict[str, Any], read: list[str], ignored: list[str]):
+    def __init__(self, path: str, fmt: str, kwargs: dict[str, Any], read: list[str], ignored: list[str],
+                 warnings: list[str] | None = None):
         self.path, self.format, self.kwargs, self.read, self.ignored = path, fmt, kwargs, read, ignored
+        self.warnings: list[str] = list(warnings or [])
 
     def summary(self) -> str:
         shown = ", ".join(self.read[:12]) + (", ..." if len(self.read) > 12 else "")
@@ -271,6 +309,8 @@ def load_setup_file(path: str) -> SetupFile:
         data = _read_structured(path)
     except MemplanError:
         data = None  # not JSON/YAML/TOML of ours: maybe an engine's format (a Megatron shell script, ...)
+    if isinstance(data, dict) and SETUP_FORMAT_KEY in data:
+        return read_setup_data(data, path)
     if isinstance(data, dict) and {"model", "layout"} <= set(data) and isinstance(data.get("layout"), dict):
         try:
             setup = TrainingSetup.model_validate(data)
@@ -285,14 +325,48 @@ def load_setup_file(path: str) -> SetupFile:
     kwargs = reading.setup.setup_kwargs()
     read = [f"{r.key} -> {r.field}" + (" (default)" if r.default else "") for r in reading.read if not r.consulted]
     ignored = [f"{i.key} ({i.reason})" for i in reading.ignored]
-    return SetupFile(path, reading.format, kwargs, read, ignored)
+    return SetupFile(path, reading.format, kwargs, read, ignored, warnings=reading.warnings)
+
+
+SETUP_FORMAT_KEY = "memplan_setup"  # the version of memplan's own setup file (what the user set, as keywords)
+
+
+def setup_file_data(setup: TrainingSetup) -> dict[str, Any]:
+    """What --save-setup writes: the inputs the user set (model + keywords, as flags name them), not the whole
+    architecture; --setup reads it back through the same builder, so defaults stay defaults.  A model given as a
+    config path is written as an absolute path; one given as an object (the API) is written whole."""
+    import os
+
+    given = setup.given
+    if not given:  # a setup built without memplan.setups (by hand): the whole object, the old format
+        return setup.model_dump(mode="json", exclude_none=True)
+    model = given.get("model")
+    if isinstance(model, str) and os.path.exists(os.path.expanduser(model)):
+        model = os.path.abspath(os.path.expanduser(model))
+    elif not isinstance(model, str):
+        model = setup.model.model_dump(mode="json", exclude_none=True)
+    return {SETUP_FORMAT_KEY: 1, "model": model, **{k: v for k, v in given.items() if k != "model"}}
+
+
+def read_setup_data(data: dict[str, Any], path: str) -> SetupFile:
+    """memplan's own setup file as --save-setup writes it: {"memplan_setup": 1, "model": ..., keywords...}."""
+    kwargs = {k: v for k, v in data.items() if k != SETUP_FORMAT_KEY}
+    unknown = [k for k in kwargs if k not in TRAINING_KEYS]
+    if unknown:
+        raise MemplanError(f"--setup file {path}: " + did_you_mean(unknown[0], TRAINING_KEYS, "setting"))
+    if isinstance(kwargs.get("model"), dict):
+        try:
+            kwargs["model"] = ModelSpec.model_validate(kwargs["model"])
+        except ValidationError as exc:
+            raise MemplanError(one_line(exc, f"--setup file {path}: model")) from None
+    return SetupFile(path, "memplan", kwargs, sorted(kwargs), [])
 
 
 def save_setup_file(path: str, setup: TrainingSetup, force: bool = False) -> str:
     """Write the setup used as memplan's own setup file (JSON, or YAML by extension): --setup reads it back."""
     from memplan.report.files import write_new_file
 
-    data = setup.model_dump(mode="json", exclude_none=True)
+    data = setup_file_data(setup)
     if path.lower().endswith((".yaml", ".yml")):
         try:
             import yaml

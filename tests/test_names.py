@@ -55,7 +55,7 @@ def test_other_hub_ids_say_how_to_fetch_their_config(hub_id, closest):
     msg = str(err.value)
     folder = hub_id.rsplit("/", 1)[-1]
     assert "\n" not in msg and msg.startswith(f"{hub_id!r} is not a built-in model")
-    assert f"`huggingface-cli download {hub_id} config.json --local-dir {folder}`" in msg
+    assert f"`hf download {hub_id} config.json --local-dir {folder}`" in msg and "--download" in msg
     assert f"pass {folder} as MODEL" in msg
     if closest == []:
         assert "no built-in profile is close" in msg
@@ -118,3 +118,66 @@ def test_new_profiles_get_the_same_forgiving_names(catalog_with_a_new_profile):
         assert catalog.get_model_profile(typed).name == "acme-7b"
     with pytest.raises(MemplanError, match=r"not a built-in model.*closest built-in: 'acme-7b'"):
         catalog.get_model_profile("acme/Acme-13B")
+
+
+# ---- --download: only config.json, through huggingface_hub (no network in tests: its download is stood in for)
+def _fake_hub(monkeypatch, tmp_path, raises=None):
+    """huggingface_hub.hf_hub_download replaced: it writes a real Qwen3 config where huggingface_hub's cache
+    would put it (models--ORG--NAME/snapshots/<sha>/config.json), or raises `raises` as the client does."""
+    import json
+
+    import huggingface_hub
+
+    calls = []
+
+    def fake(repo_id, filename, **kw):
+        calls.append((repo_id, filename))
+        if raises is not None:
+            raise raises
+        org, name = repo_id.split("/")
+        snap = tmp_path / f"models--{org}--{name}" / "snapshots" / ("0" * 40)
+        snap.mkdir(parents=True, exist_ok=True)
+        cfg = catalog.get_model_profile("qwen3-8b").hf_config
+        (snap / filename).write_text(json.dumps(cfg))
+        return str(snap / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    return calls
+
+
+def test_download_fetches_only_the_config_and_names_the_model_after_the_repo(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from memplan.cli.group import cli
+
+    calls = _fake_hub(monkeypatch, tmp_path)
+    out = CliRunner().invoke(cli, ["estimate", "Qwen/Qwen3-4B", "--download", "--seq", "1024", "--json"])
+    assert out.exit_code == 0, out.output
+    assert calls == [("Qwen/Qwen3-4B", "config.json")]
+    import json
+
+    est = json.loads(out.stdout)
+    assert est["model"] == "Qwen3-4B"
+    assert est["parameters"] == catalog.get_model_profile("qwen3-8b").parameters.total
+
+
+@pytest.mark.parametrize("error, words", [
+    ("LocalEntryNotFoundError", "offline"),
+    ("GatedRepoError", "hf auth login"),
+])
+def test_download_failures_are_one_line(monkeypatch, tmp_path, error, words):
+    from huggingface_hub import errors as hub_errors
+
+    exc_type = getattr(hub_errors, error)
+    try:
+        exc = exc_type("boom")
+    except TypeError:  # HTTP errors want the response they came with
+        from types import SimpleNamespace
+
+        response = SimpleNamespace(headers={}, request=None, status_code=403)  # what the error reads of it
+        exc = exc_type("boom", response=response)
+    _fake_hub(monkeypatch, tmp_path, raises=exc)
+    with pytest.raises(MemplanError) as err:
+        catalog.download_config("meta-llama/Llama-3.1-8B")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("--download: meta-llama/Llama-3.1-8B") and words in msg

@@ -11,13 +11,33 @@ ARGS = ["llama-2-7b", "--gpus", "8", "--zero", "3", "-b", "4", "--seq", "4096", 
 def test_saved_setup_reads_back_to_the_same_estimate(capsys, tmp_path):
     saved = tmp_path / "setup.json"
     first = cli_json(capsys, "estimate", *ARGS, "--gpu", "a100-80gb", "--save-setup", str(saved))
-    assert json.loads(saved.read_text())["layout"]["zero"] == 3
+    written = json.loads(saved.read_text())  # what the user set, as flags name it: not the whole architecture
+    assert written == {"memplan_setup": 1, "model": "llama-2-7b", "gpus": 8, "zero": 3, "micro_batch": 4,
+                       "seq": 4096, "recompute": "full"}
     again = cli_json(capsys, "estimate", "--setup", str(saved), "--gpu", "a100-80gb")
     assert again["per_gpu"] == first["per_gpu"] and again["parameters"] == first["parameters"]
     # a flag given with --setup overrides the file
     smaller = cli_json(capsys, "estimate", "--setup", str(saved), "-b", "1", "--gpu", "a100-80gb")
     assert smaller["setup"]["layout"]["micro_batch"] == 1
     assert smaller["per_gpu"]["peak_allocated"] < first["per_gpu"]["peak_allocated"]
+
+
+def test_a_saved_setup_keeps_defaults_as_defaults(capsys, tmp_path):
+    """No --seq given: the file does not freeze the default sequence; reading it back assumes it again."""
+    saved = tmp_path / "setup.json"
+    first = cli_json(capsys, "estimate", "qwen2.5-7b", "--gpus", "8", "--zero", "3", "--save-setup", str(saved))
+    assert "seq" not in json.loads(saved.read_text())
+    again = cli_json(capsys, "estimate", "--setup", str(saved))
+    assert again["per_gpu"] == first["per_gpu"] and [a["input"] for a in again["assumed"]][0] == "seq"
+
+
+def test_old_whole_setup_files_still_read(capsys, tmp_path):
+    from memplan.setups import training_setup
+
+    whole = tmp_path / "old.json"
+    whole.write_text(training_setup("gpt2", zero=1, seq=512).model_dump_json())
+    again = cli_json(capsys, "estimate", "--setup", str(whole))
+    assert again["setup"]["layout"]["zero"] == 1 and again["setup"]["workload"]["seq"] == 512
 
 
 def test_yaml_setup_round_trip(capsys, tmp_path):

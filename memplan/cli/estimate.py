@@ -80,6 +80,9 @@ def estimate_command(**kwargs) -> None:
         from memplan.setups import save_setup_file
 
         click.echo(f"memplan: setup written to {save_setup_file(save_setup, est.setup, force=save_force)}", err=True)
+    for line in est.warnings:  # the setup file's were said when it was read (cli/options.py)
+        if line not in est.setup.warnings:
+            click.echo(f"memplan: warning: {line}", err=True)
     click.echo(est.model_dump_json(indent=2) if as_json else memory_table(est, units))
     if plot:
         from memplan.report.plot import estimate_plot

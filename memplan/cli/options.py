@@ -61,6 +61,8 @@ setup_file_options = _stack(
                  "writes it; JSON/YAML/TOML) or an engine's (DeepSpeed ds_config.json, accelerate YAML, torchtitan "
                  "TOML, axolotl YAML, HF TrainingArguments JSON, Megatron-LM launch script); flags override it."),
     click.option("--save-setup", type=PATH, help="Write the setup used as a memplan setup file (JSON or .yaml)."),
+    click.option("--download", is_flag=True, default=None,
+                 help="MODEL is a Hugging Face hub id: fetch its config.json (no weights) with huggingface_hub."),
 )
 
 architecture_options = _stack(
@@ -138,10 +140,21 @@ def pop_training_kwargs(kwargs: dict) -> dict:
     if path is not None:
         loaded = load_setup_file(path)
         click.echo(f"memplan: {loaded.summary()}", err=True)
-        base = loaded.kwargs
+        for line in loaded.warnings:  # what the reader could not express: said, and kept in the JSON
+            click.echo(f"memplan: warning: {line}", err=True)
+        base = dict(loaded.kwargs)
+        if loaded.warnings:
+            base["warnings"] = list(loaded.warnings)
         if "model" in flags and "model" in base:
             base.pop("model")
     merged = {**base, **flags}
+    if kwargs.pop("download", None):
+        if not isinstance(merged.get("model"), str):
+            raise MemplanError("--download needs MODEL: a Hugging Face hub id (ORG/NAME)")
+        from memplan.catalog import download_config
+
+        merged["model"] = download_config(merged["model"])
+        click.echo(f"memplan: config.json downloaded to {merged['model']}", err=True)
     if "model" not in merged:
         raise MemplanError("MODEL is needed: a profile name, a config.json, a parameter count, or a --setup file "
                            "that names the model")

@@ -7,6 +7,7 @@ from memplan.cli.checks import check_flag_combinations
 from memplan.cli.options import (build_setup, json_option, lora_options, pop_training_kwargs, resolve_gpu,
                                  training_options)
 from memplan.cli.types import FRACTION, NAME, NON_NEGATIVE_FLOAT, PATH, POSITIVE_FLOAT, BoundedInt
+from memplan.report.tables import assumed_lines
 from memplan.results.time import TimeEstimate, describe_layout
 from memplan.spec.units import format_bytes, format_count, parse_count
 
@@ -142,6 +143,7 @@ def time_table(e: TimeEstimate) -> str:
         f"{e.precision}" + (f", execution {e.execution}" if e.execution else ""),
         f"layout: {describe_layout(L)}  (global batch {e.global_batch} x seq {e.seq} = {e.tokens_per_step:,} "
         "tokens/step)",
+        *assumed_lines([a for a in e.assumed if a.input != "micro_batch"]),  # time's micro-batch comes from -B
         "",
         "FLOPs per token",
         f"  model (fwd + 2x bwd)      {_f(e.flops_per_token)}    forward: linear {_f(f.forward_linear)}, "

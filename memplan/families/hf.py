@@ -28,6 +28,9 @@ def spec_name(given: Path, config_path: Path, data: dict[str, Any], model_type: 
     for name in candidates:
         if name and not re.fullmatch(r"[0-9a-f]{40}", name):
             return name
+    snapshot = config_path.parent.resolve()
+    if snapshot.parent.name == "snapshots" and snapshot.parent.parent.name.startswith("models--"):
+        return snapshot.parent.parent.name.split("--")[-1]  # huggingface_hub's cache: models--ORG--NAME/snapshots/
     named = data.get("_name_or_path")
     if isinstance(named, str) and named.strip():
         return named.strip().rstrip("/").rsplit("/", 1)[-1]

@@ -83,12 +83,20 @@ def estimate_memory(setup: TrainingSetup, gpu: GPUSpec | None = None, *, calibra
         peak_phase=peak.name,
         timeline=phases,
         notes=notes,
+        assumed=setup.assumed,
+        warnings=setup.warnings,
     )
     if a is not None:
         est.layers, est.objective = a.describe_layers(), a.head.objective
         est.layer_groups = layer_group_summaries(setup, timeline.activations)
         if timeline.activations is not None:
             est.activation_profile = timeline.activations.implementation
+            if est.activation_profile.startswith("hf-"):  # traced from transformers' code at one release
+                from memplan.versions import release_drift
+
+                drift = release_drift("transformers")
+                if drift:
+                    est.warnings.append(drift)
     if gpu is not None:
         est.gpu = gpu.name
         est.gpu_memory = gpu.memory_bytes

@@ -224,7 +224,7 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
         achieved_tflops_per_gpu=achieved, seconds=seconds, days=seconds / 86400, gpu_hours=gpu_hours,
         price_per_hour=price_per_hour, price_source=price_source,
         cost=gpu_hours * price_per_hour if price_per_hour is not None else None,
-        measured_step_seconds=measured_step, assumptions=assumptions)
+        measured_step_seconds=measured_step, assumptions=assumptions, assumed=setup.assumed)
     if with_memory:
         _memory_verdict(est, setup, gpu, global_batch)
     return est

@@ -56,6 +56,35 @@ def timeline_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
                        disable_numparse=True))
 
 
+def assumed_lines(assumed, width: int = 118) -> list[str]:
+    """`assumed: seq 4,096 (training default; the model allows 131,072: --seq to change), micro-batch 1
+    (--micro-batch), ...`: every input that drives the answer and was not given, where the table is read."""
+    if not assumed:
+        return []
+    parts = []
+    for a in assumed:
+        flag = "--" + a.input.replace("_", "-")
+        value = f"{a.value:,}" if isinstance(a.value, int) else str(a.value)
+        label = a.input.replace("_", "-")
+        parts.append(f"{label} {value} ({a.why}: {flag} to change)" if a.input == "seq" else f"{label} {value} "
+                     f"({flag})")
+    import textwrap
+
+    return textwrap.wrap("assumed: " + ", ".join(parts), width=width, subsequent_indent="  ",
+                         break_on_hyphens=False)
+
+
+def _host_ram_note(est: MemoryEstimate) -> str:
+    """What the CPU RAM figure is: offloaded states, or (DeepSpeed's estimator without offload) the host RAM
+    DeepSpeed needs while it initialises the model, with nothing offloaded."""
+    host = [c for c in est.components if c.location == "cpu" and c.bytes]
+    if not host:
+        return ""
+    if any("offload" in c.name for c in host):
+        return "offloaded states"
+    return "host RAM DeepSpeed needs at init (nothing offloaded)"
+
+
 def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
     s = est.setup
     p = s.layout
@@ -71,6 +100,7 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
         f"params={p.offload_params}",
         f"step: micro-batch {p.micro_batch} x seq {s.seq}, recompute {p.recompute}, attention {w.attention}, "
         f"activation rows {est.activation_profile or w.implementation}",
+        *assumed_lines(est.assumed),
         f"convention: {est.convention}",
         "",
     ]
@@ -102,7 +132,7 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
         ["peak allocated per GPU", format_bytes(g.peak_allocated, units),
          f"during {est.peak_phase} (compare torch.cuda.max_memory_allocated)"],
         ["required per GPU", format_bytes(g.required, units), "peak + overheads: compared with the GPU's memory"],
-        ["CPU RAM per node", format_bytes(est.cpu.total, units), "offloaded states" if est.cpu.total else ""],
+        ["CPU RAM per node", format_bytes(est.cpu.total, units), _host_ram_note(est)],
         ["NVMe per node", format_bytes(est.nvme.total, units), ""],
     ]
     lines += ["", tabulate(summary, tablefmt="plain", disable_numparse=True)]

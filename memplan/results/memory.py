@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from memplan.spec.setup import TrainingSetup
+from memplan.spec.setup import Assumed, TrainingSetup
 
 Location = Literal["gpu", "cpu", "nvme"]
 Category = Literal["weights", "gradients", "master_weights", "optimizer_states", "gathered_parameters", "buffers",
@@ -112,6 +112,10 @@ class MemoryEstimate(BaseModel):
                                                              "come from (hf, hf-<family> traced, megatron)")
     hint: str | None = Field(None, description="when it does not fit: the smallest change that would (flags)")
     notes: list[str] = []
+    assumed: list[Assumed] = Field(default_factory=list, description="inputs not given that drive the answer: "
+                                   "the value used (seq, micro_batch, precision, optimizer, engine, attention)")
+    warnings: list[str] = Field(default_factory=list, description="what a setup file's reader could not express "
+                                "or read another way, and every silent fallback that changes the answer")
 
     @property
     def bytes_per_param(self) -> float:

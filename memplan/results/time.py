@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_serializer, field_validator
 
 from memplan.spec.layout import Layout
+from memplan.spec.setup import Assumed
 
 DERIVED_LAYOUT_KEYS = ("dp", "global_batch")
 
@@ -208,3 +209,5 @@ class TimeEstimate(LayoutResult):
     fit_hint: str | None = Field(None, description="when it does not fit: what would, and the plan command")
     measured_step_seconds: float | None = Field(None, description="from --measured: the record's step time")
     assumptions: list[str] = []
+    assumed: list[Assumed] = Field(default_factory=list, description="inputs not given that drive the answer: the "
+                                   "value used (seq, micro_batch, precision, optimizer, engine, attention)")

@@ -13,6 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from memplan.errors import MemplanError, did_you_mean
 
 MAX_SEQ = 1 << 24  # 16M tokens: beyond any context a training run uses; a bound keeps searches finite
+# The training sequence when none is given: 4,096 tokens, or the model's max positions when smaller.  A model's
+# context window (131,072 for Llama 3.1 and Qwen2.5) is what it can attend to after long-context extension, not
+# what a step trains on: Llama 2 pre-trained at 4,096 (Touvron et al. 2023, sec. 2.2), Llama 3's main pre-training
+# ran at 8,192 before a separate long-context stage (Dubey et al. 2024, sec. 3.4), and fine-tuning recipes default
+# shorter (TRL 0.20+ SFTConfig.max_length 1024, axolotl sequence_len 512).  Pass --seq for anything else.
+DEFAULT_TRAINING_SEQ = 4096
 
 
 class DType(str, Enum):
@@ -164,8 +170,8 @@ class Workload(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seq: int | None = Field(None, gt=0, le=MAX_SEQ, description="sequence length; default: the model's max "
-                                                                "positions")
+    seq: int | None = Field(None, gt=0, le=MAX_SEQ, description="sequence length; default: 4096, or the model's "
+                                                                "max positions when smaller")
     attention: Attention = Field("sdpa", description="attention kernel: eager, sdpa or flash; not given: sdpa, or "
                                                      "eager where the family's transformers class has no sdpa "
                                                      "(gemma2, gpt_oss)")
