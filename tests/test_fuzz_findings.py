@@ -126,7 +126,7 @@ def test_force_overwrites_a_saved_setup_where_the_command_has_it(capsys, tmp_pat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "saved.json").write_text("old\n")
     code, _, err = run_cli(capsys, "estimate", "gpt2", "--save-setup", "saved.json", "--force")
-    assert code == 0 and json.loads((tmp_path / "saved.json").read_text())["model"]["name"] == "gpt2"
+    assert code == 0 and json.loads((tmp_path / "saved.json").read_text())["model"] == "gpt2"
     # `time` has no --force: the refusal does not tell to pass one
     line = _one_error_line(capsys, "time", "gpt2", "-g", "a100-80gb", "-t", "1B", "--save-setup", "saved.json")
     assert "exists; choose another path" in line and "pass --force" not in line
