@@ -92,3 +92,8 @@ def field_error_line(exc: "ValidationError", where: str = "", prefix: str = "") 
     if more:
         line += f" ({more} more field{'s' if more > 1 else ''} also invalid)"
     return line
+
+
+def expected_words(err: dict[str, Any]) -> str:
+    """What one pydantic error dict says the value must be, in words ('must be at most 3')."""
+    return _expected(err)
