@@ -37,12 +37,12 @@ keyword; an unknown keyword is an error with a did-you-mean:
     >>> memplan.estimate("llama-2-7b", micro_bach=4)
     Traceback (most recent call last):
     ...
-    memplan.errors.InputError: unknown keyword argument 'micro_bach' of estimate; did you mean 'micro_batch'?
+    memplan.errors.InputError: unknown keyword argument 'micro_bach' of estimate; did you mean 'micro_batch' or ...?
 
 A result prints as one line, renders in a notebook as the CLI's table, and has `.to_dataframe()` (pandas):
 
     >>> est
-    MemoryEstimate(llama-2-7b on 8 x a100-80gb: 20.03 GiB per GPU required, fits, peak in backward)
+    MemoryEstimate(llama-2-7b on 8 x a100-80gb: 23.87 GiB per GPU required, fits, peak in backward)
 
 `profile` imports torch only when called.
 """
@@ -163,9 +163,12 @@ def build_setup(model: str, **kwargs: Any) -> "TrainingSetup":
     return training_setup(model, **kwargs)
 
 
-@_public("estimate", "MemoryEstimate | InferenceEstimate", """    >>> est = memplan.estimate("llama-2-7b", gpu="a100-80gb", gpus=8, zero=3, micro_batch=4, seq=4096)
+@_public("estimate", "MemoryEstimate | InferenceEstimate", """    >>> est = memplan.estimate("llama-2-7b", gpu="a100-80gb", gpus=8, zero=3, micro_batch=4, seq=4096,
+    ...                        recompute="full")
     >>> est.fits, round(est.per_gpu.required / 2**30, 1)
-    (True, 33.5)""")
+    (True, 23.9)
+    >>> est                                  # one line; a notebook shows the CLI's table, est.to_dataframe() rows
+    MemoryEstimate(llama-2-7b on 8 x a100-80gb: 23.87 GiB per GPU required, fits, peak in backward)""")
 def estimate(model: str, gpu: str | None = None, *, mode: str = "training", calibration: str | None = None,
              max_micro_batch: bool = False, max_seq: bool = False, max_batch: bool = False,
              max_context: bool = False, **kwargs: Any) -> "MemoryEstimate | InferenceEstimate":
@@ -178,7 +181,8 @@ def estimate(model: str, gpu: str | None = None, *, mode: str = "training", cali
     if mode == "inference":
         if max_micro_batch or max_seq or calibration:
             raise MemplanError("max_micro_batch, max_seq and calibration are training options")
-        return estimate_inference(model, gpu, max_batch=max_batch, max_context=max_context, **kwargs)
+        return estimate_inference.__wrapped__(model, gpu, max_batch=max_batch, max_context=max_context,  # type: ignore
+                                              **kwargs)
     if max_batch or max_context or any(k in kwargs for k in INFERENCE_KEYS[:4]):
         raise MemplanError("batch/context/max_batch/max_context are serving options: pass mode='inference'")
     from memplan.memory.estimate import estimate_memory
@@ -262,10 +266,8 @@ def time(model: str, gpu: str, **kwargs: Any) -> "TimeEstimate":
     from memplan.perf.time import estimate_time
 
     opts = {k: kwargs.pop(k) for k in TIME_KEYS if k in kwargs}
-    if isinstance(opts.get("tokens"), str):
-        from memplan.spec.units import parse_count
-
-        opts["tokens"] = float(parse_count(opts["tokens"]))
+    if opts.get("tokens") is not None:
+        opts["tokens"] = _count("tokens", opts["tokens"])
     gpu_spec = _need_gpu(gpu)
     setup = training_setup(model, **kwargs)
     if "causal_flops" in opts:
@@ -298,10 +300,8 @@ def plan(model: str, gpu: str, **kwargs: Any) -> "PlanResult":
     emit = {k: kwargs.pop(k) for k in EMIT_KEYS if k in kwargs}
     if emit.get("emit_to") and not emit.get("emit"):
         raise MemplanError("emit_to needs emit='deepspeed'|'accelerate'|'torchtitan'|'megatron'")
-    if isinstance(opts.get("tokens"), str):
-        from memplan.spec.units import parse_count
-
-        opts["tokens"] = float(parse_count(opts["tokens"]))
+    if opts.get("tokens") is not None:
+        opts["tokens"] = _count("tokens", opts["tokens"])
     if "global_batch" not in opts:
         raise MemplanError("plan needs global_batch=B (sequences per optimizer step)")
     gpu_spec = _need_gpu(gpu)
@@ -312,7 +312,12 @@ def plan(model: str, gpu: str, **kwargs: Any) -> "PlanResult":
             gpus.append(gpus[-1] * 2)
     cpu = opts.pop("cpu_memory", None)
     if isinstance(cpu, str):
-        cpu = parse_bytes(cpu)
+        try:
+            cpu = parse_bytes(cpu)
+        except MemplanError:
+            raise InputError("cpu_memory", f"must be a size such as '1TiB' or bytes, got {cpu!r}") from None
+    if cpu is not None and not 0 < cpu <= 2**60:
+        raise InputError("cpu_memory", f"must be a positive size up to 1 EiB, got {cpu!r}")
     if "cpu_bandwidth" in opts:
         opts["cpu_bandwidth_gbps"] = opts.pop("cpu_bandwidth")
     if opts.pop("reference", False):
@@ -370,6 +375,21 @@ def profile(model: str, gpu: str | None = None, *, device: str = "fake", model_s
                                      cuda_options={"timed_steps": timed_steps} if device == "cuda" else None)
     est = estimate_memory(measured.setup or setup, resolve_gpu(gpu), kernels="cuda" if device == "cuda" else "cpu")
     return ProfileResult.of(measured, est)
+
+
+def _count(name: str, value: float | str) -> float:
+    """tokens=300e9 or '300B': a positive finite count."""
+    import math
+
+    from memplan.spec.units import parse_count
+
+    try:
+        n = float(parse_count(value)) if isinstance(value, str) else float(value)
+    except MemplanError:
+        n = math.nan
+    if not math.isfinite(n) or n <= 0:
+        raise InputError(name, f"must be a positive count such as 300e9 or '300B', got {value!r}")
+    return n
 
 
 def _need_gpu(gpu: str | None):

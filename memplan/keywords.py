@@ -92,6 +92,9 @@ class EstimateKeywords(BaseModel):
     max_micro_batch: bool | None = Field(None, description="Training: the largest micro-batch that fits on gpu")
     max_seq: bool | None = Field(None, description="Training: the longest sequence that fits on gpu")
     calibration: str | None = Field(None, min_length=1, description="A `memplan profile` record to calibrate with")
+    engine: Literal["plain", "deepspeed", "megatron", "fsdp", "vllm", "hf"] | None = Field(
+        None, description="Accounting convention of a real engine (plain, deepspeed, megatron, fsdp); with "
+                          "mode='inference': vllm (default) or hf")
 
 
 class ServingKeywords(BaseModel):
@@ -236,7 +239,7 @@ def keywords(function: str) -> tuple[str, ...]:
     if function == "build_setup":
         return ("setup", *t)
     if function == "estimate":
-        return ("gpu", "setup", *t, *_group(EstimateKeywords, ("gpu",)), *_group(ServingKeywords))
+        return ("gpu", "setup", *t, *_group(EstimateKeywords, ("gpu", "engine")), *_group(ServingKeywords))
     if function == "compare":
         return ("gpu", "setup", *t)
     if function == "estimate_inference":
@@ -248,7 +251,9 @@ def keywords(function: str) -> tuple[str, ...]:
     if function == "plan":
         return ("gpu", "setup", *t, *_group(PlanKeywords, ("gpu",)))
     if function == "profile":
-        return ("gpu", "setup", *[n for n in t if n != "optimizer_impl"], *_group(ProfileKeywords, ("gpu",)))
+        lora = set(LoraKeywords.model_fields)
+        return ("gpu", "setup", *[n for n in t if n != "optimizer_impl" and n not in lora],
+                *_group(ProfileKeywords, ("gpu",)))
     raise KeyError(function)
 
 
@@ -326,6 +331,8 @@ def _type_text(annotation: Any) -> str:
 
 
 def _default_text(field) -> str:
+    if field.is_required():
+        return "  (required)"
     default = field.default
     if field.default_factory is not None or default is None or default is ... or callable(default):
         return ""
@@ -334,12 +341,14 @@ def _default_text(field) -> str:
 
 def keyword_doc(function: str) -> str:
     """The docstring section listing every keyword: name (type): description [default]."""
-    lines = ["Keywords (generated from the option fields the CLI flags come from; unset = the default):"]
+    import textwrap
+
+    lines = ["Keywords (generated from the option fields the CLI flags come from; not given = the default):"]
     for name in keywords(function):
         field = field_of(function, name)
         desc = (field.description or "").rstrip(".")
-        desc = desc[0].upper() + desc[1:] if desc else ""
-        lines.append(f"    {name} ({_type_text(field.annotation)}): {desc}.{_default_text(field)}")
+        text = f"{name} ({_type_text(field.annotation)}): {desc}.{_default_text(field)}"
+        lines += textwrap.wrap(text, 112, initial_indent="    ", subsequent_indent="        ")
     return "\n".join(lines)
 
 
