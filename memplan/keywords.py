@@ -10,14 +10,13 @@ tests/test_api_signatures.py holds the API's keyword set of each command equal t
 The bounds are the CLI's (memplan/cli/types.py BOUNDS; a test keeps them equal): far above anything that exists,
 only refusals of the impossible.  pydantic only, no click: `import memplan.api` stays light.
 """
-from __future__ import annotations
-
 import inspect
 import typing
 from functools import lru_cache
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+from pydantic.fields import FieldInfo
 
 from memplan.errors import InputError
 
@@ -26,7 +25,25 @@ GPUS, BATCH, STEPS, REPEAT, RANK = 2**20, 2**24, 2**40, 10_000, 2**20
 _FINITE = {"allow_inf_nan": False}
 
 
-class ModelKeywords(BaseModel):
+class KeywordGroup:
+    """A group of options declared like a pydantic model (annotation, `Field(...)` with bounds and description), but
+    not built into one: `model_fields` holds the same FieldInfo objects a model has, without the ~4 ms per class a
+    model's validator costs every CLI start.  Values are validated one by one, only when the API is called."""
+
+    model_fields: dict[str, FieldInfo] = {}
+
+    def __init_subclass__(cls) -> None:
+        hints = cls.__dict__.get("__annotations__", {})  # real objects: this module has no `from __future__`
+        fields: dict[str, FieldInfo] = {}
+        for base in reversed(cls.__mro__[1:]):
+            fields.update(getattr(base, "model_fields", {}))
+        for name in cls.__dict__.get("__annotations__", {}):
+            default = cls.__dict__.get(name, ...)
+            fields[name] = FieldInfo.from_annotated_attribute(hints[name], default)
+        cls.model_fields = fields
+
+
+class ModelKeywords(KeywordGroup):
     """Which model (the CLI's MODEL argument and --setup)."""
 
     model: Union[str, Any] = Field(description="a built-in profile (`memplan.models()`), a Hugging Face config.json "
@@ -36,30 +53,31 @@ class ModelKeywords(BaseModel):
                                                 "torchtitan, axolotl, HF TrainingArguments, Megatron-LM)")
 
 
-class ArchitectureKeywords(BaseModel):
+class ArchitectureKeywords(KeywordGroup):
     """Build an architecture from a bare count, or override a family config's sizes."""
 
-    layers: int | None = Field(None, ge=1, le=LAYERS, description="Transformer layers (builds or overrides an "
+    layers: int | None = Field(None, ge=1, le=LAYERS, json_schema_extra={"bound": "layers"}, description="Transformer layers (builds or overrides an "
                                                                   "architecture)")
-    hidden: int | None = Field(None, ge=1, le=HIDDEN, description="Hidden size")
-    heads: int | None = Field(None, ge=1, le=HEADS, description="Attention heads")
-    kv_heads: int | None = Field(None, ge=1, le=HEADS, description="Key/value heads (GQA/MQA)")
-    head_dim: int | None = Field(None, ge=1, le=HEADS, description="Head dimension (default hidden/heads)")
-    ffn: int | None = Field(None, ge=1, le=FFN, description="MLP intermediate size")
-    vocab: int | None = Field(None, ge=1, le=VOCAB, description="Vocabulary size")
-    max_positions: int | None = Field(None, ge=1, le=POSITIONS, description="Maximum positions (context)")
+    hidden: int | None = Field(None, ge=1, le=HIDDEN, json_schema_extra={"bound": "hidden"}, description="Hidden size")
+    heads: int | None = Field(None, ge=1, le=HEADS, json_schema_extra={"bound": "heads"}, description="Attention heads")
+    kv_heads: int | None = Field(None, ge=1, le=HEADS, json_schema_extra={"bound": "heads"}, description="Key/value heads (GQA/MQA)")
+    head_dim: int | None = Field(None, ge=1, le=HEADS, json_schema_extra={"bound": "head_dim"}, description="Head dimension (default hidden/heads)")
+    ffn: int | None = Field(None, ge=1, le=FFN, json_schema_extra={"bound": "ffn"}, description="MLP intermediate size")
+    vocab: int | None = Field(None, ge=1, le=VOCAB, json_schema_extra={"bound": "vocab"}, description="Vocabulary size")
+    max_positions: int | None = Field(None, ge=1, le=POSITIONS, json_schema_extra={"bound": "positions"}, description="Maximum positions (context)")
     mlp: Literal["gelu", "swiglu"] | None = Field(None, description="MLP kind (models built from flags)")
     norm: Literal["layernorm", "rmsnorm"] | None = Field(None, description="Norm kind (models built from flags)")
     tied: bool | None = Field(None, description="Tie input embeddings and LM head")
-    experts: int | None = Field(None, ge=0, le=EXPERTS, description="MoE routed experts per layer")
-    top_k: int | None = Field(None, ge=1, le=EXPERTS, description="MoE experts per token")
+    experts: int | None = Field(None, ge=0, le=EXPERTS, json_schema_extra={"bound": "experts"}, description="MoE routed experts per layer")
+    top_k: int | None = Field(None, ge=1, le=EXPERTS, json_schema_extra={"bound": "experts"}, description="MoE experts per token")
 
 
-class RecipeKeywords(BaseModel):
+class RecipeKeywords(KeywordGroup):
     """Precision recipe and optimizer."""
 
     precision: str | None = Field(None, min_length=1, description="Recipe: fp32, amp-bf16, amp-fp16, bf16-mixed, "
-                                                                  "fp16-mixed, bf16, fp8-mixed", examples=["bf16-mixed"])
+                                                                  "fp16-mixed, bf16, fp8-mixed",
+                                     json_schema_extra={"shown_default": "bf16-mixed"})
     weights_dtype: str | None = Field(None, min_length=1, description="Override the stored weights' dtype")
     grads_dtype: str | None = Field(None, min_length=1, description="Override the gradients' dtype (fp32: "
                                                                     "Megatron's 18 B/param)")
@@ -67,23 +85,25 @@ class RecipeKeywords(BaseModel):
                                                                      "(fp32 + master: 20 B/param)")
     states_dtype: str | None = Field(None, min_length=1, description="Override the optimizer states' dtype")
     optimizer: str | None = Field(None, min_length=1, description="adamw, adam, sgd, sgd-momentum, lion, adafactor, "
-                                                                  "adamw-8bit", examples=["adamw"])
+                                                                  "adamw-8bit",
+                                     json_schema_extra={"shown_default": "adamw"})
 
 
-class LoraKeywords(BaseModel):
+class LoraKeywords(KeywordGroup):
     """LoRA / QLoRA fine-tuning (a frozen base)."""
 
-    lora_rank: int | None = Field(None, ge=1, le=RANK, description="Fine-tune with LoRA adapters of this rank "
+    lora_rank: int | None = Field(None, ge=1, le=RANK, json_schema_extra={"bound": "rank"}, description="Fine-tune with LoRA adapters of this rank "
                                                                    "(frozen base)")
     lora_targets: str | None = Field(None, min_length=1, description="Comma-separated modules for LoRA (default: "
-                                                                     "PEFT's for the family; all-linear)")
+                                                                     "PEFT's for the family; all-linear)",
+                                     json_schema_extra={"text": "a comma-separated list of module names"})
     quantize_base: Literal["nf4", "int8"] | None = Field(None, description="QLoRA: quantised frozen base")
     lora_alpha: float | None = Field(None, gt=0, **_FINITE, description="LoRA alpha (API only; default: the "
                                                                         "family's)")
     lora_dropout: float | None = Field(None, ge=0, lt=1, **_FINITE, description="LoRA dropout (API only)")
 
 
-class EstimateKeywords(BaseModel):
+class EstimateKeywords(KeywordGroup):
     """`estimate`'s own options."""
 
     gpu: str | None = Field(None, min_length=1, description="GPU profile name (`memplan.gpus()`), for the verdict")
@@ -97,7 +117,7 @@ class EstimateKeywords(BaseModel):
                           "mode='inference': vllm (default) or hf")
 
 
-class ServingKeywords(BaseModel):
+class ServingKeywords(KeywordGroup):
     """Serving (`estimate(mode='inference')`, `estimate_inference`), named as vLLM names them."""
 
     batch: int | None = Field(None, ge=1, le=BATCH, description="Inference: concurrent sequences (vllm: checked "
@@ -134,7 +154,7 @@ class ServingKeywords(BaseModel):
     max_context: bool | None = Field(None, description="Inference: the longest context that fits")
 
 
-class WalkKeywords(BaseModel):
+class WalkKeywords(KeywordGroup):
     """The op walk's inputs, shared by time and plan."""
 
     tokens: float | str | None = Field(None, description="Tokens to train on: 300e9 or '300B'")
@@ -190,7 +210,7 @@ class PlanKeywords(WalkKeywords):
     force: bool | None = Field(None, description="Overwrite the emit file if it exists")
 
 
-class ProfileKeywords(BaseModel):
+class ProfileKeywords(KeywordGroup):
     """`profile`'s own options."""
 
     gpu: str | None = Field(None, min_length=1, description="GPU profile name, for the estimate beside it")
@@ -206,11 +226,11 @@ class ProfileKeywords(BaseModel):
 
 
 # ---- which fields each function takes, in the order help() shows them ---------------------------------------
-def _spec_fields() -> dict[str, tuple[type[BaseModel], str]]:
+def _spec_fields() -> dict[str, tuple[type, str]]:
     from memplan.spec.layout import Layout
     from memplan.spec.training import Workload
 
-    out: dict[str, tuple[type[BaseModel], str]] = {}
+    out: dict[str, tuple[type, str]] = {}
     for model in (Layout, Workload):
         for name in model.model_fields:
             out[name] = (model, name)
@@ -221,7 +241,7 @@ LAYOUT_FIRST = ("gpus", "zero", "tp", "pp", "micro_batch", "seq", "grad_accum", 
 SERVING_LAYOUT = ("gpus", "gpus_per_node", "tp", "pp", "ep", "etp", "engine", "attention", "seq")
 
 
-def _group(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]:
+def _group(model: type, skip: tuple[str, ...] = ()) -> list[str]:
     return [n for n in model.model_fields if n not in skip]
 
 
@@ -330,10 +350,16 @@ def _type_text(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
 
 
+def shown_default(field) -> Any:
+    """The default a user is told about: the field's, or for a field left unset (None) the value used then."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return extra.get("shown_default", field.default)
+
+
 def _default_text(field) -> str:
     if field.is_required():
         return "  (required)"
-    default = field.default
+    default = shown_default(field)
     if field.default_factory is not None or default is None or default is ... or callable(default):
         return ""
     return f"  [default: {default!r}]"
