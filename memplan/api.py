@@ -72,7 +72,9 @@ __all__ = ["estimate", "estimate_inference", "compare", "time", "plan", "profile
 def _under_cli() -> bool:
     """True inside a `memplan` command: the CLI validated its flags with its own types and words errors as flags."""
     click = sys.modules.get("click")
-    return click is not None and click.get_current_context(silent=True) is not None
+    ctx = click.get_current_context(silent=True) if click is not None else None
+    # memplan's own commands only: an API call from a user's click application is an API call
+    return ctx is not None and getattr(ctx.command.callback, "__module__", "").startswith("memplan.cli")
 
 
 def _choices() -> dict[str, tuple]:

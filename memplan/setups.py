@@ -44,9 +44,13 @@ def one_line(exc: ValidationError, where: str = "") -> str:
 
 
 def check_keys(kw: dict[str, Any], allowed: tuple[str, ...], what: str = "keyword argument") -> None:
+    """An unknown name is an InputError naming it, with a did-you-mean (the same words for the CLI and the API)."""
+    from memplan.errors import InputError
+
     for key in kw:
         if key not in allowed:
-            raise MemplanError(did_you_mean(key, allowed, what))
+            text = did_you_mean(key, allowed, what)
+            raise InputError(key, "is not known", keyword_text=text, flag_text=text)
 
 
 def resolve_model(model: str | ModelSpec, overrides: dict[str, Any] | None = None) -> ModelSpec:

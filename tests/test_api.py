@@ -184,3 +184,25 @@ def test_model_and_gpu_listings():
     h100 = next(r for r in gpus if r["name"] == "h100-sxm")
     assert h100["memory_bytes"] > 79 * 2**30 and h100["bf16_tflops"] > 900
     assert "| name" in models._repr_markdown_() and "<table>" in gpus._repr_html_()
+
+
+def test_an_api_call_inside_a_users_click_command_is_still_an_api_call():
+    import click
+    from click.testing import CliRunner
+
+    @click.command()
+    def tool():
+        try:
+            memplan.estimate("llama-2-7b", zero=5)
+        except memplan.InputError as exc:
+            click.echo(str(exc))
+
+    assert CliRunner().invoke(tool).output.strip() == "zero must be at most 3, got 5"
+
+
+def test_the_python_api_doc_runs():
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "python-api.md"
+    result = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 15 and result.failed == 0
