@@ -367,15 +367,31 @@ def _default_text(field) -> str:
 
 def keyword_doc(function: str) -> str:
     """The docstring section listing every keyword: name (type): description [default]."""
-    import textwrap
-
     lines = ["Keywords (generated from the option fields the CLI flags come from; not given = the default):"]
     for name in keywords(function):
         field = field_of(function, name)
-        desc = (field.description or "").rstrip(".")
-        text = f"{name} ({_type_text(field.annotation)}): {desc}.{_default_text(field)}"
-        lines += textwrap.wrap(text, 112, initial_indent="    ", subsequent_indent="        ")
+        key = (name, id(field))
+        if key not in _LINES:  # the same field in several functions: its lines are made once
+            desc = (field.description or "").rstrip(".")
+            _LINES[key] = _wrap(f"{name} ({_type_text(field.annotation)}): {desc}.{_default_text(field)}")
+        lines.append(_LINES[key])
     return "\n".join(lines)
+
+
+_LINES: dict[tuple[str, int], str] = {}
+
+
+def _wrap(text: str, width: int = 108) -> str:
+    """Indented 4, continued at 8, at most `width` characters of text a line (textwrap costs ~10x more)."""
+    out, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            out.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    out.append(line)
+    return "    " + "\n        ".join(out)
 
 
 @lru_cache(maxsize=None)
