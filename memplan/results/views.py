@@ -122,9 +122,11 @@ class ComparisonView(ResultView):
         out = []
         for s in self.strategies:  # type: ignore[attr-defined]
             p = s.estimate.per_gpu
-            out.append({"strategy": s.strategy, "weights": p.weights, "gradients": p.gradients,
+            out.append({"strategy": s.strategy, "recipe": s.estimate.setup.recipe.name, "weights": p.weights,
+                        "gathered_parameters": p.gathered_parameters, "gradients": p.gradients,
                         "master_weights": p.master_weights, "optimizer_states": p.optimizer_states,
-                        "activations": p.activations, "required": p.required, "required_gib": p.required / GIB,
+                        "activations": p.activations, "temporaries": p.temporaries, "required": p.required,
+                        "required_gib": p.required / GIB, "cpu_per_node": s.estimate.cpu.total,
                         "fits": s.estimate.fits})
         return out
 
