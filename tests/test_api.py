@@ -206,3 +206,18 @@ def test_the_python_api_doc_runs():
     doc = Path(__file__).resolve().parent.parent / "docs" / "python-api.md"
     result = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 15 and result.failed == 0
+
+
+def test_a_validation_error_becomes_the_input_error_of_its_field():
+    from pydantic import ValidationError
+
+    from memplan.field_errors import input_error
+    from memplan.setups import one_line
+    from memplan.spec.layout import Layout
+
+    with pytest.raises(ValidationError) as info:
+        Layout(zero=5)
+    err = input_error(info.value)
+    assert isinstance(err, memplan.InputError) and err.field == "zero"
+    assert str(err) == one_line(info.value) == "--zero must be at most 3, got 5"
+    assert err.keyword_message() == "zero must be at most 3, got 5"
