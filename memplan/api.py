@@ -283,15 +283,19 @@ PLAN_KEYS = ("global_batch", "by", "top", "min_gpus", "max_gpus", "scale", "max_
              "steps", "kernel_scale", "system", "execution", "overlap", "interconnect", "internode", "price",
              "cpu_bandwidth", "pin", "reference")
 EMIT_KEYS = ("emit", "emit_to", "force")
+# layout keywords that, given to plan, pin that dimension of the search (cli/plan.py PINNABLE: a test keeps them equal)
+PINNABLE = ("tp", "pp", "cp", "ep", "etp", "sequence_parallel", "virtual_stages", "first_stage_layers",
+            "last_stage_layers", "zero", "offload_optimizer", "offload_params", "micro_batch", "recompute")
 
 
 @_public("plan", "PlanResult", """    >>> p = memplan.plan("llama-2-7b", "a100-80gb", gpus=8, global_batch=64, seq=4096, top=3)
     >>> len(p.candidates), p.candidates[0].layout.gpus
     (3, 8)""")
 def plan(model: str, gpu: str, **kwargs: Any) -> "PlanResult":
-    """Search the layouts that fit and rank them by the op walk (global_batch=... required).  `pin={"tp": 8}`
-    fixes dimensions; other layout keywords describe the base setup; `reference=True` ranks the layout those
-    keywords describe (e.g. a paper's) among the candidates and explains its rank.  `emit="deepspeed"` (or
+    """Search the layouts that fit and rank them by the op walk (global_batch=... required).  As on the CLI, a
+    layout keyword given (tp, pp, cp, ep, zero, micro_batch, recompute, offload_*, ...) pins that dimension and
+    the others are searched (`pin={"tp": 8}` says the same explicitly); `reference=True` instead ranks the layout
+    those keywords describe (e.g. a paper's) among the candidates and explains its rank.  `emit="deepspeed"` (or
     accelerate, torchtitan, megatron) also writes the best layout in that engine's format to `emit_to` (default:
     the engine's conventional file name in the current folder), as `memplan plan --emit` does."""
     from memplan.perf.plan import plan as _plan
@@ -307,6 +311,10 @@ def plan(model: str, gpu: str, **kwargs: Any) -> "PlanResult":
     if "global_batch" not in opts:
         raise MemplanError("plan needs global_batch=B (sequences per optimizer step)")
     gpu_spec = _need_gpu(gpu)
+    # as on the CLI: a layout keyword given pins that dimension of the search (the base setup keeps only what is
+    # searched); with reference=True the keywords describe the layout to rank instead
+    pinned = {} if opts.get("reference") else {k: kwargs.pop(k) for k in PINNABLE if k in kwargs}
+    fixed = {**pinned, **(opts.pop("pin", None) or {})} or None
     setup = training_setup(model, **kwargs)
     gpus = [setup.layout.gpus]
     if opts.pop("scale", False):
@@ -324,7 +332,7 @@ def plan(model: str, gpu: str, **kwargs: Any) -> "PlanResult":
         opts["cpu_bandwidth_gbps"] = opts.pop("cpu_bandwidth")
     if opts.pop("reference", False):
         opts["reference"] = layout_for_batch(setup.layout, opts["global_batch"])
-    result = _plan(setup, gpu_spec, gpus=gpus, cpu_memory_bytes=cpu, fixed=opts.pop("pin", None), **opts)
+    result = _plan(setup, gpu_spec, gpus=gpus, cpu_memory_bytes=cpu, fixed=fixed, **opts)
     if emit.get("emit"):
         emit_plan(result, setup, emit["emit"], emit.get("emit_to"), force=bool(emit.get("force")))
     return result

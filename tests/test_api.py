@@ -221,3 +221,14 @@ def test_a_validation_error_becomes_the_input_error_of_its_field():
     assert isinstance(err, memplan.InputError) and err.field == "zero"
     assert str(err) == one_line(info.value) == "--zero must be at most 3, got 5"
     assert err.keyword_message() == "zero must be at most 3, got 5"
+
+
+def test_plan_pins_the_layout_keywords_given_as_the_cli_does(capsys):
+    from memplan.cli.plan import PINNABLE
+
+    assert memplan.api.PINNABLE == PINNABLE
+    api = memplan.plan("llama-2-7b", "a100-80gb", gpus=16, global_batch=64, seq=4096, tp=2, top=3)
+    assert {c.layout.tp for c in api.candidates} == {2}
+    cli = cli_json(capsys, "plan", "llama-2-7b", "--gpu", "a100-80gb", "--gpus", "16", "-B", "64", "--seq", "4096",
+                   "--tp", "2", "--top", "3")
+    assert cli["candidates"] == json.loads(api.model_dump_json())["candidates"]
