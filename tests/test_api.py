@@ -232,3 +232,11 @@ def test_plan_pins_the_layout_keywords_given_as_the_cli_does(capsys):
     cli = cli_json(capsys, "plan", "llama-2-7b", "--gpu", "a100-80gb", "--gpus", "16", "-B", "64", "--seq", "4096",
                    "--tp", "2", "--top", "3")
     assert cli["candidates"] == json.loads(api.model_dump_json())["candidates"]
+
+
+def test_a_profile_result_is_one_line_too():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    r = memplan.profile("gpt2", device="fake", micro_batch=1, seq=128, layers=2)
+    assert repr(r).startswith("ProfileResult(gpt2") and "measured peak" in repr(r) and "\n" not in repr(r)
+    assert "measured (GiB)" in r.table() and r.rows()[0]["category"] == "weights"

@@ -211,6 +211,29 @@ class PlanView(ResultView):
         return out
 
 
+class ProfileView(ResultView):
+    def _summary(self) -> str:
+        r: Any = self
+        m, e = r.measured, r.estimated
+        err = f" ({r.error_percent:+.2f}%)" if r.error_percent is not None else ""
+        oom = ", OUT OF MEMORY" if getattr(m, "oom", False) else ""
+        return (f"{m.model} on {m.device}: measured peak {_gib(m.peak_allocated)}, estimated "
+                f"{_gib(e.per_gpu.peak_allocated)}{err}{oom}")
+
+    def _table(self) -> str:
+        from memplan.report.profile import profile_table
+        from memplan.spec.units import Units
+
+        return profile_table(self.measured, self.estimated, Units.GiB)  # type: ignore[attr-defined]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per category: measured and estimated bytes at the peak."""
+        m, p = self.measured, self.estimated.per_gpu  # type: ignore[attr-defined]
+        return [{"category": k, "measured": getattr(m, k), "estimated": getattr(p, k, None)}
+                for k in ("weights", "master_weights", "gradients", "optimizer_states", "activations",
+                          "temporaries", "peak_allocated")]
+
+
 class Table(list):
     """A listing (`memplan.models()`, `memplan.gpus()`): a list of dict rows that renders as a table."""
 
