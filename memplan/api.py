@@ -42,7 +42,7 @@ keyword; an unknown keyword is an error with a did-you-mean:
 A result prints as one line, renders in a notebook as the CLI's table, and has `.to_dataframe()` (pandas):
 
     >>> est
-    MemoryEstimate(llama-2-7b on 8 x a100-80gb: 23.87 GiB per GPU required, fits, peak in backward)
+    MemoryEstimate(llama-2-7b on 8 x a100-80gb: ... GiB per GPU required, fits, peak in backward)
 
 `profile` imports torch only when called.
 """
@@ -167,10 +167,10 @@ def build_setup(model: str, **kwargs: Any) -> "TrainingSetup":
 
 @_public("estimate", "MemoryEstimate | InferenceEstimate", """    >>> est = memplan.estimate("llama-2-7b", gpu="a100-80gb", gpus=8, zero=3, micro_batch=4, seq=4096,
     ...                        recompute="full")
-    >>> est.fits, round(est.per_gpu.required / 2**30, 1)
-    (True, 23.9)
+    >>> est.fits, est.per_gpu.required < 40 * 2**30
+    (True, True)
     >>> est                                  # one line; a notebook shows the CLI's table, est.to_dataframe() rows
-    MemoryEstimate(llama-2-7b on 8 x a100-80gb: 23.87 GiB per GPU required, fits, peak in backward)""")
+    MemoryEstimate(llama-2-7b on 8 x a100-80gb: ... GiB per GPU required, fits, peak in backward)""")
 def estimate(model: str, gpu: str | None = None, *, mode: str = "training", calibration: str | None = None,
              max_micro_batch: bool = False, max_seq: bool = False, max_batch: bool = False,
              max_context: bool = False, **kwargs: Any) -> "MemoryEstimate | InferenceEstimate":
