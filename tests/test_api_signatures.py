@@ -120,3 +120,15 @@ def test_dir_and_all_list_the_api_and_import_stays_light():
               "memplan.estimate('gpt2'); assert 'torch' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_type_stub_ides_read_is_generated_from_the_same_fields():
+    """memplan/__init__.pyi is what a static IDE (Pylance, PyCharm) shows: regenerate it with
+    `python -m memplan.keywords > memplan/__init__.pyi` when an option changes."""
+    import ast
+    from pathlib import Path
+
+    stub = Path(memplan.__file__).with_suffix(".pyi")
+    assert stub.read_text() == kw.stub_text(), "stale: python -m memplan.keywords > memplan/__init__.pyi"
+    defined = {n.name for n in ast.parse(stub.read_text()).body if isinstance(n, ast.FunctionDef)}
+    assert defined | {"InputError", "MemplanError"} == set(memplan.__all__)
