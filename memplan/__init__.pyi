@@ -320,7 +320,7 @@ def plan(
     internode: str | None = None,
     cpu_bandwidth: float | None = None,
     price: float | None = None,
-    global_batch: int | None = None,
+    global_batch: int,
     by: Literal['time', 'cost'] | None = None,
     top: int | None = None,
     min_gpus: bool | None = None,

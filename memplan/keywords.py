@@ -310,22 +310,23 @@ def _optional(annotation: Any) -> Any:
 
 @lru_cache(maxsize=None)
 def signature(function: str, returns: str | None = None) -> inspect.Signature:
-    """MODEL, the positional keywords (gpu), then every keyword as keyword-only, annotated, default None."""
+    """MODEL, the positional keywords (gpu), then every keyword as keyword-only, annotated; a required field
+    (time's and plan's gpu, plan's global_batch) has no default, every other keyword defaults to None (not given:
+    the field's default applies)."""
     P = inspect.Parameter
-    params = [P("model", P.POSITIONAL_OR_KEYWORD, annotation="str | ModelSpec | None", default=None)]
+    params = []
     for name in keywords(function):
         field = field_of(function, name)
         kind = P.POSITIONAL_OR_KEYWORD if name in POSITIONAL[function] else P.KEYWORD_ONLY
-        required = function in ("time", "plan") and name == "gpu"
-        if required:
+        if field.is_required():
             params.append(P(name, kind, annotation=field.annotation))
         else:
             params.append(P(name, kind, annotation=_optional(field.annotation), default=None))
-    if required_gpu := function in ("time", "plan"):
-        # a parameter without a default cannot follow one with a default: MODEL is required there
-        params[0] = P("model", P.POSITIONAL_OR_KEYWORD, annotation="str | ModelSpec")
-    del required_gpu
-    return inspect.Signature(params, return_annotation=returns or inspect.Signature.empty)
+    # a positional parameter without a default cannot follow one with a default: MODEL is required there
+    required_positional = any(p.default is P.empty and p.kind is P.POSITIONAL_OR_KEYWORD for p in params)
+    model = (P("model", P.POSITIONAL_OR_KEYWORD, annotation="str | ModelSpec") if required_positional else
+             P("model", P.POSITIONAL_OR_KEYWORD, annotation="str | ModelSpec | None", default=None))
+    return inspect.Signature([model, *params], return_annotation=returns or inspect.Signature.empty)
 
 
 def _non_none(annotation: Any) -> Any:
