@@ -92,3 +92,23 @@ def field_error_line(exc: "ValidationError", where: str = "", prefix: str = "") 
     if more:
         line += f" ({more} more field{'s' if more > 1 else ''} also invalid)"
     return line
+
+
+def expected_words(err: dict[str, Any]) -> str:
+    """What one pydantic error dict says the value must be, in words ('must be at most 3')."""
+    return _expected(err)
+
+
+def input_error(exc: "ValidationError"):
+    """A ValidationError of one option model (Layout, Workload, ...) as the typed error naming the field: an
+    InputError whose text is the flag's ('--zero must be at most 3, got 5', as memplan.setups.one_line words it)
+    and whose keyword_message() is the API's ('zero must be at most 3, got 5').  A nested or unnamed field is a
+    plain MemplanError with the one line."""
+    from memplan.errors import InputError, MemplanError
+
+    errors = exc.errors()
+    loc = tuple(p for p in (errors[0].get("loc", ()) if errors else ()) if not _UNION_TAG.match(str(p)))
+    line = field_error_line(exc)
+    if len(loc) != 1 or not isinstance(loc[0], str) or not line.startswith(f"field {loc[0]} "):
+        return MemplanError(line)
+    return InputError(loc[0], line[len(f"field {loc[0]} "):])

@@ -44,9 +44,13 @@ def one_line(exc: ValidationError, where: str = "") -> str:
 
 
 def check_keys(kw: dict[str, Any], allowed: tuple[str, ...], what: str = "keyword argument") -> None:
+    """An unknown name is an InputError naming it, with a did-you-mean (the same words for the CLI and the API)."""
+    from memplan.errors import InputError
+
     for key in kw:
         if key not in allowed:
-            raise MemplanError(did_you_mean(key, allowed, what))
+            text = did_you_mean(key, allowed, what)
+            raise InputError(key, "is not known", keyword_text=text, flag_text=text)
 
 
 def resolve_model(model: str | ModelSpec, overrides: dict[str, Any] | None = None) -> ModelSpec:
@@ -92,7 +96,9 @@ def training_setup(model: str | ModelSpec, *, warnings: list[str] | None = None,
                                                                                   or default_optimizer()),
                               layout=layout, workload=workload)
     except ValidationError as exc:
-        raise MemplanError(one_line(exc)) from None
+        from memplan.field_errors import input_error
+
+        raise input_error(exc) from None
     if kw.get("lora_rank") is not None or kw.get("quantize_base") or kw.get("lora_targets"):
         from memplan.memory.lora import lora_spec
 
@@ -228,7 +234,9 @@ def serving_setup(model: str | ModelSpec, **kw: Any):
         return InferenceSetup(model=spec, weights_dtype=DType.parse(weights) if weights else None,
                               kv_dtype=_kv_dtype(kw), context=context, layout=layout, **fields)
     except ValidationError as exc:
-        raise MemplanError(one_line(exc)) from None
+        from memplan.field_errors import input_error
+
+        raise input_error(exc) from None
 
 
 # ---- setup files: --setup FILE / --save-setup FILE -----------------------------------------------------------

@@ -1,9 +1,10 @@
 """Click options shared by estimate, time, plan and profile.
 
-The layout and workload options are generated from the pydantic fields (spec/layout.py Layout, spec/training.py
-Workload): the field's description is the help, its default is shown and applied by pydantic (the option itself
-defaults to None), so a flag means the same everywhere and every default lives in one place.  Building the setup
-is memplan/setups.py's job.
+The layout, workload, architecture, recipe and LoRA options are generated from pydantic fields (spec/layout.py
+Layout, spec/training.py Workload, memplan/keywords.py ArchitectureKeywords, RecipeKeywords, LoraKeywords): the
+field's description is the help, its bounds the flag's type, its default is shown and applied by pydantic (the
+option itself defaults to None), so a flag means the same everywhere, every default lives in one place, and the
+Python API's signatures (memplan/api.py) come from the same fields.  Building the setup is memplan/setups.py's job.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import click
 
 from memplan.cli.types import NAME, PATH, BoundedInt, NonEmptyText
 from memplan.errors import MemplanError
+from memplan.keywords import ArchitectureKeywords, LoraKeywords, RecipeKeywords
 from memplan.spec.layout import Layout
 from memplan.spec.training import Workload
 from memplan.spec.units import Units
@@ -37,20 +39,26 @@ def field_option(model, name: str, *decls: str, **extra) -> Callable:
     ann = field.annotation
     args = typing.get_args(ann)
     base = next((a for a in args if a is not type(None)), ann) if args and type(None) in args else ann
+    schema = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    shown = schema.get("shown_default", field.default)
     kwargs: dict = {"default": None, "help": (field.description or "").rstrip(".") + "."}
-    if field.default is not None and not callable(field.default):
-        kwargs["help"] += f"  [default: {field.default}]"
+    if shown is not None and not callable(shown):
+        kwargs["help"] += f"  [default: {shown}]"
     if typing.get_origin(base) is typing.Literal:
         kwargs["type"] = click.Choice([str(x) for x in typing.get_args(base)])
     elif base is bool:
-        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=kwargs["help"], **extra)
+        return click.option(*(decls or (f"{flag}/--no-{flag[2:]}",)), name, default=None, help=kwargs["help"],
+                            **extra)
     elif base is int:
         lo = next((m.gt + 1 for m in field.metadata if getattr(m, "gt", None) is not None), None)
         lo = next((m.ge for m in field.metadata if getattr(m, "ge", None) is not None), lo)
         hi = next((m.le for m in field.metadata if getattr(m, "le", None) is not None), None)
         # a small closed range (a ZeRO stage) reads best as click's range; a size gets the bound's reason
         small = hi is not None and hi <= 64
-        kwargs["type"] = click.IntRange(lo, hi) if small else BoundedInt(lo if lo is not None else 0, hi)
+        bound = schema.get("bound", hi)  # a named bound (cli/types.py BOUNDS) also says what it is measured against
+        kwargs["type"] = click.IntRange(lo, hi) if small else BoundedInt(lo if lo is not None else 0, bound)
+    elif base is str and any(getattr(m, "min_length", None) for m in field.metadata):
+        kwargs["type"] = NonEmptyText(schema["text"]) if "text" in schema else NAME
     kwargs.update(extra)
     return click.option(*(decls or (flag,)), name, **kwargs)
 
@@ -65,34 +73,13 @@ setup_file_options = _stack(
                  help="MODEL is a Hugging Face hub id: fetch its config.json (no weights) with huggingface_hub."),
 )
 
-architecture_options = _stack(
-    click.option("--layers", type=BoundedInt(1, "layers"),
-                 help="Transformer layers (builds or overrides an architecture)."),
-    click.option("--hidden", type=BoundedInt(1, "hidden"), help="Hidden size."),
-    click.option("--heads", type=BoundedInt(1, "heads"), help="Attention heads."),
-    click.option("--kv-heads", type=BoundedInt(1, "heads"), help="Key/value heads (GQA/MQA)."),
-    click.option("--head-dim", type=BoundedInt(1, "head_dim"), help="Head dimension (default hidden/heads)."),
-    click.option("--ffn", type=BoundedInt(1, "ffn"), help="MLP intermediate size."),
-    click.option("--vocab", type=BoundedInt(1, "vocab"), help="Vocabulary size."),
-    click.option("--max-positions", type=BoundedInt(1, "positions"), help="Maximum positions (context)."),
-    click.option("--mlp", type=click.Choice(["gelu", "swiglu"]), help="MLP kind (models built from flags)."),
-    click.option("--norm", type=click.Choice(["layernorm", "rmsnorm"]), help="Norm kind (models built from flags)."),
-    click.option("--tied/--untied", default=None, help="Tie input embeddings and LM head."),
-    click.option("--experts", type=BoundedInt(0, "experts"), help="MoE routed experts per layer."),
-    click.option("--top-k", type=BoundedInt(1, "experts"), help="MoE experts per token."),
-)
+architecture_options = _stack(*(field_option(ArchitectureKeywords, name, *(("--tied/--untied",) if name == "tied"
+                                                                             else ()))
+                                  for name in ArchitectureKeywords.model_fields))
 
-precision_options = _stack(
-    click.option("--precision", "-p", type=NAME, help="Recipe: fp32, amp-bf16, amp-fp16, bf16-mixed, fp16-mixed, "
-                                                      "bf16, fp8-mixed.  [default: bf16-mixed]"),
-    click.option("--weights-dtype", type=NAME, help="Override the stored weights' dtype."),
-    click.option("--grads-dtype", type=NAME, help="Override the gradients' dtype (fp32: Megatron's 18 B/param)."),
-    click.option("--master-dtype", type=NAME,
-                 help="Override the master weights: fp32 or none (fp32 + master: 20 B/param)."),
-    click.option("--states-dtype", type=NAME, help="Override the optimizer states' dtype."),
-    click.option("--optimizer", "-o", type=NAME, help="adamw, adam, sgd, sgd-momentum, lion, adafactor, adamw-8bit.  "
-                                                      "[default: adamw]"),
-)
+_RECIPE_SHORT = {"precision": ("--precision", "-p"), "optimizer": ("--optimizer", "-o")}
+precision_options = _stack(*(field_option(RecipeKeywords, name, *_RECIPE_SHORT.get(name, ()))
+                             for name in RecipeKeywords.model_fields))
 
 _SHORT = {"gpus": ("--gpus", "-n"), "zero": ("--zero", "-z"), "micro_batch": ("--micro-batch", "-b")}
 parallel_options = _stack(*(field_option(Layout, name, *_SHORT.get(name, ())) for name in
@@ -109,13 +96,8 @@ workload_options = _stack(
     field_option(Workload, "implementation", type=NAME),
 )
 
-lora_options = _stack(
-    click.option("--lora-rank", type=BoundedInt(1, "rank"),
-                 help="Fine-tune with LoRA adapters of this rank (frozen base)."),
-    click.option("--lora-targets", type=NonEmptyText("a comma-separated list of module names"),
-                 help="Comma-separated modules for LoRA (default: PEFT's for the family; all-linear)."),
-    click.option("--quantize-base", type=click.Choice(["nf4", "int8"]), help="QLoRA: quantised frozen base."),
-)
+# the CLI's LoRA flags; lora_alpha and lora_dropout are Python keywords only (memplan/keywords.py LoraKeywords)
+lora_options = _stack(*(field_option(LoraKeywords, name) for name in ("lora_rank", "lora_targets", "quantize_base")))
 
 training_options = _stack(model_argument, setup_file_options, architecture_options, precision_options,
                           parallel_options, workload_options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from memplan.results.memory import Component
+from memplan.results.views import InferenceView
 from memplan.spec.inference import InferenceSetup
 
 
@@ -160,7 +161,7 @@ class Roofline(BaseModel):
     notes: list[str] = []
 
 
-class InferenceEstimate(BaseModel):
+class InferenceEstimate(InferenceView, BaseModel):
     model: str
     parameters: int
     setup: InferenceSetup

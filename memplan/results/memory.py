@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from memplan.results.views import ComparisonView, MemoryView
 from memplan.spec.setup import Assumed, TrainingSetup
 
 Location = Literal["gpu", "cpu", "nvme"]
@@ -86,7 +87,7 @@ class LayerGroupSummary(BaseModel):
                                                                 "(layers of the most loaded stage only)")
 
 
-class MemoryEstimate(BaseModel):
+class MemoryEstimate(MemoryView, BaseModel):
     model: str
     parameters: int
     parameters_exact: bool = True
@@ -128,7 +129,7 @@ class StrategyEstimate(BaseModel):
     estimate: MemoryEstimate
 
 
-class Comparison(BaseModel):
+class Comparison(ComparisonView, BaseModel):
     """`memplan estimate --compare`: one estimate per strategy, same model, GPU count and micro-batch."""
 
     strategies: list[StrategyEstimate]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from memplan.results.time import KernelEfficiency, LayoutResult, StepBreakdown
+from memplan.results.views import PlanView
 
 
 class Candidate(LayoutResult):
@@ -31,7 +32,7 @@ class Candidate(LayoutResult):
     why: str = Field("", description="what it gains or loses against the best, part by part")
 
 
-class PlanResult(BaseModel):
+class PlanResult(PlanView, BaseModel):
     model: str
     parameters: int
     gpu: str

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from memplan.results.memory import MemoryEstimate
+from memplan.results.views import ProfileView
 from memplan.results.numbers import (ByteCount, Count, Finite, NonNegativeFinite, PositiveCount,
                                      PositiveFinite)
 from memplan.spec.setup import TrainingSetup
@@ -161,7 +162,7 @@ class BenchResult(BaseModel):
     notes: list[str] = []
 
 
-class ProfileResult(BaseModel):
+class ProfileResult(ProfileView, BaseModel):
     """`memplan profile`: the measured step and the estimate of that same step (Python API: memplan.profile)."""
 
     measured: MeasuredStep

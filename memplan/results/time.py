@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_serializer, field_validator
 
+from memplan.results.views import TimeView
 from memplan.spec.layout import Layout
 from memplan.spec.setup import Assumed
 
@@ -157,7 +158,7 @@ class StepBreakdown(BaseModel):
                 + self.dp_exposed_seconds + self.offload_exposed_seconds)
 
 
-class TimeEstimate(LayoutResult):
+class TimeEstimate(TimeView, LayoutResult):
     model: str
     parameters: int
     gpu: str
