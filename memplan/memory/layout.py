@@ -17,11 +17,11 @@ from pydantic import BaseModel, Field
 
 from memplan.errors import MemplanError
 from memplan.spec.layout import Layout
-from memplan.spec.model import LayerGroup, Model, ModelSpec
-from memplan.spec.tensors import ParamTensor, embedding_tensors, head_tensors, largest_module_params, layer_tensors
+from memplan.spec.model import Model, ModelSpec
+from memplan.spec.stages import Numel, stage_groups, stage_tensors  # noqa: F401 -- stage_groups: its consumers
+from memplan.spec.tensors import largest_module_params
 
-# (rows, cols, count) of one tensor on one GPU; cols = 1 for vectors.  rows is the dim FSDP shards (dim 0).
-Numel = tuple[int, int, int]
+# Numel: (rows, cols, count) of one tensor on one GPU; cols = 1 for vectors; rows is the dim FSDP shards (dim 0).
 
 
 class LocalGroup(BaseModel):
@@ -72,49 +72,6 @@ def check_layout(model: Model, layout: Layout) -> None:
         raise MemplanError(f"--pp {layout.pp} exceeds the model's {model.n_layers} layers")
 
 
-def _numel(t: ParamTensor, layout: Layout) -> tuple[Numel, bool]:
-    """One tensor on one GPU as (rows, cols, count), and whether it is a routed expert's."""
-    if t.linear is not None:
-        sh = t.linear.shard(layout.tp, layout.ep, layout.etp)
-        expert = t.linear.routed
-        if t.is_bias:
-            return (sh.bias * sh.count, 1, 1) if t.linear.routed else (sh.bias, 1, 1), expert
-        # FSDP's dim 0: an expert bank's experts, else the stored first dim
-        if t.linear.routed and not t.linear.is_module:
-            return (sh.count, sh.rows * sh.cols, 1), True
-        rows, cols = (sh.cols, sh.rows) if t.linear.transposed else (sh.rows, sh.cols)
-        return (rows, cols, sh.count), expert
-    size = t.shape[0]
-    if t.split in ("column", "vocab") and layout.tp > 1:
-        size = math.ceil(size / layout.tp)
-    cols = t.shape[1] if len(t.shape) > 1 else 1
-    return (size, cols, 1), False
-
-
-def _group_tensors(model: Model, gi: int, layout: Layout) -> tuple[list[Numel], int]:
-    numels, expert = [], 0
-    for t in layer_tensors(model, gi):
-        n, is_expert = _numel(t, layout)
-        numels.append(n)
-        if is_expert:
-            expert += n[0] * n[1] * n[2]
-    return numels, expert
-
-
-def stage_groups(model: Model, layout: Layout) -> list[list[tuple[int, LayerGroup]]]:
-    """Per pipeline stage: (index into model.groups, the trimmed group) of the layers it holds."""
-    out = []
-    for start, stop in layout.stage_bounds(model.n_layers):
-        pos, here = 0, []
-        for i, g in enumerate(model.groups):
-            lo, hi = max(start, pos), min(stop, pos + g.count)
-            if hi > lo:
-                here.append((i, LayerGroup(count=hi - lo, layer=g.layer)))
-            pos += g.count
-        out.append(here)
-    return out
-
-
 # local_parameters depends on the model and on the layout's TP, EP, ETP and pipeline split only: `plan` asks for
 # thousands of layouts that share them (ZeRO, offload, micro-batch, recompute), so the answer is kept, per model
 # object (identity: memplan never edits a ModelSpec in place -- with_overrides and model_copy make new ones -- and
@@ -141,46 +98,23 @@ def local_parameters(model: ModelSpec, layout: Layout) -> LocalParameters:
 
 
 def _local_parameters(model: ModelSpec, layout: Layout) -> LocalParameters:
-    tp, pp = layout.tp, layout.pp
+    """The most loaded stage's GPU (spec/stages.py: the one per-stage split every consumer reads)."""
     m = model.architecture
     check_layout(m, layout)
-    per_group = [_group_tensors(m, i, layout) for i in range(len(m.groups))]
-    first = [_numel(t, layout)[0] for t in embedding_tensors(m)]
-    last = [_numel(t, layout)[0] for t in head_tensors(m)]
-    if m.head.lm_head and m.head.tied and pp > 1:
-        last.append((math.ceil(m.vocab_size / tp), m.hidden_size, 1))  # Megatron keeps a tied copy on the last stage
-    if m.mtp is not None and m.mtp.trained:
-        from memplan.spec.tensors import mtp_tensors
-
-        last += [(n[0], n[1], n[2] * t.count) for t in mtp_tensors(m) for n in [_numel(t, layout)[0]]]
-    extras = [(x.params, 1, 1) for x in m.extras if x.params]
-
-    stages = stage_groups(m, layout)
-    bounds = layout.stage_bounds(m.n_layers)
+    largest_module = math.ceil(largest_module_params(m) / layout.tp)
     best: LocalParameters | None = None
-    largest_module = math.ceil(largest_module_params(m) / tp)
-    for s, groups in enumerate(stages):
-        tensors: list[Numel] = []
-        local_groups: list[LocalGroup] = []
-        expert_total = 0
-        for gi, g in groups:
-            numels, expert = per_group[gi]
-            per_layer = sum(r * c * k for r, c, k in numels)
-            local_groups.append(LocalGroup(count=g.count, params_per_layer=per_layer, expert_params_per_layer=expert,
-                                           tensors_per_layer=numels))
-            tensors += [(r, c, k * g.count) for r, c, k in numels]
-            expert_total += expert * g.count
-        before = first + extras if s == 0 else []
-        after = last if s == pp - 1 else []
-        tensors = before + tensors + after
-        params = sum(r * c * k for r, c, k in tensors)
+    for st in stage_tensors(m, layout):
+        params = st.params
         if best is None or params > best.params:
+            local_groups = [LocalGroup(count=g.count, params_per_layer=g.params_per_layer,
+                                       expert_params_per_layer=g.expert, tensors_per_layer=list(g.tensors))
+                            for g in st.groups]
             biggest = max(local_groups, key=lambda lg: lg.params_per_layer, default=None)
             best = LocalParameters(
-                params=params, expert_params=expert_total, stage=s, layers=bounds[s][1] - bounds[s][0],
-                first_layer=bounds[s][0], groups=local_groups,
+                params=params, expert_params=st.expert_params, stage=st.stage, layers=st.layers,
+                first_layer=st.first_layer, groups=local_groups,
                 layer_params=biggest.params_per_layer if biggest else 0, largest_module_params=largest_module,
-                tensor_numels=tensors, layer_tensor_numels=biggest.tensors_per_layer if biggest else [],
-                embedding_numels=before, head_numels=after)
+                tensor_numels=st.tensors, layer_tensor_numels=biggest.tensors_per_layer if biggest else [],
+                embedding_numels=list(st.before), head_numels=list(st.after))
     assert best is not None
     return best

@@ -166,7 +166,7 @@ class StepModel:
         key = (L.pp, L.first_stage_layers, L.last_stage_layers, L.tp, L.ep, L.etp)
         got = self._stages.get(key)
         if got is None:
-            from memplan.memory.layout import stage_groups
+            from memplan.spec.stages import stage_groups
 
             if L.virtual_stages > 1 and self.model.n_layers % (L.pp * L.virtual_stages):
                 raise MemplanError(f"--virtual-stages {L.virtual_stages} with --pp {L.pp}: the model's "
