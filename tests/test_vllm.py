@@ -389,7 +389,7 @@ def test_cli_vllm_json_names(capsys):
     (["--block-size", "24"], "multiple of 16"),
     (["--block-size", "256", "--vllm-version", "0.11.0"], "accepts 1, 8, 16, 32, 64, 128"),
     (["--quantization", "awq", "--vllm-version", "0.33.0"], None),
-    (["--vllm-version", "0.5.0"], "0.9.2 to 0.33"),
+    (["--vllm-version", "0.5.0"], "0.8.5 to 0.34"),
     (["--kv-cache-dtype", "fp4"], "--kv-cache-dtype"),
     (["--prefill-chunk", "512"], "max-num-batched-tokens"),
     (["--tp", "3"], "must divide the 32 attention heads"),
@@ -414,3 +414,47 @@ def test_quantization_the_config_contradicts_is_refused(capsys, tmp_path):
     assert code == 2 and "contradicts" in err and "fp8" in err and len(err.strip().splitlines()) == 1
     out = cli_json(capsys, "estimate", str(tmp_path), "--mode", "inference", "-g", "h100", "--quantization", "fp8")
     assert "block 128x128" in out["weights"]["format"]
+
+
+# ---- per-release rules read from vLLM's source (profiles/serving/vllm.json) --------------------------------------
+def test_release_0_8_5_is_accepted_and_charges_the_context():
+    """0.8.5 Worker.determine_available_memory: total x utilization - (torch peak + every non-torch byte on the
+    device): the CUDA context counts; there is no 'Free memory on device' check (it arrived in 0.9)."""
+    s85 = serving_setup("llama-3.1-8b", vllm_version="0.8.5", max_model_len=8192)
+    s92 = serving_setup("llama-3.1-8b", vllm_version="0.9.2", max_model_len=8192)
+    a, b = vllm_startup(s85, get_gpu("h100-sxm")), vllm_startup(s92, get_gpu("h100-sxm"))
+    assert a.starts and a.non_torch - b.non_torch == 520 << 20  # hopper's assumed context (profiles/overheads)
+    assert rules("0.8.5").batch_defaults(get_gpu("a100-80gb"), "serve") == (8192, 1024)  # no A100 exclusion yet
+
+
+@pytest.mark.parametrize("version,requests,path,per", [
+    ("0.8.5", 256, "sort", 38),      # FlashInfer >= 0.2.3 disabled -> forward_native sorts
+    ("0.10.2", 256, "sort", 38),     # pip install: no FlashInfer -> sort (the L1/L9 logs: 1.40 GiB)
+    ("0.16.0", 1024, "sort", 38),    # FlashInfer opt-in only -> sort
+    ("0.17.0", 1024, "in_place", 14),  # Triton top-k/top-p in place for >= 8 rows
+    ("0.19.0", 4, "sort", 38),       # fewer than 8 rows: the sort
+])
+def test_sampler_path_per_release(version, requests, path, per):
+    from memplan.serving.vllm_releases import sampler_path
+
+    p, b, src = sampler_path(parse_version(version), requests, False)
+    assert (p, b) == (path, per) and "@v" in src
+    assert sampler_path(parse_version("0.11.0"), 256, False, flashinfer=True)[:2] == ("in_place", 14)
+
+
+def test_sampler_peak_0_16_vs_0_17():
+    """Issue 23: 0.16 prints ~5.6 GiB of peak activation at 1024 x 151,936 logits, 0.17-0.19 1.9-2.2 GiB."""
+    for version, lo, hi in (("0.16.0", 5.4, 5.9), ("0.17.0", 1.9, 2.2), ("0.19.0", 1.9, 2.2)):
+        st = vllm_startup(serving_setup("qwen3-8b", vllm_version=version, max_model_len=8192), get_gpu("h100-sxm"))
+        assert lo <= st.profile_peak / GiB <= hi, (version, st.profile_peak / GiB)
+
+
+def test_non_torch_per_release_and_group():
+    """Non-torch: 0.06 GiB <= 0.16 at TP1; 0.25 GiB on 0.17-0.23; ~2.1 GiB per GPU at TP2/TP4 on NVSwitch Hopper
+    from 0.17 (NCCL's lazily connected buffers, allocated in the profile run)."""
+    from memplan.serving.vllm_releases import non_torch
+
+    assert round(non_torch((0, 16, 0), 1, "hopper")[0] / GiB, 2) == 0.06
+    assert round(non_torch((0, 19, 0), 1, "hopper")[0] / GiB, 2) == 0.25
+    assert round(non_torch((0, 19, 0), 4, "hopper")[0] / GiB, 1) == 2.1
+    assert round(non_torch((0, 26, 0), 1, "ada")[0] / GiB, 2) == 0.06

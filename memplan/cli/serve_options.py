@@ -39,7 +39,7 @@ serving_options = _stack(
     click.option("--enforce-eager", is_flag=True, default=None, help="vllm: no CUDA graphs."),
     click.option("--enable-expert-parallel", is_flag=True, default=None,
                  help="vllm: shard MoE experts over the TP x DP ranks (whole experts) instead of splitting each."),
-    click.option("--vllm-version", type=NAME, help="vllm: the release whose accounting to reproduce, 0.9.2 ... 0.33.  "
+    click.option("--vllm-version", type=NAME, help="vllm: the release whose accounting to reproduce, 0.8.5 ... 0.34.  "
                                         "[default: 0.33.0]"),
     click.option("--vllm-entrypoint", type=click.Choice(["serve", "llm"]),
                  help="vllm: `vllm serve` or the offline LLM class (batch defaults differ).  [default: serve]"),

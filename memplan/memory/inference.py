@@ -157,7 +157,7 @@ def _vllm_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool, 
     s = Settings(setup, gpu)
     plan = s.kv_plan(setup)
     st = vllm_startup(setup, gpu, context=ctx) if gpu is not None else None
-    costs = stage_costs(setup, s, gpu.generation if gpu else "")
+    costs = stage_costs(setup, s, gpu.generation if gpu else "", gpu=gpu)
     stage = 0
     if st is not None and st.stages:
         stage = next(x.stage for x in st.stages if x.num_gpu_blocks == st.num_gpu_blocks)

@@ -90,8 +90,16 @@ class StageCosts:
     layers: range
 
 
+def _context_used(gpu: GPUSpec) -> int:
+    """The CUDA context on an empty GPU: the GPU profile's measured context_bytes, else the generation's
+    assumption (profiles/overheads/cuda.json)."""
+    t = overhead_table()
+    gen = t["generations"].get(gpu.generation, t["generations"]["default"])
+    return gpu.context_bytes or gen["context_mib"] * MIB
+
+
 def stage_costs(setup: InferenceSetup, s: Settings, generation: str = "",
-                measured: dict[str, int] | None = None) -> list[StageCosts]:
+                measured: dict[str, int] | None = None, gpu: GPUSpec | None = None) -> list[StageCosts]:
     """Per pipeline stage: weights, the profile run's peak, non-torch memory and CUDA graphs (measured figures,
     when given, replace the models)."""
     measured = measured or {}
@@ -105,8 +113,10 @@ def stage_costs(setup: InferenceSetup, s: Settings, generation: str = "",
         glist = [g for _, g in groups]
         last = i == layout.pp - 1
         w = stage_weights(setup, i, groups, "vllm", generation, rules.version)
-        peak, what = profile_peak(glist, model, layout, last, s.max_num_batched_tokens, s.max_num_seqs, s.dtype)
-        nt = non_torch_bytes(rules, layout, model, s.max_num_seqs, last)
+        peak, what = profile_peak(glist, model, layout, last, s.max_num_batched_tokens, s.max_num_seqs, s.dtype,
+                                  rules)
+        nt = non_torch_bytes(rules, layout, model, s.max_num_seqs, last, generation,
+                             _context_used(gpu) if gpu is not None else 0)
         cg = cudagraph_bytes(rules, glist, len(s.piecewise), len(s.full)) if not s.eager else 0
         if measured:
             w = w.model_copy(update={"total": measured.get("weights", w.total)})
@@ -137,7 +147,7 @@ def vllm_startup(setup: InferenceSetup, gpu: GPUSpec, context: int | None = None
     notes: list[str] = [f"vLLM {rules.label} accounting; {total_source}"]
     cg_subtracted = rules.cudagraph_subtracted(model) and not s.eager
     per_stage = []
-    for i, c in enumerate(stage_costs(setup, s, gpu.generation, measured)):
+    for i, c in enumerate(stage_costs(setup, s, gpu.generation, measured, gpu)):
         available = requested - c.weights.total - c.non_torch - c.peak - (c.cudagraph if cg_subtracted else 0)
         bpb = kv.bytes_per_block(c.layers)
         blocks = max(available, 0) // bpb
@@ -200,8 +210,7 @@ def _initial_free(gpu: GPUSpec, total: int, setup: InferenceSetup, rules: VllmRu
     NCCL's communicators, which are initialised before it.  Published: 0.41 GiB used on an A100 (0.31), 0.53 on an
     H100 (0.10.2), 0.49 on an L40S at TP8 (0.10.2)."""
     t = overhead_table()
-    gen = t["generations"].get(gpu.generation, t["generations"]["default"])
-    used = gpu.context_bytes or gen["context_mib"] * MIB
+    used = _context_used(gpu)
     p = setup.layout
     if not rules.nccl_in_non_torch and p.tp * p.pp > 1:
         used += t["nccl_mib_per_communicator"] * MIB
@@ -213,7 +222,7 @@ def _check(setup: InferenceSetup, s: Settings, kv: KVPlan, stages: list[VllmStag
     """vLLM's start-up refusals in the order it meets them, each with what to change."""
     rules = s.rules
     free = _initial_free(gpu, total, setup, rules)
-    if free < requested:
+    if free < requested and rules.checks_free_memory:
         largest = free / total
         return (f"Free memory on device ({_gib(free)}/{_gib(total)} GiB) on startup is less than desired GPU memory "
                 f"utilization ({s.utilization}, {_gib(requested)} GiB)",
