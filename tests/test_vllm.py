@@ -458,3 +458,30 @@ def test_non_torch_per_release_and_group():
     assert round(non_torch((0, 19, 0), 1, "hopper")[0] / GiB, 2) == 0.25
     assert round(non_torch((0, 19, 0), 4, "hopper")[0] / GiB, 1) == 2.1
     assert round(non_torch((0, 26, 0), 1, "ada")[0] / GiB, 2) == 0.06
+
+
+def test_graph_capture_that_does_not_fit_after_the_kv_check():
+    """Up to 0.19 the CUDA graphs are captured after the KV cache from the 1 - utilization slack: L1's 3.45 GiB
+    of graphs (Qwen3-235B-FP8 TP8 on L40S, 0.10.2) fit at 0.9 (4.4 + 1.4 GiB of released profile peak) but not at
+    0.98: the KV check passes and the capture fails; the output names the phase."""
+    m = spec("qwen3-235b-a22b", max_position_embeddings=262144, quantization_config=FP8_BLOCK)
+    measured = {"weights": gib(27.72), "peak_activation": gib(1.4), "non_torch": gib(0.21), "cudagraph": gib(3.45)}
+    kw = dict(tp=8, enable_expert_parallel=True, max_model_len=32768, vllm_version="0.10.2")
+    ok = vllm_startup(serving_setup(m, gpu_memory_utilization=0.9, **kw), get_gpu("l40s"), measured=measured)
+    assert ok.starts and ok.failed_phase is None and [p.phase for p in ok.phases][-1] == "graph capture"
+    bad = vllm_startup(serving_setup(m, gpu_memory_utilization=0.98, **kw), get_gpu("l40s"), measured=measured)
+    assert not bad.starts and bad.failed_phase == "graph capture" and bad.kv_cache_available > 0
+    assert any("--enforce-eager" in f for f in bad.fixes)
+    eager = vllm_startup(serving_setup(m, gpu_memory_utilization=0.98, enforce_eager=True, **kw), get_gpu("l40s"),
+                         measured=measured)
+    assert eager.starts
+    # from 0.20 the estimate is subtracted from the budget: the capture fits by construction
+    later = vllm_startup(serving_setup(m, gpu_memory_utilization=0.98, **{**kw, "vllm_version": "0.21.0"}),
+                         get_gpu("l40s"), measured=measured)
+    assert later.failed_phase != "graph capture"
+
+
+def test_failed_phase_names_kv_and_load():
+    st = vllm_startup(serving_setup("llama-3.3-70b"), get_gpu("h100-sxm"))
+    assert st.failed_phase in ("load", "profile", "kv") and not st.starts
+    assert vllm_startup(serving_setup("llama-3.3-70b", tp=2), get_gpu("h100-sxm")).failed_phase == "kv"

@@ -77,6 +77,17 @@ class VllmStage(BaseModel):
     num_gpu_blocks: int
 
 
+class VllmPhase(BaseModel):
+    """One phase of vLLM's startup on the most loaded GPU: the device memory it needs at its peak against what the
+    process can have (the GPU's total less what was on it before vLLM's baseline snapshot)."""
+
+    phase: str = Field(description="init, load, profile, kv or graph capture")
+    needed: int = Field(description="bytes on the device at the phase's peak")
+    limit: int = Field(description="what the phase may use: the device's free memory, or the budget")
+    fits: bool
+    note: str = ""
+
+
 class VllmStartup(BaseModel):
     """What vLLM computes at startup on one GPU (memory/vllm.py), bytes as integers."""
 
@@ -116,6 +127,10 @@ class VllmStartup(BaseModel):
     refusal: str | None = Field(None, description="why vLLM refuses to start, in its words (paraphrased)")
     fixes: list[str] = Field(default_factory=list, description="what to change so it starts")
     estimated_max_model_len: int | None = Field(None, description="the largest max-model-len that starts")
+    failed_phase: str | None = Field(None, description="the startup phase that fails: init (free-memory check), "
+                                                       "load, profile, kv (the KV cache check) or graph capture")
+    phases: list[VllmPhase] = Field(default_factory=list, description="each startup phase: what it needs on the "
+                                                                      "GPU and whether it fits")
     layer_kinds: list[VllmKVSpec] = []
     groups: list[VllmKVGroup] = []
     stages: list[VllmStage] = []
