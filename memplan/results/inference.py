@@ -137,6 +137,39 @@ class VllmStartup(BaseModel):
     notes: list[str] = []
 
 
+class SglangStartup(BaseModel):
+    """What SGLang computes at startup on one GPU (memory/sglang.py), bytes as integers."""
+
+    version: str
+    gpu: str
+    total_memory: int = Field(description="the device's total as torch reports it")
+    gpu_memory_mib: int = Field(description="nvidia-smi's total (MiB): what server_args' defaults read")
+    pre_load_free: int = Field(description="free memory after the distributed init, before the weights "
+                                           "(min_per_gpu_memory)")
+    mem_fraction_static: float = Field(description="(weights + KV pool) / pre_load_free")
+    reserved_mib: float = Field(0.0, description="server_args' reserved_mem behind the default fraction")
+    weights: int
+    kv_pool: int = Field(description="max_total_num_tokens x cell_size")
+    cell_size: int = Field(description="KV bytes per token over this rank's layers")
+    max_total_num_tokens: int
+    max_running_requests: int
+    context_len: int
+    page_size: int = 1
+    chunked_prefill_size: int
+    cuda_graph_max_bs: int
+    cuda_graph_batch_sizes: int = 0
+    piecewise_cuda_graph_tokens: int = 0
+    reserve: int = Field(description="pre_load_free x (1 - mem_fraction_static): activations, graphs, sampler")
+    activation_estimate: int = Field(0, description="memplan's estimate of a chunked prefill's activations")
+    cudagraph_estimate: int = Field(0, description="server_args' allowance for the decode CUDA graphs")
+    starts: bool
+    failed_phase: str | None = None
+    refusal: str | None = None
+    fixes: list[str] = []
+    phases: list[VllmPhase] = []
+    notes: list[str] = []
+
+
 class InferencePerGPU(BaseModel):
     weights: int = Field(0, description="stored weights incl. quantisation scales, this GPU's TP/PP shard")
     kv_cache: int = Field(0, description="keys and values of every sequence at full context (vllm: in whole "
@@ -198,5 +231,6 @@ class InferenceEstimate(BaseModel):
     max_batch: int | None = None
     max_context: int | None = None
     vllm: VllmStartup | None = None
+    sglang: SglangStartup | None = None
     roofline: Roofline | None = None
     notes: list[str] = []
