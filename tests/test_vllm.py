@@ -344,17 +344,17 @@ def test_quantised_weights_of_published_logs():
 
 # ---- starting or not, and what to change ----------------------------------------------------------------------------
 def test_refuses_a_max_model_len_the_cache_cannot_hold_and_names_the_largest():
-    """Llama-3.3-70B over TP2 on H100s at its 131072 max-model-len: the weights leave too little for one request;
-    the estimated max model length then starts."""
-    s = serving_setup("llama-3.3-70b", tp=2)
-    st = vllm_startup(s, get_gpu("h100-sxm"))
+    """Llama-3.1-8B on an L4 (22 GiB) at its 131072 max-model-len: the weights leave too little for one request
+    (16 GiB of KV); the estimated max model length then starts, 16 tokens more does not."""
+    s = serving_setup("llama-3.1-8b")
+    st = vllm_startup(s, get_gpu("l4"))
     assert not st.starts and "max seq len (131072)" in st.refusal and st.estimated_max_model_len
-    ok = vllm_startup(serving_setup("llama-3.3-70b", tp=2, max_model_len=st.estimated_max_model_len),
-                      get_gpu("h100-sxm"))
-    worse = vllm_startup(serving_setup("llama-3.3-70b", tp=2, max_model_len=st.estimated_max_model_len + 16),
-                         get_gpu("h100-sxm"))
+    assert st.failed_phase == "kv"
+    ok = vllm_startup(serving_setup("llama-3.1-8b", max_model_len=st.estimated_max_model_len), get_gpu("l4"))
+    worse = vllm_startup(serving_setup("llama-3.1-8b", max_model_len=st.estimated_max_model_len + 16),
+                         get_gpu("l4"))
     assert ok.starts and not worse.starts
-    assert any("--kv-cache-dtype fp8" in f for f in st.fixes) and any("--tp 4" in f for f in st.fixes)
+    assert any("--kv-cache-dtype fp8" in f for f in st.fixes) and any("--tp 2" in f for f in st.fixes)
 
 
 def test_no_memory_for_cache_blocks():

@@ -122,7 +122,10 @@ def non_torch_bytes(rules: VllmRules, layout: Layout, model: Model, max_num_seqs
     profiles/serving/vllm.json), from 0.27 (cudaMemGetInfo-based 'consumed') the V2 runner's persistent sampler
     state too, and on 0.8.5 the CUDA context (`context`), which that release's budget counts."""
     if rules.consumed_accounting:
-        extra = CONSUMED_EXTRA_BYTES
+        # cudaMemGetInfo sees NCCL's lazily allocated NVLink buffers too (profiles/serving/vllm.json non_torch)
+        gpus = layout.tp * layout.pp
+        extra = CONSUMED_EXTRA_BYTES + (release_non_torch(rules.version, gpus, generation)[0]
+                                        - release_non_torch(rules.version, 1, generation)[0] if gpus > 1 else 0)
         if rules.v2_runner(model) and last_stage:
             extra += max_num_seqs * (model.vocab_size + _cdiv(model.vocab_size, 32)) * SAMPLER_STATE_BYTES_PER_LOGIT
         return extra

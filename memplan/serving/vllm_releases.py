@@ -68,11 +68,9 @@ def non_torch(version: tuple[int, ...], gpus: int, generation: str) -> tuple[int
     base = _era(nt["tp1_bytes"], version) or 0
     if gpus <= 1:
         return base, nt["tp1_source"]
-    if tuple(version) <= _v(nt["nccl_before_snapshot_until"]):
-        return base + nt["multi_gpu_pcie_extra_bytes"], nt["nccl_before_snapshot_source"]
     nvlink = _era(nt["multi_gpu_nvlink_bytes"], version)
     if nvlink is not None and generation in ("hopper", "blackwell"):
         return nvlink, nt["multi_gpu_nvlink_source"]
-    if nvlink is not None:
-        return base + nt["multi_gpu_pcie_extra_bytes"], nt["multi_gpu_nvlink_source"]
+    if tuple(version) <= _v(nt["nccl_before_snapshot_until"]):
+        return base + nt["multi_gpu_pcie_extra_bytes"], nt["nccl_before_snapshot_source"]
     return base, nt["tp1_source"]
