@@ -485,3 +485,23 @@ def test_failed_phase_names_kv_and_load():
     st = vllm_startup(serving_setup("llama-3.3-70b"), get_gpu("h100-sxm"))
     assert st.failed_phase in ("load", "profile", "kv") and not st.starts
     assert vllm_startup(serving_setup("llama-3.3-70b", tp=2), get_gpu("h100-sxm")).failed_phase == "kv"
+
+
+def test_docker_image_samples_without_a_sort_on_0_10_and_0_11():
+    """0.10-0.11 use FlashInfer's sampler when it is installed (the vllm/vllm-openai image); `+docker` says so:
+    256 x 151,936 logits at 14 B each + hidden states = 0.52 GiB on an L4 (issue 23: logs imply 0.5-0.6 GiB),
+    where the pip install's sort path charges 1.4 GiB."""
+    pip = vllm_startup(serving_setup("qwen3-8b", vllm_version="0.10.2", max_model_len=8192), get_gpu("l4"))
+    docker = vllm_startup(serving_setup("qwen3-8b", vllm_version="0.10.2+docker", max_model_len=8192), get_gpu("l4"))
+    assert 1.35 < pip.profile_peak / GiB < 1.45 and 0.5 < docker.profile_peak / GiB < 0.6
+    assert rules("0.10.2").version == parse_version("0.10.2+docker")
+
+
+def test_mxfp4_moe_kernel_on_hopper_by_release():
+    """get_mxfp4_backend on sm90: Triton only with OpenAI's triton_kernels, vendored in the wheel from 0.12;
+    0.10-0.11 (pip or Docker) take Marlin, whose n % 256 / k % 128 padding makes gpt-oss-120b 65.91 GiB on an
+    H100 (issue 23: 65.97 GiB logged; Triton's padding: 60.78)."""
+    old = vllm_startup(serving_setup("gpt-oss-120b", vllm_version="0.11.0", max_model_len=8192), get_gpu("h100-sxm"))
+    new = vllm_startup(serving_setup("gpt-oss-120b", vllm_version="0.12.0", max_model_len=8192), get_gpu("h100-sxm"))
+    assert old.weights / GiB == pytest.approx(65.97, rel=0.005)
+    assert new.weights / GiB == pytest.approx(60.78, rel=0.005)

@@ -42,7 +42,8 @@ serving_options = _stack(
     click.option("--mem-fraction-static", type=FiniteFloat(0.0, True, 1.0, "a fraction in (0, 1]"),
                  help="sglang: (weights + KV pool) as a share of the memory free before the load.  [default: "
                       "SGLang's, by GPU memory and TP]"),
-    click.option("--vllm-version", type=NAME, help="vllm: the release whose accounting to reproduce, 0.8.5 ... 0.34.  "
+    click.option("--vllm-version", type=NAME, help="vllm: the release whose accounting to reproduce, 0.8.5 ... 0.34; add +docker for the "
+                                        "vllm/vllm-openai image (FlashInfer installed: 0.10-0.11 sample without a sort).  "
                                         "[default: 0.33.0]"),
     click.option("--vllm-entrypoint", type=click.Choice(["serve", "llm"]),
                  help="vllm: `vllm serve` or the offline LLM class (batch defaults differ).  [default: serve]"),

@@ -22,7 +22,7 @@ from memplan.memory.overheads import overhead_table
 from memplan.memory.quantized import model_dtype, stage_weights, weight_format
 from memplan.memory.vllm_kv import KVPlan, plan
 from memplan.memory.vllm_profile import cudagraph_bytes, non_torch_bytes, profile_peak
-from memplan.memory.vllm_rules import GiB, VllmRules, parse_version
+from memplan.memory.vllm_rules import GiB, VllmRules, flashinfer_installed, parse_version
 from memplan.results.inference import ServedWeights, VllmPhase, VllmStage, VllmStartup
 from memplan.spec.hardware import GPUSpec
 from memplan.spec.inference import InferenceSetup
@@ -38,7 +38,7 @@ class Settings:
     """vLLM's settings for this setup and GPU: the user's, else the version's defaults."""
 
     def __init__(self, setup: InferenceSetup, gpu: GPUSpec | None) -> None:
-        self.rules = rules = VllmRules(parse_version(setup.vllm_version))
+        self.rules = rules = VllmRules(parse_version(setup.vllm_version), flashinfer_installed(setup.vllm_version))
         model = setup.model.arch
         fmt = weight_format(setup)
         rules.check_quantization(fmt.method if fmt else None)

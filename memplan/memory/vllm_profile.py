@@ -108,7 +108,7 @@ def profile_peak(groups: list[LayerGroup], model: Model, layout: Layout, last_st
     if rules is None:
         path, per = "sort", SAMPLER_BYTES_PER_LOGIT
     else:
-        path, per, _ = sampler_path(rules.version, requests, rules.v2_runner(model), flashinfer)
+        path, per, _ = sampler_path(rules.version, requests, rules.v2_runner(model), flashinfer or rules.flashinfer)
     smp = sampler_peak(model, tokens, requests, dtype, per)
     if smp >= fwd:
         return smp, f"sampler over {requests} x {model.vocab_size:,} logits ({path.replace('_', '-')} top-k/top-p, " \

@@ -38,9 +38,18 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return v  # type: ignore[return-value]
 
 
+def flashinfer_installed(text: str) -> bool:
+    """`--vllm-version 0.10.2+docker` (or `+flashinfer`): the official vllm/vllm-openai image, which installs
+    FlashInfer (docker/Dockerfile @v0.10.2); `pip install vllm` does not before 0.12 (requirements/cuda.txt).
+    It decides the 0.10-0.11 sampler path (profiles/serving/vllm.json sampler_rules)."""
+    local = text.strip().partition("+")[2].lower()
+    return "docker" in local or "flashinfer" in local
+
+
 @dataclass(frozen=True)
 class VllmRules:
     version: tuple[int, int, int]
+    flashinfer: bool = False
 
     @property
     def label(self) -> str:
