@@ -109,8 +109,9 @@ class VllmRules:
     def cudagraph_subtracted(self, model: Model) -> bool:
         """Whether the CUDA-graph estimate comes out of the KV budget: <= 0.17 never (graphs are captured after
         the KV cache, from the 1 - utilization slack); 0.18-0.19 only with VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1
-        (default 0); from 0.20 by default, except that the V2 runner's profile_cudagraph_memory returns 0 in
-        0.24-0.27."""
+        (default 0: envs.py @v0.18.0/@v0.19.0); from 0.20 by default (envs.py @v0.20.0 getenv default "1", though
+        that release's log line says "default since v0.21.0"), except that the V2 runner's profile_cudagraph_memory
+        returns 0 in 0.24-0.27."""
         if not self.at_least(0, 20):
             return False
         return not (self.at_least(0, 24) and not self.at_least(0, 30) and self.v2_runner(model))
