@@ -142,3 +142,23 @@ def test_cli_engine_sglang(capsys):
     code, _, err = run_cli(capsys, "estimate", "qwen3-8b", "--mode", "inference", "-g", "h100",
                            "--mem-fraction-static", "0.85")
     assert code == 2 and "SGLang" in err
+
+
+def test_hybrid_swa_pools_only_for_sglangs_hybrid_architectures():
+    """is_hybrid_swa_model @v0.5.10.post1: gpt-oss and Llama 4 get a separate sliding pool (swa tokens = 0.8 x
+    full tokens), so their full pool holds more than the profiled cell count; Gemma 3's windowed layers keep every
+    token (no split)."""
+    from memplan.memory.sglang import hybrid_split
+
+    s = serving_setup("gpt-oss-20b", engine="sglang")
+    full = hybrid_split(s, range(24), 2, 1_000_000, 1)
+    assert full == int(1_000_000 * 2 / (1 + 0.8))  # 12 sliding + 12 full layers of equal width
+    assert hybrid_split(serving_setup("gemma-3-27b", engine="sglang"), range(62), 2, 1_000_000, 1) is None
+    st = sglang_startup(s, get_gpu("h100-sxm"))
+    assert st.starts and any("hybrid SWA" in n for n in st.notes)
+
+
+def test_pipeline_stages_take_the_smallest_pool():
+    st1 = sglang_startup(serving_setup("llama-3.1-8b", engine="sglang"), get_gpu("h100-sxm"))
+    st2 = sglang_startup(serving_setup("llama-3.1-8b", engine="sglang", pp=2), get_gpu("h100-sxm"))
+    assert st2.cell_size == st1.cell_size // 2 and st2.max_total_num_tokens > st1.max_total_num_tokens

@@ -25,7 +25,8 @@ from memplan.memory.layout import stage_groups
 from memplan.memory.quantized import model_dtype, stage_weights
 from memplan.memory.vllm_profile import forward_peak
 from memplan.results.inference import SglangStartup, VllmPhase
-from memplan.serving.sglang import GIB, MIB, SGLANG_VERSION, defaults, load_extra, max_running_requests, pre_load_used
+from memplan.serving.sglang import (GIB, HYBRID_SWA_FAMILIES, MIB, SGLANG_VERSION, SWA_FULL_TOKENS_RATIO, defaults,
+                                    load_extra, max_running_requests, pre_load_used)
 from memplan.spec.hardware import GPUSpec
 from memplan.spec.inference import InferenceSetup
 
@@ -51,6 +52,31 @@ def cell_size(setup: InferenceSetup, layers: range, kv_bytes: float) -> int:
                 total += elems_per_token(g.layer.attention, tp)
             i += 1
     return int(total * kv_bytes)
+
+
+def hybrid_split(setup: InferenceSetup, layers: range, kv_bytes: float, tokens: int, page: int) -> int | None:
+    """ModelRunnerKVCacheMixin._resolve_hybrid_swa_tokens: for hybrid-SWA architectures the profiled capacity's
+    memory, tokens x (F x n_full + S x n_swa), is split so that swa_tokens = 0.8 x full_tokens:
+    full_tokens = memory / (F x n_full + 0.8 x S x n_swa), page-aligned; max_total_num_tokens is then the full
+    pool's.  None for other models."""
+    model, tp = setup.model.arch, setup.layout.tp
+    if model.family not in HYBRID_SWA_FAMILIES:
+        return None
+    full = swa = 0
+    i = 0
+    for g in model.groups:
+        for _ in range(g.count):
+            if i in layers:
+                per = elems_per_token(g.layer.attention, tp) * kv_bytes
+                if g.layer.attention.window_kind in ("sliding", "chunked"):
+                    swa += per
+                else:
+                    full += per
+            i += 1
+    if not swa or not full:
+        return None
+    memory = tokens * (full + swa)
+    return int(memory / (full + SWA_FULL_TOKENS_RATIO * swa)) // page * page
 
 
 def sglang_startup(setup: InferenceSetup, gpu: GPUSpec, measured: dict[str, int] | None = None) -> SglangStartup:
@@ -81,7 +107,9 @@ def sglang_startup(setup: InferenceSetup, gpu: GPUSpec, measured: dict[str, int]
         w = measured.get("weights", w)
         rest_gib = (pre - w) / GIB - pre / GIB * (1 - d.mem_fraction_static)
         cell = cell_size(setup, range(*bounds[i]), kv_dtype.bytes)
-        tokens_per_stage.append(max(int(rest_gib * GIB) // cell, 0) if cell else 0)
+        t = max(int(rest_gib * GIB) // cell, 0) if cell else 0
+        split = hybrid_split(setup, range(*bounds[i]), kv_dtype.bytes, t, page)
+        tokens_per_stage.append(split if split is not None else t)
         weights_per_stage.append(w)
         cells.append(cell)
     tokens = min(tokens_per_stage) // page * page
@@ -127,6 +155,9 @@ def sglang_startup(setup: InferenceSetup, gpu: GPUSpec, measured: dict[str, int]
                                                                 if setup.gpu_memory_utilization is None else ""),
              "radix cache: prefix-shared tokens occupy the pool once; max_total_num_tokens counts slots, not "
              "requests"]
+    if model.family in HYBRID_SWA_FAMILIES:
+        notes.append(f"hybrid SWA pools: max_total_num_tokens is the full-attention pool; the sliding/chunked pool "
+                     f"holds {SWA_FULL_TOKENS_RATIO} x as many tokens (swa_full_tokens_ratio)")
     return SglangStartup(
         version=SGLANG_VERSION, gpu=gpu.name, total_memory=total, gpu_memory_mib=round(gpu_mem_mib),
         pre_load_free=pre, mem_fraction_static=d.mem_fraction_static, reserved_mib=d.reserved_mib,

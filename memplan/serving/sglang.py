@@ -122,3 +122,9 @@ def load_extra() -> tuple[int, str]:
     """What SGLang's load holds beyond the weights' tensors (profiles/serving/sglang.json load_extra_bytes)."""
     t = table()
     return t["load_extra_bytes"], t["load_extra_source"]
+
+
+# model_config.py is_hybrid_swa_model @v0.5.10.post1: the architectures whose sliding/chunked layers get their own
+# (smaller) token pool; every other model's windowed layers (Gemma 2/3, Mistral) keep every token like full ones
+HYBRID_SWA_FAMILIES = ("gpt_oss", "llama4")
+SWA_FULL_TOKENS_RATIO = 0.8  # server_args.py swa_full_tokens_ratio default
