@@ -20,9 +20,9 @@ from memplan.spec.model import LayerGroup, LayerSpec, Model
 from memplan.spec.training import DType
 
 # Bytes per logit element at the sampler's peak on the sort path (kept for callers; the per-release rule is
-# profiles/serving/vllm.json "sampler_paths", read through serving/vllm_releases.sampler_path), the fp32 copy and its workspaces included: fitted to two vLLM
-# 0.10.2 logs with 256 dummy requests and Qwen3's 151,936-token vocabulary whose forward peak is far smaller
-# (max_num_batched_tokens 2048): "torch peak memory increase: 1.40GiB" (Qwen3-8B-FP8, code-index file
+# profiles/serving/vllm.json "sampler_paths", read through serving/vllm_releases.sampler_path), the fp32 copy
+# and its workspaces included: fitted to two vLLM 0.10.2 logs with 256 dummy requests and Qwen3's 151,936-token
+# vocabulary whose forward peak is far smaller (max_num_batched_tokens 2048): "torch peak memory increase: 1.40GiB" (Qwen3-8B-FP8, code-index file
 # 34681159919) and "1.4 GiB for peak activation" (Qwen3-235B-A22B-FP8 TP8, file 38962983769):
 # (1.40 GiB - 2048 x 4096 x 2 B of hidden states) / (256 x 151,936) = 38.2.  The vLLM 0.31 A100 log (file
 # 70682754770: 1.44 GiB incl. a 0.23 GiB graph capture, Llama 3.1's 128,256 vocabulary) gives 38-39 too; the

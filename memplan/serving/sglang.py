@@ -113,7 +113,8 @@ def pre_load_used(generation: str, interconnect: str, gpus: int, context_bytes: 
     if gpus > 1:
         link = "nvlink" if interconnect.startswith("nvlink") else "pcie"
         dist = t["distributed_init_bytes"][link]
-        src += f" + distributed init {dist / GIB:.2f} GiB ({link}" + (", fitted to one log" if link == "nvlink" else "") + ")"
+        fitted = ", fitted to one log" if link == "nvlink" else ""
+        src += f" + distributed init {dist / GIB:.2f} GiB ({link}{fitted})"
         ctx += dist
     return ctx, src
 
