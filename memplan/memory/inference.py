@@ -239,7 +239,7 @@ def _sglang_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool
     from memplan.memory.kv_cache import layer_kinds
     from memplan.memory.layout import stage_groups
     from memplan.memory.quantized import stage_weights
-    from memplan.memory.sglang import cell_size, sglang_startup
+    from memplan.memory.sglang import cell_size, full_and_swa, sglang_startup
 
     ctx, b = setup.context_tokens, setup.sequences
     notes: list[str] = []
@@ -251,7 +251,9 @@ def _sglang_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool
     cell = cell_size(setup, layers, kv_dt.bytes)
     w = stage_weights(setup, 0, groups[0], "vllm", gpu.generation if gpu else "")
     st = sglang_startup(setup, gpu) if gpu is not None else None
-    kv_need = cell * ctx * b
+    full, swa = full_and_swa(setup, layers, kv_dt.bytes)
+    window = max((k.window or 0) for k in kinds) if swa else 0
+    kv_need = (full * ctx + swa * min(ctx, window or ctx)) * b  # the SWA pool evicts outside the window
     act = st.activation_estimate if st else 0
     over = (st.reserve - st.activation_estimate) if st else 0
     comps = _weight_components(w, setup) + [

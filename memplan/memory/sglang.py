@@ -54,29 +54,41 @@ def cell_size(setup: InferenceSetup, layers: range, kv_bytes: float) -> int:
     return int(total * kv_bytes)
 
 
-def hybrid_split(setup: InferenceSetup, layers: range, kv_bytes: float, tokens: int, page: int) -> int | None:
-    """ModelRunnerKVCacheMixin._resolve_hybrid_swa_tokens: for hybrid-SWA architectures the profiled capacity's
-    memory, tokens x (F x n_full + S x n_swa), is split so that swa_tokens = 0.8 x full_tokens:
-    full_tokens = memory / (F x n_full + 0.8 x S x n_swa), page-aligned; max_total_num_tokens is then the full
-    pool's.  None for other models."""
+def full_and_swa(setup: InferenceSetup, layers: range, kv_bytes: float) -> tuple[int, int]:
+    """(full-attention, sliding/chunked) KV bytes per token over `layers`; for SGLang's non-hybrid models every
+    layer counts as full (their windowed layers keep every token)."""
     model, tp = setup.model.arch, setup.layout.tp
-    if model.family not in HYBRID_SWA_FAMILIES:
-        return None
-    full = swa = 0
+    hybrid = model.family in HYBRID_SWA_FAMILIES
+    full = swa = 0.0
     i = 0
     for g in model.groups:
         for _ in range(g.count):
             if i in layers:
                 per = elems_per_token(g.layer.attention, tp) * kv_bytes
-                if g.layer.attention.window_kind in ("sliding", "chunked"):
+                if hybrid and g.layer.attention.window_kind in ("sliding", "chunked"):
                     swa += per
                 else:
                     full += per
             i += 1
+    return int(full), int(swa)
+
+
+def hybrid_split(setup: InferenceSetup, layers: range, kv_bytes: float, tokens: int, page: int) -> int | None:
+    """ModelRunnerKVCacheMixin._resolve_hybrid_swa_tokens: for hybrid-SWA architectures the profiled capacity's
+    memory, tokens x (F x n_full + S x n_swa), is split so that swa_tokens = 0.8 x full_tokens:
+    full_tokens = memory / (F x n_full + 0.8 x S x n_swa), page-aligned; max_total_num_tokens is then the full
+    pool's.  None for other models."""
+    full, swa = full_and_swa(setup, layers, kv_bytes)
     if not swa or not full:
         return None
     memory = tokens * (full + swa)
     return int(memory / (full + SWA_FULL_TOKENS_RATIO * swa)) // page * page
+
+
+def _pool_bytes(setup: InferenceSetup, layers: range, kv_bytes: float, tokens: int, page: int) -> int:
+    full, swa = full_and_swa(setup, layers, kv_bytes)
+    swa_tokens = int(tokens * SWA_FULL_TOKENS_RATIO) // page * page if swa else 0
+    return tokens * full + swa_tokens * swa
 
 
 def sglang_startup(setup: InferenceSetup, gpu: GPUSpec, measured: dict[str, int] | None = None) -> SglangStartup:
@@ -161,7 +173,8 @@ def sglang_startup(setup: InferenceSetup, gpu: GPUSpec, measured: dict[str, int]
     return SglangStartup(
         version=SGLANG_VERSION, gpu=gpu.name, total_memory=total, gpu_memory_mib=round(gpu_mem_mib),
         pre_load_free=pre, mem_fraction_static=d.mem_fraction_static, reserved_mib=d.reserved_mib,
-        weights=weights, kv_pool=tokens * cell, cell_size=cell, max_total_num_tokens=tokens,
+        weights=weights, kv_pool=_pool_bytes(setup, range(*bounds[k]), kv_dtype.bytes, tokens, page),
+        cell_size=cell, max_total_num_tokens=tokens,
         max_running_requests=max_running_requests(tokens, context_len, setup.max_num_seqs) if tokens else 0,
         context_len=context_len, page_size=page, chunked_prefill_size=chunk, cuda_graph_max_bs=d.cuda_graph_max_bs,
         cuda_graph_batch_sizes=0 if setup.enforce_eager else len(d.cuda_graph_bs),
