@@ -251,8 +251,9 @@ def _phases(setup: InferenceSetup, s: Settings, stages: list[VllmStage], gpu: GP
     out.append(VllmPhase(phase="profile", needed=prof, limit=free, fits=prof <= free,
                          note="weights + non-torch + the profile run's peak"))
     kv_ok = all(x.kv_cache_available > 0 for x in stages)
-    out.append(VllmPhase(phase="kv", needed=requested - min(x.kv_cache_available for x in stages), limit=requested,
-                         fits=kv_ok, note="weights + peak + non-torch (+ graphs) within the budget"))
+    worst_kv = min(stages, key=lambda x: x.kv_cache_available - x.kv_cache_shortfall)
+    out.append(VllmPhase(phase="kv", needed=requested - worst_kv.kv_cache_available + worst_kv.kv_cache_shortfall,
+                         limit=requested, fits=kv_ok, note="weights + peak + non-torch (+ graphs) within the budget"))
     if not s.eager and not cg_subtracted:
         worst = max(stages, key=lambda x: x.cudagraph - x.peak_activation)
         used = requested - worst.peak_activation
