@@ -18,6 +18,10 @@ Sources:
       (23.99 GiB), vLLM 0.27.1 defaults: "Model loading took 0.93 GiB", "Available KV cache memory: 20.52 GiB",
       "GPU KV cache size: 1,793,232 tokens", "Actual usage is 1.23 GiB for consumed memory (weights + non-torch),
       0.31 GiB for peak activation, and 0.0 GiB for CUDAGraph memory"
+  L14 myoceane.fr/index.php/ai-vllm-a100-gemma-4/ (a public blog post, April 2026): openai/gpt-oss-20b on an A100
+      80GB, vLLM 0.19.0, `vllm serve --max-model-len 131072 --gpu-memory-utilization 0.65`: "Model loading took
+      13.72 GiB", "Available KV cache memory: 36.56 GiB" (MXFP4 experts through Marlin on Ampere; 0.19's Triton
+      top-k/top-p sampler, 14 B per logit)
 """
 from __future__ import annotations
 
@@ -85,6 +89,8 @@ LOGS = [
                    "_dummy_sampler_run NOTE @v0.24-0.31), so its peak is ~9 B per logit (0.31 GiB logged) where "
                    "memplan charges the 38 B fitted to the 0.31 A100 log (L3), which that skip cannot explain; "
                    "and WSL2 captured 0.00 GiB of CUDA graphs (0.17 estimated)")),
+    ("L14-0.19.0-gpt-oss-20b-a100-80gb", lambda: spec("gpt-oss-20b"), "a100-80gb",
+     dict(vllm_version="0.19.0", max_model_len=131072, gpu_memory_utilization=0.65), 13.72, 36.56, None, None),
 ]
 
 
