@@ -158,7 +158,7 @@ SERVING_KEYS = ("batch", "context", "kv_dtype", "prefill_chunk", "weights_dtype"
                 "kv_cache_dtype", "quantization", "gpu_memory_utilization", "max_model_len", "max_num_seqs",
                 "max_num_batched_tokens", "block_size", "enforce_eager", "vllm_version", "vllm_entrypoint",
                 "enable_expert_parallel", "int4_group")
-SERVING_ENGINES = ("vllm", "hf")
+SERVING_ENGINES = ("vllm", "hf", "sglang")
 # vLLM's --kv-cache-dtype names (vllm/config/cache.py CacheDType) -> memplan dtypes; "auto" = the model's dtype
 KV_CACHE_DTYPES = {"auto": None, "bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "fp8": "fp8",
                    "fp8_e4m3": "fp8", "fp8_e5m2": "fp8", "bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}

@@ -344,17 +344,17 @@ def test_quantised_weights_of_published_logs():
 
 # ---- starting or not, and what to change ----------------------------------------------------------------------------
 def test_refuses_a_max_model_len_the_cache_cannot_hold_and_names_the_largest():
-    """Llama-3.3-70B over TP2 on H100s at its 131072 max-model-len: the weights leave too little for one request;
-    the estimated max model length then starts."""
-    s = serving_setup("llama-3.3-70b", tp=2)
-    st = vllm_startup(s, get_gpu("h100-sxm"))
+    """Llama-3.1-8B on an L4 (22 GiB) at its 131072 max-model-len: the weights leave too little for one request
+    (16 GiB of KV); the estimated max model length then starts, 16 tokens more does not."""
+    s = serving_setup("llama-3.1-8b")
+    st = vllm_startup(s, get_gpu("l4"))
     assert not st.starts and "max seq len (131072)" in st.refusal and st.estimated_max_model_len
-    ok = vllm_startup(serving_setup("llama-3.3-70b", tp=2, max_model_len=st.estimated_max_model_len),
-                      get_gpu("h100-sxm"))
-    worse = vllm_startup(serving_setup("llama-3.3-70b", tp=2, max_model_len=st.estimated_max_model_len + 16),
-                         get_gpu("h100-sxm"))
+    assert st.failed_phase == "kv"
+    ok = vllm_startup(serving_setup("llama-3.1-8b", max_model_len=st.estimated_max_model_len), get_gpu("l4"))
+    worse = vllm_startup(serving_setup("llama-3.1-8b", max_model_len=st.estimated_max_model_len + 16),
+                         get_gpu("l4"))
     assert ok.starts and not worse.starts
-    assert any("--kv-cache-dtype fp8" in f for f in st.fixes) and any("--tp 4" in f for f in st.fixes)
+    assert any("--kv-cache-dtype fp8" in f for f in st.fixes) and any("--tp 2" in f for f in st.fixes)
 
 
 def test_no_memory_for_cache_blocks():
@@ -389,7 +389,7 @@ def test_cli_vllm_json_names(capsys):
     (["--block-size", "24"], "multiple of 16"),
     (["--block-size", "256", "--vllm-version", "0.11.0"], "accepts 1, 8, 16, 32, 64, 128"),
     (["--quantization", "awq", "--vllm-version", "0.33.0"], None),
-    (["--vllm-version", "0.5.0"], "0.9.2 to 0.33"),
+    (["--vllm-version", "0.5.0"], "0.8.5 to 0.34"),
     (["--kv-cache-dtype", "fp4"], "--kv-cache-dtype"),
     (["--prefill-chunk", "512"], "max-num-batched-tokens"),
     (["--tp", "3"], "must divide the 32 attention heads"),
@@ -414,3 +414,94 @@ def test_quantization_the_config_contradicts_is_refused(capsys, tmp_path):
     assert code == 2 and "contradicts" in err and "fp8" in err and len(err.strip().splitlines()) == 1
     out = cli_json(capsys, "estimate", str(tmp_path), "--mode", "inference", "-g", "h100", "--quantization", "fp8")
     assert "block 128x128" in out["weights"]["format"]
+
+
+# ---- per-release rules read from vLLM's source (profiles/serving/vllm.json) --------------------------------------
+def test_release_0_8_5_is_accepted_and_charges_the_context():
+    """0.8.5 Worker.determine_available_memory: total x utilization - (torch peak + every non-torch byte on the
+    device): the CUDA context counts; there is no 'Free memory on device' check (it arrived in 0.9)."""
+    s85 = serving_setup("llama-3.1-8b", vllm_version="0.8.5", max_model_len=8192)
+    s92 = serving_setup("llama-3.1-8b", vllm_version="0.9.2", max_model_len=8192)
+    a, b = vllm_startup(s85, get_gpu("h100-sxm")), vllm_startup(s92, get_gpu("h100-sxm"))
+    assert a.starts and a.non_torch - b.non_torch == 520 << 20  # hopper's assumed context (profiles/overheads)
+    assert rules("0.8.5").batch_defaults(get_gpu("a100-80gb"), "serve") == (8192, 1024)  # no A100 exclusion yet
+
+
+@pytest.mark.parametrize("version,requests,path,per", [
+    ("0.8.5", 256, "sort", 38),      # FlashInfer >= 0.2.3 disabled -> forward_native sorts
+    ("0.10.2", 256, "sort", 38),     # pip install: no FlashInfer -> sort (the L1/L9 logs: 1.40 GiB)
+    ("0.16.0", 1024, "sort", 38),    # FlashInfer opt-in only -> sort
+    ("0.17.0", 1024, "in_place", 14),  # Triton top-k/top-p in place for >= 8 rows
+    ("0.19.0", 4, "sort", 38),       # fewer than 8 rows: the sort
+])
+def test_sampler_path_per_release(version, requests, path, per):
+    from memplan.serving.vllm_releases import sampler_path
+
+    p, b, src = sampler_path(parse_version(version), requests, False)
+    assert (p, b) == (path, per) and "@v" in src
+    assert sampler_path(parse_version("0.11.0"), 256, False, flashinfer=True)[:2] == ("in_place", 14)
+
+
+def test_sampler_peak_0_16_vs_0_17():
+    """Issue 23: 0.16 prints ~5.6 GiB of peak activation at 1024 x 151,936 logits, 0.17-0.19 1.9-2.2 GiB."""
+    for version, lo, hi in (("0.16.0", 5.4, 5.9), ("0.17.0", 1.9, 2.2), ("0.19.0", 1.9, 2.2)):
+        st = vllm_startup(serving_setup("qwen3-8b", vllm_version=version, max_model_len=8192), get_gpu("h100-sxm"))
+        assert lo <= st.profile_peak / GiB <= hi, (version, st.profile_peak / GiB)
+
+
+def test_non_torch_per_release_and_group():
+    """Non-torch: 0.06 GiB <= 0.16 at TP1; 0.25 GiB on 0.17-0.23; ~2.1 GiB per GPU at TP2/TP4 on NVSwitch Hopper
+    from 0.17 (NCCL's lazily connected buffers, allocated in the profile run)."""
+    from memplan.serving.vllm_releases import non_torch
+
+    assert round(non_torch((0, 16, 0), 1, "hopper")[0] / GiB, 2) == 0.06
+    assert round(non_torch((0, 19, 0), 1, "hopper")[0] / GiB, 2) == 0.25
+    assert round(non_torch((0, 19, 0), 4, "hopper")[0] / GiB, 1) == 2.1
+    assert round(non_torch((0, 26, 0), 1, "ada")[0] / GiB, 2) == 0.06
+
+
+def test_graph_capture_that_does_not_fit_after_the_kv_check():
+    """Up to 0.19 the CUDA graphs are captured after the KV cache from the 1 - utilization slack: L1's 3.45 GiB
+    of graphs (Qwen3-235B-FP8 TP8 on L40S, 0.10.2) fit at 0.9 (4.4 + 1.4 GiB of released profile peak) but not at
+    0.98: the KV check passes and the capture fails; the output names the phase."""
+    m = spec("qwen3-235b-a22b", max_position_embeddings=262144, quantization_config=FP8_BLOCK)
+    measured = {"weights": gib(27.72), "peak_activation": gib(1.4), "non_torch": gib(0.21), "cudagraph": gib(3.45)}
+    kw = dict(tp=8, enable_expert_parallel=True, max_model_len=32768, vllm_version="0.10.2")
+    ok = vllm_startup(serving_setup(m, gpu_memory_utilization=0.9, **kw), get_gpu("l40s"), measured=measured)
+    assert ok.starts and ok.failed_phase is None and [p.phase for p in ok.phases][-1] == "graph capture"
+    bad = vllm_startup(serving_setup(m, gpu_memory_utilization=0.98, **kw), get_gpu("l40s"), measured=measured)
+    assert not bad.starts and bad.failed_phase == "graph capture" and bad.kv_cache_available > 0
+    assert any("--enforce-eager" in f for f in bad.fixes)
+    eager = vllm_startup(serving_setup(m, gpu_memory_utilization=0.98, enforce_eager=True, **kw), get_gpu("l40s"),
+                         measured=measured)
+    assert eager.starts
+    # from 0.20 the estimate is subtracted from the budget: the capture fits by construction
+    later = vllm_startup(serving_setup(m, gpu_memory_utilization=0.98, **{**kw, "vllm_version": "0.21.0"}),
+                         get_gpu("l40s"), measured=measured)
+    assert later.failed_phase != "graph capture"
+
+
+def test_failed_phase_names_kv_and_load():
+    st = vllm_startup(serving_setup("llama-3.3-70b"), get_gpu("h100-sxm"))
+    assert st.failed_phase in ("load", "profile", "kv") and not st.starts
+    assert vllm_startup(serving_setup("llama-3.3-70b", tp=2), get_gpu("h100-sxm")).failed_phase == "kv"
+
+
+def test_docker_image_samples_without_a_sort_on_0_10_and_0_11():
+    """0.10-0.11 use FlashInfer's sampler when it is installed (the vllm/vllm-openai image); `+docker` says so:
+    256 x 151,936 logits at 14 B each + hidden states = 0.52 GiB on an L4 (issue 23: logs imply 0.5-0.6 GiB),
+    where the pip install's sort path charges 1.4 GiB."""
+    pip = vllm_startup(serving_setup("qwen3-8b", vllm_version="0.10.2", max_model_len=8192), get_gpu("l4"))
+    docker = vllm_startup(serving_setup("qwen3-8b", vllm_version="0.10.2+docker", max_model_len=8192), get_gpu("l4"))
+    assert 1.35 < pip.profile_peak / GiB < 1.45 and 0.5 < docker.profile_peak / GiB < 0.6
+    assert rules("0.10.2").version == parse_version("0.10.2+docker")
+
+
+def test_mxfp4_moe_kernel_on_hopper_by_release():
+    """get_mxfp4_backend on sm90: Triton only with OpenAI's triton_kernels, vendored in the wheel from 0.12;
+    0.10-0.11 (pip or Docker) take Marlin, whose n % 256 / k % 128 padding makes gpt-oss-120b 65.91 GiB on an
+    H100 (issue 23: 65.97 GiB logged; Triton's padding: 60.78)."""
+    old = vllm_startup(serving_setup("gpt-oss-120b", vllm_version="0.11.0", max_model_len=8192), get_gpu("h100-sxm"))
+    new = vllm_startup(serving_setup("gpt-oss-120b", vllm_version="0.12.0", max_model_len=8192), get_gpu("h100-sxm"))
+    assert old.weights / GiB == pytest.approx(65.97, rel=0.005)
+    assert new.weights / GiB == pytest.approx(60.78, rel=0.005)

@@ -10,7 +10,7 @@ import click
 from memplan.cli.options import _stack
 from memplan.cli.types import NAME, BoundedInt, FiniteFloat
 
-SERVING_ENGINES = ("vllm", "hf")
+SERVING_ENGINES = ("vllm", "hf", "sglang")
 
 serving_options = _stack(
     click.option("--batch", type=BoundedInt(1, "batch"), help="Inference: concurrent sequences (vllm: checked against the KV "
@@ -39,7 +39,11 @@ serving_options = _stack(
     click.option("--enforce-eager", is_flag=True, default=None, help="vllm: no CUDA graphs."),
     click.option("--enable-expert-parallel", is_flag=True, default=None,
                  help="vllm: shard MoE experts over the TP x DP ranks (whole experts) instead of splitting each."),
-    click.option("--vllm-version", type=NAME, help="vllm: the release whose accounting to reproduce, 0.9.2 ... 0.33.  "
+    click.option("--mem-fraction-static", type=FiniteFloat(0.0, True, 1.0, "a fraction in (0, 1]"),
+                 help="sglang: (weights + KV pool) as a share of the memory free before the load.  [default: "
+                      "SGLang's, by GPU memory and TP]"),
+    click.option("--vllm-version", type=NAME, help="vllm: the release whose accounting to reproduce, 0.8.5 ... 0.34; add +docker for the "
+                                        "vllm/vllm-openai image (FlashInfer installed: 0.10-0.11 sample without a sort).  "
                                         "[default: 0.33.0]"),
     click.option("--vllm-entrypoint", type=click.Choice(["serve", "llm"]),
                  help="vllm: `vllm serve` or the offline LLM class (batch defaults differ).  [default: serve]"),
@@ -53,7 +57,7 @@ serving_options = _stack(
 # the option names serving_options adds, for the command to split them out
 SERVING_OPTION_KEYS = ("batch", "context", "prompt", "output", "kv_cache_dtype", "kv_dtype", "quantization",
                        "gpu_memory_utilization", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-                       "block_size", "enforce_eager", "enable_expert_parallel", "vllm_version", "vllm_entrypoint",
+                       "block_size", "enforce_eager", "enable_expert_parallel", "mem_fraction_static", "vllm_version", "vllm_entrypoint",
                        "prefill_chunk", "max_batch", "max_context")
 
 
@@ -64,7 +68,7 @@ def allow_serving_engines(command: click.Command) -> click.Command:
         if param.name == "engine" and isinstance(param.type, click.Choice):
             choices = list(param.type.choices) + [e for e in SERVING_ENGINES if e not in param.type.choices]
             param.type = click.Choice(choices)
-            param.help = (param.help or "").rstrip(".") + "; with --mode inference: vllm (default) or hf."
+            param.help = (param.help or "").rstrip(".") + "; with --mode inference: vllm (default), sglang or hf."
     return command
 
 
@@ -73,6 +77,11 @@ def run_inference(gpu_name: str | None, training: dict, serving: dict, as_json: 
     from memplan.report.inference import inference_table
 
     extra = {k: v for k, v in serving.items() if v is not None and k not in ("max_batch", "max_context")}
+    if "mem_fraction_static" in extra:  # SGLang's name for the fraction the setup keeps as gpu_memory_utilization
+        if training.get("engine") != "sglang":
+            raise click.UsageError("--mem-fraction-static is SGLang's; with --engine vllm use "
+                                   "--gpu-memory-utilization")
+        extra["gpu_memory_utilization"] = extra.pop("mem_fraction_static")
     est = api.estimate_inference(gpu=gpu_name, max_batch=bool(serving.get("max_batch")),
                                  max_context=bool(serving.get("max_context")), **training, **extra)
     click.echo(est.model_dump_json(indent=2) if as_json else inference_table(est, units))

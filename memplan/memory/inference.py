@@ -157,7 +157,7 @@ def _vllm_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool, 
     s = Settings(setup, gpu)
     plan = s.kv_plan(setup)
     st = vllm_startup(setup, gpu, context=ctx) if gpu is not None else None
-    costs = stage_costs(setup, s, gpu.generation if gpu else "")
+    costs = stage_costs(setup, s, gpu.generation if gpu else "", gpu=gpu)
     stage = 0
     if st is not None and st.stages:
         stage = next(x.stage for x in st.stages if x.num_gpu_blocks == st.num_gpu_blocks)
@@ -231,8 +231,73 @@ def _largest_max_model_len(setup: InferenceSetup, gpu: GPUSpec, st) -> int:
     return best
 
 
+# ---- SGLang ------------------------------------------------------------------------------------------------------
+def _sglang_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool, max_context: bool
+                     ) -> InferenceEstimate:
+    """per_gpu: weights + the KV of `batch` requests of the context + the reserve outside mem_fraction_static;
+    sglang: the startup itself (max_total_num_tokens, max_running_requests, whether it starts)."""
+    from memplan.memory.kv_cache import layer_kinds
+    from memplan.memory.layout import stage_groups
+    from memplan.memory.quantized import stage_weights
+    from memplan.memory.sglang import cell_size, full_and_swa, sglang_startup
+
+    ctx, b = setup.context_tokens, setup.sequences
+    notes: list[str] = []
+    _load_notes(setup, notes)
+    kv_dt = setup.kv_dtype or model_dtype(setup)
+    groups = stage_groups(setup.model.arch, setup.layout)
+    kinds = layer_kinds((g for _, g in groups[0]), setup.layout, kv_dt)
+    layers = range(*setup.layout.stage_bounds(setup.model.arch.n_layers)[0])
+    cell = cell_size(setup, layers, kv_dt.bytes)
+    w = stage_weights(setup, 0, groups[0], "vllm", gpu.generation if gpu else "")
+    st = sglang_startup(setup, gpu) if gpu is not None else None
+    full, swa = full_and_swa(setup, layers, kv_dt.bytes)
+    window = max((k.window or 0) for k in kinds) if swa else 0
+    kv_need = (full * ctx + swa * min(ctx, window or ctx)) * b  # the SWA pool evicts outside the window
+    act = st.activation_estimate if st else 0
+    over = (st.reserve - st.activation_estimate) if st else 0
+    comps = _weight_components(w, setup) + [
+        Component(name=f"KV cache: {b} x {ctx:,} tokens", category="kv_cache", dtype=kv_dt.value, bytes=kv_need,
+                  note=f"{cell:,} B per token (token pool, page size {setup.block_size or 1}; {describe(kinds)})")]
+    if st is not None:
+        comps += [Component(name="chunked prefill activations", category="activations", dtype=model_dtype(setup).value,
+                            bytes=act, note=f"{st.chunked_prefill_size:,} tokens per chunk (memplan's estimate)"),
+                  Component(name="reserve outside mem_fraction_static", category="overheads", bytes=max(over, 0),
+                            note=f"(1 - {st.mem_fraction_static}) x the free memory before the load, less the "
+                                 "prefill activations: CUDA graphs, sampler, NCCL")]
+    required = w.total + kv_need + act + max(over, 0)
+    est = InferenceEstimate(
+        model=setup.model.name, parameters=setup.model.parameters.total, setup=setup, engine="sglang",
+        components=comps, per_gpu=InferencePerGPU(weights=w.total, kv_cache=kv_need, activations=act,
+                                                  overheads=max(over, 0), required=required, total=required),
+        weights=w, kv_bytes_per_token=cell, kv_tokens=ctx, kv_layers=kinds, context=ctx, prompt=setup.prompt_tokens,
+        output=setup.output_tokens, batch=b, sglang=st, notes=notes)
+    if st is None:
+        notes.append("no --gpu: SGLang's pool is a share of the GPU's free memory, so no token count or verdict; "
+                     "pass -g GPU")
+        return est
+    est.gpu, est.gpu_memory = gpu.name, st.total_memory
+    fits_tokens = st.max_total_num_tokens >= ctx * (setup.batch or 1)
+    est.fits = st.starts and fits_tokens and (setup.batch is None or setup.batch <= st.max_running_requests)
+    est.headroom = st.max_total_num_tokens * cell - kv_need
+    if ctx > st.max_total_num_tokens:
+        notes.append(f"a request of {ctx:,} tokens exceeds max_total_num_tokens {st.max_total_num_tokens:,}: SGLang "
+                     "rejects it")
+    if max_batch:
+        est.max_batch = min(st.max_running_requests, st.max_total_num_tokens // max(ctx, 1)) if st.starts else 0
+    if max_context:
+        est.max_context = min(st.max_total_num_tokens, setup.model.arch.max_positions) if st.starts else 0
+    from memplan.perf.roofline import serving_roofline
+
+    decode_batch = setup.batch or max(1, min(st.max_running_requests, st.max_total_num_tokens // max(ctx, 1)))
+    est.roofline = serving_roofline(setup, gpu, w, kinds, decode_batch, ctx, prefill_chunk=st.chunked_prefill_size)
+    return est
+
+
 def estimate_inference(setup: InferenceSetup, gpu: GPUSpec | None = None, max_batch: bool = False,
                        max_context: bool = False) -> InferenceEstimate:
+    if setup.engine == "sglang":
+        return _sglang_estimate(setup, gpu, max_batch, max_context)
     if setup.engine == "vllm":
         return _vllm_estimate(setup, gpu, max_batch, max_context)
     return _hf_estimate(setup, gpu, max_batch, max_context)

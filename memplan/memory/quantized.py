@@ -51,6 +51,19 @@ MXFP4_PADDING_DEFAULT = (128, 256)
 MARLIN_GENERATIONS = ("ampere", "ada", "hopper", "blackwell")  # SM >= 80: gptq_marlin / awq_marlin
 
 
+def mxfp4_padding(generation: str, version: tuple[int, ...] = (0, 33)) -> tuple[int, int]:
+    """(intermediate, hidden) padding of MXFP4 MoE weights by the kernel vLLM picks.  Hopper: get_mxfp4_backend
+    (model_executor/layers/quantization/mxfp4.py @v0.10.2/@v0.11.0) takes Triton only when OpenAI's
+    `triton_kernels` is importable, which neither the 0.10-0.11 wheels nor their Docker image ship
+    (requirements/cuda.txt, docker/Dockerfile @v0.11.0), so MARLIN (n % 256, k % 128: intermediate to 128,
+    hidden to 256); from 0.12 the wheel vendors it (cmake/external_projects/triton_kernels.cmake,
+    vllm/third_party/triton_kernels, has_triton_kernels @v0.12.0..@v0.33.0) and Hopper gets TRITON (intermediate
+    to 64).  gpt-oss-120b on an H100: 65.97 GiB logged (issue 23) = Marlin's padding."""
+    if generation == "hopper" and tuple(version) < (0, 12):
+        return MXFP4_PADDING_DEFAULT
+    return MXFP4_PADDING.get(generation, MXFP4_PADDING_DEFAULT)
+
+
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -273,7 +286,7 @@ def stage_weights(setup: InferenceSetup, stage: int, groups: list[tuple[int, Lay
     f = weight_format(setup)
     dtype = model_dtype(setup)
     kernel = gptq_kernel(f, generation, version) if f is not None else ""
-    pad = MXFP4_PADDING.get(generation, MXFP4_PADDING_DEFAULT) if f is not None and f.weight == "mxfp4" else (1, 1)
+    pad = mxfp4_padding(generation, version) if f is not None and f.weight == "mxfp4" else (1, 1)
     t = _Tally()
     bounds = layout.stage_bounds(model.n_layers)
     first_layer = bounds[stage][0]

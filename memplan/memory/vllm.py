@@ -22,8 +22,8 @@ from memplan.memory.overheads import overhead_table
 from memplan.memory.quantized import model_dtype, stage_weights, weight_format
 from memplan.memory.vllm_kv import KVPlan, plan
 from memplan.memory.vllm_profile import cudagraph_bytes, non_torch_bytes, profile_peak
-from memplan.memory.vllm_rules import GiB, VllmRules, parse_version
-from memplan.results.inference import ServedWeights, VllmStage, VllmStartup
+from memplan.memory.vllm_rules import GiB, VllmRules, flashinfer_installed, parse_version
+from memplan.results.inference import ServedWeights, VllmPhase, VllmStage, VllmStartup
 from memplan.spec.hardware import GPUSpec
 from memplan.spec.inference import InferenceSetup
 
@@ -38,7 +38,7 @@ class Settings:
     """vLLM's settings for this setup and GPU: the user's, else the version's defaults."""
 
     def __init__(self, setup: InferenceSetup, gpu: GPUSpec | None) -> None:
-        self.rules = rules = VllmRules(parse_version(setup.vllm_version))
+        self.rules = rules = VllmRules(parse_version(setup.vllm_version), flashinfer_installed(setup.vllm_version))
         model = setup.model.arch
         fmt = weight_format(setup)
         rules.check_quantization(fmt.method if fmt else None)
@@ -90,8 +90,16 @@ class StageCosts:
     layers: range
 
 
+def _context_used(gpu: GPUSpec) -> int:
+    """The CUDA context on an empty GPU: the GPU profile's measured context_bytes, else the generation's
+    assumption (profiles/overheads/cuda.json)."""
+    t = overhead_table()
+    gen = t["generations"].get(gpu.generation, t["generations"]["default"])
+    return gpu.context_bytes or gen["context_mib"] * MIB
+
+
 def stage_costs(setup: InferenceSetup, s: Settings, generation: str = "",
-                measured: dict[str, int] | None = None) -> list[StageCosts]:
+                measured: dict[str, int] | None = None, gpu: GPUSpec | None = None) -> list[StageCosts]:
     """Per pipeline stage: weights, the profile run's peak, non-torch memory and CUDA graphs (measured figures,
     when given, replace the models)."""
     measured = measured or {}
@@ -105,8 +113,10 @@ def stage_costs(setup: InferenceSetup, s: Settings, generation: str = "",
         glist = [g for _, g in groups]
         last = i == layout.pp - 1
         w = stage_weights(setup, i, groups, "vllm", generation, rules.version)
-        peak, what = profile_peak(glist, model, layout, last, s.max_num_batched_tokens, s.max_num_seqs, s.dtype)
-        nt = non_torch_bytes(rules, layout, model, s.max_num_seqs, last)
+        peak, what = profile_peak(glist, model, layout, last, s.max_num_batched_tokens, s.max_num_seqs, s.dtype,
+                                  rules)
+        nt = non_torch_bytes(rules, layout, model, s.max_num_seqs, last, generation,
+                             _context_used(gpu) if gpu is not None else 0)
         cg = cudagraph_bytes(rules, glist, len(s.piecewise), len(s.full)) if not s.eager else 0
         if measured:
             w = w.model_copy(update={"total": measured.get("weights", w.total)})
@@ -137,7 +147,7 @@ def vllm_startup(setup: InferenceSetup, gpu: GPUSpec, context: int | None = None
     notes: list[str] = [f"vLLM {rules.label} accounting; {total_source}"]
     cg_subtracted = rules.cudagraph_subtracted(model) and not s.eager
     per_stage = []
-    for i, c in enumerate(stage_costs(setup, s, gpu.generation, measured)):
+    for i, c in enumerate(stage_costs(setup, s, gpu.generation, measured, gpu)):
         available = requested - c.weights.total - c.non_torch - c.peak - (c.cudagraph if cg_subtracted else 0)
         bpb = kv.bytes_per_block(c.layers)
         blocks = max(available, 0) // bpb
@@ -154,6 +164,17 @@ def vllm_startup(setup: InferenceSetup, gpu: GPUSpec, context: int | None = None
     conc = kv.concurrency(num_blocks, s.max_model_len)
     peak_logged = st.peak_activation + (st.cudagraph if cg_subtracted and rules.consumed_accounting else 0)
     refusal, fixes, est_len = _check(setup, s, kv, stages, bounds, gpu, total, requested)
+    phases = _phases(setup, s, stages, gpu, total, requested, cg_subtracted)
+    failed = next((ph.phase for ph in phases if not ph.fits), None)
+    if refusal is None and failed is not None:
+        ph = next(p for p in phases if p.phase == failed)
+        refusal = (f"CUDA out of memory in {failed}: {_gib(ph.needed)} GiB needed on the device, "
+                   f"{_gib(ph.limit)} GiB there ({ph.note})")
+        fixes = ([f"a lower --gpu-memory-utilization (now {s.utilization}): the KV cache then leaves room for the "
+                  "graphs", "--enforce-eager (no CUDA graphs)", "a lower --max-num-seqs (fewer capture sizes)"]
+                 if failed == "graph capture" else _fixes(setup, s, gpu, short=ph.needed - ph.limit, weights=True))
+    elif refusal is not None and failed is None:
+        failed = "init" if refusal.startswith("Free memory") else "kv"
     kv_per_token = sum(kv.specs[i].bytes_per_token for i in layers)
     notes.append(f"peak activation: {what} (max_num_batched_tokens {s.max_num_batched_tokens:,}, max_num_seqs "
                  f"{s.max_num_seqs})")
@@ -189,7 +210,7 @@ def vllm_startup(setup: InferenceSetup, gpu: GPUSpec, context: int | None = None
         concurrency_at_context=kv.concurrency(num_blocks, min(context, s.max_model_len)) if context else None,
         max_model_len=s.max_model_len, max_num_seqs=s.max_num_seqs, max_num_batched_tokens=s.max_num_batched_tokens,
         cudagraph_capture_sizes=len(s.piecewise), full_cudagraphs=len(s.full), starts=refusal is None,
-        refusal=refusal, fixes=fixes, estimated_max_model_len=est_len,
+        refusal=refusal, fixes=fixes, estimated_max_model_len=est_len, failed_phase=failed, phases=phases,
         layer_kinds=kv.describe_specs(s.max_model_len, layers), groups=kv.describe_groups(),
         stages=stages if layout.pp > 1 else [], notes=notes)
 
@@ -200,12 +221,47 @@ def _initial_free(gpu: GPUSpec, total: int, setup: InferenceSetup, rules: VllmRu
     NCCL's communicators, which are initialised before it.  Published: 0.41 GiB used on an A100 (0.31), 0.53 on an
     H100 (0.10.2), 0.49 on an L40S at TP8 (0.10.2)."""
     t = overhead_table()
-    gen = t["generations"].get(gpu.generation, t["generations"]["default"])
-    used = gpu.context_bytes or gen["context_mib"] * MIB
+    used = _context_used(gpu)
     p = setup.layout
     if not rules.nccl_in_non_torch and p.tp * p.pp > 1:
         used += t["nccl_mib_per_communicator"] * MIB
     return total - used
+
+
+def _phases(setup: InferenceSetup, s: Settings, stages: list[VllmStage], gpu: GPUSpec, total: int,
+            requested: int, cg_subtracted: bool) -> list[VllmPhase]:
+    """The device memory each startup phase needs on the most loaded GPU, in vLLM's order (gpu_worker.py
+    Worker.init_device / load_model / determine_available_memory, then EngineCore._initialize_kv_caches:
+    the KV tensors, then GPUModelRunner.capture_model).  `free` is what the process can have: the total less the
+    CUDA context (and NCCL from 0.11) present before the baseline snapshot.
+
+    - load: the weights must fit in `free` (an OOM while loading);
+    - profile: weights + non-torch + the profile run's peak must fit in `free`;
+    - kv: the budget check (memory/vllm.py _check) - reported there;
+    - graph capture: from 0.20 the graphs' estimate comes out of the budget (it fits by construction);
+      up to 0.19 (and on 0.24-0.27's V2 runner) graphs are captured after the KV cache is allocated, out of what
+      gpu_memory_utilization left: free - (requested - peak), the profile run's transient peak having been
+      released (torch.cuda.empty_cache after the profile).  A capture that does not fit there fails with an OOM
+      after the KV check passed."""
+    free = _initial_free(gpu, total, setup, s.rules)
+    st = max(stages, key=lambda x: x.weights + x.non_torch + x.peak_activation)
+    out = [VllmPhase(phase="load", needed=st.weights, limit=free, fits=st.weights <= free,
+                     note="the weights in the served format")]
+    prof = st.weights + st.non_torch + st.peak_activation
+    out.append(VllmPhase(phase="profile", needed=prof, limit=free, fits=prof <= free,
+                         note="weights + non-torch + the profile run's peak"))
+    kv_ok = all(x.kv_cache_available > 0 for x in stages)
+    worst_kv = min(stages, key=lambda x: x.kv_cache_available - x.kv_cache_shortfall)
+    out.append(VllmPhase(phase="kv", needed=requested - worst_kv.kv_cache_available + worst_kv.kv_cache_shortfall,
+                         limit=requested, fits=kv_ok, note="weights + peak + non-torch (+ graphs) within the budget"))
+    if not s.eager and not cg_subtracted:
+        worst = max(stages, key=lambda x: x.cudagraph - x.peak_activation)
+        used = requested - worst.peak_activation
+        need = used + worst.cudagraph
+        out.append(VllmPhase(phase="graph capture", needed=need, limit=free, fits=need <= free,
+                             note=f"{_gib(worst.cudagraph)} GiB of CUDA graphs captured after the KV cache, out of "
+                                  f"the {_gib(free - used)} GiB gpu_memory_utilization {s.utilization} left"))
+    return out
 
 
 def _check(setup: InferenceSetup, s: Settings, kv: KVPlan, stages: list[VllmStage], bounds, gpu: GPUSpec,
@@ -213,7 +269,7 @@ def _check(setup: InferenceSetup, s: Settings, kv: KVPlan, stages: list[VllmStag
     """vLLM's start-up refusals in the order it meets them, each with what to change."""
     rules = s.rules
     free = _initial_free(gpu, total, setup, rules)
-    if free < requested:
+    if free < requested and rules.checks_free_memory:
         largest = free / total
         return (f"Free memory on device ({_gib(free)}/{_gib(total)} GiB) on startup is less than desired GPU memory "
                 f"utilization ({s.utilization}, {_gib(requested)} GiB)",

@@ -13,13 +13,16 @@ run above what was allocated before it is the "peak activation".
 from __future__ import annotations
 
 from memplan.memory.vllm_rules import GiB, VllmRules
+from memplan.serving.vllm_releases import non_torch as release_non_torch
+from memplan.serving.vllm_releases import sampler_path
 from memplan.spec.layout import Layout
 from memplan.spec.model import LayerGroup, LayerSpec, Model
 from memplan.spec.training import DType
 
-# Bytes per logit element at the sampler's peak, the fp32 copy and its workspaces included: fitted to two vLLM
-# 0.10.2 logs with 256 dummy requests and Qwen3's 151,936-token vocabulary whose forward peak is far smaller
-# (max_num_batched_tokens 2048): "torch peak memory increase: 1.40GiB" (Qwen3-8B-FP8, code-index file
+# Bytes per logit element at the sampler's peak on the sort path (kept for callers; the per-release rule is
+# profiles/serving/vllm.json "sampler_paths", read through serving/vllm_releases.sampler_path), the fp32 copy
+# and its workspaces included: fitted to two vLLM 0.10.2 logs with 256 dummy requests and Qwen3's 151,936-token
+# vocabulary whose forward peak is far smaller (max_num_batched_tokens 2048): "torch peak memory increase: 1.40GiB" (Qwen3-8B-FP8, code-index file
 # 34681159919) and "1.4 GiB for peak activation" (Qwen3-235B-A22B-FP8 TP8, file 38962983769):
 # (1.40 GiB - 2048 x 4096 x 2 B of hidden states) / (256 x 151,936) = 38.2.  The vLLM 0.31 A100 log (file
 # 70682754770: 1.44 GiB incl. a 0.23 GiB graph capture, Llama 3.1's 128,256 vocabulary) gives 38-39 too; the
@@ -87,34 +90,47 @@ def forward_peak(groups: list[LayerGroup], model: Model, layout: Layout, tokens:
     return int(tokens * per_token * dtype.bytes)
 
 
-def sampler_peak(model: Model, tokens: int, requests: int, dtype: DType) -> int:
+def sampler_peak(model: Model, tokens: int, requests: int, dtype: DType,
+                 bytes_per_logit: float = SAMPLER_BYTES_PER_LOGIT) -> int:
     """Hidden states of the dummy batch kept alive + the sampler over [requests, vocab] logits."""
-    return int(tokens * model.hidden_size * dtype.bytes + requests * model.vocab_size * SAMPLER_BYTES_PER_LOGIT)
+    return int(tokens * model.hidden_size * dtype.bytes + requests * model.vocab_size * bytes_per_logit)
 
 
 def profile_peak(groups: list[LayerGroup], model: Model, layout: Layout, last_stage: bool, tokens: int,
-                 max_num_seqs: int, dtype: DType) -> tuple[int, str]:
-    """The profile run's transient peak on one GPU of a stage, and which pass sets it."""
+                 max_num_seqs: int, dtype: DType, rules: VllmRules | None = None,
+                 flashinfer: bool = False) -> tuple[int, str]:
+    """The profile run's transient peak on one GPU of a stage, and which pass sets it.  The sampler's bytes per
+    logit follow the release's sampler path (profiles/serving/vllm.json sampler_rules)."""
     fwd = forward_peak(groups, model, layout, tokens, dtype)
     if not last_stage:
         return fwd, f"forward of {tokens:,} tokens"
     requests = min(max_num_seqs, tokens)
-    smp = sampler_peak(model, tokens, requests, dtype)
+    if rules is None:
+        path, per = "sort", SAMPLER_BYTES_PER_LOGIT
+    else:
+        path, per, _ = sampler_path(rules.version, requests, rules.v2_runner(model), flashinfer or rules.flashinfer)
+    smp = sampler_peak(model, tokens, requests, dtype, per)
     if smp >= fwd:
-        return smp, f"sampler over {requests} x {model.vocab_size:,} logits"
+        return smp, f"sampler over {requests} x {model.vocab_size:,} logits ({path.replace('_', '-')} top-k/top-p, " \
+                    f"{per} B per logit)"
     return fwd, f"forward of {tokens:,} tokens"
 
 
-def non_torch_bytes(rules: VllmRules, layout: Layout, model: Model, max_num_seqs: int, last_stage: bool) -> int:
-    """What vLLM charges beside the weights and the peak: non-torch memory, and from 0.27 (cudaMemGetInfo-based
-    'consumed') the V2 runner's persistent sampler state too."""
+def non_torch_bytes(rules: VllmRules, layout: Layout, model: Model, max_num_seqs: int, last_stage: bool,
+                    generation: str = "", context: int = 0) -> int:
+    """What vLLM charges beside the weights and the peak: non-torch memory (per release and TP/PP group, from
+    profiles/serving/vllm.json), from 0.27 (cudaMemGetInfo-based 'consumed') the V2 runner's persistent sampler
+    state too, and on 0.8.5 the CUDA context (`context`), which that release's budget counts."""
     if rules.consumed_accounting:
-        extra = CONSUMED_EXTRA_BYTES
+        # cudaMemGetInfo sees NCCL's lazily allocated NVLink buffers too (profiles/serving/vllm.json non_torch)
+        gpus = layout.tp * layout.pp
+        extra = CONSUMED_EXTRA_BYTES + (release_non_torch(rules.version, gpus, generation)[0]
+                                        - release_non_torch(rules.version, 1, generation)[0] if gpus > 1 else 0)
         if rules.v2_runner(model) and last_stage:
             extra += max_num_seqs * (model.vocab_size + _cdiv(model.vocab_size, 32)) * SAMPLER_STATE_BYTES_PER_LOGIT
         return extra
-    nccl = NCCL_NON_TORCH_BYTES if rules.nccl_in_non_torch and layout.tp * layout.pp > 1 else 0
-    return NON_TORCH_BYTES + nccl
+    nt, _ = release_non_torch(rules.version, layout.tp * layout.pp, generation)
+    return nt + (context if rules.context_in_budget else 0)
 
 
 def cudagraph_bytes(rules: VllmRules, groups: list[LayerGroup], piecewise: int, full: int) -> int:

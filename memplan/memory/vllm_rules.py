@@ -1,9 +1,10 @@
 """What changes between vLLM releases, and vLLM's defaults that depend on the GPU: one place, each rule cited.
 
-Read from the PyPI source distributions of vLLM 0.8.5 ... 0.33.0 (/work/research/vllm/vllm.md, which gives the
-file and function of each; versions not downloaded (0.13, 0.15, 0.22-0.23, 0.28-0.29, 0.31) are placed by
-bracketing, so a boundary can be off by one release).  memplan models 0.33.0 by default (DEFAULT_VLLM_VERSION,
-the newest release) and accepts --vllm-version 0.9.2 ... 0.33.x to reproduce a log from an older one.
+Read from the PyPI source distributions of vLLM 0.8.5 ... 0.34.0 (the file and function of each rule are named in
+its docstring; versions not read are placed by bracketing, so a boundary can be off by one release).  Rules that
+are plain data (the profile run's sampler path per release, non-torch memory) live in profiles/serving/vllm.json
+(memplan/serving/vllm_releases.py).  memplan models DEFAULT_VLLM_VERSION by default and accepts --vllm-version
+0.8.5 ... 0.34.x to reproduce a log from an older one.
 """
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import math
 from dataclasses import dataclass
 
 from memplan.errors import MemplanError
+from memplan.serving.vllm_releases import supported
 from memplan.spec.hardware import GPUSpec
 from memplan.spec.model import Model
 
 GiB = 1 << 30
-OLDEST, NEWEST = (0, 9, 2), (0, 33, 99)
+OLDEST, NEWEST = supported()  # (0, 8, 5), (0, 34, 99): profiles/serving/vllm.json
 # VllmConfig.use_v2_model_runner / _is_default_v2_model_runner_model @0.24: the architectures served by the V2
 # model runner by default (0.25-0.27: every non-MoE generate model too; >= 0.30: every model it supports)
 V2_FAMILIES_0_24 = ("qwen3", "deepseek_v2", "qwen2_moe", "granitemoe", "llama", "mistral")
@@ -31,14 +33,23 @@ def parse_version(text: str) -> tuple[int, int, int]:
         raise MemplanError(f"--vllm-version {text!r}: give a release such as 0.33.0 or 0.11.0")
     v = (nums + (0, 0, 0))[:3]
     if not OLDEST <= v <= NEWEST:
-        raise MemplanError(f"--vllm-version {text}: memplan reproduces vLLM 0.9.2 to 0.33 (the V1 engine's "
+        raise MemplanError(f"--vllm-version {text}: memplan reproduces vLLM 0.8.5 to 0.34 (the V1 engine's "
                            "accounting as read from their source); choose a release in that range")
     return v  # type: ignore[return-value]
+
+
+def flashinfer_installed(text: str) -> bool:
+    """`--vllm-version 0.10.2+docker` (or `+flashinfer`): the official vllm/vllm-openai image, which installs
+    FlashInfer (docker/Dockerfile @v0.10.2); `pip install vllm` does not before 0.12 (requirements/cuda.txt).
+    It decides the 0.10-0.11 sampler path (profiles/serving/vllm.json sampler_rules)."""
+    local = text.strip().partition("+")[2].lower()
+    return "docker" in local or "flashinfer" in local
 
 
 @dataclass(frozen=True)
 class VllmRules:
     version: tuple[int, int, int]
+    flashinfer: bool = False
 
     @property
     def label(self) -> str:
@@ -67,6 +78,19 @@ class VllmRules:
         return self.at_least(0, 27)
 
     @property
+    def context_in_budget(self) -> bool:
+        """<= 0.8: Worker.determine_available_memory (vllm/v1/worker/gpu_worker.py @v0.8.5) charges the torch peak
+        plus every non-torch byte on the device (mem_get_info used - torch allocated): the CUDA context and NCCL
+        count against gpu_memory_utilization; from 0.9 the baseline snapshot excludes what was there before."""
+        return not self.at_least(0, 9)
+
+    @property
+    def checks_free_memory(self) -> bool:
+        """'Free memory on device ... is less than desired GPU memory utilization': Worker.init_device from 0.9
+        (gpu_worker.py @v0.9.2); 0.8.5 has no such check."""
+        return self.at_least(0, 9)
+
+    @property
     def nccl_in_non_torch(self) -> bool:
         """<= 0.10: the worker's baseline snapshot is taken before the distributed init, so NCCL's buffers count
         as non-torch memory (Worker.init_device); from 0.11 they are part of the baseline."""
@@ -85,8 +109,9 @@ class VllmRules:
     def cudagraph_subtracted(self, model: Model) -> bool:
         """Whether the CUDA-graph estimate comes out of the KV budget: <= 0.17 never (graphs are captured after
         the KV cache, from the 1 - utilization slack); 0.18-0.19 only with VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1
-        (default 0); from 0.20 by default, except that the V2 runner's profile_cudagraph_memory returns 0 in
-        0.24-0.27."""
+        (default 0: envs.py @v0.18.0/@v0.19.0); from 0.20 by default (envs.py @v0.20.0 getenv default "1", though
+        that release's log line says "default since v0.21.0"), except that the V2 runner's profile_cudagraph_memory
+        returns 0 in 0.24-0.27."""
         if not self.at_least(0, 20):
             return False
         return not (self.at_least(0, 24) and not self.at_least(0, 30) and self.v2_runner(model))
@@ -163,7 +188,8 @@ class VllmRules:
         llm = entrypoint == "llm"
         if self.at_least(0, 30) and mem >= 160 * GiB:
             return 16384, 1024
-        if mem >= 70 * GiB and "a100" not in name:
+        # the A100 exclusion arrived in 0.9 (arg_utils.py @v0.9.2: `"a100" not in device_name`; absent @v0.8.5)
+        if mem >= 70 * GiB and ("a100" not in name or not self.at_least(0, 9)):
             return (16384 if llm else 8192), 1024
         return (8192 if llm else 2048), 256
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from memplan.results.inference import InferenceEstimate, Roofline, VllmStartup
+from memplan.results.inference import InferenceEstimate, Roofline, SglangStartup, VllmStartup
 from memplan.spec.units import Units, format_bytes, format_count
 
 
@@ -27,7 +27,7 @@ def _header(est: InferenceEstimate) -> list[str]:
         if est.engine == "hf" or s.batch else f"requests of {est.context:,} tokens (prompt {est.prompt:,} + output " \
                                               f"{est.output:,})"
     return [f"{est.model}: {est.parameters:,} parameters ({format_count(est.parameters)}), serving with "
-            + ("vLLM" if est.engine == "vllm" else "transformers (hf)"),
+            + {"vllm": "vLLM", "sglang": "SGLang"}.get(est.engine, "transformers (hf)"),
             f"weights {fmt}; KV cache {kv}; {load}; {p.gpus} GPU(s): tp={p.tp} pp={p.pp} replicas={p.dp}", ""]
 
 
@@ -64,9 +64,29 @@ def _vllm_lines(v: VllmStartup, units: Units) -> list[str]:
     if v.starts:
         out.append(f"STARTS (max_num_seqs {v.max_num_seqs}, max_num_batched_tokens {v.max_num_batched_tokens:,})")
     else:
-        out.append(f"DOES NOT START: {v.refusal}")
+        out.append(f"DOES NOT START" + (f" (fails in {v.failed_phase})" if v.failed_phase else "")
+                   + f": {v.refusal}")
         out += [f"  try: {f}" for f in v.fixes]
     return out
+
+
+def _sglang_lines(v: SglangStartup, units: Units) -> list[str]:
+    b = lambda x: format_bytes(x, units)  # noqa: E731
+    out = ["", f"SGLang {v.version} startup on {v.gpu}: {b(v.pre_load_free)} free before the load x "
+               f"mem_fraction_static {v.mem_fraction_static} = {b(int(v.pre_load_free * v.mem_fraction_static))} "
+               "for weights + KV pool",
+           tabulate([["weights (Load weight end: mem usage)", b(v.weights)],
+                     ["KV pool", f"{b(v.kv_pool)} ({v.cell_size:,} B per token)"],
+                     ["reserve (activations, CUDA graphs)", b(v.reserve)]], tablefmt="plain"),
+           f"max_total_num_tokens={v.max_total_num_tokens:,}, chunked_prefill_size={v.chunked_prefill_size:,}, "
+           f"max_running_requests={v.max_running_requests:,}, context_len={v.context_len:,}; CUDA graphs for "
+           f"{v.cuda_graph_batch_sizes} batch sizes up to {v.cuda_graph_max_bs}"]
+    if v.starts:
+        out.append("STARTS")
+    else:
+        out.append(f"DOES NOT START (fails in {v.failed_phase}): {v.refusal}")
+        out += [f"  try: {f}" for f in v.fixes]
+    return out + [f"note: {n}" for n in v.notes]
 
 
 def _roofline_lines(r: Roofline, est: InferenceEstimate, units: Units) -> list[str]:
@@ -98,6 +118,8 @@ def inference_table(est: InferenceEstimate, units: Units = Units.GiB) -> str:
         lines += _kv_lines(est)
     if est.vllm is not None:
         lines += _vllm_lines(est.vllm, units)
+    elif est.sglang is not None:
+        lines += _sglang_lines(est.sglang, units)
     elif est.gpu:
         head = format_bytes(abs(est.headroom or 0), units)
         verdict = "FITS" if est.fits else "DOES NOT FIT"

@@ -78,6 +78,17 @@ class VllmStage(BaseModel):
     num_gpu_blocks: int
 
 
+class VllmPhase(BaseModel):
+    """One phase of vLLM's startup on the most loaded GPU: the device memory it needs at its peak against what the
+    process can have (the GPU's total less what was on it before vLLM's baseline snapshot)."""
+
+    phase: str = Field(description="init, load, profile, kv or graph capture")
+    needed: int = Field(description="bytes on the device at the phase's peak")
+    limit: int = Field(description="what the phase may use: the device's free memory, or the budget")
+    fits: bool
+    note: str = ""
+
+
 class VllmStartup(BaseModel):
     """What vLLM computes at startup on one GPU (memory/vllm.py), bytes as integers."""
 
@@ -117,9 +128,46 @@ class VllmStartup(BaseModel):
     refusal: str | None = Field(None, description="why vLLM refuses to start, in its words (paraphrased)")
     fixes: list[str] = Field(default_factory=list, description="what to change so it starts")
     estimated_max_model_len: int | None = Field(None, description="the largest max-model-len that starts")
+    failed_phase: str | None = Field(None, description="the startup phase that fails: init (free-memory check), "
+                                                       "load, profile, kv (the KV cache check) or graph capture")
+    phases: list[VllmPhase] = Field(default_factory=list, description="each startup phase: what it needs on the "
+                                                                      "GPU and whether it fits")
     layer_kinds: list[VllmKVSpec] = []
     groups: list[VllmKVGroup] = []
     stages: list[VllmStage] = []
+    notes: list[str] = []
+
+
+class SglangStartup(BaseModel):
+    """What SGLang computes at startup on one GPU (memory/sglang.py), bytes as integers."""
+
+    version: str
+    gpu: str
+    total_memory: int = Field(description="the device's total as torch reports it")
+    gpu_memory_mib: int = Field(description="nvidia-smi's total (MiB): what server_args' defaults read")
+    pre_load_free: int = Field(description="free memory after the distributed init, before the weights "
+                                           "(min_per_gpu_memory)")
+    mem_fraction_static: float = Field(description="(weights + KV pool) / pre_load_free")
+    reserved_mib: float = Field(0.0, description="server_args' reserved_mem behind the default fraction")
+    weights: int
+    kv_pool: int = Field(description="max_total_num_tokens x cell_size")
+    cell_size: int = Field(description="KV bytes per token over this rank's layers")
+    max_total_num_tokens: int
+    max_running_requests: int
+    context_len: int
+    page_size: int = 1
+    chunked_prefill_size: int
+    cuda_graph_max_bs: int
+    cuda_graph_batch_sizes: int = 0
+    piecewise_cuda_graph_tokens: int = 0
+    reserve: int = Field(description="pre_load_free x (1 - mem_fraction_static): activations, graphs, sampler")
+    activation_estimate: int = Field(0, description="memplan's estimate of a chunked prefill's activations")
+    cudagraph_estimate: int = Field(0, description="server_args' allowance for the decode CUDA graphs")
+    starts: bool
+    failed_phase: str | None = None
+    refusal: str | None = None
+    fixes: list[str] = []
+    phases: list[VllmPhase] = []
     notes: list[str] = []
 
 
@@ -184,5 +232,6 @@ class InferenceEstimate(InferenceView, BaseModel):
     max_batch: int | None = None
     max_context: int | None = None
     vllm: VllmStartup | None = None
+    sglang: SglangStartup | None = None
     roofline: Roofline | None = None
     notes: list[str] = []

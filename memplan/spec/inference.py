@@ -23,7 +23,7 @@ from memplan.spec.layout import Layout
 from memplan.spec.model import ModelSpec
 from memplan.spec.training import Attention, DType
 
-ServingEngine = Literal["vllm", "hf"]
+ServingEngine = Literal["vllm", "hf", "sglang"]
 # memplan's generic weight formats (a what-if on a 16-bit config; --quantization names vLLM's methods)
 WEIGHT_DTYPES = (DType.fp32, DType.bf16, DType.fp16, DType.fp8, DType.int8, DType.int4, DType.nf4)
 KV_DTYPES = (DType.fp32, DType.bf16, DType.fp16, DType.fp8)
