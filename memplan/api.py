@@ -257,6 +257,12 @@ def estimate_inference(model: str, gpu: str | None = None, *, max_batch: bool = 
     from memplan.memory.inference import estimate_inference as _estimate
     from memplan.setups import serving_setup
 
+    if kwargs.get("mem_fraction_static") is not None:  # SGLang's name for the fraction vLLM calls
+        if kwargs.get("engine") != "sglang":               # gpu_memory_utilization (memplan/memory/sglang.py)
+            raise MemplanError("mem_fraction_static is SGLang's: pass engine='sglang' (vLLM's is "
+                               "gpu_memory_utilization)")
+        kwargs["gpu_memory_utilization"] = kwargs.pop("mem_fraction_static")
+    kwargs.pop("mem_fraction_static", None)
     check_keys(kwargs, (*TRAINING_KEYS[1:], *INFERENCE_KEYS))
     setup = serving_setup(model, **kwargs)
     return _estimate(setup, resolve_gpu(gpu), max_batch=max_batch, max_context=max_context)

@@ -114,9 +114,9 @@ class EstimateKeywords(KeywordGroup):
     max_micro_batch: bool | None = Field(None, description="Training: the largest micro-batch that fits on gpu")
     max_seq: bool | None = Field(None, description="Training: the longest sequence that fits on gpu")
     calibration: str | None = Field(None, min_length=1, description="A `memplan profile` record to calibrate with")
-    engine: Literal["plain", "deepspeed", "megatron", "fsdp", "vllm", "hf"] | None = Field(
+    engine: Literal["plain", "deepspeed", "megatron", "fsdp", "vllm", "hf", "sglang"] | None = Field(
         None, description="Accounting convention of a real engine (plain, deepspeed, megatron, fsdp); with "
-                          "mode='inference': vllm (default) or hf")
+                          "mode='inference': vllm (default), sglang or hf")
 
 
 class ServingKeywords(KeywordGroup):
@@ -144,6 +144,9 @@ class ServingKeywords(KeywordGroup):
                                                description="vllm: tokens per step, the chunked-prefill size")
     block_size: int | None = Field(None, ge=1, le=1 << 20, description="vllm: tokens per KV block")
     enforce_eager: bool | None = Field(None, description="vllm: no CUDA graphs")
+    mem_fraction_static: float | None = Field(None, gt=0, le=1, **_FINITE,
+                                              description="sglang: (weights + KV pool) as a share of the memory free "
+                                                          "before the load")
     enable_expert_parallel: bool | None = Field(None, description="vllm: shard MoE experts over the TP x DP ranks")
     vllm_version: str | None = Field(None, min_length=1, description="vllm: the release whose accounting to "
                                                                      "reproduce")
