@@ -3,6 +3,7 @@ from typing import Any, Literal
 
 from memplan.api import LoadedSetup
 from memplan.errors import InputError as InputError, MemplanError as MemplanError
+from memplan.results.capacity import CapacityPlan
 from memplan.results.inference import InferenceEstimate
 from memplan.results.memory import Comparison, MemoryEstimate
 from memplan.results.plan import PlanResult
@@ -340,6 +341,36 @@ def plan(
     emit_to: str | None = None,
     force: bool | None = None,
 ) -> PlanResult: ...
+def serve(
+    model: str | ModelSpec,
+    gpu: str,
+    *,
+    engine: Literal['vllm', 'sglang'] | None = None,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    prompt: int | None = None,
+    output: int | None = None,
+    prompt_p90: int | None = None,
+    output_p90: int | None = None,
+    trace: str | None = None,
+    ttft_ms: float | None = None,
+    tpot_ms: float | None = None,
+    percentile: Literal['p50', 'p90'] | None = None,
+    tp: int | None = None,
+    mode: Literal['both', 'aggregated', 'disaggregated'] | None = None,
+    max_gpus: int | None = None,
+    prefix_hit_rate: float | None = None,
+    draft: str | None = None,
+    num_speculative_tokens: int | None = None,
+    acceptance_rate: float | None = None,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
+    max_model_len: int | None = None,
+    kv_cache_dtype: str | None = None,
+    quantization: str | None = None,
+    gpu_memory_utilization: float | None = None,
+    vllm_version: str | None = None,
+) -> CapacityPlan: ...
 def profile(
     model: str | ModelSpec | None = None,
     gpu: str | None = None,

@@ -57,6 +57,7 @@ from memplan.errors import InputError, MemplanError, did_you_mean, keyword_wordi
 from memplan.setups import TRAINING_KEYS, check_keys, resolve_gpu, training_setup
 
 if TYPE_CHECKING:
+    from memplan.results.capacity import CapacityPlan
     from memplan.results.inference import InferenceEstimate
     from memplan.results.memory import Comparison, MemoryEstimate
     from memplan.results.plan import PlanResult
@@ -65,8 +66,8 @@ if TYPE_CHECKING:
     from memplan.results.views import Table
     from memplan.spec.setup import TrainingSetup
 
-__all__ = ["estimate", "estimate_inference", "compare", "time", "plan", "profile", "build_setup", "load_setup",
-           "save_setup", "models", "gpus", "InputError", "MemplanError"]
+__all__ = ["estimate", "estimate_inference", "compare", "time", "plan", "serve", "profile", "build_setup",
+           "load_setup", "save_setup", "models", "gpus", "InputError", "MemplanError"]
 
 
 def _under_cli() -> bool:
@@ -374,6 +375,23 @@ def emit_plan(result: "PlanResult", setup: "TrainingSetup", fmt: str, path: str 
     for w in emitted.warnings:
         warnings.warn(f"{fmt} cannot say: {w}", stacklevel=3)
     return written, emitted
+
+
+@_public("serve", "CapacityPlan", """    >>> cap = memplan.serve("llama-3.1-8b", "h100-sxm", rate=20, prompt=1024, output=256, ttft_ms=500,
+    ...                     tpot_ms=40)
+    >>> cap.meets_targets, cap.best.gpus >= 1
+    (True, True)""")
+def serve(model: str, gpu: str, **kwargs: Any) -> "CapacityPlan":
+    """Capacity planning: the serving layout (TP, max_num_seqs, max_num_batched_tokens, replicas, aggregated or
+    disaggregated prefill/decode with the P:D ratio) with the fewest GPUs that serves `rate` requests/s of
+    `prompt` + `output` tokens (fixed, a mean with prompt_p90/output_p90, or a trace=FILE) within the TTFT/TPOT
+    targets, from the roofline and a batching/queueing model; speculative decoding (draft, num_speculative_tokens,
+    acceptance_rate) and prefix_hit_rate as inputs.  `.pareto` is the table of output tokens/s per GPU against
+    latency; `.assumptions` and `.unknowns` say what the answer rests on.  When no layout meets the targets the
+    answer says so, with the closest layout (`.closest`, `.why`)."""
+    from memplan.answers.capacity import plan_capacity
+
+    return plan_capacity(model, _need_gpu(gpu), **kwargs)
 
 
 PROFILE_KEYS = ("device", "model_source", "factory", "optimizer_impl", "warmup_steps", "timed_steps")

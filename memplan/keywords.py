@@ -215,6 +215,44 @@ class PlanKeywords(WalkKeywords):
     force: bool | None = Field(None, description="Overwrite the emit file if it exists")
 
 
+class ServeKeywords(KeywordGroup):
+    """`serve`'s own options: capacity planning for a request rate under latency targets."""
+
+    gpu: str = Field(min_length=1, description="GPU profile name (`memplan.gpus()`)")
+    engine: Literal["vllm", "sglang"] | None = Field(None, description="Serving engine whose memory accounting "
+                                                                       "sets the KV capacity  [default: vllm]")
+    rate: float | None = Field(None, gt=0, le=1e9, **_FINITE, description="Requests per second, all replicas "
+                                                                          "together (Poisson arrivals)")
+    concurrency: int | None = Field(None, ge=1, le=BATCH, description="Instead of rate: a benchmark's fixed "
+                                                                      "concurrency (closed loop), one replica")
+    prompt: int | None = Field(None, ge=1, le=POSITIONS, description="Prompt tokens per request (the mean)")
+    output: int | None = Field(None, ge=1, le=POSITIONS, description="Output tokens per request (the mean)")
+    prompt_p90: int | None = Field(None, ge=1, le=POSITIONS, description="90th percentile of prompt tokens  "
+                                                                         "[default: the mean]")
+    output_p90: int | None = Field(None, ge=1, le=POSITIONS, description="90th percentile of output tokens  "
+                                                                         "[default: the mean]")
+    trace: str | None = Field(None, min_length=1, description="CSV or JSONL of requests: prompt_tokens, "
+                                                              "output_tokens[, arrival_s] (instead of the lengths)")
+    ttft_ms: float | None = Field(None, gt=0, le=1e9, **_FINITE, description="Target time to first token, ms")
+    tpot_ms: float | None = Field(None, gt=0, le=1e9, **_FINITE, description="Target time per output token, ms")
+    percentile: Literal["p50", "p90"] | None = Field(None, description="Which percentile the targets bound  "
+                                                                       "[default: p90]")
+    tp: int | None = Field(None, ge=1, le=GPUS, description="Pin the tensor parallel size (else 1, 2, 4, 8 "
+                                                            "searched)")
+    mode: Literal["both", "aggregated", "disaggregated"] | None = Field(
+        None, description="Prefill and decode in the same replicas, in separate ones (P:D), or both searched  "
+                          "[default: both]")
+    max_gpus: int | None = Field(None, ge=1, le=GPUS, description="Most GPUs to consider  [default: 4096]")
+    prefix_hit_rate: float | None = Field(None, ge=0, lt=1, **_FINITE, description="Share of prompt tokens "
+                                                                                   "served from the prefix cache")
+    draft: str | None = Field(None, min_length=1, description="Speculative decoding: the draft model (profile or "
+                                                              "config); without it, n-gram/MTP (no draft cost)")
+    num_speculative_tokens: int | None = Field(None, ge=1, le=64, description="Speculative decoding: tokens "
+                                                                              "drafted per step")
+    acceptance_rate: float | None = Field(None, ge=0, le=1, **_FINITE, description="Speculative decoding: share "
+                                                                                   "of drafted tokens accepted")
+
+
 class ProfileKeywords(KeywordGroup):
     """`profile`'s own options."""
 
@@ -243,6 +281,9 @@ def _spec_fields() -> dict[str, tuple[type, str]]:
 
 
 LAYOUT_FIRST = ("gpus", "zero", "tp", "pp", "micro_batch", "seq", "grad_accum", "recompute", "attention")
+# the serving keywords `serve` passes to the engine's memory accounting
+SERVE_SERVING = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "kv_cache_dtype", "quantization",
+                 "gpu_memory_utilization", "vllm_version")
 SERVING_LAYOUT = ("gpus", "gpus_per_node", "tp", "pp", "ep", "etp", "engine", "attention", "seq")
 
 
@@ -275,6 +316,8 @@ def keywords(function: str) -> tuple[str, ...]:
         return ("gpu", "setup", *t, "download", *_group(TimeKeywords, ("gpu",)))
     if function == "plan":
         return ("gpu", "setup", *t, "download", *_group(PlanKeywords, ("gpu",)))
+    if function == "serve":
+        return ("gpu", *_group(ServeKeywords, ("gpu",)), *SERVE_SERVING)
     if function == "profile":
         lora = set(LoraKeywords.model_fields)
         return ("gpu", "setup", "download", *[n for n in t if n != "optimizer_impl" and n not in lora],
@@ -284,10 +327,11 @@ def keywords(function: str) -> tuple[str, ...]:
 
 # the keywords a function takes positionally too (after MODEL), as the API always has
 POSITIONAL = {"estimate": ("gpu",), "compare": ("gpu",), "estimate_inference": ("gpu",), "time": ("gpu",),
-              "plan": ("gpu",), "profile": ("gpu",), "build_setup": ()}
+              "plan": ("gpu",), "profile": ("gpu",), "build_setup": (), "serve": ("gpu",)}
 _OWN = {"estimate": (EstimateKeywords, ServingKeywords), "compare": (EstimateKeywords,),
         "estimate_inference": (EstimateKeywords, ServingKeywords), "time": (TimeKeywords,),
-        "plan": (PlanKeywords,), "profile": (ProfileKeywords,), "build_setup": ()}
+        "plan": (PlanKeywords,), "profile": (ProfileKeywords,), "build_setup": (),
+        "serve": (ServeKeywords, ServingKeywords)}
 _SHARED = (ModelKeywords, RecipeKeywords, LoraKeywords, ArchitectureKeywords)
 
 
@@ -486,6 +530,7 @@ def stub_text() -> str:
              "",
              "from memplan.api import LoadedSetup",
              "from memplan.errors import InputError as InputError, MemplanError as MemplanError",
+             "from memplan.results.capacity import CapacityPlan",
              "from memplan.results.inference import InferenceEstimate",
              "from memplan.results.memory import Comparison, MemoryEstimate",
              "from memplan.results.plan import PlanResult",

@@ -26,6 +26,7 @@ SEQS_CHOICES = (16, 32, 64, 128, 256, 512, 1024)
 CHUNK_CHOICES = (1024, 2048, 4096, 8192, 16384)
 REPLICA_STEPS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)  # Pareto points: multiples of the fewest stable replicas
 MAX_REPLICAS = 100_000
+PARETO_ROWS = 15
 
 
 @dataclass
@@ -383,13 +384,13 @@ def _choose(plan: CapacityPlan, ask: Ask, rows: list[CapacityLayout]) -> None:
     front = _pareto([r for r in rows if r.output_tokens_per_s > 0], tp_, lat)
     for r in front:
         r.pareto = True
-    plan.pareto = sorted(front, key=lambda r: -r.output_tokens_per_s_per_gpu)[:20]
+    plan.pareto = sorted(front, key=lambda r: (-r.output_tokens_per_s_per_gpu, r.gpus))[:PARETO_ROWS]
 
 
 def _pareto(rows: list[CapacityLayout], tpot: str, ttft: str) -> list[CapacityLayout]:
     """Rows no other row beats on all of: output tokens/s per GPU (higher), TPOT and TTFT (lower)."""
-    def key(r):
-        return (-r.output_tokens_per_s_per_gpu, getattr(r, tpot), getattr(r, ttft))
+    def key(r):  # 3 significant digits: a difference below that is no trade-off
+        return tuple(float(f"{x:.3g}") for x in (-r.output_tokens_per_s_per_gpu, getattr(r, tpot), getattr(r, ttft)))
 
     out = []
     for r in rows:

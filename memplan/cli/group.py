@@ -15,6 +15,7 @@ COMMANDS = {
     "interconnects": ("memplan.cli.catalog_cmds", "List interconnect profiles (NVLink, PCIe, InfiniBand, RoCE)."),
     "time": ("memplan.cli.time", "FLOPs, step time, training days, GPU-hours and cost."),
     "plan": ("memplan.cli.plan", "Search parallel strategies that fit and rank them by time or cost."),
+    "serve": ("memplan.cli.serve", "Capacity planning: GPUs, engine settings and replicas for a request rate."),
     "profile": ("memplan.cli.profile", "Measure a real training step (cuda, cpu or fake tensors) beside the estimate."),
     "bench": ("memplan.cli.bench", "Measure tensor-core TFLOP/s and memory bandwidth of this device."),
     "trace": ("memplan.cli.trace", "Trace a model's own code (transformers, fake tensors) into activation rows."),
