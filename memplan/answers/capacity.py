@@ -58,7 +58,8 @@ class Ask:
 
 
 # ---- the memory side: does it start, how many sequences its KV holds --------------------------------------
-def _engine(ask: Ask, tp: int, seqs: int, chunk: int) -> Engine | str:
+def _engine(ask: Ask, tp: int, seqs: int | None, chunk: int | None) -> Engine | str:
+    """seqs/chunk None: the engine's own defaults for this GPU (what a benchmark ran), read back from it."""
     from memplan.memory.inference import estimate_inference
     from memplan.setups import serving_setup
 
@@ -77,11 +78,13 @@ def _engine(ask: Ask, tp: int, seqs: int, chunk: int) -> Engine | str:
         if not st.starts:
             return f"TP{tp}, max_num_seqs {seqs}, chunk {chunk}: SGLang does not start ({st.refusal or 'no KV'})"
         pool_tokens = float(st.max_total_num_tokens)
+        seqs, chunk = st.max_running_requests, st.chunked_prefill_size
     else:
         st = est.vllm
         if not st.starts:
             return f"TP{tp}, max_num_seqs {seqs}, chunk {chunk}: vLLM does not start ({st.refusal})"
         pool_tokens = float(st.num_gpu_blocks * st.block_size)
+        seqs, chunk = st.max_num_seqs, st.max_num_batched_tokens
     bpt = est.kv_bytes_per_token
     notes = []
     if ask.spec.draft is not None and ask.speculation is not None:
@@ -328,11 +331,14 @@ def plan_capacity(model: str, gpu: GPUSpec, *, engine: str = "vllm", rate: float
     ask = Ask(model, gpu, engine, load, targets, serving_kw, mml, Spec(), None, max_gpus, efficiency or Efficiency())
     _speculation(ask, draft, num_speculative_tokens, acceptance_rate)
     engines, skipped = [], []
+    # a benchmark (concurrency) ran the engine's defaults unless told: those are not searched
+    seq_choices = (max_num_seqs,) if max_num_seqs or concurrency else SEQS_CHOICES
+    chunk_choices = (max_num_batched_tokens,) if max_num_batched_tokens or concurrency else CHUNK_CHOICES
     for t in ((tp,) if tp else TP_CHOICES):
         if t > max_gpus:
             continue
-        for s in ((max_num_seqs,) if max_num_seqs else SEQS_CHOICES):
-            for c in ((max_num_batched_tokens,) if max_num_batched_tokens else CHUNK_CHOICES):
+        for s in seq_choices:
+            for c in chunk_choices:
                 e = _engine(ask, t, s, c)
                 if isinstance(e, str):
                     if not skipped or skipped[-1] != e:
