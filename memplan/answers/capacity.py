@@ -169,8 +169,8 @@ def _aggregated_rows(ask: Ask, e: Engine) -> list[CapacityLayout]:
             n = min(limit, max(n + 1, math.ceil(n * 1.25)))
             r = _row(ask, e, n, _agg_state(ask, e, n))
             rows.append(r)
-            if r.meets or r.tpot_ms_p50 >= rows[-2].tpot_ms_p50 * 0.999 and r.ttft_ms_p50 >= \
-                    rows[-2].ttft_ms_p50 * 0.999:
+            if r.meets or r.tpot_ms_p50 >= rows[-2].tpot_ms_p50 * 0.98 and r.ttft_ms_p50 >= \
+                    rows[-2].ttft_ms_p50 * 0.98:  # more replicas no longer help: the floor is one request's
                 break
     else:  # the fewest replicas that meet
         first = next(r for r in rows if r.meets)
@@ -301,12 +301,13 @@ def _max_model_len(ask_len: int | None, longest: int, positions: int) -> int:
     if ask_len is not None:
         if longest > ask_len:
             raise InputError("max_model_len", f"is {ask_len:,} but the longest request is {longest:,} tokens "
-                                              "(prompt + output): the engine would reject it; raise max_model_len or "
-                                              "shorten the requests")
+                                              "(prompt + output): the engine would reject it; raise it or shorten the "
+                                              "requests")
         return ask_len
     if longest > positions:
-        raise InputError("output", f"the longest request is {longest:,} tokens (prompt + output), beyond the model's "
-                                   f"{positions:,} positions")
+        text = (f"the longest request is {longest:,} tokens (prompt + output), beyond the model's {positions:,} "
+                "positions")
+        raise InputError("prompt", text, keyword_text=text, flag_text=text)
     return min(positions, int(math.ceil(longest / 1024) * 1024))
 
 
@@ -384,8 +385,10 @@ def _choose(plan: CapacityPlan, ask: Ask, rows: list[CapacityLayout]) -> None:
                 worst = max(worst, getattr(r, tp_) / t.tpot_ms)
             return worst if math.isfinite(worst) else math.inf
 
-        stable = [r for r in rows if r.output_tokens_per_s > 0]
-        plan.closest = min(stable or rows, key=lambda r: (miss(r), r.gpus)) if rows else None
+        pool = [r for r in rows if r.output_tokens_per_s > 0] or rows
+        if pool:  # the smallest miss; within 3% of it (no real difference), the fewest GPUs
+            least = min(miss(r) for r in pool)
+            plan.closest = min((r for r in pool if miss(r) <= least * 1.03), key=lambda r: (r.gpus, miss(r)))
         plan.why = _why(ask, plan.closest)
     front = _pareto([r for r in rows if r.output_tokens_per_s > 0], tp_, lat)
     for r in front:

@@ -62,11 +62,11 @@ def build_load(prompt: int | None, output: int | None, prompt_p90: int | None, o
                trace: str | None, rate: float | None, concurrency: int | None, prefix_hit_rate: float | None
                ) -> CapacityLoad:
     if rate is not None and concurrency is not None:
-        raise InputError("concurrency", "and rate are two ways to give the load: give one (rate: requests/s, open "
-                                        "loop; concurrency: a benchmark's fixed concurrency)")
+        raise InputError("concurrency", "cannot be given with a request rate: give one (a rate in requests/s, or a "
+                                        "benchmark's fixed concurrency)")
     if trace is not None:
         if prompt is not None or output is not None or prompt_p90 is not None or output_p90 is not None:
-            raise InputError("trace", "gives the lengths: drop prompt/output/prompt_p90/output_p90")
+            raise InputError("trace", "gives the lengths: drop the prompt and output lengths")
         prompts, outputs, arrivals = read_trace(trace)
         n = len(prompts)
         if rate is None and concurrency is None and arrivals is not None and n > 1:
@@ -79,7 +79,7 @@ def build_load(prompt: int | None, output: int | None, prompt_p90: int | None, o
     else:
         if prompt is None or output is None:
             raise InputError("prompt" if prompt is None else "output",
-                             "is needed (tokens per request; or give trace=FILE)")
+                             "is needed (tokens per request), or a trace file of requests")
         pp = prompt_p90 if prompt_p90 is not None else prompt
         op = output_p90 if output_p90 is not None else output
         if pp < prompt:
@@ -91,6 +91,6 @@ def build_load(prompt: int | None, output: int | None, prompt_p90: int | None, o
         load = dict(prompt_mean=float(prompt), prompt_p90=float(pp), output_mean=float(output), output_p90=float(op),
                     longest=int(pp + op), source=source)
     if rate is None and concurrency is None:
-        raise InputError("rate", "is needed: requests per second (or concurrency=C for a benchmark's fixed "
-                                 "concurrency, or a trace with arrival_s)")
+        raise InputError("rate", "is needed: requests per second (or a benchmark's fixed concurrency, or a trace "
+                                 "with arrival_s)")
     return CapacityLoad(**load, rate=rate, concurrency=concurrency, prefix_hit_rate=prefix_hit_rate or 0.0)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from memplan.perf.serving_time import StepCost, tokens_per_verify
 
 Z90 = 1.2816  # standard normal 90th percentile
+RHO_MAX = 0.95  # a replica busier than this is counted unstable: its queue (and the wait for a KV seat) explodes
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def aggregated(cost: StepCost, load: Load, rate: float, max_seqs: int, budget: i
     rho_pf = pf / room if room > 0 else math.inf
     rho = max(rho_kv, rho_pf)
     limit = ("kv" if kv_seqs <= max_seqs else "max_num_seqs") if rho_kv >= rho_pf else "prefill budget"
-    stable = rho < 1.0 and t < 1e3
+    stable = rho < RHO_MAX and t < 1e3
     if not stable:
         return ReplicaState(False, limit, rho, t, n, math.inf, math.inf, math.inf, math.inf,
                             _saturated_output(cost, load, max_seqs, budget, kv_seqs, spec), rate)
@@ -221,7 +222,7 @@ def disaggregated_decode(cost: StepCost, load: Load, rate: float, max_seqs: int,
     n = rate * steps_per_req * t
     rho = n / cap if cap > 0 else math.inf
     limit = "kv" if kv_seqs <= max_seqs else "max_num_seqs"
-    if rho >= 1.0 or t > 1e3:
+    if rho >= RHO_MAX or t > 1e3:
         return ReplicaState(False, limit, rho, t, n, math.inf, math.inf, math.inf, math.inf, 0.0, rate)
     t90 = _decode_step(cost, spec, min(_poisson_p90(n), cap), load.context)
     return ReplicaState(True, limit if rho > 0.8 else "", rho, t, n, 0.0, 0.0, t / g, t90 / g, rate * load.output,
