@@ -24,6 +24,7 @@ MUSHFIQ = ("https://mushfiqrahman.dev/benchmarking-mistral-7b-on-rtx-4090-vllm-c
            "planning/")
 MUSGRAVE = "https://johnmusgrave.com/p/vllm-throughput-latency-sweep-on"
 ACHATBOT = "https://github.com/ai-bot-pro/achatbot/pull/183"
+NIM = "https://docs.nvidia.com/nim/benchmarking/llm/1.0.0/performance.md"
 
 # (id, source, model, gpu, engine, tp, concurrency, prompt, output, measured output tokens/s, note)
 CALIBRATION = [
@@ -41,18 +42,23 @@ HELD_OUT = [
     # sglang.bench_serving, 160 prompts at --max-concurrency 32: 81,920 input / 163,840 output tokens
     ("h100-gptoss20b-c32-sglang", ACHATBOT, "gpt-oss-20b", "h100-sxm", "sglang", 1, 32, 512, 1024, 2765.4,
      "SGLang on Modal"),
+    # NVIDIA NIM 1.8 (its own engine, not vLLM/SGLang: a reference for the physics, replayed as vLLM), FP8, TP2
+    *[(f"h100x2-llama70b-fp8-c{c}-nim", NIM, "llama-3.3-70b", "h100-sxm", "vllm", 2, c, 5000, 500, m, "NIM 1.8")
+      for c, m in ((1, 51.67), (5, 218.48), (25, 623.4), (50, 814.37))],
 ]
 # held-out rows the model misses by more than 15% (prediction / measured - 1 when recorded) and why it may
 KNOWN_MISS = {
     "a100-llama8b-c8": "-15%: prefill of the 1,024-token prompts counted fully serial to decode's memory time",
+    "h100x2-llama70b-fp8-c1-nim": "+23%: NIM's ITL at one request is 18.6 ms, the step model's 15.8 ms",
     "h100-gptoss20b-c32-sglang": "+72%: measured mean TTFT 3.7 s of an 11.8 s request (cold start on Modal?) and "
                                  "the MXFP4 MoE kernel's efficiency on Hopper, neither of which the roofline knows",
 }
 
 
 def predicted(row) -> float:
-    _, _, model, gpu, engine, tp, c, p, o, _, _ = row
-    plan = memplan.serve(model, gpu, engine=engine, tp=tp, concurrency=c, prompt=p, output=o)
+    _, _, model, gpu, engine, tp, c, p, o, _, note = row
+    extra = {"quantization": "fp8"} if "NIM" in note else {}
+    plan = memplan.serve(model, gpu, engine=engine, tp=tp, concurrency=c, prompt=p, output=o, **extra)
     return (plan.best or plan.closest).output_tokens_per_s
 
 

@@ -180,7 +180,9 @@ def closed_loop(cost: StepCost, load: Load, concurrency: int, max_seqs: int, bud
     x = running / ((pf_steps + dec_steps) * t)
     # the prefill budget can bound the rate instead: prompts per step <= room / P'
     x = min(x, (budget - n_dec) / (p * t)) if p > 0 else x
-    ttft = t * pf_steps + t / 2.0
+    # the first token waits for the steps that carry the prompt's chunks, each a full (prefill-heavy) step
+    full = _decode_step(cost, spec, n_dec, load.context, min(p, budget - n_dec), p)
+    ttft = full * pf_steps + t / 2.0
     return ReplicaState(True, "concurrency", running / max(1.0, min(float(max_seqs), kv_seqs)), t, running,
                         ttft, ttft, t / g, t / g, x * load.output, x)
 
