@@ -234,3 +234,17 @@ def test_cli_prints_the_table_json_and_plot(tmp_path):
     png = tmp_path / "pareto.png"
     res = runner.invoke(cli, args + ["--plot", str(png)])
     assert res.exit_code == 0 and png.stat().st_size > 0
+
+
+def test_nothing_starts_is_a_result_naming_the_largest_tp_tried():
+    plan = memplan.serve("llama-3.1-405b", "a100-40gb", rate=1, prompt=1000, output=100, max_gpus=4,
+                         max_num_seqs=64, max_num_batched_tokens=2048)
+    assert plan.best is None and plan.closest is None and "TP4" in plan.why
+    assert "No layout" in plan.table()
+
+
+def test_sglang_plans_with_its_own_token_pool_and_flag_names():
+    plan = memplan.serve("qwen3-8b", "h100-sxm", engine="sglang", rate=10, prompt=2000, output=300, ttft_ms=800,
+                         tpot_ms=30, tp=1, max_num_seqs=128, max_num_batched_tokens=4096, mode="aggregated")
+    assert plan.engine == "sglang" and plan.meets_targets
+    assert "--max-running-requests 128 --chunked-prefill-size 4096" in plan.table()

@@ -342,15 +342,15 @@ def plan_capacity(model: str, gpu: GPUSpec, *, engine: str = "vllm", rate: float
             for c in chunk_choices:
                 e = _engine(ask, t, s, c)
                 if isinstance(e, str):
-                    if not skipped or skipped[-1] != e:
-                        skipped.append(e)
+                    if not any(x.startswith(f"TP{t},") or x.startswith(f"TP{t}:") for x in skipped):
+                        skipped.append(e)  # one reason per TP: the first setting that does not start
                     continue
                 engines.append(e)
     plan = CapacityPlan(model=spec_model.name, gpu=gpu.name, engine=engine, load=load, targets=targets,
                         speculation=ask.speculation, meets_targets=False, skipped=_short(skipped))
     plan.assumptions, plan.unknowns = _assumptions(ask, engines), UNKNOWNS
     if not engines:
-        plan.why = "no engine setting starts on " + gpu.name + ": " + (skipped[0] if skipped else "")
+        plan.why = "no engine setting starts on " + gpu.name + ": " + (skipped[-1] if skipped else "")
         return plan
     if load.concurrency is not None:
         return _benchmark(plan, ask, engines)
@@ -361,7 +361,12 @@ def plan_capacity(model: str, gpu: GPUSpec, *, engine: str = "vllm", rate: float
     if mode in ("both", "disaggregated"):
         pre = _prefill_pool(ask, engines)
         if pre is not None:
+            decode: dict[tuple[int, int], Engine] = {}  # the chunk hardly matters to a decode replica: its most KV
             for e in engines:
+                k = (e.tp, e.seqs)
+                if k not in decode or e.kv_seqs > decode[k].kv_seqs:
+                    decode[k] = e
+            for e in decode.values():
                 rows += _disaggregated_rows(ask, e, pre)
     plan.candidates = len(rows)
     _choose(plan, ask, rows)

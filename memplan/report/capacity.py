@@ -17,17 +17,24 @@ def _where(r: CapacityLayout) -> str:
     return f"{r.prefill_replicas} x TP{r.prefill_tp} P + {r.replicas} x TP{r.tp} D"
 
 
-def _settings(r: CapacityLayout) -> str:
-    text = f"max_num_seqs {r.max_num_seqs}, max_num_batched_tokens {r.max_num_batched_tokens}"
+def _settings(r: CapacityLayout, engine: str) -> str:
+    if engine == "sglang":
+        text = (f"--tp {r.tp} --max-running-requests {r.max_num_seqs} --chunked-prefill-size "
+                f"{r.max_num_batched_tokens}")
+        flag = "--chunked-prefill-size"
+    else:
+        text = (f"--tensor-parallel-size {r.tp} --max-num-seqs {r.max_num_seqs} --max-num-batched-tokens "
+                f"{r.max_num_batched_tokens}")
+        flag = "--max-num-batched-tokens"
     if r.mode == "disaggregated":
-        text += f" (prefill replicas: {r.prefill_max_num_batched_tokens})"
+        text += f" (prefill replicas: --tp {r.prefill_tp} {flag} {r.prefill_max_num_batched_tokens})"
     return text
 
 
 def _layout_lines(title: str, r: CapacityLayout, plan: CapacityPlan) -> list[str]:
-    eng = "vllm serve" if plan.engine == "vllm" else "sglang"
+    eng = "vllm serve" if plan.engine == "vllm" else "sglang.launch_server"
     lines = [f"{title}: {r.mode}, {_where(r)} = {r.gpus} GPU(s)" + (f", P:D = {r.pd_ratio}" if r.pd_ratio else ""),
-             f"  {eng} settings: tensor parallel {r.tp}, {_settings(r)}",
+             f"  {eng} {_settings(r, plan.engine)}",
              f"  TTFT p50 {_ms(r.ttft_ms_p50)} ms, p90 {_ms(r.ttft_ms_p90)} ms;  TPOT p50 {_ms(r.tpot_ms_p50)} ms, "
              f"p90 {_ms(r.tpot_ms_p90)} ms;  step {_ms(r.step_ms)} ms",
              f"  {r.output_tokens_per_s:,.0f} output tokens/s ({r.output_tokens_per_s_per_gpu:,.0f} per GPU); "
