@@ -183,6 +183,8 @@ def closed_loop(cost: StepCost, load: Load, concurrency: int, max_seqs: int, bud
     # the first token waits for the steps that carry the prompt's chunks, each a full (prefill-heavy) step
     full = _decode_step(cost, spec, n_dec, load.context, min(p, budget - n_dec), p)
     ttft = full * pf_steps + t / 2.0
+    if concurrency > running:  # the rest wait for a seat: (C - running) requests ahead, served at x per second
+        ttft += (concurrency - running) / x
     return ReplicaState(True, "concurrency", running / max(1.0, min(float(max_seqs), kv_seqs)), t, running,
                         ttft, ttft, t / g, t / g, x * load.output, x)
 
