@@ -110,6 +110,9 @@ def capacity_plot(plan: CapacityPlan, path: str) -> str:
                    facecolors="none", edgecolors="red", label="best" if plan.best else "closest")
     if plan.targets.tpot_ms:
         ax.axvline(plan.targets.tpot_ms, color="grey", linestyle="--", label="TPOT target")
+    xs = [r.tpot_ms_p90 if p90 else r.tpot_ms_p50 for r in plan.pareto]
+    if xs and max(xs) > 10 * max(min(xs), 1e-9):
+        ax.set_xscale("log")
     ax.set_xlabel(f"TPOT {plan.targets.percentile} (ms)")
     ax.set_ylabel("output tokens/s per GPU")
     ax.set_title(f"{plan.model} on {plan.gpu}: throughput per GPU vs latency")
