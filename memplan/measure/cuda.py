@@ -132,6 +132,33 @@ SDPA_KERNELS = {"_scaled_dot_product_flash_attention": "flash",
                 "_scaled_dot_product_attention_math_for_mps": "math-mps"}
 
 
+def _torch_at_least(version: str, major: int, minor: int) -> bool:
+    parts = [int("".join(c for c in x if c.isdigit()) or 0) for x in version.split("+")[0].split(".")[:2]]
+    return tuple(parts) >= (major, minor)
+
+
+def expected_sdpa_kernels(device: str, dtype, gqa: bool, mask: bool, head_dim: int = 128,
+                          torch_version: str | None = None) -> tuple[str, ...]:
+    """The kernels torch's sdpa may choose (aten/src/ATen/native/transformers/cuda/sdp_utils.cpp
+    select_sdp_backend, sm80+): flash for 16-bit inputs without a mask (GQA natively, head dim <= 256), cuDNN where
+    torch ranks it first (sm90+, recent cuDNN), memory-efficient with a mask or fp32 -- but before torch 2.13 the
+    memory-efficient kernel has no GQA (check_for_gqa), so fp32 GQA falls to the math path, which keeps the
+    s x s scores per layer (issue 25; measure/trace/emulate.py cuda_backend assumes efficient there).  On the CPU:
+    the CPU flash kernel, or math."""
+    import torch as _torch
+
+    if device != "cuda":
+        return ("flash-cpu", "math")
+    half = dtype in (_torch.float16, _torch.bfloat16)
+    if half and not mask and head_dim <= 256:
+        return ("flash", "cudnn")
+    if half:
+        return ("efficient", "cudnn")
+    if gqa and not _torch_at_least(torch_version or _torch.__version__, 2, 13):
+        return ("math",)
+    return ("efficient",)
+
+
 def _causal_flag(func, args, kwargs) -> bool:
     if "is_causal" in kwargs:
         return bool(kwargs["is_causal"])
