@@ -469,7 +469,7 @@ def table(rows: list[dict]) -> str:
     cols = [("step", lambda r: r["step"]), ("figure", lambda r: r["name"]), ("value", value),
             ("criterion", lambda r: r["criterion"]), ("", verdict), ("note", lambda r: r["note"][:110])]
     cells = [[c[0] for c in cols]] + [[str(fn(r)) for _, fn in cols] for r in rows]
-    widths = [min(60, max(len(c[i]) for c in cells)) for i in range(len(cols))]
+    widths = [min(72, max(len(c[i]) for c in cells)) for i in range(len(cols))]
     lines = []
     for j, c in enumerate(cells):
         lines.append("  ".join(x[:widths[i]].ljust(widths[i]) for i, x in enumerate(c)).rstrip())

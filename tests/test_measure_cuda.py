@@ -231,3 +231,17 @@ def test_peak_phase_and_peak_bytes_come_from_the_allocator(monkeypatch):
     step.run(_Phases([session, Tracking()]))
     session._close_phase()
     assert session.peak_phase == "optimizer_step"
+
+
+def test_expected_sdpa_kernel_follows_the_torch_release():
+    from memplan.measure.cuda import expected_sdpa_kernels, library_versions
+
+    bf16, fp32 = torch.bfloat16, torch.float32
+    assert expected_sdpa_kernels("cuda", bf16, gqa=True, mask=False) == ("flash", "cudnn")
+    assert expected_sdpa_kernels("cuda", bf16, gqa=False, mask=True) == ("efficient", "cudnn")
+    # the memory-efficient kernel has no GQA before torch 2.13: fp32 GQA runs the math path (s x s per layer)
+    assert expected_sdpa_kernels("cuda", fp32, gqa=True, mask=False, torch_version="2.11.0+cu130") == ("math",)
+    assert expected_sdpa_kernels("cuda", fp32, gqa=True, mask=False, torch_version="2.13.0") == ("efficient",)
+    assert expected_sdpa_kernels("cuda", fp32, gqa=False, mask=False, torch_version="2.11.0") == ("efficient",)
+    v = library_versions()
+    assert v["torch"] == torch.__version__ and v["allocator_config"]
