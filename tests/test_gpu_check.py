@@ -70,3 +70,77 @@ def test_a_step_that_breaks_is_a_row_and_the_table_still_prints(tmp_path, monkey
     assert rows[1]["pass"] is False and rows[1]["note"] == "RuntimeError: CUDA error: an illegal memory access"
     text = gpu_check.table(rows)
     assert "FAIL" in text and "first figure" in text
+
+
+def test_the_gpu_paths_read_what_memplan_writes_on_cuda(tmp_path, monkeypatch):
+    """Every step but env on its GPU path (dry=False), memplan's answers canned as a cuda run writes them: the
+    check reads the fields it judges by and judges them (what a first GPU run must not trip over)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    work = tmp_path / "work"
+    for sub in ("results", "logs", "raw"):
+        (work / sub).mkdir(parents=True)
+    gib = 2**30
+
+    def profile(device, peak, est_error, states=7 * gib):
+        m = {"device": device, "peak_allocated": peak, "peak_phase": "backward", "weights": states, "gradients": 0,
+             "master_weights": 0, "optimizer_states": 0, "oom": False,
+             "notes": ["sdpa kernel(s) run: flash x36"] if device == "cuda" else []}
+        if device == "cuda":
+            m["cuda"] = {"reserved_peak_bytes": int(peak * 1.04), "step_seconds": 0.25, "achieved_tflops": 420.0,
+                         "mfu": 0.41}
+        return {"measured": m, "estimated": {"peak_allocated": peak}, "error_percent": est_error}
+
+    def canned(args, work_, name, timeout):
+        if args[0] == "bench" and "--system" in args:
+            return {"gpu_profile": "h100-sxm"}, ""
+        if args[0] == "bench":
+            if "1000" in args:
+                return {"matmul": [{"dtype": "bf16", "n": 1000}, {"dtype": "fp8", "n": 1008}]}, ""
+            mm = [{"dtype": d, "n": 8192, "achieved_tflops": t, "fraction_of_peak": t / 989.4}
+                  for d, t in (("fp32", 51.0), ("tf32", 370.0), ("bf16", 760.0), ("fp16", 700.0), ("fp8", 1300.0))]
+            return {"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "matmul": mm, "notes": [],
+                    "bandwidth": {"achieved_gbps": 2900.0}}, ""
+        if args[0] == "time":
+            return {"step_seconds": 0.012 if "--system" in args else 0.010}, ""
+        if "--nproc" in args:
+            m = {"model_states": 5 * gib, "peak_allocated": 9 * gib, "peak_phase": "backward",
+                 "backend_device_bytes": 300 * 2**20}
+            e = {"model_states": 5 * gib, "peak_allocated": 9 * gib, "backend_device_bytes": 256 * 2**20}
+            return {"backend": "nccl", "notes": [], "ranks": [{"measured": m, "estimated": e,
+                                                               "explanations": {"model_states": "sum"}}]}, ""
+        data = profile("cuda", 20 * gib, -1.5)
+        (work_ / "raw" / f"{gpu_check.slug(name)}.json").write_text(json.dumps(data))
+        return data, ""
+
+    class Done:
+        def wait(self, timeout=None):
+            return 0
+
+    def background(args, work_, name):
+        (work_ / "raw" / f"{gpu_check.slug(name)}.json").write_text(json.dumps(profile("fake", 19 * gib, -1.0)))
+        return Done()
+
+    monkeypatch.setattr(gpu_check, "memplan", canned)
+    monkeypatch.setattr(gpu_check, "_background", background)
+    monkeypatch.setattr(gpu_check, "do_bench_tflops", lambda n, dt, dev: 770.0)
+    for step in ("bench", "profiles", "hf", "distributed", "system"):
+        gpu_check.run_step(step, work, dry=False)
+    rows = {r["name"]: r for s in ("bench", "profiles", "hf", "distributed", "system")
+            for r in json.loads((work / "results" / f"{s}.json").read_text())["rows"]}
+    assert not [r for r in rows.values() if r["criterion"] == "runs"], "a step broke on the canned GPU answers"
+    assert rows["bf16 GEMM 8192^3"]["pass"] is True and rows["fp16 GEMM 8192^3"]["pass"] is False  # 700 < 711
+    assert rows["bf16 memplan bench / do_bench"]["value"] == round(760 / 770, 3)
+    assert rows["HBM copy (read + write)"]["pass"] is True  # 2.9 >= 0.85 x 3.0
+    assert rows["bench --size 1000 --dtypes bf16,fp8"]["pass"] is True
+    assert rows["gqa bf16-mixed b8: estimate vs max_memory_allocated"]["pass"] is True
+    assert rows["gqa bf16-mixed b8: model states, cuda - fake"]["pass"] is True
+    assert rows["gqa fp32 b2: reserved / allocated - 1"]["value"] == 0.04
+    assert "flash x36" in rows["mha fp32 b1: step"]["note"]
+    assert rows["hf llama bf16-mixed b4 recompute full: estimate vs max_memory_allocated"]["pass"] is True
+    assert rows["--nproc 1 zero3 (nccl): model states - estimate"]["pass"] is True
+    assert rows["--nproc 1 ddp: NCCL device bytes"]["value"] == 300.0
+    assert rows["moe layer fp8-mixed: predicted / from measured kernels"]["value"] == round(0.010 / 0.012, 3)
