@@ -245,3 +245,22 @@ def test_expected_sdpa_kernel_follows_the_torch_release():
     assert expected_sdpa_kernels("cuda", fp32, gqa=False, mask=False, torch_version="2.11.0") == ("efficient",)
     v = library_versions()
     assert v["torch"] == torch.__version__ and v["allocator_config"]
+
+
+def test_allocated_beyond_the_tracked_tensors_is_said(monkeypatch):
+    # the cuBLAS workspaces live in the caching allocator (max_memory_allocated includes them): the session says how
+    # much the allocator holds beyond the tensors the tracker counts
+    import memplan.measure.cuda as cuda_mod
+    from memplan.measure.runner import _Phases, _Step
+
+    fake = _FakeCuda()
+    for name, fn in {"memory_stats": fake.stats, "reset_peak_memory_stats": lambda *_: None,
+                     "synchronize": lambda *_: None, "current_device": lambda: 0,
+                     "memory_reserved": lambda *_: 40 << 20, "memory_allocated": lambda *_: (64 << 20) + 1000}.items():
+        monkeypatch.setattr(torch.cuda, name, fn)
+    monkeypatch.setattr(cuda_mod, "nvml_info", lambda _i: {})
+    step = _Step(setup("llama", "bf16-mixed"), "cpu", "reference", None, seed=0)
+    session = cuda_mod.CudaSession(step, timed_steps=0, count_flops=False)
+    session.after_measured_step(_Phases([]), tracked_bytes=1000)
+    assert session.untracked_bytes == 64 << 20
+    assert any("64.0 MiB" in n and "cuBLAS" in n for n in session.notes)

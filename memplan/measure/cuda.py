@@ -299,6 +299,7 @@ class CudaSession:
         self.reserved_at_nvml: int | None = None
         self.notes: list[str] = []
         self.attention_kernels: dict[str, int] = {}
+        self.untracked_bytes: int | None = None
         self._recording = False
         self.snapshot_written = False
         # peaks from earlier measurements in this process (find-max-batch probes) must not leak into this one
@@ -322,8 +323,16 @@ class CudaSession:
             torch.cuda.memory._record_memory_history(max_entries=200_000)
             self._recording = True
 
-    def after_measured_step(self, phases) -> None:
+    def after_measured_step(self, phases, tracked_bytes: int | None = None) -> None:
+        """`tracked_bytes`: the tensor bytes the tracker counts alive now; the allocator's surplus over them is
+        mostly the cuBLAS/cuBLASLt workspaces (one per handle and stream, allocated through the caching allocator
+        since torch 2.3: CublasHandlePool.cpp getCurrentCUDABlasHandle), inside max_memory_allocated."""
         torch.cuda.synchronize()
+        if tracked_bytes is not None:
+            self.untracked_bytes = torch.cuda.memory_allocated(self.device_index) - tracked_bytes
+            self.notes.append(f"allocated in no tensor after the step: {self.untracked_bytes / 2**20:.1f} MiB "
+                              "(cuBLAS workspaces and the allocator's 512 B rounding): inside peak_allocated, which "
+                              "memory/overheads.py counts outside it as 'cuBLAS workspace'")
         self._close_phase()
         self.phase = None
         measured = {k: v for k, v in self.phase_stats.items() if k != "done"} or self.phase_stats

@@ -345,7 +345,7 @@ def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, sa
             tracker.remove_hooks()
     if cuda is not None:
         if oom is None:
-            cuda.after_measured_step(phases)
+            cuda.after_measured_step(phases, tracked_bytes=tracker.total)
         else:
             cuda.after_oom()
     arch = setup.model.architecture
