@@ -61,8 +61,13 @@ STEPS = {"env": (90, 60), "bench": (120, 60), "profiles": (240, 120), "hf": (150
 class Figures:
     """What a step found: rows of (name, value, unit, criterion, pass); pass is None for information only."""
 
-    def __init__(self, step: str, dry: bool) -> None:
-        self.step, self.dry, self.rows, self.info = step, dry, [], {}
+    def __init__(self, step: str, dry: bool, path: Path | None = None) -> None:
+        self.step, self.dry, self.rows, self.info, self.path = step, dry, [], {}, path
+
+    def save(self) -> None:
+        """Written after every figure: a step stopped at its timeout keeps what it measured."""
+        if self.path is not None:
+            self.path.write_text(json.dumps({"rows": self.rows, "info": self.info}, indent=1, default=str))
 
     def add(self, name: str, value, unit: str = "", criterion: str = "", ok: bool | None = None,
             note: str = "") -> None:
@@ -70,10 +75,12 @@ class Figures:
             note, ok = (note + "; " if note else "") + f"dry: {'would pass' if ok else 'would fail'}", None
         self.rows.append({"step": self.step, "name": name, "value": value, "unit": unit, "criterion": criterion,
                           "pass": ok, "note": note})
+        self.save()
 
     def error(self, name: str, message: str) -> None:
         self.rows.append({"step": self.step, "name": name, "value": None, "unit": "", "criterion": "runs",
                           "pass": False, "note": message})
+        self.save()
 
 
 def one_line(text: str) -> str:
@@ -86,13 +93,29 @@ def slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
 
 
+def run_group(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run in a session of its own: at the timeout the whole group goes (a memplan run's ranks and
+    workers too, which would otherwise keep the GPU busy under the next step)."""
+    with subprocess.Popen(cmd, start_new_session=True, **kw) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, 9)
+            except OSError:
+                proc.kill()
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def memplan(args: list[str], work: Path, name: str, timeout: float) -> tuple[dict | None, str]:
     """`python3 -m memplan ARGS --json`; (the JSON, '') or (None, the one-line reason)."""
     name = slug(name)
     log = work / "logs" / f"{name}.log"
     try:
-        p = subprocess.run([sys.executable, "-m", "memplan", *args], capture_output=True, text=True,
-                           timeout=timeout, cwd=ROOT)
+        p = run_group([sys.executable, "-m", "memplan", *args], timeout, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, text=True, cwd=ROOT)
     except subprocess.TimeoutExpired:
         log.write_text(f"timed out after {timeout:.0f} s\n")
         return None, f"timed out after {timeout:.0f} s"
@@ -432,7 +455,7 @@ def step_pytest(f: Figures, work: Path) -> None:
     files = ["tests/test_measure_cuda.py", "tests/test_bench.py", "tests/test_bench_system.py"]
     cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-p", "no:cacheprovider", *files]  # -q: pyproject's addopts
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=100, cwd=ROOT)
+        p = run_group(cmd, 100, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     except subprocess.TimeoutExpired:
         f.error("pytest -m cuda", "timed out")
         return
@@ -446,7 +469,7 @@ STEP_FUNCS = {"env": step_env, "bench": step_bench, "profiles": step_profiles, "
 
 
 def run_step(name: str, work: Path, dry: bool) -> int:
-    f = Figures(name, dry)
+    f = Figures(name, dry, work / "results" / f"{name}.json")
     try:
         STEP_FUNCS[name](f, work)
     except Exception as exc:  # noqa: BLE001 - a step that breaks is a row, and the check goes on
@@ -454,8 +477,9 @@ def run_step(name: str, work: Path, dry: bool) -> int:
 
         (work / "logs" / f"{name}.traceback").write_text(traceback.format_exc())
         f.error(f"{name} (step)", f"{type(exc).__name__}: {one_line(str(exc)) or type(exc).__name__}")
-    (work / "results" / f"{name}.json").write_text(json.dumps({"rows": f.rows, "info": f.info}, indent=1,
-                                                              default=str))
+    f.save()
+    if f.path is not None and not f.rows:  # a step that found nothing says so
+        f.error(name, "no figures")
     return 0
 
 
@@ -504,17 +528,23 @@ def run(work: Path, out: Path, dry: bool, budget: float, only: list[str] | None)
         print(f"gpu-check: {name} (timeout {timeout:.0f} s, {time.monotonic() - start:.0f} s elapsed)",
               file=sys.stderr, flush=True)
         cmd = [sys.executable, __file__, "step", name, "--work", str(work)] + (["--dry"] if dry else [])
+        why = None
         try:
             with open(work / "logs" / f"step-{name}.log", "w") as log:
-                subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env, cwd=ROOT)
+                p = run_group(cmd, timeout, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            if p.returncode != 0:
+                why = f"the step exited {p.returncode} (logs/step-{name}.log)"
         except subprocess.TimeoutExpired:
-            pass
+            why = f"timed out after {timeout:.0f} s: the figures above it are what it measured"
         timings[name] = round(time.monotonic() - t0, 1)
-        if not result.exists():
-            result.write_text(json.dumps({"rows": [{"step": name, "name": name, "value": None, "unit": "",
-                                                    "criterion": "runs", "pass": False,
-                                                    "note": f"no result: timed out after {timeout:.0f} s or "
-                                                            f"crashed (logs/step-{name}.log)"}]}))
+        if why is not None or not result.exists():
+            try:
+                done = json.loads(result.read_text())
+            except (OSError, ValueError):
+                done = {"rows": [], "info": {}}
+            done["rows"].append({"step": name, "name": name, "value": None, "unit": "", "criterion": "runs",
+                                 "pass": False, "note": why or f"no result (logs/step-{name}.log)"})
+            result.write_text(json.dumps(done))
     rows, info = [], {}
     for name in STEPS:
         try:

@@ -144,3 +144,39 @@ def test_the_gpu_paths_read_what_memplan_writes_on_cuda(tmp_path, monkeypatch):
     assert rows["--nproc 1 zero3 (nccl): model states - estimate"]["pass"] is True
     assert rows["--nproc 1 ddp: NCCL device bytes"]["value"] == 300.0
     assert rows["moe layer fp8-mixed: predicted / from measured kernels"]["value"] == round(0.010 / 0.012, 3)
+
+
+def _gpu_check():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return gpu_check
+
+
+def test_a_step_past_its_timeout_goes_with_its_children(tmp_path):
+    gpu_check = _gpu_check()
+    pid_file = tmp_path / "child.pid"
+    with pytest.raises(subprocess.TimeoutExpired):
+        gpu_check.run_group(["sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"], 2)
+    child = int(pid_file.read_text())
+    import time
+
+    for _ in range(50):  # the grandchild (a rank, a worker) was killed with the group
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the step's child survived its timeout")
+
+
+def test_a_spent_budget_is_a_row_per_step_and_three_files(tmp_path):
+    gpu_check = _gpu_check()
+    out = tmp_path / "out"
+    gpu_check.run(tmp_path / "work", out, dry=True, budget=5, only=None)
+    assert sorted(x.name for x in out.iterdir()) == ["figures.json", "summary.txt", "work.tar.gz"]
+    rows = json.loads((out / "figures.json").read_text())["figures"]
+    assert [r["step"] for r in rows] == list(STEPS) and all("budget" in r["note"] for r in rows)
