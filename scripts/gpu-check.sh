@@ -7,8 +7,8 @@
 #
 # Usage: scripts/gpu-check.sh [OUT]            (default: $OUT, else ./gpu-check-<UTC time>)
 #        scripts/gpu-check.sh --dry [OUT]      (or MEMPLAN_GPU_CHECK_DRY=1: every step on the CPU, tiny models)
-# Environment: PYTHON (default python3), MEMPLAN_GPU_CHECK_BUDGET (seconds for all steps, default 320),
-#              MEMPLAN_GPU_CHECK_ONLY (comma-separated steps: env,bench,profiles,hf,distributed,system,pytest).
+# Environment: PYTHON (default python3), MEMPLAN_GPU_CHECK_BUDGET (seconds for all steps, default 340),
+#              MEMPLAN_GPU_CHECK_ONLY (comma-separated steps: env,bench,profiles,hf,distributed,pytest,system).
 # pydantic: when `python3 -c 'import pydantic'` fails, the wheels in .whl/ (scripts/gpu-wheels.sh, carried with the
 # tree) are installed with `pip install --no-index --no-deps --target WORK/site` and put on PYTHONPATH.
 # memplan itself runs from this tree (PYTHONPATH), nothing installed.
@@ -49,7 +49,7 @@ export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"
 ONLY=()
 [[ -n "${MEMPLAN_GPU_CHECK_ONLY:-}" ]] && ONLY=(--only "$MEMPLAN_GPU_CHECK_ONLY")
 "$PY" "$HERE/scripts/gpu_check.py" run --work "$WORK" --out "$OUTDIR" $DRY \
-  --budget "${MEMPLAN_GPU_CHECK_BUDGET:-320}" "${ONLY[@]}"
+  --budget "${MEMPLAN_GPU_CHECK_BUDGET:-340}" ${ONLY[@]+"${ONLY[@]}"}
 rc=$?
 if [[ ! -f "$OUTDIR/summary.txt" ]]; then  # the driver itself broke: still three files at most, saying so
   echo "gpu-check: the driver exited $rc without a summary; see work.tar.gz" > "$OUTDIR/summary.txt"

@@ -52,7 +52,7 @@ DRY_PROFILES = {("gqa", "bf16-mixed", 8)}  # dry: each code path once (the other
 
 # step name -> (timeout s on a GPU, timeout s dry); run in this order, within the overall budget
 STEPS = {"env": (90, 60), "bench": (120, 60), "profiles": (240, 120), "hf": (150, 90), "distributed": (150, 120),
-         "system": (150, 90), "pytest": (150, 120)}
+         "pytest": (150, 120), "system": (150, 90)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -576,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--work", required=True, type=Path)
     r.add_argument("--out", required=True, type=Path)
     r.add_argument("--dry", action="store_true")
-    r.add_argument("--budget", type=float, default=320.0, help="seconds for all steps (default 320)")
+    r.add_argument("--budget", type=float, default=340.0, help="seconds for all steps (default 340)")
     r.add_argument("--only", help="comma-separated steps")
     s = sub.add_parser("step")
     s.add_argument("name", choices=list(STEPS))

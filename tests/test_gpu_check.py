@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("torch")
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ("env", "bench", "profiles", "hf", "distributed", "system", "pytest")
+STEPS = ("env", "bench", "profiles", "hf", "distributed", "pytest", "system")
 
 
 @pytest.mark.slow
