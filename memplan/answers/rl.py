@@ -183,7 +183,19 @@ def plan_memory(model: Any, gpu, wl: RLWorkload, extra: dict[str, Any], kernels:
     res = _Parts()
     ref = wl.reference_kind
     if ref == "copy":
-        res.add("reference model (frozen copy)", "reference", _weights_bytes(setup, True),
+        ref_setup = setup
+        if wl.reference_model:
+            from memplan.setups import training_setup
+
+            ref_setup = training_setup(wl.reference_model, precision=setup.recipe.name.split("[")[0],
+                                       gpus=wl.gpus, zero=wl.zero)
+            rv, pv = ref_setup.model.arch.vocab_size, m.vocab_size
+            if rv != pv:
+                raise MemplanError(f"reference model {ref_setup.model.name} has a vocabulary of {rv:,}, the policy "
+                                   f"{pv:,}: the reference scores the policy's token ids, so both need the same "
+                                   "tokenizer")
+        res.add(f"reference model ({'frozen copy' if ref_setup is setup else ref_setup.model.name})", "reference",
+                _weights_bytes(ref_setup, True),
                 "a full replica per rank under ZeRO-0/1/2, sharded under ZeRO-3 (TRL prepare_deepspeed)")
     reward_setup = None
     if wl.reward_model:
@@ -283,6 +295,8 @@ def plan_memory(model: Any, gpu, wl: RLWorkload, extra: dict[str, Any], kernels:
     upd_note = f"worst moment: {worst_name} (micro-batch {setup.layout.micro_batch} x {setup.seq:,} tokens" + \
         (", gradient checkpointing" if wl.gradient_checkpointing else "") + ")"
     phases.append(_phase("update", upd_states + res.resident + engine_asleep + over, kept + upd_extra, upd_note))
+    others = sum(c.bytes for c in res.resident + engine_asleep + over + kept)
+    moments = {n: sum(c.values()) + others for n, c in upd}
     if not wl.online and ref in ("copy", "adapters-off"):
         # dpo_trainer.py _compute_loss: the policy's forward first, then the reference's under no_grad, while the
         # policy's activations are held for backward
@@ -305,11 +319,14 @@ def plan_memory(model: Any, gpu, wl: RLWorkload, extra: dict[str, Any], kernels:
                      "training (no reference weights during training)")
     if ref == "adapters-off":
         notes.append("reference = the LoRA base with adapters disabled (TRL use_adapter): no extra copy")
+    if wl.rollout.sleep_level == 1 and wl.framework == "trl":
+        warnings.append("TRL 1.16 sleeps its colocated vLLM at level 2 only (vllm_generation.py llm.sleep(level=2)); "
+                        "level 1 is counted as asked (verl's free_cache_engine, or your own loop)")
     if wl.online and wl.kl_beta == 0.0 and wl.reference == "auto":
         notes.append(f"beta = 0 ({wl.algorithm} default in TRL 1.16): no reference model is loaded")
     return {"setup": setup, "phases": phases, "rollout_gpu_phase": rollout_gpu_phase, "engine": vllm,
             "host_ram": host_ram, "host_note": host_note, "notes": notes, "warnings": warnings, "est": est,
-            "reward_setup": reward_setup, "batch": batch}
+            "reward_setup": reward_setup, "batch": batch, "moments": moments, "overheads": overheads}
 
 
 def _vllm_start_check(parts: dict[str, Any], wl: RLWorkload, gpu) -> tuple[bool | None, str | None]:
@@ -423,6 +440,7 @@ def evaluate(model: Any, gpu, wl: RLWorkload, extra: dict[str, Any], kernels: st
     plan = RLPlan(model=setup.model.name, parameters=setup.model.parameters.total, workload=wl,
                   sequence=wl.sequence, reference=wl.reference_kind, phases=phases,
                   rollout_gpu_phase=parts["rollout_gpu_phase"], peak_phase=peak.name, required=peak.total,
+                  update_moments=parts["moments"], overheads=parts["overheads"],
                   host_ram_per_node=parts["host_ram"], host_ram_note=parts["host_note"], vllm_starts=starts,
                   vllm_refusal=refusal, vllm_kv_pool=v.kv_cache_pool if v else None,
                   vllm_concurrency=v.max_concurrency if v else None, rollout_batch=parts["batch"],

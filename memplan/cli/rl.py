@@ -35,6 +35,7 @@ POS = click.IntRange(min=1)
 @click.option("--lora-rank", type=POS, help="LoRA rank.  [default: 16]")
 @click.option("--reference", type=click.Choice(["auto", "none", "copy", "adapters-off", "precomputed"]),
               help="Reference model.  [default: auto: what TRL does for the algorithm, beta and policy]")
+@click.option("--reference-model", type=NAME, help="A reference other than the policy's checkpoint (same vocabulary).")
 @click.option("--reward-model", type=NAME, help="A reward model scored each rollout (profile or config path).")
 @click.option("--critic/--no-critic", default=None, help="A trained value model.  [default: on for ppo]")
 @click.option("--rollout", type=click.Choice(["hf", "vllm-colocate", "vllm-server"]),

@@ -67,6 +67,10 @@ class RLPlan(BaseModel):
     reference: str = Field(description="none, copy, adapters-off or precomputed")
     phases: list[RLPhase]
     rollout_gpu_phase: RLPhase | None = Field(None, description="vllm-server: what a rollout GPU holds")
+    update_moments: dict[str, int] = Field(default_factory=dict, description="bytes on a training GPU at each "
+                                           "moment of the update (forward, loss, backward, optimizer_step, "
+                                           "zero_grad), residents and overheads included")
+    overheads: int = Field(0, description="CUDA context, workspaces and allocator reserve counted in every phase")
     peak_phase: str
     required: int = Field(description="bytes the busiest training GPU needs at the peak phase")
     fits: bool | None = None

@@ -33,6 +33,7 @@ RolloutKind = Literal["hf", "vllm-colocate", "vllm-server"]
 PolicyKind = Literal["full", "lora", "qlora"]
 ReferenceKind = Literal["auto", "none", "copy", "adapters-off", "precomputed"]
 
+SLEEP_SINCE = (0, 7, 3)  # vLLM's sleep mode (the oldest release vllm-ascend's sleep-mode guide names)
 DEFAULT_BETA = {"grpo": 0.0, "dapo": 0.0, "rloo": 0.05, "ppo": 0.05, "dpo": 0.1, "kto": 0.1, "orpo": 0.0}
 # what each framework keeps on the GPU differently (each line cites the source it was read from)
 FRAMEWORK_NOTES = {
@@ -91,6 +92,8 @@ class RLWorkload(BaseModel):
     lora_rank: int = Field(16, ge=1, le=4096)
     reference: ReferenceKind = Field("auto", description="auto: what the framework does for this algorithm, "
                                      "beta and policy")
+    reference_model: str | None = Field(None, description="a reference other than the policy's own checkpoint "
+                                        "(profile/config); it must share the policy's vocabulary")
     reward_model: str | None = Field(None, description="a reward model (profile/config) scored each rollout")
     critic: bool | None = Field(None, description="PPO: a trained value model (default for ppo)")
     rollout: RolloutEngine = Field(default_factory=RolloutEngine)
@@ -130,6 +133,13 @@ class RLWorkload(BaseModel):
         if self.zero == 3 and not self.ds3_gather_for_generation and self.rollout.kind != "hf":
             raise MemplanError("ds3_gather_for_generation=False is not compatible with vLLM generation (TRL "
                                "grpo_config.py); use --rollout hf or gather for generation")
+        if self.rollout.sleep_level and self.rollout.vllm_version:
+            nums = [int("".join(c for c in x if c.isdigit()) or 0) for x in
+                    self.rollout.vllm_version.lstrip("v").split("+")[0].split(".")[:3]]
+            if tuple((nums + [0, 0, 0])[:3]) < SLEEP_SINCE:
+                raise MemplanError(f"--sleep-level {self.rollout.sleep_level}: vLLM {self.rollout.vllm_version} has no "
+                                   "sleep mode (LLM.sleep/wake_up arrived in 0.7.3); drop --sleep-level or use a "
+                                   "newer vLLM")
         if self.policy == "full" and self.reference == "adapters-off":
             raise MemplanError("reference adapters-off needs a LoRA policy (--policy lora)")
         return self
