@@ -208,3 +208,30 @@ def measure_trl_step(algorithm: str, tiny: TinyModel, *, prompt: int, completion
     if os.environ.get("MEMPLAN_RL_DEBUG"):
         print({n: s for n, (p, s) in tracker.phase_peaks.items()}, trainer.model.dtype)
     return RLMeasurement(peak=tracker.peak, peak_phase=tracker.peak_phase or "", phases=per, folder=folder)
+
+
+def estimate_beside(rec: dict[str, Any], config_path: str) -> dict[str, Any]:
+    """memplan's estimate of a measured case (a record of benchmarks/rl/trl-cpu.jsonl) with the CPU kernels, without
+    the overheads a CPU run has not (CUDA context, allocator reserve): per measured phase, the peak and its phase.
+    The measured "forward" phase is the policy's forward and loss (DPO: with the reference forward inside it)."""
+    from memplan.answers.rl import rl
+
+    kw: dict[str, Any] = dict(algorithm=rec["algorithm"], per_device_train_batch_size=rec["batch"],
+                              gradient_checkpointing=rec.get("gradient_checkpointing", True),
+                              prompt_length=rec["prompt"])
+    if rec["algorithm"] == "grpo":
+        kw.update(completion_length=rec["completion"], num_generations=rec["generations"], beta=rec.get("beta") or 0.0)
+    else:
+        kw.update(max_length=rec["prompt"] + rec["completion"] + 1, precompute_ref_log_probs=rec.get("precompute", False))
+    if rec.get("lora_rank"):
+        kw.update(policy="lora", lora_rank=rec["lora_rank"])
+    p = rl(config_path, None, kernels="cpu", search_changes=False, **kw)
+    o = p.overheads
+    ph = {x.name: x.total - o for x in p.phases}
+    m = {k: v - o for k, v in p.update_moments.items()}
+    out = {"rollout": ph.get("rollout"), "scoring": ph.get("scoring"), "backward": m["backward"],
+           "optimizer_step": m["optimizer_step"],
+           "forward": max(m["loss"], m["forward"], ph.get("reference forward", 0))}
+    out = {k: v for k, v in out.items() if v}
+    peak_phase = max(out, key=lambda k: out[k])
+    return {"phases": out, "peak": out[peak_phase], "peak_phase": peak_phase}
