@@ -193,3 +193,20 @@ def test_cli_bad_input_exit_2(capsys):
     assert main(["rl", "qwen2.5-7b", "-G", "3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "num_generations 3" in err
+
+
+def test_cli_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    from memplan.cli import main
+
+    out = tmp_path / "rl.png"
+    assert main(["rl", "qwen3-0.6b", "-g", "h100-sxm", "--prompt-length", "128", "--no-search", "--plot",
+                 str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ppo_keeps_a_critic_and_a_reward_model():
+    p = rl("qwen3-0.6b", "h100-sxm", algorithm="ppo", prompt_length=128, completion_length=256,
+           reward_model="qwen3-0.6b", **FAST)
+    upd = _phase(p, "update")
+    assert _comp(upd, "critic") > 0 and _comp(upd, "reward model") > 0 and p.reference == "copy"

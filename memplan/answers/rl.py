@@ -343,7 +343,11 @@ def _vllm_start_check(parts: dict[str, Any], wl: RLWorkload, gpu) -> tuple[bool 
     ph = parts["phases"][0]
     loaded = sum(c.bytes for c in ph.components if c.category in ("reference", "reward")
                  or c.name == "policy weights")
-    context = next((c.bytes for c in ph.components if c.category == "overheads"), 0) // 4
+    from memplan.memory.overheads import overhead_table
+
+    t = overhead_table()
+    gen = t["generations"].get(gpu.generation, t["generations"]["default"])
+    context = gpu.context_bytes or gen["context_mib"] << 20  # the CUDA context before vLLM's snapshot
     free = v.total_memory - loaded - context
     if free < v.requested:
         return False, (f"vLLM refuses to start: {free / GiB:.2f} GiB free after the policy/reference load, below "

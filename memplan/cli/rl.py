@@ -56,6 +56,9 @@ POS = click.IntRange(min=1)
 @click.option("--gpus-per-node", type=POS, help="GPUs per node.  [default: 8]")
 @click.option("--zero", type=click.IntRange(0, 3), help="DeepSpeed ZeRO stage.  [default: 0]")
 @click.option("--no-search", is_flag=True, help="Skip the search for the changes that fit.")
+@click.option("--plot", type=PATH, metavar="FILE.png", help="Also draw memory over the RL step, per phase (needs "
+                                                            "matplotlib).")
+@click.option("--force", is_flag=True, help="Overwrite the --plot file if it exists.")
 @units_option
 @json_option
 def rl_command(**kw) -> None:
@@ -69,6 +72,13 @@ def rl_command(**kw) -> None:
 
     as_json, units = kw.pop("as_json"), units_of(kw.pop("units"))
     gpu, model, search = kw.pop("gpu_name"), kw.pop("model"), not kw.pop("no_search")
+    plot, force = kw.pop("plot"), kw.pop("force")
+    if plot is not None:
+        if not plot.strip():
+            raise MemplanError("--plot needs a file name, e.g. --plot rl.png")
+        from memplan.report.files import check_writable
+
+        check_writable(plot, force, what="--plot")
     if model is None and kw.get("config") is None:
         raise MemplanError("memplan rl needs MODEL or --config FILE (with model_name_or_path)")
     plan = rl(model, gpu, search_changes=search, **{k: v for k, v in kw.items() if v is not None})
@@ -76,7 +86,15 @@ def rl_command(**kw) -> None:
         click.echo(f"memplan: warning: {line}", err=True)
     if as_json:
         click.echo(plan.model_dump_json(indent=2))
+        if plot:
+            from memplan.report.rl import rl_plot
+
+            click.echo(f"memplan rl: plot written to {rl_plot(plan, plot, units, force=force)}", err=True)
         return
     from memplan.report.rl import rl_table
 
     click.echo(rl_table(plan, units))
+    if plot:
+        from memplan.report.rl import rl_plot
+
+        click.echo(f"memplan rl: plot written to {rl_plot(plan, plot, units, force=force)}", err=True)

@@ -101,3 +101,51 @@ def rl_table(p: RLPlan, units: Units = Units.GiB) -> str:
         out += ["", "time assumptions:"] + [f"  - {a}" for a in p.time.assumptions]
     out += ["", "assumptions:"] + [f"  - {a}" for a in p.assumptions]
     return "\n".join(out)
+
+
+RL_PALETTE = {"policy": "#4c72b0", "reference": "#937860", "reward": "#8172b2", "critic": "#da8bc3",
+              "rollout": "#55a868", "activations": "#c44e52", "temporaries": "#ccb974", "overheads": "#64b5cd"}
+
+
+def rl_plot(p: RLPlan, path: str, units: Units = Units.GiB, force: bool = False) -> str:
+    """Memory over the RL step: one stacked bar per phase (update split into its moments), by category, against the
+    GPU.  Returns the path written (needs matplotlib)."""
+    import io
+
+    from memplan.report.files import write_new_file
+    from memplan.report.plot import _pyplot
+
+    plt = _pyplot()
+    div = units.bytes
+    bars: list[tuple[str, dict[str, int]]] = []
+    for ph in p.phases:
+        cats: dict[str, int] = {}
+        for c in ph.components:
+            cats[c.category] = cats.get(c.category, 0) + c.bytes
+        bars.append((ph.name, cats))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(bars) + 3), 5))
+    bottoms = [0.0] * len(bars)
+    for cat, color in RL_PALETTE.items():
+        vals = [b[1].get(cat, 0) / div for b in bars]
+        if any(vals):
+            ax.bar(range(len(bars)), vals, bottom=bottoms, color=color, label=cat)
+            bottoms = [x + v for x, v in zip(bottoms, vals)]
+    top = max(bottoms, default=0.0)
+    if p.gpu_memory:
+        ax.axhline(p.gpu_memory / div, color="red", ls="--", lw=1.2)
+        ax.text(len(bars) - 0.5, p.gpu_memory / div, f"{p.gpu}", color="red", va="bottom", ha="right", fontsize=8)
+        top = max(top, p.gpu_memory / div)
+    for i, (name, _) in enumerate(bars):
+        if name == p.peak_phase:
+            ax.annotate("peak", (i, bottoms[i]), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+    ax.set_ylim(0, top * 1.15 if top else 1)
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=9)
+    ax.set_ylabel(f"per training GPU ({units.value})")
+    verdict = "" if p.fits is None else (" — fits" if p.fits else " — DOES NOT FIT")
+    ax.set_title(f"{p.model} {p.workload.algorithm.upper()}: memory over the RL step{verdict}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.subplots_adjust(left=0.1, right=0.82, bottom=0.1, top=0.9)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return str(write_new_file(path, buf.getvalue(), force=force, what="--plot"))
