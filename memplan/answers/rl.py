@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from memplan.answers.rl_memory import fused_head, scoring_workspace, vocab_parts
+from memplan.answers.rl_memory import autocast_weight_copies, fused_head, scoring_workspace, vocab_parts
 from memplan.errors import MemplanError
 from memplan.results.rl import RLComponent, RLOption, RLPhase, RLPlan, RLTime
 from memplan.spec.workload import FRAMEWORK_NOTES, RLWorkload, RolloutEngine
@@ -124,7 +124,7 @@ def _hf_generate(wl: RLWorkload, setup, gpu, batch: int):
 
     s = InferenceSetup(model=setup.model, engine="hf", batch=batch, prompt=wl.prompt_tokens,
                        output=wl.completion_tokens, attention=setup.workload.attention,
-                       weights_dtype=setup.recipe.weights)
+                       weights_dtype=setup.recipe.compute)  # under autocast: the cache and workspace in bf16
     return estimate_inference(s, gpu)
 
 
@@ -228,6 +228,9 @@ def plan_memory(model: Any, gpu, wl: RLWorkload, extra: dict[str, Any], kernels:
                                          note="transformers DynamicCache, the policy generates"))
         rollout_extra.append(RLComponent(name="generate: prefill workspace", category="rollout",
                                          bytes=g.per_gpu.activations))
+        rollout_extra.append(RLComponent(name="autocast copies of the weights", category="rollout",
+                                         bytes=autocast_weight_copies(setup),
+                                         note="bf16 casts of the fp32 weights cached for one forward"))
         if wl.zero == 3 and wl.ds3_gather_for_generation:
             full = _weights_bytes(setup, False)
             rollout_extra.append(RLComponent(name="ZeRO-3 gathered policy for generation", category="rollout",
