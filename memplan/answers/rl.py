@@ -412,7 +412,7 @@ def plan_time(parts: dict[str, Any], wl: RLWorkload, gpu) -> RLTime:
                                    f"({links.host.bandwidth_gbps:g} GB/s) each step")
             elif wl.rollout.sleep_level == 2:
                 assumptions.append("sleep level 2: weights re-pushed by the weight sync, KV re-allocated (no copy)")
-        else:
+        elif wl.rollout.kind == "vllm-server":
             sync = w_bytes / (links.intra.bandwidth_gbps * 1e9)
             assumptions.append(f"weight sync (server): the policy's weights broadcast over {links.intra.name} "
                                "(NCCL); overlap with training not assumed")

@@ -65,7 +65,8 @@ def fused_head(setup: TrainingSetup, tokens: int, positions: int, train: bool, k
     if train:
         fold_bwd = CPU_BACKWARD_TILES * n * vc * 4 if cpu else 0
         grads32 = N * H * 4 + (V * H * 4 if head_trains else 0)
-        cast_back = N * H * wb + (V * H * wb if head_trains else 0)
+        # .to(dtype) of an fp32 accumulator into fp32 parameters returns the same tensor: no copy
+        cast_back = 0 if wb == 4 else N * H * wb + (V * H * wb if head_trains else 0)
         # the loop (tile, its fold, the fp32 accumulators) and the return (the casts back) do not overlap
         backward = tile + grads32 + max(casts + fold_bwd, cast_back)
     outputs = n_outputs * positions * 4 + positions * 8
