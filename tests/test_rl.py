@@ -210,3 +210,12 @@ def test_ppo_keeps_a_critic_and_a_reward_model():
            reward_model="qwen3-0.6b", **FAST)
     upd = _phase(p, "update")
     assert _comp(upd, "critic") > 0 and _comp(upd, "reward model") > 0 and p.reference == "copy"
+
+
+def test_search_splits_the_colocated_engine_over_tp():
+    """32B on 8 H100s, ZeRO-3, vLLM colocated at 0.3: the engine's 61 GiB of weights leave no KV blocks at TP 1;
+    TRL's vllm_tensor_parallel_size splits them over the ranks."""
+    p = rl("qwen3-32b", "h100-sxm", gpus=8, zero=3, prompt_length=1024, completion_length=4096,
+           rollout="vllm-colocate", sleep_level=2, model_dtype="bfloat16", beta=0.01)
+    assert p.fits is False and p.vllm_starts is False
+    assert p.smallest_change.changes == {"vllm_tp": 4}

@@ -454,7 +454,7 @@ def evaluate(model: Any, gpu, wl: RLWorkload, extra: dict[str, Any], kernels: st
                   notes=parts["notes"], warnings=list(parts["warnings"]) + list(setup.warnings))
     if v is not None:
         parts["concurrency"] = v.max_concurrency
-        if v.max_concurrency < (eng.batch or 0):
+        if v.starts and v.max_concurrency < (eng.batch or 0):
             plan.notes.append(f"the KV blocks hold {v.max_concurrency:.1f} sequences of {wl.sequence:,} tokens, the "
                               f"rollout batch is {eng.batch}: vLLM runs it in waves (slower, not an OOM)")
     if gpu is not None:
@@ -498,6 +498,9 @@ def _search_space(wl: RLWorkload) -> list[dict[str, Any]]:
         for u in (0.25, 0.2, 0.4, 0.5, 0.6, 0.7):
             if abs(u - wl.vllm_utilization) > 1e-6:
                 one.append({"gpu_memory_utilization": u})
+        # vllm_tensor_parallel_size: the engine's weights split over the ranks of a TP group (TRL colocate)
+        one += [{"vllm_tp": t} for t in (2, 4, 8) if t > wl.rollout.tp and t <= min(wl.gpus, wl.gpus_per_node)
+                and wl.gpus % t == 0]
     b = wl.per_device_train_batch_size
     while b > 1:
         b //= 2
@@ -533,6 +536,8 @@ def _apply(wl: RLWorkload, change: dict[str, Any]) -> RLWorkload:
             ro["gpus"] = v
         elif k in ("sleep_level", "gpu_memory_utilization"):
             ro[k] = v
+        elif k == "vllm_tp":
+            ro["tp"] = v
         else:
             data[k] = v
     if ro["kind"] != "vllm-colocate":
