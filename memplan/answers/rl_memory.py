@@ -5,7 +5,8 @@ TRL never allocates the [B x T x V] logits.  The backbone's last hidden states a
 positions (`hidden_states[mask]` on a Triton device: only labels != -100, i.e. the completion tokens; without
 Triton, e.g. on CPU, `reshape(-1, H)` of every position), then projected through the head in tiles of
 TOKEN_CHUNK_SIZE = 4096 tokens x _CHUNKED_LOGPROB_CHUNK_SIZE = 32768 vocabulary entries into one reused
-`mm_buf` in the compute dtype (allocated [min(N, 4096) x 32768] even for a smaller vocabulary); a Triton kernel folds each tile into seven fp32 per-token statistics.  Autograd
+`mm_buf` in the compute dtype (allocated [min(N, 4096) x 32768] even for a smaller vocabulary); a Triton kernel
+folds each tile into seven fp32 per-token statistics.  Autograd
 keeps the gathered hidden states, the targets and two fp32 per-token vectors.  Backward recomputes each tile and
 accumulates `grad_hidden` [N x H] and (when the head trains) `grad_weight` [V x H] in fp32, then casts both to the
 parameters' dtype.  Without Triton, the fold runs as torch ops on fp32 copies of the whole tile: forward keeps 3

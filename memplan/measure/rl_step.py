@@ -222,7 +222,8 @@ def estimate_beside(rec: dict[str, Any], config_path: str) -> dict[str, Any]:
     if rec["algorithm"] == "grpo":
         kw.update(completion_length=rec["completion"], num_generations=rec["generations"], beta=rec.get("beta") or 0.0)
     else:
-        kw.update(max_length=rec["prompt"] + rec["completion"] + 1, precompute_ref_log_probs=rec.get("precompute", False))
+        kw.update(max_length=rec["prompt"] + rec["completion"] + 1,
+                  precompute_ref_log_probs=rec.get("precompute", False))
     if rec.get("lora_rank"):
         kw.update(policy="lora", lora_rank=rec["lora_rank"])
     p = rl(config_path, None, kernels="cpu", search_changes=False, **kw)

@@ -23,9 +23,10 @@ def _header(p: RLPlan) -> list[str]:
                      f"{w.generation_steps} step(s) per generation; beta {w.kl_beta:g}")
         lines.append(f"rollout: {engine[ro.kind]}")
     else:
+        pairs = f" (chosen + rejected: {w.sequences_per_micro_batch} sequences)" \
+            if w.algorithm in ("dpo", "orpo") else ""
         lines.append(f"sequence {p.sequence:,} tokens; {w.per_device_train_batch_size} pair(s) per GPU per micro-step"
-                     f"{' (chosen + rejected: ' + str(w.sequences_per_micro_batch) + ' sequences)' if w.algorithm in ('dpo', 'orpo') else ''}"
-                     f"; beta {w.kl_beta:g}")
+                     f"{pairs}; beta {w.kl_beta:g}")
     lines.append(f"{w.gpus} training GPU(s), ZeRO-{w.zero}, gradient checkpointing "
                  f"{'on' if w.gradient_checkpointing else 'off'}, policy {w.model_dtype} under bf16 autocast")
     return lines
