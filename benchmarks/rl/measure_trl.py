@@ -13,6 +13,7 @@ SMALL = TinyModel(hidden=128, layers=2, heads=4, kv_heads=2, ffn=256, vocab=2048
 WIDE = TinyModel(hidden=256, layers=4, heads=8, kv_heads=2, ffn=768, vocab=8192)
 LLAMA = TinyModel(hidden=192, layers=3, heads=6, kv_heads=2, ffn=512, vocab=4096, family="llama")
 CASES = {
+    "grpo-short-b0-g2": ("grpo", SMALL, dict(prompt=16, completion=16, batch=2, generations=2)),
     "grpo-b0-g2": ("grpo", SMALL, dict(prompt=32, completion=32, batch=4, generations=2)),
     "grpo-b0.04-g4": ("grpo", SMALL, dict(prompt=32, completion=64, batch=4, generations=4, beta=0.04)),
     "grpo-wide-b0-g4": ("grpo", WIDE, dict(prompt=64, completion=96, batch=4, generations=4)),

@@ -154,6 +154,17 @@ def _update_phases(setup, gpu, wl: RLWorkload, kernels: str) -> tuple[list[tuple
             if act >= acts.saved:  # the moment backward starts (the loss's gradients)
                 act += head.saved + head.outputs - vp["head"]
                 tmp += head.backward - vp["loss_backward"]
+            else:
+                # another moment was the worst with the logits; with the fused head the start may be: the loss
+                # phase's residents + everything saved + the head's backward
+                loss = next(c for n, c in ((x.name, x.bytes) for x in est.timeline) if n == "loss")
+                start = {k: v for k, v in loss.items() if k not in ("activations", "temporaries")}
+                start["activations"] = acts.saved - vp["head"] + head.saved + head.outputs
+                start["temporaries"] = max(acts.loss_backward - vp["loss_backward"], 0) + head.backward
+                if sum(start.values()) > sum(cats.values()) - cats.get("activations", 0) - cats.get(
+                        "temporaries", 0) + max(act, 0) + max(tmp, 0):
+                    out.append((ph.name, start))
+                    continue
         cats["activations"], cats["temporaries"] = max(act, 0), max(tmp, 0)
         out.append((ph.name, cats))
     notes = [f"LM head: TRL's fused tiled log-prob head, {head.note}"]
