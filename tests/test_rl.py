@@ -219,3 +219,45 @@ def test_search_splits_the_colocated_engine_over_tp():
            rollout="vllm-colocate", sleep_level=2, model_dtype="bfloat16", beta=0.01)
     assert p.fits is False and p.vllm_starts is False
     assert p.smallest_change.changes == {"vllm_tp": 4}
+
+
+OPENRLHF = """set -x
+python3 -m openrlhf.cli.train_ppo_ray \\
+   --ref_num_nodes 1 --ref_num_gpus_per_node 8 \\
+   --actor_num_nodes 1 \\
+   --actor_num_gpus_per_node 8 \\
+   --vllm_num_engines 4 \\
+   --vllm_tensor_parallel_size 2 \\
+   --colocate_all_models \\
+   --vllm_gpu_memory_utilization 0.6 \\
+   --init_kl_coef 1e-3 \\
+   --use_kl_loss \\
+   --advantage_estimator group_norm \\
+   --pretrain qwen3-8b \\
+   --micro_train_batch_size 8 \\
+   --train_batch_size 128 \\
+   --micro_rollout_batch_size 16 \\
+   --rollout_batch_size 128 \\
+   --n_samples_per_prompt 8 \\
+   --prompt_max_len 1024 \\
+   --generate_max_len 1024 \\
+   --zero_stage 3 \\
+   --bf16 \\
+   --gradient_checkpointing \\
+   --vllm_enable_sleep \\
+   --deepspeed_enable_sleep
+# after OpenRLHF examples/scripts/train_dapo_ray_hybrid_engine.sh
+"""
+
+
+def test_openrlhf_launch_script(tmp_path):
+    f = tmp_path / "train.sh"
+    f.write_text(OPENRLHF)
+    p = rl(None, "h100-sxm", config=str(f), **FAST)
+    w = p.workload
+    assert (w.framework, w.algorithm, p.sequence, w.num_generations, w.gpus, w.zero) == \
+        ("openrlhf", "grpo", 2048, 8, 8, 3)
+    assert (w.rollout.kind, w.rollout.tp, w.vllm_utilization, w.rollout.sleep_level) == ("vllm-colocate", 2, 0.6, 1)
+    assert w.model_dtype == "bfloat16-mixed" and w.kl_beta == 1e-3
+    assert w.generation_batch == 128 * 8 and w.gradient_accumulation_steps == 2 and w.generation_steps == 16
+    assert any("deepspeed_enable_sleep" in x for x in p.warnings)

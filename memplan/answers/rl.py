@@ -59,7 +59,8 @@ def policy_setup(model: Any, wl: RLWorkload, extra: dict[str, Any]):
     bf16 checkpoint dtype with bf16 autocast (TRL bf16=True, dtype 'auto'), AdamW fused (transformers' default)."""
     from memplan.setups import training_setup
 
-    kw: dict[str, Any] = {"precision": "amp-bf16" if wl.model_dtype == "float32" else "bf16",
+    precision = {"float32": "amp-bf16", "bfloat16": "bf16", "bfloat16-mixed": "bf16-mixed"}[wl.model_dtype]
+    kw: dict[str, Any] = {"precision": precision,
                           "optimizer": "adamw", "optimizer_impl": "fused",
                           "seq": wl.sequence, "micro_batch": wl.sequences_per_micro_batch,
                           "grad_accum": wl.gradient_accumulation_steps,

@@ -13,8 +13,8 @@ POS = click.IntRange(min=1)
 @click.command("rl")
 @click.argument("model", metavar="MODEL", type=NAME, required=False)
 @gpu_option
-@click.option("--config", type=PATH, help="A TRL GRPOConfig/DPOConfig (YAML/JSON) or a verl config (YAML); flags "
-                                          "override it.")
+@click.option("--config", type=PATH, help="A TRL GRPOConfig/DPOConfig (YAML/JSON), a verl config (YAML) or an "
+                                          "OpenRLHF launch script (.sh); flags override it.")
 @click.option("--algorithm", type=click.Choice(["grpo", "dapo", "rloo", "ppo", "dpo", "kto", "orpo"]),
               help="RL or preference algorithm.  [default: grpo, or what --config says]")
 @click.option("--framework", type=click.Choice(["trl", "verl", "openrlhf"]), help="Whose conventions.  [default: trl]")
@@ -49,7 +49,7 @@ POS = click.IntRange(min=1)
 @click.option("--vllm-version", type=NAME, help="vLLM release whose accounting to reproduce.")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
               help="Activation checkpointing.  [default: on (TRL)]")
-@click.option("--model-dtype", type=click.Choice(["float32", "bfloat16"]),
+@click.option("--model-dtype", type=click.Choice(["float32", "bfloat16", "bfloat16-mixed"]),
               help="The policy's parameters.  [default: float32: TRL loads a path in fp32 unless "
                    "model_init_kwargs.dtype]")
 @click.option("--gpus", type=POS, help="Training GPUs.  [default: 1]")

@@ -1,6 +1,6 @@
 """RL / preference-tuning config files read as data, never executed: TRL's GRPOConfig / DPOConfig as the TRL CLI
-and alignment-handbook recipes write them (flat YAML or JSON), and verl's Hydra YAML (nested actor_rollout_ref /
-data / algorithm / trainer blocks).  Every read is bounded (memplan/userfiles.py); a bad file is one line.
+and alignment-handbook recipes write them (flat YAML or JSON), verl's Hydra YAML (nested actor_rollout_ref /
+data / algorithm / trainer blocks) and OpenRLHF's train_ppo_ray launch arguments (a .sh script, split with shlex).  Every read is bounded (memplan/userfiles.py); a bad file is one line.
 
 The sequence comes from the file (GRPO: max_prompt_length + max_completion_length; DPO: max_length; verl:
 data.max_prompt_length + data.max_response_length), never from the model's max positions.
@@ -223,9 +223,114 @@ def read_verl(data: dict[str, Any], path: str) -> RLConfigReading:
     return r
 
 
+def _openrlhf_args(text: str, path: str) -> dict[str, Any]:
+    """`--key value` / `--flag` pairs of an OpenRLHF launch (a shell script or a command line), read as text."""
+    import shlex
+
+    try:
+        tokens = shlex.split(text.replace("\\\n", " "), comments=True)
+    except ValueError as exc:
+        raise MemplanError(f"{path}: cannot split the command line ({exc})") from None
+    if "openrlhf.cli.train_ppo_ray" in tokens:
+        tokens = tokens[tokens.index("openrlhf.cli.train_ppo_ray") + 1:]
+    args: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        if t.startswith("--"):
+            key = t[2:].replace("-", "_")
+            vals = []
+            while i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+                vals.append(tokens[i + 1])
+                i += 1
+            args[key] = True if not vals else vals[0] if len(vals) == 1 else vals
+        i += 1
+    return args
+
+
+OPENRLHF_KEYS = {
+    "prompt_max_len": ("prompt_length", "int"),
+    "generate_max_len": ("completion_length", "int"),
+    "n_samples_per_prompt": ("num_generations", "int"),
+    "micro_train_batch_size": ("per_device_train_batch_size", "int"),
+    "zero_stage": ("zero", "int"),
+    "lora_rank": ("lora_rank", "int"),
+    "vllm_gpu_memory_utilization": ("gpu_memory_utilization", "float"),
+    "vllm_tensor_parallel_size": ("vllm_tp", "int"),
+}
+
+
+def read_openrlhf(text: str, path: str) -> RLConfigReading:
+    """OpenRLHF's train_ppo_ray launch arguments (examples/scripts/*.sh in OpenRLHF/OpenRLHF)."""
+    a = _openrlhf_args(text, path)
+    kw: dict[str, Any] = {"framework": "openrlhf"}
+    r = RLConfigReading(path=path, format="openrlhf", kwargs=kw)
+    for key, (name, kind) in OPENRLHF_KEYS.items():
+        if key in a:
+            kw[name] = {"int": _int, "float": _float}[kind](a[key], "--" + key, path)
+            r.read.append(f"--{key} -> {name}")
+    nodes = _int(a.get("actor_num_nodes", 1), "--actor_num_nodes", path)
+    kw["gpus"] = nodes * _int(a.get("actor_num_gpus_per_node", 1), "--actor_num_gpus_per_node", path)
+    adv = str(a.get("advantage_estimator", "gae"))
+    kw["algorithm"] = {"gae": "ppo", "group_norm": "grpo", "dr_grpo": "grpo", "rloo": "rloo", "reinforce": "rloo",
+                       "reinforce_baseline": "rloo"}.get(adv, "grpo")
+    if kw["algorithm"] == "ppo":
+        kw["num_generations"] = max(kw.get("num_generations", 1), 2)
+    kw["gradient_checkpointing"] = bool(a.get("gradient_checkpointing", False))
+    if a.get("bf16"):
+        kw["model_dtype"] = "bfloat16-mixed"  # DeepSpeed bf16: bf16 weights and gradients, fp32 master and states
+    if kw.get("lora_rank"):
+        kw["policy"] = "lora"
+    coef = a.get("init_kl_coef")
+    kw["beta"] = _float(coef, "--init_kl_coef", path) if coef is not None else 0.01
+    if a.get("reward_pretrain"):
+        kw["reward_model"] = str(a["reward_pretrain"])
+    engines = _int(a.get("vllm_num_engines", 0), "--vllm_num_engines", path) if a.get("vllm_num_engines") else 0
+    if a.get("colocate_all_models"):
+        kw["rollout"] = "vllm-colocate"
+        if a.get("vllm_enable_sleep"):
+            kw["sleep_level"] = 1
+            r.warnings.append(f"{path}: --vllm_enable_sleep counted as vLLM sleep level 1 (weights to host)")
+    elif engines:
+        kw["rollout"] = "vllm-server"
+        kw["rollout_gpus"] = engines * kw.get("vllm_tp", 1)
+    else:
+        kw["rollout"] = "hf"
+    rollout_bs = a.get("rollout_batch_size")
+    if rollout_bs is not None:
+        total = _int(rollout_bs, "--rollout_batch_size", path) * kw.get("num_generations", 1)
+        mb = kw.get("per_device_train_batch_size", 1)
+        per_rank = max(total // kw["gpus"], mb)
+        if per_rank % mb:
+            raise MemplanError(f"{path}: --rollout_batch_size {rollout_bs} x --n_samples_per_prompt over {kw['gpus']} "
+                               f"actor GPUs is {per_rank} per GPU, not a multiple of --micro_train_batch_size {mb}")
+        kw["steps_per_generation"] = per_rank // mb
+        train_bs = a.get("train_batch_size")
+        ga = _int(train_bs, "--train_batch_size", path) // (mb * kw["gpus"]) if train_bs else per_rank // mb
+        ga = max(ga, 1)
+        if kw["steps_per_generation"] % ga and ga % kw["steps_per_generation"]:
+            ga = kw["steps_per_generation"]
+        kw["gradient_accumulation_steps"] = ga
+    for flag in ("adam_offload", "ref_reward_offload", "deepspeed_enable_sleep", "packing_samples"):
+        if a.get(flag):
+            r.warnings.append(f"{path}: --{flag} is not modelled (counted without it)")
+    if kw["algorithm"] == "ppo" and not a.get("critic_pretrain") and not a.get("reward_pretrain"):
+        kw["critic"] = True
+    r.model = str(a["pretrain"]) if a.get("pretrain") else None
+    return r
+
+
 def read_rl_config(path: str) -> RLConfigReading:
     if not isinstance(path, str) or not path.strip():
         raise MemplanError("--config needs a file name")
+    if path.lower().endswith((".sh", ".txt")) or not path.lower().endswith((".yaml", ".yml", ".json")):
+        from memplan.userfiles import read_user_text
+
+        text = read_user_text(path, what="--config")
+        if "--pretrain" in text or "openrlhf" in text:
+            return read_openrlhf(text, path)
+        if path.lower().endswith((".sh", ".txt")):
+            raise MemplanError(f"{path}: not an OpenRLHF launch (no --pretrain); give a TRL YAML/JSON or a verl YAML")
     data = _load(path)
     if not isinstance(data, dict):
         raise MemplanError(f"{path}: expected a mapping of settings (a TRL GRPOConfig/DPOConfig or a verl config)")

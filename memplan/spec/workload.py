@@ -98,10 +98,11 @@ class RLWorkload(BaseModel):
     critic: bool | None = Field(None, description="PPO: a trained value model (default for ppo)")
     rollout: RolloutEngine = Field(default_factory=RolloutEngine)
     gradient_checkpointing: bool = True
-    model_dtype: Literal["float32", "bfloat16"] = Field("float32", description="the policy's parameters: TRL 1.16 "
-                                                        "loads a model path in float32 unless model_init_kwargs "
-                                                        "sets dtype (trainer/utils.py create_model_from_path); "
-                                                        "bf16=True then autocasts the compute to bf16")
+    model_dtype: Literal["float32", "bfloat16", "bfloat16-mixed"] = Field(
+        "float32", description="the policy's parameters: TRL 1.16 loads a model path in float32 unless "
+        "model_init_kwargs sets dtype (trainer/utils.py create_model_from_path), bf16=True then autocasts the compute "
+        "to bf16; bfloat16: pure bf16 weights and AdamW states; bfloat16-mixed: DeepSpeed bf16 (bf16 weights and "
+        "gradients, fp32 master weights and states)")
     gpus: int = Field(1, ge=1, le=1 << 16, description="training GPUs (data-parallel ranks)")
     gpus_per_node: int = Field(8, ge=1, le=1024)
     zero: int = Field(0, ge=0, le=3)
