@@ -335,6 +335,10 @@ def plan_memory(model: Any, gpu, wl: RLWorkload, extra: dict[str, Any], kernels:
                      "training (no reference weights during training)")
     if ref == "adapters-off":
         notes.append("reference = the LoRA base with adapters disabled (TRL use_adapter): no extra copy")
+    if wl.online:
+        notes.append("steady state shown: the first step's rollout and scoring run before the optimizer states exist "
+                     "(created at the first optimizer step), so a run that survives step 1 can still run out of memory "
+                     "at step 2")
     if wl.rollout.sleep_level == 1 and wl.framework == "trl":
         warnings.append("TRL 1.16 sleeps its colocated vLLM at level 2 only (vllm_generation.py llm.sleep(level=2)); "
                         "level 1 is counted as asked (verl's free_cache_engine, or your own loop)")
