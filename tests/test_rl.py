@@ -261,3 +261,14 @@ def test_openrlhf_launch_script(tmp_path):
     assert w.model_dtype == "bfloat16-mixed" and w.kl_beta == 1e-3
     assert w.generation_batch == 128 * 8 and w.gradient_accumulation_steps == 2 and w.generation_steps == 16
     assert any("deepspeed_enable_sleep" in x for x in p.warnings)
+
+
+def test_weight_sync_gathers_a_peft_policy_whole_under_zero3():
+    kw = dict(gpus=8, zero=3, beta=0.01, rollout="vllm-colocate", sleep_level=2, prompt_length=512,
+              completion_length=1024, model_dtype="bfloat16", **FAST)
+    lora = rl("qwen3-8b", "h100-sxm", policy="lora", **kw)
+    full = rl("qwen3-8b", "h100-sxm", **kw)
+    assert [p.name for p in lora.phases][:2] == ["weight sync", "rollout"]
+    g_lora = _comp(_phase(lora, "weight sync"), "gathered policy")
+    g_full = _comp(_phase(full, "weight sync"), "gathered policy")
+    assert g_lora > 7 * lora.parameters * 2 / 8 and g_full < g_lora / 10

@@ -11,6 +11,8 @@ reference and reward forwards are no-grad forwards (the serving floor's workspac
 
 Phases, per training GPU, in the order TRL runs them (grpo_trainer.py _generate_and_score_completions, then
 compute_loss per micro-batch; dpo_trainer.py _compute_loss):
+  weight sync  (vLLM) the engine's weights woken, the policy's parameters loaded one at a time (a PEFT policy
+           under ZeRO-3: gathered whole to merge the adapters)
   rollout  policy states (gradients freed by zero_grad) + reference/reward weights + the engine: transformers
            generate's DynamicCache and workspace, or the colocated vLLM's weights + KV block pool + CUDA graphs
            + non-torch memory (asleep: only the last two stay, level 1 moves the weights to host RAM)
@@ -304,6 +306,19 @@ def plan_memory(model: Any, gpu, wl: RLWorkload, extra: dict[str, Any], kernels:
                 RLComponent(name="fused LM head (log-probs)", category="temporaries",
                             bytes=head.forward + head.outputs, note=head.note)],
                 note=", ".join(passes) + f"; chunks of per_device_train_batch_size = {sb}"))
+    if wl.online and wl.rollout.kind != "hf" and vllm is not None and vllm.vllm is not None:
+        # vllm_generation.py sync_weights: wake the weights (KV still asleep), then load the policy's parameters one
+        # at a time (ZeRO-3: each gathered alone); a PEFT policy under ZeRO-3 is gathered whole to merge the adapters
+        full = _weights_bytes(setup, False)
+        if wl.zero == 3 and wl.policy != "full":
+            gathered, how = full - states.get("weights", 0), "ZeRO-3 + PEFT: the whole model gathered to merge adapters"
+        else:
+            gathered = int(m.vocab_size * m.hidden_size * setup.recipe.weights.bytes) if wl.zero == 3 else 0
+            how = "one parameter at a time (ZeRO-3: the largest, the embedding, gathered)"
+        sync_engine = (engine_awake[:1] + engine_asleep) if wl.rollout.kind == "vllm-colocate" and \
+            wl.rollout.sleep_level else engine_awake
+        phases.insert(0, _phase("weight sync", base + sync_engine + over, [RLComponent(
+            name="gathered policy parameters", category="policy", bytes=gathered, note=how)], how))
     # update: the worst moment of the training step
     worst_name, worst = max(upd, key=lambda x: sum(x[1].values()))
     upd_extra = [c for c in _cat_components(worst, "update") if c.category != "policy"]
@@ -360,7 +375,7 @@ def _vllm_start_check(parts: dict[str, Any], wl: RLWorkload, gpu) -> tuple[bool 
         return False, v.refusal
     if wl.rollout.kind != "vllm-colocate":
         return True, None
-    ph = parts["phases"][0]
+    ph = next(p for p in parts["phases"] if p.name == "rollout")
     loaded = sum(c.bytes for c in ph.components if c.category in ("reference", "reward")
                  or c.name == "policy weights")
     from memplan.memory.overheads import overhead_table
