@@ -271,4 +271,4 @@ def test_weight_sync_gathers_a_peft_policy_whole_under_zero3():
     assert [p.name for p in lora.phases][:2] == ["weight sync", "rollout"]
     g_lora = _comp(_phase(lora, "weight sync"), "gathered policy")
     g_full = _comp(_phase(full, "weight sync"), "gathered policy")
-    assert g_lora > 7 * lora.parameters * 2 / 8 and g_full < g_lora / 10
+    assert g_lora >= 0.99 * lora.parameters * 2 * 7 / 8 and g_full < g_lora / 10
