@@ -272,3 +272,21 @@ def test_weight_sync_gathers_a_peft_policy_whole_under_zero3():
     g_lora = _comp(_phase(lora, "weight sync"), "gathered policy")
     g_full = _comp(_phase(full, "weight sync"), "gathered policy")
     assert g_lora >= 0.99 * lora.parameters * 2 * 7 / 8 and g_full < g_lora / 10
+
+
+def test_json_fields_and_flags_are_frozen():
+    """JSON field names and flags are an interface: add, never rename (a new one is added here on purpose)."""
+    from memplan.cli.rl import rl_command
+    from memplan.results.rl import RLPhase, RLPlan, RLTime
+
+    assert {"phases", "peak_phase", "required", "fits", "headroom", "host_ram_per_node", "time", "smallest_change",
+            "fastest", "options", "update_moments", "overheads", "vllm_starts", "vllm_kv_pool", "workload",
+            "reference", "sequence", "assumptions", "warnings", "notes"} <= set(RLPlan.model_fields)
+    assert {"rollout_seconds", "scoring_seconds", "update_seconds", "sync_seconds", "sleep_wake_seconds",
+            "step_seconds", "tokens_per_second", "gpu_hours_per_1000_steps"} <= set(RLTime.model_fields)
+    assert set(RLPhase.model_fields) == {"name", "total", "components", "note"}
+    flags = {o for p in rl_command.params for o in getattr(p, "opts", []) if o.startswith("--")}
+    assert {"--algorithm", "--config", "--prompt-length", "--completion-length", "--max-length", "--num-generations",
+            "--per-device-train-batch-size", "--beta", "--policy", "--rollout", "--rollout-gpus",
+            "--gpu-memory-utilization", "--sleep-level", "--vllm-tp", "--gpus", "--zero", "--json", "--plot",
+            "--precompute-ref-log-probs", "--reference-model", "--reward-model", "--model-dtype"} <= flags
