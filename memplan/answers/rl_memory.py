@@ -25,7 +25,7 @@ TOKEN_CHUNK = 4096  # trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE @ v1.16.0
 VOCAB_CHUNK = 32768  # trl/trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE @ v1.16.0
 # fp32 tiles alive at once in the torch fold (measured on the functions themselves with the storage tracker):
 CPU_FORWARD_TILES = 3.0  # _forward_tile: the float copy, z * scale, z * inv_t (then z, z - m, exp; z, e, e * z)
-CPU_TOP1_TILES = 1.25  # DPO's is_top1: the masked_fill copy and its bool mask
+CPU_TOP1_TILES = 0.25  # DPO's is_top1 and mean_logits: the bool mask beside the 3 tiles (measured 3.25)
 CPU_BACKWARD_TILES = 7.25  # _backward_tile, log-prob gradient only (8.25 with an entropy gradient)
 
 
