@@ -219,6 +219,7 @@ def plan_memory(model: Any, gpu, wl: RLWorkload, extra: dict[str, Any], kernels:
         reward_setup = training_setup(wl.reward_model, precision="bf16", seq=wl.sequence, gpus=wl.gpus,
                                       zero=wl.zero, micro_batch=wl.per_device_train_batch_size)
         res.add(f"reward model {reward_setup.model.name}", "reward", _weights_bytes(reward_setup, True))
+    critic = None
     if wl.has_critic:
         from memplan.memory.states import model_states
 
@@ -298,6 +299,8 @@ def plan_memory(model: Any, gpu, wl: RLWorkload, extra: dict[str, Any], kernels:
         if passes:
             sb = wl.per_device_train_batch_size
             work = scoring_workspace(setup, sb, wl.sequence)
+            if reward_setup is not None:  # the reward model's forward may be the larger one
+                work = max(work, scoring_workspace(reward_setup, sb, wl.sequence))
             head = fused_head(setup, sb * wl.completion_tokens, sb * (wl.sequence - 1), train=False,
                               kernels=kernels)
             phases.append(_phase("scoring", base + engine_asleep + over, kept + [
@@ -328,6 +331,21 @@ def plan_memory(model: Any, gpu, wl: RLWorkload, extra: dict[str, Any], kernels:
     phases.append(_phase("update", upd_states + res.resident + engine_asleep + over, kept + upd_extra, upd_note))
     others = sum(c.bytes for c in res.resident + engine_asleep + over + kept)
     moments = {n: sum(c.values()) + others for n, c in upd}
+    if critic is not None:
+        # the value model's own training step, after the policy's: its activations, gradients and temporaries at
+        # its worst moment (a value head: no vocabulary-wide logits, so its head rows are taken out)
+        from memplan.memory.estimate import estimate_memory
+
+        cest = estimate_memory(critic, gpu)
+        cvp = vocab_parts(critic, kernels)
+        cworst = max(cest.timeline, key=lambda ph: ph.total)
+        cb = dict(cworst.bytes)
+        extra_c = {k: v for k, v in cb.items() if k in ("gradients", "activations", "temporaries", "gathered_parameters")}
+        extra_c["activations"] = max(extra_c.get("activations", 0) - cvp["head"], 0)
+        extra_c["temporaries"] = max(extra_c.get("temporaries", 0) - cvp["loss_backward"], 0)
+        phases.append(_phase("critic update", base + engine_asleep + over, kept + [
+            RLComponent(name=f"critic {k.replace('_', ' ')}", category="critic", bytes=v) for k, v in extra_c.items()],
+            f"the value model's step, worst moment {cworst.name}"))
     if not wl.online and ref in ("copy", "adapters-off"):
         # dpo_trainer.py _compute_loss: the policy's forward first, then the reference's under no_grad, while the
         # policy's activations are held for backward
@@ -361,7 +379,7 @@ def plan_memory(model: Any, gpu, wl: RLWorkload, extra: dict[str, Any], kernels:
         notes.append(f"beta = 0 ({wl.algorithm} default in TRL 1.16): no reference model is loaded")
     return {"setup": setup, "phases": phases, "rollout_gpu_phase": rollout_gpu_phase, "engine": vllm,
             "host_ram": host_ram, "host_note": host_note, "notes": notes, "warnings": warnings, "est": est,
-            "reward_setup": reward_setup, "batch": batch, "moments": moments, "overheads": overheads}
+            "reward_setup": reward_setup, "critic": critic, "batch": batch, "moments": moments, "overheads": overheads}
 
 
 def _vllm_start_check(parts: dict[str, Any], wl: RLWorkload, gpu) -> tuple[bool | None, str | None]:
@@ -412,6 +430,10 @@ def plan_time(parts: dict[str, Any], wl: RLWorkload, gpu) -> RLTime:
         scoring = passes * fwd * wl.generation_steps / wl.gradient_accumulation_steps
     elif ref in ("copy", "adapters-off"):
         update += fwd
+    if parts.get("critic") is not None:
+        ratio = parts["critic"].model.parameters.total / max(setup.model.parameters.total, 1)
+        update += t.step_seconds * opt_steps * ratio
+        assumptions.append(f"critic: its own optimizer step, the policy's time x {ratio:.2f} (parameters)")
     rollout = sync = sleep = 0.0
     eng = parts["engine"]
     links = resolve_links(gpu)
