@@ -20,6 +20,8 @@ CASES = {
     "grpo-wide-b0.04-g2": ("grpo", WIDE, dict(prompt=48, completion=64, batch=4, generations=2, beta=0.04)),
     "grpo-llama-lora-b0.04": ("grpo", LLAMA, dict(prompt=32, completion=48, batch=4, generations=2, beta=0.04,
                                                   lora_rank=8)),
+    "rloo-b0.05-g2": ("rloo", SMALL, dict(prompt=32, completion=48, batch=4, generations=2)),
+    "rloo-wide-g4": ("rloo", WIDE, dict(prompt=32, completion=64, batch=4, generations=4)),
     "dpo-ref": ("dpo", SMALL, dict(prompt=32, completion=32, batch=2)),
     "dpo-precomputed": ("dpo", SMALL, dict(prompt=32, completion=32, batch=2, precompute=True)),
     "dpo-wide-ref": ("dpo", WIDE, dict(prompt=64, completion=64, batch=2)),

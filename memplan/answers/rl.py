@@ -36,7 +36,7 @@ ROLLOUT_KEYS = ("rollout", "rollout_gpus", "gpu_memory_utilization", "sleep_leve
                 "max_num_batched_tokens")
 WORKLOAD_KEYS = tuple(k for k in RLWorkload.model_fields if k != "rollout")
 TRAINING_PASS = ("precision", "attention", "optimizer", "optimizer_impl", "lora_targets", "tp", "pp")
-RL_KEYS = (*WORKLOAD_KEYS, *ROLLOUT_KEYS, *TRAINING_PASS, "config", "search", "kernels")
+RL_KEYS = (*WORKLOAD_KEYS, *ROLLOUT_KEYS, *TRAINING_PASS, "search")
 
 
 def build_workload(**kw: Any) -> RLWorkload:
@@ -49,6 +49,8 @@ def build_workload(**kw: Any) -> RLWorkload:
           "gpu_memory_utilization": kw.pop("gpu_memory_utilization", None), "sleep_level": kw.pop("sleep_level", None),
           "tp": kw.pop("vllm_tp", None), "vllm_version": kw.pop("vllm_version", None),
           "max_num_batched_tokens": kw.pop("max_num_batched_tokens", None)}
+    if kw.get("algorithm") == "rloo" and kw.get("num_generations") is None:
+        kw["num_generations"] = 2  # RLOOConfig's default (GRPO's is 8)
     try:
         engine = RolloutEngine(**{k: v for k, v in ro.items() if v is not None})
         return RLWorkload(rollout=engine, **{k: v for k, v in kw.items() if v is not None})
@@ -651,7 +653,8 @@ def rl(model: Any, gpu: str | None = None, *, config: str | None = None, search_
         raise MemplanError("rl needs a MODEL (a profile name, a parameter count or a config.json path), or a config "
                            "file that names model_name_or_path")
     extra = {k: kw.pop(k) for k in TRAINING_PASS if k in kw}
-    kw.pop("search", None)
+    if "search" in kw:  # the API's short name for search_changes
+        search_changes = bool(kw.pop("search"))
     wl = build_workload(**kw)
     gpu_spec = resolve_gpu(gpu)
     plan = evaluate(model, gpu_spec, wl, extra, kernels)

@@ -187,6 +187,15 @@ def measure_trl_step(algorithm: str, tiny: TinyModel, *, prompt: int, completion
                           generation_kwargs={"min_new_tokens": completion}, **common)
         trainer = GRPOTrainer(model=folder, reward_funcs=lambda completions, **k: [float(len(c)) for c in completions],
                               args=args, train_dataset=ds, processing_class=tok, peft_config=peft)
+    elif algorithm == "rloo":
+        from trl import RLOOConfig, RLOOTrainer
+
+        ds = Dataset.from_dict({"prompt": [_text(prompt, i) for i in range(4 * batch)]})
+        args = RLOOConfig(num_generations=generations, max_completion_length=completion,
+                          beta=0.05 if beta is None else beta,
+                          generation_kwargs={"min_new_tokens": completion}, **common)
+        trainer = RLOOTrainer(model=folder, reward_funcs=lambda completions, **k: [float(len(c)) for c in completions],
+                              args=args, train_dataset=ds, processing_class=tok, peft_config=peft)
     elif algorithm == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -198,7 +207,7 @@ def measure_trl_step(algorithm: str, tiny: TinyModel, *, prompt: int, completion
                          precompute_ref_log_probs=precompute, **common)
         trainer = DPOTrainer(model=folder, args=args, train_dataset=ds, processing_class=tok, peft_config=peft)
     else:
-        raise ValueError(f"algorithm {algorithm!r}: grpo or dpo")
+        raise ValueError(f"algorithm {algorithm!r}: grpo, rloo or dpo")
     tracker = StorageTracker("cpu")
     phases = _Phases(tracker)
     _install(trainer, phases)
@@ -219,8 +228,10 @@ def estimate_beside(rec: dict[str, Any], config_path: str) -> dict[str, Any]:
     kw: dict[str, Any] = dict(algorithm=rec["algorithm"], per_device_train_batch_size=rec["batch"],
                               gradient_checkpointing=rec.get("gradient_checkpointing", True),
                               prompt_length=rec["prompt"])
-    if rec["algorithm"] == "grpo":
-        kw.update(completion_length=rec["completion"], num_generations=rec["generations"], beta=rec.get("beta") or 0.0)
+    if rec["algorithm"] in ("grpo", "rloo"):
+        beta = rec.get("beta")
+        kw.update(completion_length=rec["completion"], num_generations=rec["generations"],
+                  beta=beta if beta is not None else (0.0 if rec["algorithm"] == "grpo" else 0.05))
     else:
         kw.update(max_length=rec["prompt"] + rec["completion"] + 1,
                   precompute_ref_log_probs=rec.get("precompute", False))

@@ -11,6 +11,7 @@ what most users run:
   engine, max_num_seqs = per_device_train_batch_size x vllm_tensor_parallel_size x steps_per_generation.
   GRPOConfig 1.16 has no max_prompt_length: prompts are as long as the dataset makes them, so memplan asks for
   the prompt length (prompt_length) and says when it assumed one.
+- RLOO (rloo_config.py, rloo_trainer.py): num_generations 2, beta 0.05, an old-log-prob pass every step.
 - DPO: beta 0.1, max_length 1024 (prompt + completion), precompute_ref_log_probs False; chosen and rejected are
   concatenated into one batch of 2 x per_device_train_batch_size sequences.
 - both: gradient_checkpointing True, bf16 True (model dtype from the checkpoint: bf16), per_device_train_batch_size
@@ -220,6 +221,8 @@ class RLWorkload(BaseModel):
         """GRPO: a no-grad pass over the generation batch for importance sampling (grpo_trainer.py L2641)."""
         if not self.online:
             return False
+        if self.algorithm == "rloo":  # rloo_trainer.py: old_per_token_logps always computed
+            return True
         vllm = self.rollout.kind != "hf" and self.use_vllm_importance_sampling
         return vllm or self.gradient_accumulation_steps % (self.generation_steps * self.num_iterations) != 0
 
