@@ -120,7 +120,16 @@ def _vllm(model: Any, wl: RLWorkload, gpu, setup, batch: int):
         kw["max_num_batched_tokens"] = wl.rollout.max_num_batched_tokens
     if wl.rollout.vllm_version:
         kw["vllm_version"] = wl.rollout.vllm_version
-    s = serving_setup(setup.model, **kw)
+    if wl.policy == "qlora" and wl.rollout.kind == "vllm-colocate":  # vllm_generation.py: a bnb 4-bit policy
+        # starts the colocated vLLM with quantization="bitsandbytes" (a server loads its own checkpoint)
+        kw["quantization"] = "bitsandbytes"
+    try:
+        s = serving_setup(setup.model, **kw)
+    except MemplanError as exc:
+        if kw.get("quantization") != "bitsandbytes":
+            raise
+        raise MemplanError("--policy qlora with --rollout vllm-colocate (TRL starts vLLM with quantization="
+                           f"bitsandbytes): {str(exc).replace('--engine hf', '--rollout hf')}") from None
     return estimate_inference(s, gpu)
 
 
