@@ -124,13 +124,12 @@ def _vllm(model: Any, wl: RLWorkload, gpu, setup, batch: int):
         # starts the colocated vLLM with quantization="bitsandbytes" (a server loads its own checkpoint)
         kw["quantization"] = "bitsandbytes"
     try:
-        s = serving_setup(setup.model, **kw)
+        return estimate_inference(serving_setup(setup.model, **kw), gpu)
     except MemplanError as exc:
         if kw.get("quantization") != "bitsandbytes":
             raise
         raise MemplanError("--policy qlora with --rollout vllm-colocate (TRL starts vLLM with quantization="
                            f"bitsandbytes): {str(exc).replace('--engine hf', '--rollout hf')}") from None
-    return estimate_inference(s, gpu)
 
 
 def _hf_generate(wl: RLWorkload, setup, gpu, batch: int):
