@@ -155,7 +155,7 @@ def _install(trainer, phases: _Phases) -> None:
 
 def measure_trl_step(algorithm: str, tiny: TinyModel, *, prompt: int, completion: int, batch: int,
                      generations: int = 2, beta: float | None = None, lora_rank: int | None = None,
-                     precompute: bool = False, gradient_checkpointing: bool = True,
+                     precompute: bool = False, gradient_checkpointing: bool = True, grad_accum: int = 1,
                      folder: str | None = None) -> RLMeasurement:
     """One measured TRL step on the CPU; `folder` (made if None) holds the model for the estimate to read."""
     import torch
@@ -174,13 +174,14 @@ def measure_trl_step(algorithm: str, tiny: TinyModel, *, prompt: int, completion
 
         peft = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, task_type="CAUSAL_LM")
     common = dict(output_dir=os.path.join(folder, "out"), per_device_train_batch_size=batch, max_steps=2,
+                  gradient_accumulation_steps=grad_accum,
                   report_to="none", use_cpu=True, bf16=True, gradient_checkpointing=gradient_checkpointing,
                   save_strategy="no", logging_steps=100, dataloader_num_workers=0, seed=0)
     tok = _tokenizer(tiny.vocab)
     if algorithm == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
-        rows = 4 * batch
+        rows = 4 * batch * grad_accum
         ds = Dataset.from_dict({"prompt": [_text(prompt, i) for i in range(rows)]})
         args = GRPOConfig(num_generations=generations, max_completion_length=completion,
                           beta=0.0 if beta is None else beta,
@@ -199,7 +200,7 @@ def measure_trl_step(algorithm: str, tiny: TinyModel, *, prompt: int, completion
     elif algorithm == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        rows = 4 * batch
+        rows = 4 * batch * grad_accum
         ds = Dataset.from_dict({"prompt": [_text(prompt, i) for i in range(rows)],
                                 "chosen": [_text(completion, i + 1) for i in range(rows)],
                                 "rejected": [_text(completion, i + 2) for i in range(rows)]})
@@ -227,6 +228,7 @@ def estimate_beside(rec: dict[str, Any], config_path: str) -> dict[str, Any]:
 
     kw: dict[str, Any] = dict(algorithm=rec["algorithm"], per_device_train_batch_size=rec["batch"],
                               gradient_checkpointing=rec.get("gradient_checkpointing", True),
+                              gradient_accumulation_steps=rec.get("grad_accum", 1),
                               prompt_length=rec["prompt"])
     if rec["algorithm"] in ("grpo", "rloo"):
         beta = rec.get("beta")
