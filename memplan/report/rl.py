@@ -77,8 +77,10 @@ def rl_table(p: RLPlan, units: Units = Units.GiB) -> str:
             out.append(f"  vLLM: {p.vllm_refusal}")
     if p.time is not None:
         t = p.time
-        out += ["", f"time per RL step ({t.completions} completions, {t.tokens:,} tokens, {t.optimizer_steps:g} "
-                    "optimizer step(s)):",
+        what = "completions" if p.workload.online else "pairs" if p.workload.algorithm in ("dpo", "orpo") \
+            else "sequences"
+        out += ["", f"time per {'RL' if p.workload.online else 'optimizer'} step ({t.completions} {what}, "
+                    f"{t.tokens:,} tokens, {t.optimizer_steps:g} optimizer step(s)):",
                 tabulate([["rollout", _seconds(t.rollout_seconds)], ["scoring", _seconds(t.scoring_seconds)],
                           ["update", _seconds(t.update_seconds)], ["weight sync", _seconds(t.sync_seconds)],
                           ["sleep/wake", _seconds(t.sleep_wake_seconds)], ["step", _seconds(t.step_seconds)]],
