@@ -3,6 +3,7 @@
 fused LM head (answers/rl_memory.py); the colocated rollout engine is memplan's vLLM startup (memory/vllm.py); the
 reference and reward forwards are no-grad forwards (the serving floor's workspace); time is the op walk
 (perf/time.py) for scoring and update and the decode roofline (perf/roofline.py) for the rollout.
+Files: rl.py (this face), rl_phases.py (the phases), rl_memory.py (TRL's own buffers), rl_time.py, rl_search.py.
 
     >>> from memplan.answers.rl import rl
     >>> p = rl("qwen3-0.6b", "h100-sxm", algorithm="grpo", prompt_length=256, completion_length=1024)
@@ -119,7 +120,8 @@ def rl(model: Any, gpu: str | None = None, *, config: str | None = None, search_
     per_device_train_batch_size, gradient_accumulation_steps, beta, policy, lora_rank, reward_model, gpus, zero,
     gradient_checkpointing, precompute_ref_log_probs, ...), the rollout's (rollout="hf"|"vllm-colocate"|"vllm-server",
     rollout_gpus, gpu_memory_utilization, sleep_level, vllm_tp, vllm_version), `config=` a TRL GRPOConfig/DPOConfig
-    YAML/JSON or a verl YAML (flags override it), and training passthroughs (attention, precision, optimizer)."""
+    YAML/JSON, a verl YAML or an OpenRLHF launch script (keywords override it), `search=False` to skip the search,
+    and training passthroughs (attention, precision, optimizer)."""
     from memplan.errors import did_you_mean
     from memplan.setups import resolve_gpu
 
