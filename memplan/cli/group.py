@@ -17,6 +17,7 @@ COMMANDS = {
     "plan": ("memplan.cli.plan", "Search parallel strategies that fit and rank them by time or cost."),
     "profile": ("memplan.cli.profile", "Measure a real training step (cuda, cpu or fake tensors) beside the estimate."),
     "bench": ("memplan.cli.bench", "Measure tensor-core TFLOP/s and memory bandwidth of this device."),
+    "rl": ("memplan.cli.rl", "Plan RL post-training / preference tuning: memory per phase, time per step, what fits."),
     "trace": ("memplan.cli.trace", "Trace a model's own code (transformers, fake tensors) into activation rows."),
 }
 
