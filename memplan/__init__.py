@@ -13,8 +13,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["estimate", "estimate_inference", "compare", "time", "plan", "profile", "build_setup", "load_setup",
-           "save_setup", "models", "gpus", "InputError", "MemplanError"]
+__all__ = ["estimate", "estimate_inference", "compare", "time", "plan", "profile", "rl", "build_setup",
+           "load_setup", "save_setup", "models", "gpus", "InputError", "MemplanError"]
 _ERRORS = ("InputError", "MemplanError")
 
 
