@@ -13,7 +13,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["estimate", "estimate_inference", "compare", "time", "plan", "serve", "profile", "build_setup",
+__all__ = ["estimate", "estimate_inference", "compare", "time", "plan", "serve", "profile", "rl", "build_setup",
            "load_setup", "save_setup", "models", "gpus", "InputError", "MemplanError"]
 _ERRORS = ("InputError", "MemplanError")
 

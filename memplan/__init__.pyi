@@ -8,6 +8,7 @@ from memplan.results.inference import InferenceEstimate
 from memplan.results.memory import Comparison, MemoryEstimate
 from memplan.results.plan import PlanResult
 from memplan.results.profile import ProfileResult
+from memplan.results.rl import RLPlan
 from memplan.results.time import TimeEstimate
 from memplan.results.views import Table
 from memplan.spec.model import ModelSpec
@@ -424,6 +425,7 @@ def profile(
     warmup_steps: int | None = None,
     timed_steps: int | None = None,
 ) -> ProfileResult: ...
+def rl(model: Any = None, gpu: str | None = None, **kwargs: Any) -> RLPlan: ...
 def build_setup(
     model: str | ModelSpec | None = None,
     *,

@@ -62,11 +62,12 @@ if TYPE_CHECKING:
     from memplan.results.memory import Comparison, MemoryEstimate
     from memplan.results.plan import PlanResult
     from memplan.results.profile import ProfileResult
+    from memplan.results.rl import RLPlan
     from memplan.results.time import TimeEstimate
     from memplan.results.views import Table
     from memplan.spec.setup import TrainingSetup
 
-__all__ = ["estimate", "estimate_inference", "compare", "time", "plan", "serve", "profile", "build_setup",
+__all__ = ["estimate", "estimate_inference", "compare", "time", "plan", "serve", "profile", "rl", "build_setup",
            "load_setup", "save_setup", "models", "gpus", "InputError", "MemplanError"]
 
 
@@ -405,6 +406,7 @@ def profile(model: str, gpu: str | None = None, *, device: str = "fake", model_s
     """Measure one training step of MODEL (device "cuda", "cpu" or "fake") beside the estimate of that step."""
     from memplan.memory.estimate import estimate_memory
     from memplan.results.profile import ProfileResult
+    from memplan.results.rl import RLPlan
 
     setup = training_setup(model, **kwargs)
     try:
@@ -563,3 +565,18 @@ def gpus() -> "Table":
 
 def __getattr__(name: str):
     raise AttributeError(f"module 'memplan' has no attribute {name!r}")
+
+
+def rl(model: Any = None, gpu: str | None = None, **kwargs: Any) -> "RLPlan":
+    """RL post-training and preference tuning (GRPO/DAPO/RLOO/PPO, DPO/KTO/ORPO as TRL runs them): memory per
+    phase on each GPU (weight sync, rollout, scoring, update), host RAM, time per RL step, the smallest change and
+    the fastest layout that fit (docs/rl.md).  Keywords: memplan/answers/rl.py `rl` (the CLI's `memplan rl` flags
+    with '_' for '-'); config= reads a TRL GRPOConfig/DPOConfig, verl YAML or OpenRLHF launch script.
+
+        >>> p = memplan.rl("qwen2.5-0.5b", "h100-sxm", prompt_length=256, completion_length=512,
+        ...                rollout="vllm-colocate")                                   # doctest: +SKIP
+        >>> p.peak_phase, p.fits                                                      # doctest: +SKIP
+    """
+    from memplan.answers.rl import rl as _rl
+
+    return _rl(model, gpu, **kwargs)

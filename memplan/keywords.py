@@ -510,7 +510,9 @@ def _stub_signature(sig: inspect.Signature) -> str:
         if p.kind is p.KEYWORD_ONLY and not star:
             parts.append("*")
             star = True
-        text = p.name + (f": {_source(p.annotation)}" if p.annotation is not p.empty else "")
+        stars = "**" if p.kind is p.VAR_KEYWORD else "*" if p.kind is p.VAR_POSITIONAL else ""
+        star = star or bool(stars)
+        text = stars + p.name + (f": {_source(p.annotation)}" if p.annotation is not p.empty else "")
         if p.default is not p.empty:
             text += f" = {p.default!r}"
         parts.append(text)
@@ -535,6 +537,7 @@ def stub_text() -> str:
              "from memplan.results.memory import Comparison, MemoryEstimate",
              "from memplan.results.plan import PlanResult",
              "from memplan.results.profile import ProfileResult",
+             "from memplan.results.rl import RLPlan",
              "from memplan.results.time import TimeEstimate",
              "from memplan.results.views import Table",
              "from memplan.spec.model import ModelSpec",

@@ -47,3 +47,28 @@ def test_cuda_bench_reaches_a_sane_fraction_of_peak(capsys):
     m = json.loads(stdout)["matmul"][0]
     if m["peak_tflops"]:
         assert 0.2 < m["fraction_of_peak"] <= 1.05
+
+
+def test_fp8_size_not_divisible_by_16_is_rounded_and_keeps_the_other_dtypes(monkeypatch):
+    # torch._scaled_mm on CUDA refuses dims not divisible by 16; the CPU kernel runs any, so it stands in here
+    import memplan.measure.bench as bench
+
+    monkeypatch.setattr(bench, "fp8_supported", lambda _d: True)
+    r = bench.run_bench("cpu", ("bf16", "fp8"), n=72, repeats=1, copy_bytes=2**20)
+    assert [(m.dtype, m.n) for m in r.matmul] == [("bf16", 72), ("fp8", 80)]
+    assert any("rounded up to 80" in n for n in r.notes)
+    assert r.matmul[1].achieved_tflops == pytest.approx(2 * 80 ** 3 / r.matmul[1].median_seconds / 1e12)
+
+
+def test_a_failing_dtype_is_a_note_and_the_measured_ones_stay(monkeypatch):
+    import memplan.measure.bench as bench
+
+    def refuse(*_a, **kw):
+        assert kw.get("use_fast_accum") is True  # fp8 with the fast accumulation training runs
+        raise RuntimeError("mat1 dims must be divisible by 16\nmore detail")
+
+    monkeypatch.setattr(bench, "fp8_supported", lambda _d: True)
+    monkeypatch.setattr(torch, "_scaled_mm", refuse)
+    r = bench.run_bench("cpu", ("bf16", "fp8", "fp32"), n=64, repeats=1, copy_bytes=2**20)
+    assert [m.dtype for m in r.matmul] == ["bf16", "fp32"] and r.bandwidth is not None
+    assert "fp8 skipped: RuntimeError: mat1 dims must be divisible by 16" in r.notes

@@ -238,3 +238,67 @@ def test_single_rank_fsdp_follows_gathered_parameters():
     block //= 2
     # FSDP2 gathers the root group (not resharded before the blocks run) and one block at a time here
     assert r.measured.gathered_parameters == (root + block) * FP32
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue 25: an out-of-memory on a rank is a result; spawned ranks meet without a TCP port
+# ---------------------------------------------------------------------------------------------------------
+def _oom_on_measured_step(monkeypatch):
+    import memplan.measure.distributed as d
+
+    real = d._RankStep.run
+
+    def run(self, phases):
+        if phases.observers:  # the measured step (warm-up steps run without observers)
+            phases("forward")
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")
+        return real(self, phases)
+
+    monkeypatch.setattr(d._RankStep, "run", run)
+
+
+def test_oom_on_a_fake_rank_is_a_result_not_a_traceback(monkeypatch):
+    _oom_on_measured_step(monkeypatch)
+    (p,) = profile_distributed_many(_requests(2, ("zero3",), device="fake"))
+    assert any("OUT OF MEMORY during forward: CUDA out of memory. Tried to allocate 2.00 GiB" in n for n in p.notes)
+    assert p.ranks[0].measured.weights > 0  # what was measured up to then
+
+
+def test_oom_on_a_gloo_rank_skips_the_loss_all_reduce(monkeypatch, tmp_path):
+    import torch.distributed as dist
+
+    from memplan.measure import distributed as d
+
+    _oom_on_measured_step(monkeypatch)
+    calls = []
+    real_all_reduce = dist.all_reduce
+    monkeypatch.setattr(dist, "all_reduce", lambda t, *a, **k: (calls.append(t.numel()), real_all_reduce(t, *a, **k)))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        (req,) = _requests(1, ("ddp",))
+        rec = d.run_rank(req, 0, 1, torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+    assert rec.oom and rec.oom_phase == "forward" and rec.losses == []
+    # DDP's own all-reduces of warm-up buckets aside, the last one is the 1-element OOM agreement, not the losses
+    assert calls[-1] == 1
+
+
+def test_spawned_ranks_meet_through_a_file_store(monkeypatch):
+    import torch.multiprocessing as mp
+
+    from memplan.measure import distributed as d
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def start(fn, args, nprocs, join, start_method):
+        seen["init"] = args[1]
+        raise Stop
+
+    monkeypatch.setattr(mp, "start_processes", start)
+    with pytest.raises(Stop):
+        d._spawn(_requests(2, ("ddp",)), 2)
+    assert seen["init"].startswith("file://") and seen["init"].endswith("rendezvous")

@@ -18,6 +18,7 @@ COMMANDS = {
     "serve": ("memplan.cli.serve", "Capacity planning: GPUs, engine settings and replicas for a request rate."),
     "profile": ("memplan.cli.profile", "Measure a real training step (cuda, cpu or fake tensors) beside the estimate."),
     "bench": ("memplan.cli.bench", "Measure tensor-core TFLOP/s and memory bandwidth of this device."),
+    "rl": ("memplan.cli.rl", "Plan RL post-training / preference tuning: memory per phase, time per step, what fits."),
     "trace": ("memplan.cli.trace", "Trace a model's own code (transformers, fake tensors) into activation rows."),
 }
 

@@ -4,7 +4,11 @@ Method (what the figures mean): square n x n matmuls, 2*n^3 FLOPs each; `warmup`
 runs each timed alone (CUDA events on cuda, perf_counter on cpu) with the L2 cache flushed before each (a write
 of a buffer larger than L2), median reported -- the convention of triton.testing.do_bench.
 Bandwidth: a device-to-device copy of `copy_bytes`, counting bytes read + bytes written (STREAM 'Copy').
-fp8 uses torch._scaled_mm (e4m3 inputs, bf16 output) and runs only where the device supports it (sm_89+).
+fp8 uses torch._scaled_mm (e4m3 inputs, bf16 output, use_fast_accum=True: the fp8 GEMM as training recipes run
+it, Transformer Engine's forward and DeepSpeed/torchao's default; the default split accumulation is the slower,
+more accurate one) and runs only where the device supports it (sm_89+); _scaled_mm needs every dimension divisible
+by 16 (aten/src/ATen/native/cuda/Blas.cpp _scaled_mm_out_cuda), so fp8 rounds n up to a multiple of 16 and says so.
+A dtype that fails for another reason is a note, never the loss of the dtypes already measured.
 """
 from __future__ import annotations
 
@@ -80,13 +84,16 @@ def fp8_supported(device: str) -> bool:
 def matmul_bench(dtype: str, device: str, n: int, warmup: int = 3, repeats: int = 10,
                  flush: torch.Tensor | None = None) -> tuple[float, float]:
     """(median seconds, TFLOP/s) of an n x n x n matmul in `dtype` (fp32, tf32, bf16, fp16, fp8)."""
+    from memplan.measure.cuda import set_tf32_matmul
+
     dev = torch.device(device)
+    if dtype == "fp8":
+        n = fp8_size(n)
     torch_dtype = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
                    "fp16": torch.float16, "fp8": torch.bfloat16}[dtype]
     a = torch.randn(n, n, device=dev, dtype=torch_dtype)
     b = torch.randn(n, n, device=dev, dtype=torch_dtype)
-    old_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+    restore_tf32 = set_tf32_matmul(dtype == "tf32")  # the fp32_precision API where torch has it (cuda.py)
     try:
         if dtype == "fp8":
             a8 = a.to(torch.float8_e4m3fn)
@@ -94,14 +101,20 @@ def matmul_bench(dtype: str, device: str, n: int, warmup: int = 3, repeats: int 
             one = torch.ones((), device=dev, dtype=torch.float32)
 
             def fn():
-                return torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+                return torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16,
+                                        use_fast_accum=True)
         else:
             def fn():
                 return a @ b
         seconds = _median_time(fn, device, warmup, repeats, flush)
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = old_tf32
+        restore_tf32()
     return seconds, 2 * n ** 3 / seconds / 1e12
+
+
+def fp8_size(n: int) -> int:
+    """n rounded up to a multiple of 16, what torch._scaled_mm accepts."""
+    return -(-n // 16) * 16
 
 
 def copy_bench(device: str, nbytes: int, warmup: int = 3, repeats: int = 10) -> tuple[float, float]:
@@ -141,11 +154,20 @@ def run_bench(device: str | None = None, dtypes: tuple[str, ...] = ("fp32", "tf3
                 continue
             if dtype == "tf32" and device != "cuda":
                 continue
-            phase = f"matmul {dtype} n={n}"
+            size = fp8_size(n) if dtype == "fp8" else n
+            if size != n:
+                notes.append(f"fp8: n={n} rounded up to {size} (torch._scaled_mm needs multiples of 16)")
+            phase = f"matmul {dtype} n={size}"
             say(phase)
-            seconds, tflops = matmul_bench(dtype, device, n, repeats=repeats, flush=flush)
+            try:
+                seconds, tflops = matmul_bench(dtype, device, n, repeats=repeats, flush=flush)
+            except Exception as exc:  # noqa: BLE001 - an out-of-memory stops the bench; anything else skips a dtype
+                if is_out_of_memory(exc):
+                    raise
+                notes.append(f"{dtype} skipped: {type(exc).__name__}: {first_line(exc)}")
+                continue
             peak = gpu.peak_tflops.get(dtype) if gpu is not None and device == "cuda" else None
-            results.append(MatmulBench(dtype=dtype, n=n, repeats=repeats, median_seconds=seconds,
+            results.append(MatmulBench(dtype=dtype, n=size, repeats=repeats, median_seconds=seconds,
                                        achieved_tflops=tflops, peak_tflops=peak,
                                        fraction_of_peak=tflops / peak if peak else None))
         flush = None

@@ -69,9 +69,158 @@ def peak_tflops_for(device_name: str, compute: str) -> float | None:
     return gpu.peak_tflops.get(compute)
 
 
+# ---- TF32, versions, attention kernels ------------------------------------------------------------------
+def tf32_matmul_enabled() -> bool:
+    """Whether fp32 matmuls run on TF32 tensor cores.
+
+    torch >= 2.9 has `torch.backends.cuda.matmul.fp32_precision` ("ieee" | "tf32" | "none";
+    torch/backends/cuda/__init__.py cuBLASModule.__getattr__); once it has been set, reading the legacy
+    `allow_tf32` raises RuntimeError ("you have used mix of the legacy and new APIs",
+    aten/src/ATen/Context.cpp allowTF32CuBLAS at 2.9-2.13).  The new API is read first; the legacy flag only where
+    the new one does not exist or says "none" (not set: the legacy flag decides)."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        new = getattr(matmul, "fp32_precision", None)
+    except (RuntimeError, AttributeError):
+        new = None
+    if new in ("tf32", "ieee"):
+        return new == "tf32"
+    try:
+        return bool(matmul.allow_tf32)
+    except RuntimeError:  # the APIs were mixed: the new one was set, and says something we do not know
+        return False
+
+
+def set_tf32_matmul(enabled: bool):
+    """Set TF32 for fp32 matmuls through the API this torch has (the new one where it exists: mixing them makes
+    reads raise); returns a function restoring the previous setting."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        try:
+            old = matmul.fp32_precision
+            matmul.fp32_precision = "tf32" if enabled else "ieee"
+            return lambda: setattr(matmul, "fp32_precision", old)
+        except (RuntimeError, AttributeError):
+            pass
+    old_flag = tf32_matmul_enabled()
+    matmul.allow_tf32 = enabled
+    return lambda: setattr(matmul, "allow_tf32", old_flag)
+
+
+def library_versions() -> dict[str, str | None]:
+    """torch, the CUDA it was built with, cuDNN (torch.backends.cudnn.version(): e.g. 91500 = 9.15.0) and the
+    allocator configuration (PYTORCH_CUDA_ALLOC_CONF, renamed PYTORCH_ALLOC_CONF in torch 2.9, both read by
+    c10/core/AllocatorConfig.cpp), so that a record says what it was measured with."""
+    cudnn = None
+    try:
+        v = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        if v:
+            cudnn = f"{v // 10000}.{v // 100 % 100}.{v % 100}" if v >= 10000 else str(v)
+    except (RuntimeError, AttributeError):
+        cudnn = None
+    alloc = os.environ.get("PYTORCH_ALLOC_CONF") or os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or "default"
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": cudnn, "allocator_config": alloc}
+
+
+# aten ops of scaled_dot_product_attention, by the kernel they run (aten/src/ATen/native/native_functions.yaml)
+SDPA_KERNELS = {"_scaled_dot_product_flash_attention": "flash",
+                "_scaled_dot_product_flash_attention_for_cpu": "flash-cpu",
+                "_scaled_dot_product_efficient_attention": "efficient",
+                "_scaled_dot_product_cudnn_attention": "cudnn",
+                "_scaled_dot_product_fused_attention_overrideable": "overrideable",
+                "_scaled_dot_product_attention_math": "math",
+                "_scaled_dot_product_attention_math_for_mps": "math-mps"}
+
+
+def _torch_at_least(version: str, major: int, minor: int) -> bool:
+    parts = [int("".join(c for c in x if c.isdigit()) or 0) for x in version.split("+")[0].split(".")[:2]]
+    return tuple(parts) >= (major, minor)
+
+
+def expected_sdpa_kernels(device: str, dtype, gqa: bool, mask: bool, head_dim: int = 128,
+                          torch_version: str | None = None) -> tuple[str, ...]:
+    """The kernels torch's sdpa may choose (aten/src/ATen/native/transformers/cuda/sdp_utils.cpp
+    select_sdp_backend, sm80+): flash for 16-bit inputs without a mask (GQA natively, head dim <= 256), cuDNN where
+    torch ranks it first (sm90+, recent cuDNN), memory-efficient with a mask or fp32 -- but before torch 2.13 the
+    memory-efficient kernel has no GQA (check_for_gqa), so fp32 GQA falls to the math path, which keeps the
+    s x s scores per layer (issue 25; measure/trace/emulate.py cuda_backend assumes efficient there).  On the CPU:
+    the CPU flash kernel, or math."""
+    import torch as _torch
+
+    if device != "cuda":
+        return ("flash-cpu", "math")
+    half = dtype in (_torch.float16, _torch.bfloat16)
+    if half and not mask and head_dim <= 256:
+        return ("flash", "cudnn")
+    if half:
+        return ("efficient", "cudnn")
+    if gqa and not _torch_at_least(torch_version or _torch.__version__, 2, 13):
+        return ("math",)
+    return ("efficient",)
+
+
+def _causal_flag(func, args, kwargs) -> bool:
+    if "is_causal" in kwargs:
+        return bool(kwargs["is_causal"])
+    for i, a in enumerate(func._schema.arguments):
+        if a.name == "is_causal":
+            return bool(args[i]) if i < len(args) else bool(a.default_value)
+    return False
+
+
+class AttentionSpy(torch.utils._python_dispatch.TorchDispatchMode):
+    """Which sdpa kernel ran (the aten op the dispatcher chose), and, for causal calls, the FLOPs that
+    torch.utils.flop_counter counts but no kernel runs: its sdpa_flop_count / sdpa_backward_flop_count count the
+    full s_q x s_k square, a causal kernel computes s(s+1)/2 of its query-key pairs (flash/efficient/cudnn skip the
+    masked blocks).  The math path materialises and multiplies the full square: it is not corrected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels: dict[str, int] = {}
+        self.causal_excess_flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        base = name.removesuffix("_backward")
+        if base in SDPA_KERNELS:
+            if not name.endswith("_backward"):
+                self.kernels[SDPA_KERNELS[base]] = self.kernels.get(SDPA_KERNELS[base], 0) + 1
+            if SDPA_KERNELS[base] in ("flash", "efficient", "cudnn") and _causal_flag(func, args, kwargs):
+                self.causal_excess_flops += causal_excess(name, args)
+        return func(*args, **kwargs)
+
+
+def causal_excess(name: str, args) -> int:
+    """FLOPs torch's flop counter counts for this causal sdpa call beyond the s(s+1)/2 query-key pairs it runs."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    if name.endswith("_backward"):
+        grad, q, k, v = (tuple(t.shape) for t in args[:4])
+        full = sdpa_backward_flop_count(grad, q, k, v)
+    else:
+        q, k, v = (tuple(t.shape) for t in args[:3])
+        full = sdpa_flop_count(q, k, v)
+    s_q, s_k = q[-2], k[-2]
+    if s_q != s_k:
+        return 0  # a causal mask over unequal lengths (decoding) is not a triangle: left as counted
+    return full - full * (s_k + 1) // (2 * s_k)
+
+
 # ---- NVML ------------------------------------------------------------------------------------------------
-def nvml_info(device_index: int) -> dict:
-    """Driver, total memory, and this process's used memory (None where NVML cannot see our PID)."""
+def _nvml_call(pynvml, notes: list[str], what: str, fn, *args):
+    """One NVML query; an NVMLError (NotSupported, NoPermission, ... -- refused in many VMs and containers) is a
+    note, not a crash."""
+    try:
+        return fn(*args)
+    except pynvml.NVMLError as exc:
+        notes.append(f"NVML {what}: {exc}")
+        return None
+
+
+def nvml_info(device_index: int, uuid: str | None = None) -> dict:
+    """Driver, total memory, and this process's used memory (None where NVML cannot list our PID: the device-wide
+    figure is kept apart as device_used, never passed off as this process's)."""
     try:
         import pynvml
     except ImportError:
@@ -80,27 +229,46 @@ def nvml_info(device_index: int) -> dict:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
         return {"note": f"NVML unavailable: {exc}"}
+    notes: list[str] = []
     try:
-        uuid = str(torch.cuda.get_device_properties(device_index).uuid)
-        try:  # CUDA_VISIBLE_DEVICES renumbers devices; the UUID names the physical one
-            handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-        except pynvml.NVMLError:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-        used = None
-        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-            if proc.pid == os.getpid():
-                used = proc.usedGpuMemory
-        out = {"driver": driver.decode() if isinstance(driver, bytes) else driver, "total": int(mem.total),
-               "used": int(used) if used is not None else None, "device_used": int(mem.used)}
-        if used is None:
-            out["note"] = ("NVML does not list this PID (a container PID namespace?): nvml_used is the whole device's "
-                           "used memory")
-            out["used"] = int(mem.used)
+        if uuid is None:
+            try:
+                uuid = str(torch.cuda.get_device_properties(device_index).uuid)
+            except (RuntimeError, AssertionError, AttributeError):
+                uuid = None
+        handle = None
+        if uuid:  # CUDA_VISIBLE_DEVICES renumbers devices; the UUID names the physical one
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+            except pynvml.NVMLError:
+                handle = None
+        if handle is None:
+            handle = _nvml_call(pynvml, notes, "device handle", pynvml.nvmlDeviceGetHandleByIndex, device_index)
+        driver = _nvml_call(pynvml, notes, "driver version", pynvml.nvmlSystemGetDriverVersion)
+        out: dict = {"driver": driver.decode() if isinstance(driver, bytes) else driver,
+                     "total": None, "used": None, "device_used": None}
+        if handle is not None:
+            mem = _nvml_call(pynvml, notes, "memory info", pynvml.nvmlDeviceGetMemoryInfo, handle)
+            if mem is not None:
+                out["total"], out["device_used"] = int(mem.total), int(mem.used)
+            procs = _nvml_call(pynvml, notes, "running processes", pynvml.nvmlDeviceGetComputeRunningProcesses,
+                               handle)
+            for proc in procs or []:
+                mine = getattr(proc, "usedGpuMemory", None)
+                # NVML_VALUE_NOT_AVAILABLE (2^64 - 1) where the driver cannot tell (nvml.h nvmlProcessInfo_t)
+                if proc.pid == os.getpid() and mine is not None and mine < 2**63:
+                    out["used"] = int(mine)
+            if procs is not None and out["used"] is None:
+                notes.append("NVML does not list this PID (a container PID namespace?): no per-process figure "
+                             "(device_used is the whole device's)")
+        if notes:
+            out["note"] = "; ".join(notes)
         return out
     finally:
-        pynvml.nvmlShutdown()
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
 
 
 # ---- the session the runner drives --------------------------------------------------------------------------
@@ -130,6 +298,8 @@ class CudaSession:
         self.nvml: dict = {}
         self.reserved_at_nvml: int | None = None
         self.notes: list[str] = []
+        self.attention_kernels: dict[str, int] = {}
+        self.untracked_bytes: int | None = None
         self._recording = False
         self.snapshot_written = False
         # peaks from earlier measurements in this process (find-max-batch probes) must not leak into this one
@@ -153,8 +323,16 @@ class CudaSession:
             torch.cuda.memory._record_memory_history(max_entries=200_000)
             self._recording = True
 
-    def after_measured_step(self, phases) -> None:
+    def after_measured_step(self, phases, tracked_bytes: int | None = None) -> None:
+        """`tracked_bytes`: the tensor bytes the tracker counts alive now; the allocator's surplus over them is
+        mostly the cuBLAS/cuBLASLt workspaces (one per handle and stream, allocated through the caching allocator
+        since torch 2.3: CublasHandlePool.cpp getCurrentCUDABlasHandle), inside max_memory_allocated."""
         torch.cuda.synchronize()
+        if tracked_bytes is not None:
+            self.untracked_bytes = torch.cuda.memory_allocated(self.device_index) - tracked_bytes
+            self.notes.append(f"allocated in no tensor after the step: {self.untracked_bytes / 2**20:.1f} MiB "
+                              "(cuBLAS workspaces and the allocator's 512 B rounding): inside peak_allocated, which "
+                              "memory/overheads.py counts outside it as 'cuBLAS workspace'")
         self._close_phase()
         self.phase = None
         measured = {k: v for k, v in self.phase_stats.items() if k != "done"} or self.phase_stats
@@ -213,12 +391,29 @@ class CudaSession:
         from memplan.measure.runner import _Phases
 
         counter = FlopCounterMode(display=False)
+        spy = AttentionSpy()
         try:
-            with counter:
+            with counter, spy:
                 self.step.run(_Phases([]))
-            self.flops = int(counter.get_total_flops())
+            counted = int(counter.get_total_flops())
+            # causal sdpa: the counter counts the full square, the kernel runs the triangle (+7% TFLOP/s at 1B/2k)
+            self.flops = counted - min(spy.causal_excess_flops, counted)
+            if spy.causal_excess_flops:
+                self.notes.append(f"causal attention: {spy.causal_excess_flops:,} of FlopCounterMode's "
+                                  f"{counted:,} FLOPs are masked query-key pairs no fused kernel runs; not counted")
         except torch.OutOfMemoryError:
             self.notes.append("out of memory while counting FLOPs")
+        self.attention_kernels = dict(spy.kernels)
+        if spy.kernels:
+            self.notes.append("sdpa kernel(s) run: " + ", ".join(f"{k} x{n}" for k, n in sorted(spy.kernels.items())))
+
+    @property
+    def peak_phase(self) -> str | None:
+        """The phase of the allocator's peak (the same source as allocated_peak: phase-by-phase memory_stats)."""
+        measured = {k: v for k, v in self.phase_stats.items() if k != "done"}
+        if not measured:
+            return None
+        return max(measured, key=lambda k: measured[k]["allocated"])
 
     def annotate_phases(self, phases: list[PhasePeak]) -> None:
         for p in phases:
@@ -235,12 +430,15 @@ class CudaSession:
         if setup.model.architecture is not None:
             model_flops = model_flops_per_step(setup.model.architecture, self.step.batch, self.step.seq)
         compute = setup.recipe.compute.value
-        if compute == "fp32" and torch.backends.cuda.matmul.allow_tf32:
+        if compute == "fp32" and tf32_matmul_enabled():
             compute = "tf32"
         peak = peak_tflops_for(name, compute)
         if peak is None:
             self.notes.append(f"no GPU profile matches {name!r} (or it has no {compute} peak): no MFU")
-        used = self.nvml.get("used")
+        used = self.nvml.get("used")  # this process's, from NVML's process list; None where NVML cannot list it
+        v = library_versions()
+        self.notes.append(f"measured with torch {v['torch']}, CUDA {v['cuda']}, cuDNN {v['cudnn']}, driver "
+                          f"{self.nvml.get('driver')}, allocator config {v['allocator_config']}")
         return CudaInfo(
             device_name=name, driver=self.nvml.get("driver"), total_memory_bytes=self.nvml.get("total"),
             reserved_peak_bytes=self.reserved_peak, active_peak_bytes=self.active_peak,

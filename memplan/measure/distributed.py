@@ -29,7 +29,9 @@ unsharded parameters with UntypedStorage.resize_ (_fsdp_param.py alloc_storage/f
 mode sees, so those two functions are wrapped while the step is measured; a transient storage handed to a c10d
 collective is a communication buffer.  Model-state shard bytes are read from the live tensors (distinct storages).
 What no tracker sees: gloo's and NCCL's own buffers (on cuda `backend_device_bytes` is the device memory outside
-torch's allocator that appeared after init_process_group).
+torch's allocator that init_process_group and a first all-reduce took, measured around them alone: the libraries
+the step loads later are not NCCL's).  An out-of-memory error on any rank is a result (RankRecord.oom), agreed
+by every rank before the loss all-reduce; spawned ranks meet through a file store (no TCP port race).
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ from torch import nn
 
 from memplan.errors import MemplanError
 from memplan.measure.models import build_model
+from memplan.measure.oom import first_line, is_out_of_memory
 from memplan.measure.runner import (TORCH_DTYPES, LossScaler, MasterWeightsOptimizer, ScaledOptimizer, _Phases,
                                     default_optimizer_impl, make_optimizer, run_training_step, training_loss)
 from memplan.measure.tracker import FORWARD, StorageTracker, _Entry
@@ -437,6 +440,9 @@ class RankRecord(BaseModel):
                                                      "(Linear: (out, in); HF GPT-2 Conv1D: (in, out))")
     root_shapes: list[list[int]] = Field([], description="parameters outside the blocks (FSDP's root group)")
     block_shapes: list[list[int]] = Field([], description="the parameters of one block")
+    oom: bool = Field(False, description="this rank ran out of memory (oom_phase says where)")
+    oom_phase: str | None = None
+    oom_message: str | None = None
     notes: list[str] = []
 
 
@@ -445,9 +451,20 @@ def _device_outside_allocator(tdev: torch.device) -> int:
     return (total - free) - torch.cuda.memory_reserved(tdev)
 
 
+def _any_rank_failed(failed: bool, tdev: torch.device) -> bool:
+    """Every rank says whether it ran out of memory (one all-reduce every rank reaches), so that no rank waits
+    alone in the loss all-reduce of a step another rank left."""
+    flag = torch.tensor([1.0 if failed else 0.0], device=tdev)
+    dist.all_reduce(flag)
+    return bool(flag.item() > 0)
+
+
 def run_rank(req: DistributedRequest, rank: int, world: int, tdev: torch.device, mesh=None,
-             backend_baseline: int | None = None) -> RankRecord:
-    """One request on this rank (the process group is up): warm-up steps, then the measured step."""
+             backend_bytes: int | None = None) -> RankRecord:
+    """One request on this rank (the process group is up): warm-up steps, then the measured step.
+
+    An out-of-memory error anywhere (build, warm-up, measured step) is a result: the record says where, with what
+    was measured up to then.  `backend_bytes` (cuda): the device memory NCCL took at init (_init_group)."""
     fake = req.device == "fake"
     fsdp = req.strategy in ("zero2", "zero3")
     if fsdp and mesh is None:
@@ -459,68 +476,92 @@ def run_rank(req: DistributedRequest, rank: int, world: int, tdev: torch.device,
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         mode = FakeTensorMode()
+    oom: tuple[str, str] | None = None
+    step = None
+    tracker = _RankTracker(tdev.type)
+    losses: list[torch.Tensor] = []
+    phases = _Phases([])
     with mode:
-        step = _RankStep(req, rank, world, tdev, mesh)
-        losses: list[torch.Tensor] = []
-        no_phases = _Phases([])
-        collect = _CollectiveArgs()
-        for i in range(req.warmup_steps):
-            last = i == req.warmup_steps - 1
-            with (collect if last and not fsdp else contextlib.nullcontext()):
-                losses.append(step.run(no_phases))
-        gc.collect()
-        tracker = _RankTracker(tdev.type)
-        # everything alive between steps, by category (later calls re-categorise: parameters that ZeRO-1
-        # broadcasts are weights, not communication buffers)
-        tracker.track(collect.alive(), "communication")  # DDP's gradient buckets (allreduced in backward)
-        del collect
-        tracker.track(step.params(), "weights")
-        tracker.track(list(step.base.buffers()), "other")
-        tracker.track(step.master_tensors(), "master_weights")
-        tracker.track(_state_tensors(step.optimizer), "optimizer_states")
-        tracker.track(step.input_ids, "other")
-        tracker.watch_gradients(step.params())
-        if tdev.type == "cuda":
-            torch.cuda.synchronize(tdev)
-            torch.cuda.reset_peak_memory_stats(tdev)
-        weights = storage_bytes(step.params())
         try:
-            with tracker, (_follow_fsdp_resizes(tracker) if fsdp else contextlib.nullcontext()):
-                losses.append(step.run(_Phases([tracker])))
-        finally:
-            tracker.remove_hooks()
-        states = storage_bytes(_state_tensors(step.optimizer))
-        master = storage_bytes(step.master_tensors())
-        local = sum(_local(p).numel() for p in step.params())
+            phases.current = "build"
+            step = _RankStep(req, rank, world, tdev, mesh)
+            collect = _CollectiveArgs()
+            for i in range(req.warmup_steps):
+                last = i == req.warmup_steps - 1
+                phases = _Phases([])
+                with (collect if last and not fsdp else contextlib.nullcontext()):
+                    losses.append(step.run(phases))
+            gc.collect()
+            # everything alive between steps, by category (later calls re-categorise: parameters that ZeRO-1
+            # broadcasts are weights, not communication buffers)
+            tracker.track(collect.alive(), "communication")  # DDP's gradient buckets (allreduced in backward)
+            del collect
+            tracker.track(step.params(), "weights")
+            tracker.track(list(step.base.buffers()), "other")
+            tracker.track(step.master_tensors(), "master_weights")
+            tracker.track(_state_tensors(step.optimizer), "optimizer_states")
+            tracker.track(step.input_ids, "other")
+            tracker.watch_gradients(step.params())
+            if tdev.type == "cuda":
+                torch.cuda.synchronize(tdev)
+                torch.cuda.reset_peak_memory_stats(tdev)
+            phases = _Phases([tracker])
+            try:
+                with tracker, (_follow_fsdp_resizes(tracker) if fsdp else contextlib.nullcontext()):
+                    losses.append(step.run(phases))
+            finally:
+                tracker.remove_hooks()
+        except Exception as exc:  # noqa: BLE001 - only an out-of-memory is a result
+            if not is_out_of_memory(exc):
+                raise
+            oom = (phases.current or "forward", first_line(exc))
+            del exc
+        if oom is not None:
+            gc.collect()
+            if tdev.type == "cuda":
+                torch.cuda.empty_cache()
+        params = step.params() if step is not None else []
+        weights = storage_bytes(params)
+        states = storage_bytes(_state_tensors(step.optimizer)) if step is not None else 0
+        master = storage_bytes(step.master_tensors()) if step is not None else 0
+        local = sum(_local(p).numel() for p in params)
         peak = tracker.peak
-        backend_bytes = None
         if tdev.type == "cuda":
             torch.cuda.synchronize(tdev)
             peak = torch.cuda.max_memory_allocated(tdev)
-            if backend_baseline is not None:
-                backend_bytes = _device_outside_allocator(tdev) - backend_baseline
-        if fake:
+        any_oom = oom is not None if fake else _any_rank_failed(oom is not None, tdev)
+        if fake or any_oom:
             loss_values: list[float] = []
         else:
             stacked = torch.stack([x.float() for x in losses])
             dist.all_reduce(stacked)  # SUM (gloo has no AVG), then the mean over ranks
             loss_values = (stacked / world).tolist()
         at_peak = {k: v for k, v in tracker.peak_bytes.items()}
+        grads = step.grad_bytes if step is not None else 0
         measured = RankMeasured(
-            weights=weights, master_weights=master, gradients=step.grad_bytes, optimizer_states=states,
-            model_states=weights + master + step.grad_bytes + states,
+            weights=weights, master_weights=master, gradients=grads, optimizer_states=states,
+            model_states=weights + master + grads + states,
             gathered_parameters=tracker.most.get("gathered_parameters", 0),
             communication_buffers=tracker.most.get("communication", 0),
             activations=at_peak.get("activations", 0), temporaries=at_peak.get("temporaries", 0),
             other=at_peak.get("other", 0), peak_allocated=peak, tracked_peak=tracker.peak,
-            peak_phase=tracker.peak_phase or "forward", at_peak=at_peak, local_parameters=local,
+            peak_phase=tracker.peak_phase or (oom[0] if oom else "forward"), at_peak=at_peak, local_parameters=local,
             backend_device_bytes=backend_bytes,
             phases=[p for p in tracker.phase_results() if p.name != "done"])
+        notes = []
+        if oom is None and any_oom:
+            notes.append("another rank ran out of memory: no loss all-reduce")
+        if step is None:
+            return RankRecord(rank=rank, measured=measured, losses=[], optimizer_impl=req.optimizer_impl or "foreach",
+                              wrapping="(not built)", mixed_precision=None, parameters=0,
+                              model_source=req.model_source, oom=True, oom_phase=oom[0] if oom else "build",
+                              oom_message=oom[1] if oom else None, notes=notes)
         return RankRecord(rank=rank, measured=measured, losses=loss_values, optimizer_impl=step.impl,
                           wrapping=step.wrapping, mixed_precision=step.mixed_precision, parameters=sum(step.numels),
                           block_elements=step.block_elements, buffer_bytes=step.buffer_bytes,
                           root_shapes=step.root_shapes, block_shapes=step.block_shapes, shapes=step.shapes,
-                          model_source=step.built.source)
+                          model_source=step.built.source, oom=oom is not None, oom_phase=oom[0] if oom else None,
+                          oom_message=oom[1] if oom else None, notes=notes)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -533,26 +574,46 @@ def _rank_device(device: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _init_group(device: str, local_rank: int) -> tuple[torch.device, int | None]:
-    """env:// rendezvous (torchrun's variables, or the ones _spawn_entry sets): gloo on cpu, nccl on cuda."""
+def pg_timeout() -> _dt.timedelta:
+    """The process group's timeout: a rank left alone in a collective (another rank failed outside one) ends
+    with an error after this long instead of torch's default 10 minutes (MEMPLAN_PG_TIMEOUT_S, default 300)."""
+    try:
+        return _dt.timedelta(seconds=max(10.0, float(os.environ.get("MEMPLAN_PG_TIMEOUT_S", "300"))))
+    except ValueError:
+        return _dt.timedelta(seconds=300)
+
+
+def _init_group(device: str, local_rank: int, init_method: str = "env://") -> tuple[torch.device, int | None]:
+    """Rendezvous (env:// under torchrun, a file:// store for spawned ranks): gloo on cpu, nccl on cuda.
+
+    On cuda, returns the device memory outside torch's allocator that NCCL took: measured right around
+    init_process_group and a first all-reduce (NCCL creates its communicator and buffers there), after the CUDA
+    context, cuBLAS and a matmul already exist -- so that the libraries the training step loads later (cuBLAS
+    and cuDNN kernels, their workspaces) are not counted as NCCL's."""
     tdev = _rank_device(device, local_rank)
-    baseline = None
-    if device == "cuda":
-        torch.empty(1, device=tdev)  # the CUDA context first: the baseline then excludes it
-        baseline = _device_outside_allocator(tdev)
-    if device == "cuda":
-        dist.init_process_group("nccl", init_method="env://", device_id=tdev)
-    else:
-        dist.init_process_group("gloo", init_method="env://")
-    return tdev, baseline
+    kw = {"timeout": pg_timeout()}
+    if init_method != "env://":
+        kw.update(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+    if device != "cuda":
+        dist.init_process_group("gloo", init_method=init_method, **kw)
+        return tdev, None
+    x = torch.ones(64, 64, device=tdev)
+    (x @ x).sum().item()  # the CUDA context, cuBLAS's handle and workspace: before the baseline
+    torch.cuda.synchronize(tdev)
+    baseline = _device_outside_allocator(tdev)
+    dist.init_process_group("nccl", init_method=init_method, device_id=tdev, **kw)
+    dist.all_reduce(torch.zeros(1, device=tdev))
+    torch.cuda.synchronize(tdev)
+    return tdev, _device_outside_allocator(tdev) - baseline
 
 
-def _run_in_group(requests: list[DistributedRequest], local_rank: int) -> list[RankRecord]:
+def _run_in_group(requests: list[DistributedRequest], local_rank: int, init_method: str = "env://"
+                  ) -> list[RankRecord]:
     """Every request in turn on this rank, then tear the group down."""
-    tdev, baseline = _init_group(requests[0].device, local_rank)
+    tdev, nccl_bytes = _init_group(requests[0].device, local_rank, init_method)
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
-        return [run_rank(req, rank, world, tdev, backend_baseline=baseline) for req in requests]
+        return [run_rank(req, rank, world, tdev, backend_bytes=nccl_bytes) for req in requests]
     finally:
         dist.destroy_process_group()
 
@@ -564,20 +625,24 @@ def _write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _spawn_entry(local_rank: int, world: int, port: int, payload: list[str], out_dir: str) -> None:
+def _spawn_entry(local_rank: int, world: int, init_method: str, payload: list[str], out_dir: str) -> None:
     from memplan import interrupt
 
     interrupt.install()  # a terminal's Ctrl-C reaches every rank: each leaves quietly, as the parent does
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
-                      LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world),
+                      LOCAL_WORLD_SIZE=str(world))
     requests = [DistributedRequest.model_validate_json(p) for p in payload]
     if requests[0].device == "cpu":
         # W processes share the machine's cores: more intra-op threads than cores makes every rank spin-wait
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     try:
-        records = _run_in_group(requests, local_rank)
+        records = _run_in_group(requests, local_rank, init_method)
     except MemplanError as exc:
         _write_atomic(os.path.join(out_dir, f"rank{local_rank}.error"), str(exc))
+        return
+    except Exception as exc:  # noqa: BLE001 - a collective timeout, a backend error: one line, no traceback
+        _write_atomic(os.path.join(out_dir, f"rank{local_rank}.error"),
+                      f"rank {local_rank} failed: {type(exc).__name__}: {first_line(exc)}")
         return
     text = "[" + ",".join(r.model_dump_json() for r in records) + "]"
     _write_atomic(os.path.join(out_dir, f"rank{local_rank}.json"), text)
@@ -594,11 +659,18 @@ def _spawn(requests: list[DistributedRequest], world: int) -> list[list[RankReco
     import json
 
     import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
 
     payload = [r.model_dump_json() for r in requests]
     with tempfile.TemporaryDirectory(prefix="memplan-ranks-") as out_dir:
-        mp.start_processes(_spawn_entry, args=(world, free_port(), payload, out_dir), nprocs=world,
-                           join=True, start_method="spawn")
+        # a file store in this run's own folder: no TCP port to pick, so no race between two runs for a free one
+        init_method = "file://" + os.path.join(out_dir, "rendezvous")
+        try:
+            mp.start_processes(_spawn_entry, args=(world, init_method, payload, out_dir), nprocs=world,
+                               join=True, start_method="spawn")
+        except ProcessException as exc:  # a rank died outside its own handlers (a signal, a crash in import)
+            if not any(f.endswith(".error") for f in os.listdir(out_dir)):
+                raise MemplanError(f"a rank of the multi-rank profile failed: {first_line(exc)}") from None
         errors = sorted(f for f in os.listdir(out_dir) if f.endswith(".error"))
         if errors:
             with open(os.path.join(out_dir, errors[0])) as fh:
@@ -628,10 +700,10 @@ def _fake(req: DistributedRequest) -> list[RankRecord]:
 
 def _torchrun(requests: list[DistributedRequest]) -> list[list[RankRecord]] | None:
     """Under torchrun: this process is one rank; rank 0 gathers every rank's records."""
-    tdev, baseline = _init_group(requests[0].device, int(os.environ["LOCAL_RANK"]))
+    tdev, nccl_bytes = _init_group(requests[0].device, int(os.environ["LOCAL_RANK"]))
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
-        mine = [run_rank(req.model_copy(update={"nproc": world}), rank, world, tdev, backend_baseline=baseline)
+        mine = [run_rank(req.model_copy(update={"nproc": world}), rank, world, tdev, backend_bytes=nccl_bytes)
                 for req in requests]
         gathered: list | None = [None] * world if rank == 0 else None
         dist.gather_object([m.model_dump() for m in mine], gathered, dst=0)
@@ -697,7 +769,9 @@ def assemble(req: DistributedRequest, records: list[RankRecord], launcher: str) 
                 if getattr(estimated, f) is not None and getattr(m, f) is not None}
         ranks.append(RankResult(rank=rec.rank, measured=m, estimated=estimated, difference=diff,
                                 explanations=explain(req, rec, estimated, world)))
-    notes = []
+    notes = [f"rank {rec.rank}: OUT OF MEMORY during {rec.oom_phase}: {rec.oom_message} (the figures are what was "
+             "measured up to then)" for rec in records if rec.oom]
+    notes += sorted({n for rec in records for n in rec.notes})
     if req.device == "fake":
         notes.append("fake process group: collectives move no data; shard layout and bytes are exact, losses absent")
     if req.device == "cpu":
@@ -798,8 +872,8 @@ def explain(req: DistributedRequest, rec: RankRecord, e: RankEstimated, world: i
             why += "; the estimate counts no buckets for this convention (memory/overheads.py: --zero 0 only)"
         verdict("communication_buffers", int(buckets * gb) + rec.buffer_bytes, why)
     if m.backend_device_bytes is not None:
-        verdict("backend_device_bytes", None, "device memory outside torch's allocator that appeared after "
-                                              "init_process_group (NCCL communicators); the estimate assumes "
+        verdict("backend_device_bytes", None, "device memory outside torch's allocator that "
+                                              "init_process_group and a first all-reduce took (NCCL communicators); the estimate assumes "
                                               "memory/overheads.py's NCCL line")
     verdict("model_states", None, "sum of the above")
     parts_at_peak = ", ".join(f"{c} {v:,}" for c, v in m.at_peak.items() if v)

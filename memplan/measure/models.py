@@ -96,6 +96,18 @@ def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     return torch.cat([x_rot * cos + _rotate_half(x_rot) * sin, x_pass], dim=-1)
 
 
+def _sdpa_has_gqa() -> bool:
+    import inspect as _inspect
+
+    try:
+        return "enable_gqa" in _inspect.signature(F.scaled_dot_product_attention).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: torch >= 2.5 documents enable_gqa
+        return tuple(int(x) for x in torch.__version__.split(".")[:2] if x.isdigit()) >= (2, 5)
+
+
+_SDPA_HAS_GQA = _sdpa_has_gqa()
+
+
 class Attention(nn.Module):
     def __init__(self, hidden: int, spec: LayerSpec, attention: str, selective_recompute: bool) -> None:
         super().__init__()
@@ -114,7 +126,14 @@ class Attention(nn.Module):
 
     def _core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         at = self.at
-        if at.kv_heads != at.heads:  # GQA (Ainslie et al. 2023): each KV head serves heads/kv_heads queries
+        gqa = at.kv_heads != at.heads  # GQA (Ainslie et al. 2023): each KV head serves heads/kv_heads queries
+        # sdpa takes the KV heads as they are (enable_gqa, torch >= 2.5) where transformers does
+        # (integrations/sdpa_attention.py use_gqa_in_sdpa at 5.17: no mask, head dim <= 256): the kernel that then
+        # runs is torch's choice (measure/cuda.py sdpa_kernel), as for a Llama under transformers.  Repeating K/V
+        # to every head instead kept two b x heads x s x d copies per layer that no estimate counts (-2.5% bf16,
+        # -3.5% fp32 at 1B, micro-batch 8, seq 2048, measured on fake tensors).
+        native_gqa = gqa and self.attention != "eager" and at.head_dim <= 256 and _SDPA_HAS_GQA
+        if gqa and not native_gqa:
             rep = at.heads // at.kv_heads
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
@@ -128,8 +147,9 @@ class Attention(nn.Module):
             if at.dropout and self.training:
                 probs = F.dropout(probs, at.dropout)
             return probs @ v
+        extra = {"enable_gqa": True} if native_gqa else {}
         return F.scaled_dot_product_attention(q, k, v, is_causal=at.causal,
-                                              dropout_p=at.dropout if self.training else 0.0)
+                                              dropout_p=at.dropout if self.training else 0.0, **extra)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None) -> torch.Tensor:
         at = self.at

@@ -345,7 +345,7 @@ def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, sa
             tracker.remove_hooks()
     if cuda is not None:
         if oom is None:
-            cuda.after_measured_step(phases)
+            cuda.after_measured_step(phases, tracked_bytes=tracker.total)
         else:
             cuda.after_oom()
     arch = setup.model.architecture
@@ -425,17 +425,25 @@ def _result(setup, device, step: _Step, tracker: StorageTracker, cuda, oom, note
     timeline, stride = downsample_max(tracker.timeline)
     starts = {k: int(v / stride) for k, v in tracker.phase_starts.items() if k != "done"}
     peak = tracker.peak
+    peak_phase = tracker.peak_phase
     cuda_info = cuda.info() if cuda is not None else None
     if cuda is not None:
         notes = notes + cuda.notes
     if cuda is not None and cuda.allocated_peak is not None:
+        # the peak's bytes and its phase from the same source (the allocator's per-phase peaks); the tracker's
+        # phase is said beside it when it differs (the allocator adds workspaces and rounding no tracker sees)
         peak = cuda.allocated_peak
+        if cuda.peak_phase is not None:
+            if tracker.peak_phase and cuda.peak_phase != tracker.peak_phase:
+                notes = notes + [f"the allocator peaks in {cuda.peak_phase}, the tensors alone in "
+                                 f"{tracker.peak_phase} (tracked_peak)"]
+            peak_phase = cuda.peak_phase
     return MeasuredStep(
         model=setup.model.name, parameters=module_parameters(step.built.module), device=device,
         model_source=step.built.source, recipe=setup.recipe.name, optimizer=setup.optimizer.name,
         optimizer_impl=step.optimizer_impl, micro_batch=setup.layout.micro_batch, seq=step.seq, recompute=setup.layout.recompute,
         attention=w.attention, torch_version=torch.__version__, transformers_version=tf_version,
-        peak_allocated=peak, tracked_peak=tracker.peak, peak_phase=tracker.peak_phase or (oom[0] if oom else "forward"),
+        peak_allocated=peak, tracked_peak=tracker.peak, peak_phase=peak_phase or (oom[0] if oom else "forward"),
         phases=phases, activations_at_backward_start=tracker.activations_at_backward_start,
         timeline_bytes=timeline, timeline_phase_starts=starts, cuda=cuda_info, oom=oom is not None, oom_phase=oom[0] if oom else None, oom_message=oom[1] if oom else None,
         notes=notes, setup=setup, **cats)

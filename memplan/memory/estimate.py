@@ -52,6 +52,8 @@ def estimate_memory(setup: TrainingSetup, gpu: GPUSpec | None = None, *, calibra
     # Communication buckets are tensors from the caching allocator, alive the whole step: they belong to
     # peak_allocated (torch.cuda.max_memory_allocated counts them), unlike the context or the allocator's reserve.
     found = overhead_components(setup, gpu, states)
+    if kernels == "cpu":  # a CPU step (what CPU/fake measurements are compared with) has no cuBLAS workspace
+        found = [c for c in found if c.name != "cuBLAS workspace"]
     buffers = [c for c in found if c.category == "buffers"]
     per_gpu.buffers = sum(c.bytes for c in buffers)
     if per_gpu.buffers:

@@ -40,7 +40,10 @@ def overhead_components(setup: TrainingSetup, gpu: GPUSpec | None, states: Model
     else:
         out.append(Component(name="CUDA context + libraries", category="overheads", bytes=gen["context_mib"] * MIB,
                              note=f"assumed for {gen_name} ({where}): {t['context_source']}"))
-    out.append(Component(name="cuBLAS workspace", category="overheads", bytes=gen["cublas_workspace_kib"] * 1024,
+    # the workspace comes from the caching allocator: torch.cuda.max_memory_allocated counts it, so it is part of
+    # peak_allocated (a buffer), not an overhead outside tensors (c10/cuda/CUDACachingAllocator.cpp; the GPU check
+    # measures allocated bytes beyond every tracked tensor: scripts/gpu_check.py)
+    out.append(Component(name="cuBLAS workspace", category="buffers", bytes=gen["cublas_workspace_kib"] * 1024,
                          note=t["cublas_workspace_source"]))
     p = setup.layout
     groups = [name for name, size in (("data", p.dp), ("tensor", p.tp), ("pipeline", p.pp), ("context", p.cp),

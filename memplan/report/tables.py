@@ -19,7 +19,7 @@ SECTIONS = [
     ("model states", ("weights", "gradients", "master_weights", "optimizer_states", "gathered_parameters")),
     ("activations (saved for backward)", ("activations",)),
     ("temporaries", ("temporaries",)),
-    ("communication buckets (allocated)", ("buffers",)),
+    ("buffers in the allocator (communication buckets, cuBLAS workspace)", ("buffers",)),
     ("overheads outside tensors", ("overheads",)),
     ("KV cache", ("kv_cache",)),
 ]
