@@ -46,7 +46,8 @@ def _layout_lines(title: str, r: CapacityLayout, plan: CapacityPlan) -> list[str
 def pareto_rows(plan: CapacityPlan) -> list[list[str]]:
     rows = []
     for r in plan.pareto:
-        rows.append(["agg" if r.mode == "aggregated" else "disagg", _where(r), r.gpus, r.max_num_seqs, r.max_num_batched_tokens,
+        rows.append(["agg" if r.mode == "aggregated" else "disagg", _where(r), r.gpus, r.max_num_seqs,
+                     r.max_num_batched_tokens,
                      f"{r.output_tokens_per_s_per_gpu:,.0f}", _ms(r.ttft_ms_p50), _ms(r.ttft_ms_p90),
                      _ms(r.tpot_ms_p50), _ms(r.tpot_ms_p90), "yes" if r.meets else "no"])
     return rows
