@@ -248,3 +248,25 @@ def test_sglang_plans_with_its_own_token_pool_and_flag_names():
                          tpot_ms=30, tp=1, max_num_seqs=128, max_num_batched_tokens=4096, mode="aggregated")
     assert plan.engine == "sglang" and plan.meets_targets
     assert "--max-running-requests 128 --chunked-prefill-size 4096" in plan.table()
+
+
+def test_a_replica_gets_slower_with_load_and_saturates():
+    from memplan.perf.batching import Load, aggregated
+    from memplan.perf.serving_time import step_cost
+    from memplan.memory.inference import estimate_inference
+    from memplan.setups import resolve_gpu, serving_setup
+
+    gpu = resolve_gpu("h100-sxm")
+    setup = serving_setup("llama-3.1-8b", prompt=1024, output=256, max_num_seqs=256, max_num_batched_tokens=2048)
+    est = estimate_inference(setup, gpu, max_batch=True)
+    cost = step_cost(setup, gpu, est.weights, est.kv_layers)
+    load = Load(1024, 256, 1024, 256)
+    # batch 1 decode is the weights over the achieved bandwidth plus the step overhead
+    one = cost.step(1, 1152)
+    assert one == pytest.approx(est.weights.total / (gpu.memory_bandwidth_gbps * 1e9 * 0.85) + 0.001, rel=0.05)
+    states = [aggregated(cost, load, r, 256, 2048, est.vllm.concurrency_at_context) for r in (1, 4, 8, 12)]
+    stable = [s for s in states if s.stable]
+    assert len(stable) >= 2
+    for a, b in zip(stable, stable[1:]):
+        assert b.tpot_p50 >= a.tpot_p50 and b.ttft_p50 >= a.ttft_p50 and b.running > a.running
+    assert not aggregated(cost, load, 1000, 256, 2048, est.vllm.concurrency_at_context).stable
