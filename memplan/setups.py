@@ -223,18 +223,21 @@ def setup_to_kwargs(setup: TrainingSetup) -> dict[str, Any]:
 
 
 class SetupFile:
-    """What a --setup file gave: keyword arguments, and which fields were read and ignored (for the output)."""
+    """What a --setup file gave: keyword arguments, and which fields were read and ignored (for the output).
 
-    def __init__(self, path: str, fmt: str, kwargs: dict[str, Any], read: list[str], ignored: list[str]):
+    `table`: (field, value, the file's key it came from) per field read, for `summary`."""
+
+    def __init__(self, path: str, fmt: str, kwargs: dict[str, Any], read: list[str], ignored: list[str],
+                 table: list[tuple[str, str, str]] | None = None):
         self.path, self.format, self.kwargs, self.read, self.ignored = path, fmt, kwargs, read, ignored
+        self.table = table if table is not None else [(r, "", r) for r in read]
 
-    def summary(self) -> str:
-        shown = ", ".join(self.read[:12]) + (", ..." if len(self.read) > 12 else "")
-        text = f"setup file {self.path} ({self.format}): read {len(self.read)} field(s): {shown}"
-        if self.ignored:
-            text += f"; ignored {len(self.ignored)}: " + ", ".join(self.ignored[:8]) + \
-                (", ..." if len(self.ignored) > 8 else "")
-        return text
+    def summary(self, verbose: bool = False) -> str:
+        """What was read, as a short table (field, value, from where); the ignored keys counted, or listed in
+        full with `verbose`."""
+        from memplan.report.tables import setup_reading_table
+
+        return setup_reading_table(self.path, self.format, self.table, self.ignored, verbose)
 
 
 def _read_structured(path: str) -> Any:
@@ -277,15 +280,30 @@ def load_setup_file(path: str) -> SetupFile:
         except ValidationError as exc:
             raise MemplanError(one_line(exc, f"--setup file {path}")) from None
         kwargs = setup_to_kwargs(setup)
-        return SetupFile(path, "memplan", kwargs, sorted(k for k in data if k in MEMPLAN_SETUP_KEYS),
-                         sorted(k for k in data if k not in MEMPLAN_SETUP_KEYS))
+        keys = sorted(k for k in data if k in MEMPLAN_SETUP_KEYS)
+        table = [(k, _short_value(kwargs[k] if k in kwargs and k != "model" else data[k]), k) for k in keys]
+        return SetupFile(path, "memplan", kwargs, keys, sorted(k for k in data if k not in MEMPLAN_SETUP_KEYS), table)
     from memplan.setupfiles import read_setup_file
 
     reading = read_setup_file(path)
     kwargs = reading.setup.setup_kwargs()
     read = [f"{r.key} -> {r.field}" + (" (default)" if r.default else "") for r in reading.read if not r.consulted]
     ignored = [f"{i.key} ({i.reason})" for i in reading.ignored]
-    return SetupFile(path, reading.format, kwargs, read, ignored)
+    table = [(r.field, _short_value(kwargs.get(r.field, r.value)), r.key + (" (default)" if r.default else ""))
+             for r in reading.read if not r.consulted]
+    return SetupFile(path, reading.format, kwargs, read, ignored, table)
+
+
+def _short_value(value: Any, limit: int = 40) -> str:
+    """A value as the reading table shows it: a model by its name, a dict by its keys, cut to `limit`."""
+    name = getattr(value, "name", None)
+    if isinstance(name, str):
+        text = name
+    elif isinstance(value, dict):
+        text = "{" + ", ".join(map(str, value)) + "}"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def save_setup_file(path: str, setup: TrainingSetup, force: bool = False) -> str:

@@ -137,7 +137,7 @@ def pop_training_kwargs(kwargs: dict) -> dict:
     base: dict = {}
     if path is not None:
         loaded = load_setup_file(path)
-        click.echo(f"memplan: {loaded.summary()}", err=True)
+        click.echo(f"memplan: {loaded.summary(verbose=bool(kwargs.get('verbose')))}", err=True)
         base = loaded.kwargs
         if "model" in flags and "model" in base:
             base.pop("model")

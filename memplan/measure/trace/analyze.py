@@ -210,10 +210,9 @@ def classify(rec: Recording) -> Classified:
 # ---------------------------------------------------------------------------------------------------------
 def human_name(s: Storage, region: str, poly: Poly, rope: bool = True) -> str:
     """What the storage is, in words (names.py), from what the trace recorded of it."""
-    from memplan.measure.trace.shapes import split_coefficient
-
     floating = s.dtype.is_floating_point or s.dtype.is_complex
-    return row_name(region, s.module, s.op, s.saver, split_coefficient(poly)[0] if poly else "", floating,
+    elems = " + ".join("*".join(sorted(m)) or "1" for m in poly) if poly else "1"
+    return row_name(region, s.module, s.op, s.saver, elems, floating,
                     frozenset(s.tags), s.phase, str(s.dtype).replace("torch.", ""), rope)
 
 
