@@ -114,6 +114,12 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
         return "loss"
     if phase == "loss" and not floating:
         return "loss targets"
+    # autocast's copies: a linear's weight, or its input, cast to the 16-bit dtype
+    if op == "_to_copy" and made in SAVED_BY_PROJ or op == "_to_copy" and made == "lm_head":
+        if not _has(elems, "b"):
+            return "autocast weight copies"
+        return {"o": "attention output", "down": "MLP down input", "lm_head": "LM head input"}.get(
+            made, SAVED_BY_PROJ.get(made, "other")) + " (autocast copy)"
     if made == "lm_head" or (_has(elems, "V") and floating):
         return "logits"
     if region == "head" and elems == "1" and floating:
@@ -122,15 +128,11 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
         return "loss input (fp32 copy)"
     if "pooler" in module:
         return "pooler output"
-    # autocast's copies: a linear's weight, or its input, cast to the 16-bit dtype
-    if op == "_to_copy" and made in SAVED_BY_PROJ or op == "_to_copy" and made == "lm_head":
-        if not _has(elems, "b"):
-            return "autocast weight copies"
-        return {"o": "attention output", "down": "MLP down input", "lm_head": "LM head input"}.get(
-            made, SAVED_BY_PROJ.get(made, "other")) + " (autocast copy)"
+    if "pooler" in save_mod:
+        return "pooler input (last layer's output)"
     # dropout
-    if op == "native_dropout" or "dropout" in tags:
-        if not floating:
+    if op == "native_dropout" or "dropout" in tags or made == "dropout" or op in ("bernoulli", "bernoulli_"):
+        if not floating or op in ("empty_like", "bernoulli", "bernoulli_"):
             return "attention dropout mask" if _is_core(elems) else "dropout mask"
         if _is_core(elems):
             return "attention probabilities after dropout"
@@ -139,6 +141,8 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
         return "dropout output"
     # attention core
     if _is_core(elems):
+        if op in ("empty_like", "bernoulli", "bernoulli_"):
+            return "attention dropout mask"
         if op == "_softmax":
             return "attention probabilities (softmax)"
         if op == "_to_copy":
