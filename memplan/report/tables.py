@@ -43,7 +43,8 @@ def _activation_rows(comps: list, verbose: bool) -> list:
     for c in comps:
         label = c.name + (f" ({c.rows} rows)" if getattr(c, "rows", 1) > 1 else "")
         c = c.model_copy(update={"name": label})
-        (small if not verbose and abs(c.bytes) < SMALL_ROW else shown).append(c)
+        # a row LoRA emptied keeps its line: its note says what is not saved
+        (small if not verbose and abs(c.bytes) < SMALL_ROW and "LoRA" not in c.note else shown).append(c)
     if len(small) == 1:
         shown.append(small[0])
     elif small:

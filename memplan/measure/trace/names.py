@@ -151,7 +151,7 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
     if sdpa or "scaled_dot_product" in op:
         if not floating:
             return "attention RNG state (fused kernel)"
-        if not _has(elems, "d") and not _has(elems, "q") and not _has(elems, "h") and _has(elems, "a"):
+        if _has(elems, "a") and not any(_has(elems, n) for n in ("d", "dv", "q", "h", "kv", "vw")):
             return "attention log-sum-exp (fused kernel)"
         return "attention output"
     # model-level tables and masks
@@ -162,7 +162,7 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
     if region == "embedding" and not floating:
         return "position/token-type ids"
     if not floating and not _has(elems, "s"):
-        return "index scalars"
+        return "MoE routing indices" if in_experts else "index scalars"
     if region == "forward_only" and made == "attn" and op == "cat":
         return "KV cache (past_key_values)"
     if op == "max" and made == "attn":
@@ -217,7 +217,7 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
     if made == "mlp" and op == "mul":
         return "activation output"
     if made in ("q", "k", "v", "qkv", "kv"):
-        return PRODUCED[made]
+        return "Q (compressed)" if made == "q" and _has(elems, "lq") else PRODUCED[made]
     # inside the attention block: Q/K/V as the attention reads them
     if made == "attn":
         if not _has(elems, "q") and not _has(elems, "kv") and not _has(elems, "d") and not _has(elems, "dv") \
