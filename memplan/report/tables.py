@@ -210,12 +210,12 @@ def compare_table(cmp: Comparison, units: Units = Units.GiB) -> str:
                                     ("right",) * 9)
 
 
-COMPONENT_NAME_CHARS = 72  # a traced row names every op that saves its storage; --json keeps the whole name
+COMPONENT_NAME_CHARS = 90  # activation rows are named by what they are (short); --json keeps every field
 
 
 def _short(name: str) -> str:
-    """A component's name cut to fit the table, at a '; ' between ops when there is one."""
+    """A component's name cut to fit the table (at a word when it can be)."""
     if len(name) <= COMPONENT_NAME_CHARS:
         return name
-    cut = name.rfind("; ", 0, COMPONENT_NAME_CHARS - 5)
-    return (name[:cut] if cut > 0 else name[:COMPONENT_NAME_CHARS - 5]) + "; ..."
+    cut = name.rfind(" ", 0, COMPONENT_NAME_CHARS - 3)
+    return (name[:cut] if cut > COMPONENT_NAME_CHARS // 2 else name[:COMPONENT_NAME_CHARS - 3]) + "..."
