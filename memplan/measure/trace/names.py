@@ -115,6 +115,8 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
     if phase == "loss" and not floating:
         return "loss targets"
     # autocast's copies: a linear's weight, or its input, cast to the 16-bit dtype
+    if op == "_to_copy" and not _has(elems, "b") and not _has(elems, "s") and (in_experts or made in SAVED_BY_PROJ):
+        return "autocast weight copies"
     if op == "_to_copy" and made in SAVED_BY_PROJ or op == "_to_copy" and made == "lm_head":
         if not _has(elems, "b"):
             return "autocast weight copies"
@@ -215,7 +217,7 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
     if made in ("gate", "up", "gate_up"):
         return PRODUCED[made] + (" (activation input)" if by == "act" else "")
     if made == "mlp" and op == "mul":
-        return "activation output"
+        return "expert inputs (router-weighted)" if _inside(save_mod, "experts") else "activation output"
     if made in ("q", "k", "v", "qkv", "kv"):
         return "Q (compressed)" if made == "q" and _has(elems, "lq") else PRODUCED[made]
     # inside the attention block: Q/K/V as the attention reads them
