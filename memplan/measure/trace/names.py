@@ -32,7 +32,7 @@ ROLES: tuple[tuple[str, str | None, str], ...] = (
     (r"down_proj|w2|fc2|dense_4h_to_h|c_proj", None, "down"),
     (r"dense", r"(^|\.)output$", "down"),
     (r"act_fn|act|activation_fn|activation|intermediate_act_fn", None, "act"),
-    (r"router|gate", None, "router"),
+    (r"router|gate|shared_expert_gate", None, "router"),
     (r"experts", None, "experts"),
     (r"shared_experts?", None, "shared"),
     (r"embed_tokens|wte|wpe|word_embeddings|embed_in|embeddings|token_type_embeddings|position_embeddings",
