@@ -36,8 +36,9 @@ def test_bytes_units():
     (2 * 2**20, "2.0 MiB", "2.1 MB"),
     (7.45e-09 * 2**30, "8 B", "8 B"),
     (896 * 2**10, "896 KiB", "918 KB"),
-    (0.0099 * 2**30, "10.1 MiB", "0.01 GB"),
-    (0.011 * 2**30, "0.01 GiB", "0.01 GB"),
+    (0.0099 * 2**30, "10.1 MiB", "10.6 MB"),
+    (0.05 * 2**30, "51.2 MiB", "53.7 MB"),
+    (0.1 * 2**30, "0.10 GiB", "0.11 GB"),
 ])
 def test_small_sizes_use_a_smaller_unit_never_scientific_notation(nbytes, gib, gb):
     assert format_bytes(nbytes) == gib

@@ -76,12 +76,12 @@ SMALLER = {Units.GiB: ((2**20, "MiB"), (2**10, "KiB")), Units.GB: ((10**6, "MB")
 
 
 def format_bytes(nbytes: float | None, units: Units = Units.GiB, digits: int = 2) -> str:
-    """Number in the chosen unit, unit named: '12.55 GiB'.  Below 0.01 of the unit, the next smaller unit of the
-    same kind ('1.0 MiB', '4 KiB'; '1.0 MB', '4 KB' with GB), never scientific notation."""
+    """Number in the chosen unit, unit named: '12.55 GiB'.  Below 0.1 of the unit, the next smaller unit of the
+    same kind ('12.2 MiB', '4 KiB'; '1.0 MB', '4 KB' with GB), never scientific notation."""
     if nbytes is None:
         return "-"
     v = nbytes / units.bytes
-    if v != 0 and abs(v) < 0.01:
+    if v != 0 and abs(v) < 0.1:
         for size, name in SMALLER[units]:
             w = nbytes / size
             if abs(w) >= 1 or name in ("KiB", "KB"):
