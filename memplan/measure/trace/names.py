@@ -206,7 +206,7 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
             return expert + PRODUCED.get(made, "gate/up output")
         if op in ("index", "new_empty", "empty_like", "cat", "repeat", "clone"):
             return "expert inputs (routed tokens)"
-        if op in ("mul", "add") and save_op in ("new_empty", "bmm", "mm", "_grouped_mm"):
+        if op in ("mul", "add") and save_op in ("new_empty", "bmm", "mm", "_grouped_mm", "_to_copy"):
             return expert + "down input"  # the experts' down projection is a grouped matmul, no module of its own
         return expert + "activation intermediates"
     if made == "mlp" and op in ("repeat", "clone") and _inside(save_mod, "mlp"):
