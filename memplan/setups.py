@@ -281,8 +281,8 @@ def load_setup_file(path: str) -> SetupFile:
             raise MemplanError(one_line(exc, f"--setup file {path}")) from None
         kwargs = setup_to_kwargs(setup)
         keys = sorted(k for k in data if k in MEMPLAN_SETUP_KEYS)
-        table = [(k, _short_value(kwargs[k] if k in kwargs and k != "model" else data[k]), k) for k in keys]
-        return SetupFile(path, "memplan", kwargs, keys, sorted(k for k in data if k not in MEMPLAN_SETUP_KEYS), table)
+        return SetupFile(path, "memplan", kwargs, keys, sorted(k for k in data if k not in MEMPLAN_SETUP_KEYS),
+                         _memplan_table(setup))
     from memplan.setupfiles import read_setup_file
 
     reading = read_setup_file(path)
@@ -292,6 +292,22 @@ def load_setup_file(path: str) -> SetupFile:
     table = [(r.field, _short_value(kwargs.get(r.field, r.value)), r.key + (" (default)" if r.default else ""))
              for r in reading.read if not r.consulted]
     return SetupFile(path, reading.format, kwargs, read, ignored, table)
+
+
+def _memplan_table(setup: TrainingSetup) -> list[tuple[str, str, str]]:
+    """A memplan setup file as the reading table shows it: the model, recipe and optimizer, then the layout and
+    workload fields that differ from their defaults (the file holds every field)."""
+    rows = [("model", setup.model.name, "model.name"), ("precision", setup.recipe.name, "recipe.name"),
+            ("optimizer", setup.optimizer.name, "optimizer.name")]
+    for section in ("layout", "workload"):
+        value = getattr(setup, section)
+        default = type(value)()
+        rows += [(k, _short_value(v), f"{section}.{k}") for k, v in value.model_dump().items()
+                 if getattr(default, k) != v]
+    if setup.lora is not None:
+        rows += [(f"lora_{k}", _short_value(v), f"lora.{k}") for k, v in setup.lora.model_dump().items()
+                 if v is not None]
+    return rows
 
 
 def _short_value(value: Any, limit: int = 40) -> str:
