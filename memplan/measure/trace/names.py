@@ -204,6 +204,11 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
             return expert + "activation output"
         if made in ("gate", "up", "gate_up") or op == "bmm" or op == "mm":
             return expert + PRODUCED.get(made, "gate/up output")
+        wide = _has(elems, "f") or _has(elems, "fk")
+        if wide and op in ("new_empty", "bmm", "mm", "_grouped_mm"):
+            return expert + "gate/up output" + (" (activation input)" if by == "act" else "")
+        if op == "index" and not wide and not _has(elems, "h"):
+            return "MoE routing weights (per routed token)"
         if op in ("index", "new_empty", "empty_like", "cat", "repeat", "clone"):
             return "expert inputs (routed tokens)"
         if op in ("mul", "add") and save_op in ("new_empty", "bmm", "mm", "_grouped_mm", "_to_copy"):
