@@ -137,7 +137,8 @@ def pop_training_kwargs(kwargs: dict) -> dict:
     base: dict = {}
     if path is not None:
         loaded = load_setup_file(path)
-        click.echo(f"memplan: {loaded.summary(verbose=bool(kwargs.get('verbose')))}", err=True)
+        summary = loaded.summary(verbose=bool(kwargs.get("verbose")))  # a short table: each line says memplan
+        click.echo("\n".join(f"memplan: {line}" for line in summary.splitlines()), err=True)
         base = loaded.kwargs
         if "model" in flags and "model" in base:
             base.pop("model")
