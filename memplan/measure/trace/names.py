@@ -203,7 +203,7 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
         if made == "act" or op in ("silu", "gelu", "sigmoid", "clamp"):
             return expert + "activation output"
         if made in ("gate", "up", "gate_up") or op == "bmm" or op == "mm":
-            return expert + PRODUCED.get(made, "gate/up output")
+            return expert + PRODUCED.get(made, "gate/up output") + (" (activation input)" if by == "act" else "")
         wide = _has(elems, "f") or _has(elems, "fk")
         if wide and op in ("new_empty", "bmm", "mm", "_grouped_mm"):
             return expert + "gate/up output" + (" (activation input)" if by == "act" else "")
