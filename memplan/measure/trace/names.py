@@ -104,7 +104,7 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
     base = module.rsplit(".", 1)[-1] if module else region
 
     if region == "checkpoint":
-        return "layer input (checkpoint)"
+        return "layer input"  # the region says checkpoint
     if region == "inputs":
         return "inputs"
     # the loss
