@@ -43,6 +43,7 @@ ROLES: tuple[tuple[str, str | None, str], ...] = (
 )
 _ROLES = [(re.compile(f"^(?:{p})$"), re.compile(q) if q else None, r) for p, q, r in ROLES]
 
+WIDTHS = ("h", "q", "kv", "d", "lq", "lkv", "f")  # per-token widths: a norm's row without one is its statistics
 SAVED_BY_PROJ = {
     "q": "attention input", "k": "attention input", "v": "attention input", "qkv": "attention input",
     "kv": "attention input", "gate": "MLP input", "up": "MLP input", "gate_up": "MLP input", "router": "MLP input",
@@ -171,9 +172,8 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
         return "attention scores (max, for softmax)"
     # norms: statistics, and what the norm's input or output is saved as
     if made == "norm" or by == "norm" and op in ("add", "embedding", "mul", "_to_copy") and made != "attn":
-        if made == "norm" and not _has(elems, "h") and not _has(elems, "q") and not _has(elems, "kv") \
-                and not _has(elems, "d") and not _has(elems, "lq") and not _has(elems, "lkv") and floating \
-                and op in ("rsqrt", "native_layer_norm", "mean", "var_mean", "pow", "add") and not _has(elems, "f"):
+        if made == "norm" and floating and op in ("rsqrt", "native_layer_norm", "mean", "var_mean", "pow", "add") \
+                and not any(_has(elems, n) for n in WIDTHS):
             return "norm statistics (rsqrt)" if op == "rsqrt" else "norm statistics (mean, rstd)"
         qk = re.search(r"(^|_)(q|k|qk|q_a|kv_a)_(layer)?norm$", module.rsplit(".", 1)[-1] if module else "")
         if by in SAVED_BY_PROJ and by != "o" and made == "norm":
