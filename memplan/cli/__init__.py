@@ -11,6 +11,25 @@ from __future__ import annotations
 import sys
 
 
+def _started_as_the_program() -> bool:
+    """True while the console script (`memplan`, a wrapper whose __main__ has no module spec) or `python -m
+    memplan` is importing this module; False for a library import (tests, a notebook, the API)."""
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    if spec is not None:
+        return getattr(spec, "name", "") == "memplan.__main__"
+    name = str(getattr(main_module, "__file__", "") or "").replace("\\", "/").rsplit("/", 1)[-1].lower()
+    return name in ("memplan", "memplan.exe", "memplan-script.py", "memplan-script.pyw")
+
+
+if _started_as_the_program():
+    # Ctrl-C quiet from the first memplan line the console script runs (before click, pydantic or the command's
+    # imports start): the handler raises nothing, so no KeyboardInterrupt traceback can come out of start-up.
+    from memplan import interrupt as _interrupt
+
+    _interrupt.install()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     import click
