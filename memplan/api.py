@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from memplan.errors import MemplanError
+from memplan.keywords import check as _check_types
 from memplan.setups import TRAINING_KEYS, check_keys, resolve_gpu, training_setup
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ COMPARE_STRATEGIES = [
 
 def build_setup(model: str, **kwargs: Any) -> "TrainingSetup":
     """TrainingSetup from a model name/count/config path and CLI-style keyword arguments."""
-    return training_setup(model, **kwargs)
+    return training_setup(model, **_check_types(kwargs))
 
 
 def estimate(model: str, gpu: str | None = None, *, mode: str = "training", calibration: str | None = None,
@@ -70,6 +71,9 @@ def estimate(model: str, gpu: str | None = None, *, mode: str = "training", cali
     """Memory per GPU for training (default), fine-tuning (lora_rank=...) or serving (mode="inference") MODEL."""
     if mode not in ("training", "inference"):
         raise MemplanError(f"mode must be 'training' or 'inference', got {mode!r}")
+    kwargs = _check_types(kwargs)  # issue 18: a wrong type is one line naming the keyword
+    _check_types({"calibration": calibration, "max_micro_batch": max_micro_batch, "max_seq": max_seq,
+                  "max_batch": max_batch, "max_context": max_context}, flags={"max_micro_batch"})
     gpu_spec = resolve_gpu(gpu)
     if (max_micro_batch or max_seq or max_batch or max_context) and gpu_spec is None:
         raise MemplanError("max_micro_batch/max_seq/max_batch/max_context need gpu=NAME to fit against")
@@ -137,6 +141,8 @@ def estimate_inference(model: str, gpu: str | None = None, *, max_batch: bool = 
     from memplan.setups import serving_setup
 
     check_keys(kwargs, (*TRAINING_KEYS[1:], *INFERENCE_KEYS))
+    kwargs = _check_types(kwargs)
+    _check_types({"max_batch": max_batch, "max_context": max_context})
     setup = serving_setup(model, **kwargs)
     return _estimate(setup, resolve_gpu(gpu), max_batch=max_batch, max_context=max_context)
 
@@ -150,6 +156,7 @@ def time(model: str, gpu: str, **kwargs: Any) -> "TimeEstimate":
     an end-to-end achieved_tflops / mfu / measured record; kernel_scale, system, execution, overlap as the CLI."""
     from memplan.perf.time import estimate_time
 
+    kwargs = _check_types(kwargs)
     opts = {k: kwargs.pop(k) for k in TIME_KEYS if k in kwargs}
     gpu_spec = _need_gpu(gpu)
     setup = training_setup(model, **kwargs)
@@ -173,6 +180,7 @@ def plan(model: str, gpu: str, **kwargs: Any) -> "PlanResult":
     from memplan.perf.time import layout_for_batch
     from memplan.spec.units import parse_bytes
 
+    kwargs = _check_types(kwargs, whole={"max_micro_batch"})
     opts = {k: kwargs.pop(k) for k in PLAN_KEYS if k in kwargs}
     if "global_batch" not in opts:
         raise MemplanError("plan needs global_batch=B (sequences per optimizer step)")

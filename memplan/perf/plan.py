@@ -114,10 +114,19 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
          cpu_bandwidth_gbps: float = DEFAULT_CPU_BANDWIDTH_GBPS, execution: str | None = None,
          kernel_scale: float = 1.0, system: str | None = None, reference: Layout | None = None,
          progress: Callable[[str], None] | None = None) -> PlanResult:
-    if by not in ("time", "cost"):
+    if by not in ("time", "cost", None):
         raise MemplanError(f"--by must be time or cost, got {by!r}")
+    if global_batch is None:
+        raise MemplanError("plan needs --global-batch B (global_batch=B: sequences per optimizer step)")
     check_options(global_batch=global_batch, top=top, max_gpus=max_gpus, steps=steps,
                   max_micro_batch=max_micro_batch, gpus=gpus)
+    # None from the API means "not given": the defaults, as the CLI's
+    top = 5 if top is None else top
+    max_gpus = 4096 if max_gpus is None else max_gpus
+    overlap = "auto" if overlap is None else overlap
+    kernel_scale = 1.0 if kernel_scale is None else kernel_scale
+    cpu_bandwidth_gbps = DEFAULT_CPU_BANDWIDTH_GBPS if cpu_bandwidth_gbps is None else cpu_bandwidth_gbps
+    by = "time" if by is None else by
     m = setup.model.arch  # raises the clear "needs an architecture" error for a bare count
     t0 = _time.perf_counter()
     seq = setup.seq

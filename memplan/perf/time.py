@@ -179,6 +179,11 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
                   cpu_bandwidth_gbps: float = DEFAULT_CPU_BANDWIDTH_GBPS, execution: str | None = None,
                   kernel_scale: float = 1.0, system: str | None = None, with_memory: bool = True) -> TimeEstimate:
     """Time, GPU-hours and cost of training `setup` on `gpu` for `tokens` (or `steps` optimizer steps)."""
+    # None from the API means "not given": the defaults, as the CLI's
+    causal = bool(causal) if causal is not None else False
+    overlap = "auto" if overlap is None else overlap
+    kernel_scale = 1.0 if kernel_scale is None else kernel_scale
+    cpu_bandwidth_gbps = DEFAULT_CPU_BANDWIDTH_GBPS if cpu_bandwidth_gbps is None else cpu_bandwidth_gbps
     layout = layout_for_batch(setup.layout, global_batch)
     setup = setup.model_copy(update={"layout": layout})
     seq = setup.seq
