@@ -90,6 +90,8 @@ def test_non_finite_numbers_in_a_deepspeed_config_name_the_field(capsys, tmp_pat
     ("training_args.json", '{"per_device_train_batch_size": "four", "optim": "adamw_torch"}',
      "per_device_train_batch_size"),
     ("pretrain_gpt.sh", "torchrun --nproc_per_node 8 x.py --optimizer sgd --sgd-momentum lots\n", "--sgd-momentum"),
+    ("training_args.json", '{"per_device_train_batch_size": 1, "fsdp": [1, "offload"], "optim": "adamw_torch"}',
+     "fsdp"),
 ])
 def test_wrong_types_in_reader_fields_name_the_field(capsys, tmp_path, name, text, field):
     assert field in setup_error(capsys, tmp_path, name, text)

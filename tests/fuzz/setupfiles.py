@@ -238,10 +238,25 @@ def _text_mutation(rng: random.Random, text: str, syntax: str) -> str:
     return text.replace(":", ":\u0000", 1) if rng.random() < 0.5 else text
 
 
+_SAVED: dict[str, dict] = {}
+
+
+def _saved_setup(model: str) -> dict:
+    """What --save-setup writes for `model` (memplan's own format): the architecture spelled out."""
+    if model not in _SAVED:
+        from memplan.setups import training_setup
+
+        _SAVED[model] = training_setup(model, gpus=8, zero=3, micro_batch=2).model_dump(mode="json",
+                                                                                        exclude_none=True)
+    return _SAVED[model]
+
+
 def setup_file_case(rng: random.Random, reader: str | None = None) -> tuple[str, str, str]:
     """(file name, text, what was done) for one reader's file, mutated."""
     reader = reader or rng.choice(sorted(READERS))
     name, template = READERS[reader]
+    if reader == "memplan" and rng.random() < 0.8:
+        template = _saved_setup(rng.choice(["llama-2-7b", "mixtral-8x7b", "gemma-2-9b", "qwen3-0.6b"]))
     if reader == "megatron":
         return name, _megatron_text(rng), "megatron script"
     syntax = {"json": "json", "yaml": "yaml", "yml": "yaml", "toml": "toml"}[name.rsplit(".", 1)[1]]
