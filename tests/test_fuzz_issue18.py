@@ -405,3 +405,36 @@ def test_ctrl_c_early_in_start_up_prints_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, str(wrapper), "gpus"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 130 and out.stderr == "memplan: aborted\n" and "Traceback" not in out.stderr
+
+
+# ---- config folders stay data ------------------------------------------------------------------------------------
+def test_a_config_folder_is_data_never_code_and_nothing_opens_a_socket(capsys, tmp_path, monkeypatch):
+    """A config folder with remote code (auto_map, modeling_*.py, __init__.py) and a setup file that points at it:
+    memplan reads the JSON and never imports or runs a file of the folder, and opens no network socket."""
+    import socket
+
+    from memplan.catalog import get_model_profile
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"a network socket was opened: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    folder = tmp_path / "evil-model"
+    folder.mkdir()
+    marker = tmp_path / "EXECUTED"
+    code = f"open({str(marker)!r}, 'w').write('imported')\n"
+    for name in ("__init__.py", "modeling_evil.py", "configuration_evil.py", "setup.py"):
+        (folder / name).write_text(code)
+    cfg = dict(get_model_profile("qwen3-0.6b").hf_config, auto_map={
+        "AutoConfig": "configuration_evil.EvilConfig", "AutoModelForCausalLM": "modeling_evil.EvilModel"})
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "axolotl.yml").write_text(f"base_model: x\nbase_model_config: {folder}\nmicro_batch_size: 1\n"
+                                          "sequence_len: 512\n")
+    monkeypatch.chdir(tmp_path)
+    for args in (["estimate", str(folder), "--json"], ["estimate", str(folder), "--mode", "inference", "-g", "h100-sxm"],
+                 ["models", str(folder)], ["estimate", "gpt2", "--setup", "axolotl.yml"],
+                 ["time", str(folder), "-g", "h100-sxm", "-t", "1e9"]):
+        run_cli(capsys, *args)
+    assert not marker.exists()
+    assert not any(m.startswith(("modeling_evil", "configuration_evil")) for m in sys.modules)
