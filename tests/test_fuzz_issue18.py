@@ -438,3 +438,12 @@ def test_a_config_folder_is_data_never_code_and_nothing_opens_a_socket(capsys, t
         run_cli(capsys, *args)
     assert not marker.exists()
     assert not any(m.startswith(("modeling_evil", "configuration_evil")) for m in sys.modules)
+
+
+def test_an_error_quoting_a_huge_value_stays_one_short_line(capsys, tmp_path):
+    from memplan.catalog import get_model_profile
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(get_model_profile("gpt2").hf_config, model_type="x" * 20_000)))
+    line = one_error_line(capsys, "estimate", str(path))
+    assert "characters" in line and len(line) < 700

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="memplan", standalone_mode=False)
     except MemplanError as exc:
-        click.echo(f"memplan: error: {exc}", err=True)
+        click.echo(f"memplan: error: {_one_line(str(exc))}", err=True)
         return 2
     except (click.exceptions.Abort, KeyboardInterrupt):  # in-process callers keep Python's own SIGINT handler
         click.echo("memplan: aborted", err=True)
@@ -56,6 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     return 0
+
+
+MAX_ERROR_CHARS = 600
+
+
+def _one_line(message: str) -> str:
+    """An error as exactly one line of readable length, whatever it quotes (a 20,000-character model_type, a value
+    with a newline): whitespace runs become one space, the middle of a long message is elided."""
+    text = " ".join(message.split())
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[:MAX_ERROR_CHARS - 120]} ... ({len(text):,} characters) ... {text[-80:]}"
+    return text
 
 
 def run() -> None:
