@@ -252,15 +252,15 @@ def test_a_kernel_scale_past_the_peak_is_refused_with_the_largest_that_is_not(ca
 
 
 @pytest.mark.parametrize("fn, kw, keyword", [
-    ("plan", dict(global_batch=64, max_gpus=math.inf, scale=True), "--max-gpus"),
-    ("plan", dict(global_batch=64, max_gpus=math.inf, min_gpus=True), "--max-gpus"),
-    ("plan", dict(global_batch=0), "--global-batch"),
-    ("plan", dict(global_batch=64, top=0), "--top"),
-    ("time", dict(global_batch=0, steps=10), "--global-batch"),
-    ("time", dict(global_batch=8, steps=-1), "--steps"),
-    ("time", dict(global_batch=8, steps=math.inf), "--steps"),
-    ("time", dict(global_batch=8, steps="10"), "--steps"),
-    ("time", dict(global_batch=8.5, steps=10), "--global-batch"),
+    ("plan", dict(global_batch=64, max_gpus=math.inf, scale=True), "keyword max_gpus"),
+    ("plan", dict(global_batch=64, max_gpus=math.inf, min_gpus=True), "keyword max_gpus"),
+    ("plan", dict(global_batch=0), "keyword global_batch"),
+    ("plan", dict(global_batch=64, top=0), "keyword top"),
+    ("time", dict(global_batch=0, steps=10), "keyword global_batch"),
+    ("time", dict(global_batch=8, steps=-1), "keyword steps"),
+    ("time", dict(global_batch=8, steps=math.inf), "keyword steps"),
+    ("time", dict(global_batch=8, steps="10"), "keyword steps"),
+    ("time", dict(global_batch=8.5, steps=10), "keyword global_batch"),
 ])
 def test_the_api_validates_counts_at_its_boundary(fn, kw, keyword):
     import signal
