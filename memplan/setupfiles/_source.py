@@ -181,7 +181,7 @@ def _yaml(path, text: str) -> Any:
                 if len(value) > MAX_STRING:
                     raise MemplanError(f"{path} line {_line(event)} holds a value of {len(value):,} characters; "
                                        f"the limit is {MAX_STRING:,}")
-                if not event.style and _LONG_DIGITS.match(value.lstrip("+-")):
+                if not event.style and _LONG_DIGITS.fullmatch(value.lstrip("+-")):
                     raise MemplanError(f"{path} line {_line(event)} holds a number of over {MAX_INT_DIGITS} digits; "
                                        "no setting is that large")
         return yaml.load(text, Loader=loader)
