@@ -33,6 +33,8 @@ OWNED_ELSEWHERE = ("memplan/measure/",)
 KNOWN_ELSEWHERE = [
     ("profile", "transformers refuses this", "measure/models.py prints transformers' exception class in the message"),
     ("profile", "transformers could not build", "measure/models.py passes transformers' whole message through"),
+    ("profile", "but file(s) written", "cli/profile.py writes --save-setup before the measurement, which can still "
+                                       "refuse (fp8-mixed on --device fake)"),
 ]
 
 
