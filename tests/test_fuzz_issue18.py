@@ -447,3 +447,14 @@ def test_an_error_quoting_a_huge_value_stays_one_short_line(capsys, tmp_path):
     path.write_text(json.dumps(dict(get_model_profile("gpt2").hf_config, model_type="x" * 20_000)))
     line = one_error_line(capsys, "estimate", str(path))
     assert "characters" in line and len(line) < 700
+
+
+def test_a_config_json_whole_number_of_30_digits_names_its_field(capsys, tmp_path):
+    from memplan.catalog import get_model_profile
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(get_model_profile("gpt2").hf_config, n_embd=10**30)))
+    line = one_error_line(capsys, "estimate", str(path))
+    assert "n_embd" in line and "31 digits" in line
+    path.write_text(json.dumps(dict(get_model_profile("gpt2").hf_config, note="12345678901234567890123")))
+    assert run_cli(capsys, "estimate", str(path))[0] == 0  # digits inside a string are text
