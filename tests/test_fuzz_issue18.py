@@ -458,3 +458,12 @@ def test_a_config_json_whole_number_of_30_digits_names_its_field(capsys, tmp_pat
     assert "n_embd" in line and "31 digits" in line
     path.write_text(json.dumps(dict(get_model_profile("gpt2").hf_config, note="12345678901234567890123")))
     assert run_cli(capsys, "estimate", str(path))[0] == 0  # digits inside a string are text
+
+
+@pytest.mark.parametrize("args", [["time", "llama-2-7b", "-g", "a100-80gb", "-t", "nan", "-n", "8"],
+                                  ["time", "llama-2-7b", "-g", "h100-sxm", "-t", "1T", "--kernel-scale", "2.5"],
+                                  ["plan", "llama-2-7b", "-g", "h100-sxm", "-B", "64", "-n", "8", "--kernel-scale", "2.5"]])
+def test_a_refused_time_or_plan_writes_no_save_setup(capsys, tmp_path, args):
+    target = tmp_path / "saved.json"
+    one_error_line(capsys, *args, "--save-setup", str(target))
+    assert not target.exists()
