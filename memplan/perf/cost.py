@@ -73,9 +73,13 @@ class PhaseCost:
 
 
 def op_seconds(op: Op, k: Kernels, elem_gemm: float) -> float:
-    if op.kind in ("gemm", "attention"):
-        return k.gemm_seconds(op.M, op.N, op.K, op.batch, elem_gemm if op.kind == "gemm" else 2.0, op.c_bytes,
-                              op.c_read)
+    if op.kind == "gemm":
+        # the router GEMM stays 16-bit under FP8 (Megatron-Core's TopKRouter is a plain torch linear)
+        if elem_gemm < 2.0 and op.tag == "router":
+            return k.gemm_seconds(op.M, op.N, op.K, op.batch, 2.0, op.c_bytes, op.c_read, high_precision=True)
+        return k.gemm_seconds(op.M, op.N, op.K, op.batch, elem_gemm, op.c_bytes, op.c_read)
+    if op.kind == "attention":  # unfused attention's batched GEMMs: 16-bit even in FP8 recipes
+        return k.gemm_seconds(op.M, op.N, op.K, op.batch, 2.0, op.c_bytes, op.c_read, high_precision=True)
     if op.kind == "memory":
         return k.memory_seconds(op.nbytes)
     if op.kind == "flash":

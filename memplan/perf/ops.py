@@ -425,6 +425,8 @@ class LayerWalk:
     def phases(self, recompute: str) -> Phases:
         fwd = self.attention_forward() + self.ffn_forward()
         bwd = self.backward(fwd)
+        if self.ctx.gemm_elem < 2.0:
+            fwd, bwd = fwd + fp8_casts(fwd, "forward"), bwd + fp8_casts(bwd, "backward")
         if recompute == "full":
             rec = [Op(o.name, o.kind, o.category, o.M, o.N, o.K, o.batch, o.c_bytes, o.c_read, o.nbytes, o.flops,
                       o.collective, o.tag, o.under) for o in fwd]
@@ -434,6 +436,30 @@ class LayerWalk:
         else:
             rec = []
         return Phases(fwd, bwd, rec)
+
+
+# FP8 as Transformer Engine runs it (transformer_engine/pytorch/module/linear.py, tensor/float8_tensor.py): each
+# FP8 linear quantizes its input in the forward and its output gradient in the backward with a fused
+# cast-transpose (read the BF16 tensor once, write a row-wise FP8 copy for this GEMM and a column-wise one for the
+# weight-gradient GEMM: 2 + 1 + 1 bytes per element); per-tensor current scaling (the NeMo/Megatron-Bridge "fp8cs"
+# recipes) first reads the tensor for its amax (2 bytes per element) and all-reduces the amax over the TP group
+# (a few bytes, latency only, left out).  The weights are cast once per step (the first micro-batch,
+# `is_first_microbatch`), not per micro-batch, so they are left out here.  The router and the attention core stay
+# BF16 (TE runs only the linear GEMMs in FP8 unless FP8 attention is named).
+FP8_CAST_BYTES = 2.0 + 2.0 + 1.0 + 1.0
+
+
+def fp8_casts(ops: list[Op], phase: str) -> list[Op]:
+    """Memory-bound quantize ops for the FP8 GEMMs of a phase: the forward GEMMs' inputs (M x K), the backward
+    data-gradient GEMMs' incoming gradients (M x K of the dgrad: the forward's M x N)."""
+    out: list[Op] = []
+    for op in ops:
+        if op.kind != "gemm" or op.tag.startswith("router"):
+            continue
+        if phase == "forward" or op.name.endswith("dgrad"):
+            out.append(Op(f"FP8 amax + cast-transpose ({op.name})", "memory", "memory",
+                          nbytes=op.M * op.K * op.batch * FP8_CAST_BYTES))
+    return out
 
 
 # ---- embeddings and the head --------------------------------------------------------------------------------
