@@ -385,3 +385,16 @@ def test_planner_proposes_the_embedding_and_loss_accounted_interleaving():
 
     assert _interleavable(126, 8, 8) and _interleavable(126, 16, 8) and not _interleavable(126, 8, 5)
     assert _interleavable(96, 8, 4) and not _interleavable(61, 8, 4)
+
+
+def test_plan_says_a_reference_that_does_not_fit_is_not_ranked():
+    # issue 22: "rank 1 among the layouts that fit" was printed for a reference just called unfit
+    from memplan.perf.plan import plan
+
+    base = training_setup("gpt2-medium", gpus=16, seq=1024)
+    unfit = training_setup("gpt2-medium", gpus=16, seq=1024, micro_batch=128, grad_accum=1, recompute="none").layout
+    res = plan(base, catalog.get_gpu("a100-40gb"), global_batch=2048, top=3, reference=unfit)
+    assert res.reference is not None and not res.reference.fits
+    assert res.reference_rank is None
+    line = next(w for w in res.why if w.startswith("reference ") and "s/step" in w)
+    assert "does NOT fit" in line and "not ranked" in line and "rank " not in line.split("not ranked")[0]
