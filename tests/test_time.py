@@ -336,7 +336,7 @@ def test_fp8_runs_the_linear_gemms_at_the_profiles_speedup_and_attention_at_bf16
     bf16, fp8 = Kernels(H100, DType.bf16), Kernels(H100, DType.fp8)
     big = (8192, 8192, 8192)
     ratio = bf16.gemm_seconds(*big) / fp8.gemm_seconds(*big, elem_bytes=1)
-    assert ratio == pytest.approx(prof.fp8_gemm_speedup.value) and 1.5 < ratio < 1.6  # not the peaks' 2x
+    assert ratio == pytest.approx(prof.fp8_gemm_speedup.value) and 1.5 < ratio < 1.7  # not the peaks' 2x
     assert fp8.flash_seconds(1e12, "fwd") == pytest.approx(bf16.flash_seconds(1e12, "fwd"))
     assert fp8.gemm_seconds(*big, high_precision=True) == pytest.approx(bf16.gemm_seconds(*big))
 
@@ -352,7 +352,7 @@ def test_fp8_adds_te_cast_transposes_and_keeps_the_router_bf16():
     casts = [o for o in ph.fwd if o.name.startswith("FP8 amax")]
     gemms = [o for o in ph.fwd if o.kind == "gemm"]
     assert casts and len(casts) == len(gemms)
-    assert sum(o.nbytes for o in casts) == pytest.approx(sum(g.M * g.K * g.batch * 6 for g in gemms))
+    assert sum(o.nbytes for o in casts) == pytest.approx(sum(g.M * g.K * g.batch * 3 for g in gemms))
     assert any(o.name.startswith("FP8 amax") for o in ph.bwd)
     b = estimate_time(s.model_copy(update={"recipe": training_setup("llama-3-8b", gpus=8, seq=4096).recipe}), H100,
                       steps=1, with_memory=False)

@@ -438,27 +438,30 @@ class LayerWalk:
         return Phases(fwd, bwd, rec)
 
 
-# FP8 as Transformer Engine runs it (transformer_engine/pytorch/module/linear.py, tensor/float8_tensor.py): each
-# FP8 linear quantizes its input in the forward and its output gradient in the backward with a fused
-# cast-transpose (read the BF16 tensor once, write a row-wise FP8 copy for this GEMM and a column-wise one for the
-# weight-gradient GEMM: 2 + 1 + 1 bytes per element); per-tensor current scaling (the NeMo/Megatron-Bridge "fp8cs"
-# recipes) first reads the tensor for its amax (2 bytes per element) and all-reduces the amax over the TP group
-# (a few bytes, latency only, left out).  The weights are cast once per step (the first micro-batch,
-# `is_first_microbatch`), not per micro-batch, so they are left out here.  The router and the attention core stay
-# BF16 (TE runs only the linear GEMMs in FP8 unless FP8 attention is named).
-FP8_CAST_BYTES = 2.0 + 2.0 + 1.0 + 1.0
+# FP8 as Transformer Engine runs it (transformer_engine/pytorch/module/{linear,layernorm_linear,layernorm_mlp}.py):
+# each FP8 linear needs its input quantized in the forward and its output gradient in the backward, as a row-wise
+# FP8 copy for this GEMM and a column-wise (transposed) one for the weight-gradient GEMM; per-tensor current scaling
+# (NeMo / Megatron-Bridge "fp8cs") first reads the tensor for its amax.  Forward: the row-wise cast is fused into
+# the kernel that produces the input (LayerNormLinear / LayerNormMLP's norm and activation), leaving the amax read
+# (2 bytes per element) and the transposed copy (1) = 3 bytes; backward: the incoming BF16 gradient is read for its
+# amax, read again and written twice (cast-transpose) = 2 + 2 + 1 + 1 = 6 bytes.  The amax all-reduce over TP is a
+# few bytes (latency, left out); weights are cast once per step (`is_first_microbatch`), left out; the router
+# and the attention core stay BF16 unless FP8 attention is named.
+FP8_CAST_BYTES_FORWARD = 2.0 + 1.0
+FP8_CAST_BYTES_BACKWARD = 2.0 + 2.0 + 1.0 + 1.0
 
 
 def fp8_casts(ops: list[Op], phase: str) -> list[Op]:
     """Memory-bound quantize ops for the FP8 GEMMs of a phase: the forward GEMMs' inputs (M x K), the backward
     data-gradient GEMMs' incoming gradients (M x K of the dgrad: the forward's M x N)."""
     out: list[Op] = []
+    each = FP8_CAST_BYTES_FORWARD if phase == "forward" else FP8_CAST_BYTES_BACKWARD
     for op in ops:
         if op.kind != "gemm" or op.tag.startswith("router"):
             continue
         if phase == "forward" or op.name.endswith("dgrad"):
             out.append(Op(f"FP8 amax + cast-transpose ({op.name})", "memory", "memory",
-                          nbytes=op.M * op.K * op.batch * FP8_CAST_BYTES))
+                          nbytes=op.M * op.K * op.batch * each))
     return out
 
 
