@@ -398,3 +398,20 @@ def test_plan_says_a_reference_that_does_not_fit_is_not_ranked():
     assert res.reference_rank is None
     line = next(w for w in res.why if w.startswith("reference ") and "s/step" in w)
     assert "does NOT fit" in line and "not ranked" in line and "rank " not in line.split("not ranked")[0]
+
+
+def test_expert_gemms_are_rated_at_the_per_expert_token_count():
+    # a grouped GEMM runs each expert's problem at its own shape's efficiency (issue 22: rated by the combined
+    # size before): 16 local experts of M 8192, N 768, K 2048 take 16 x one such GEMM, slower than one GEMM of the
+    # combined size
+    from memplan.perf.cost import op_seconds
+    from memplan.perf.efficiency import Kernels
+    from memplan.perf.ops import Op
+    from memplan.spec.training import DType
+
+    k = Kernels(H100, DType.bf16)
+    op = Op("expert up", "gemm", "gemm", M=8192, N=768, K=2048, batch=16, tag="expert_in")
+    assert op_seconds(op, k, 2.0) == pytest.approx(16 * k.gemm_seconds(8192, 768, 2048))
+    assert op_seconds(op, k, 2.0) > 1.05 * k.gemm_seconds(8192, 768, 2048, 16)
+    tiny = Op("expert up", "gemm", "gemm", M=2, N=64, K=64, batch=64, tag="expert_in")  # below the sweep: combined
+    assert op_seconds(tiny, k, 2.0) == pytest.approx(k.gemm_seconds(2, 64, 64, 64))

@@ -77,6 +77,13 @@ def op_seconds(op: Op, k: Kernels, elem_gemm: float) -> float:
         # the router GEMM stays 16-bit under FP8 (Megatron-Core's TopKRouter is a plain torch linear)
         if elem_gemm < 2.0 and op.tag == "router":
             return k.gemm_seconds(op.M, op.N, op.K, op.batch, 2.0, op.c_bytes, op.c_read, high_precision=True)
+        if op.batch > 1 and op.tag.startswith("expert"):
+            # a grouped GEMM (Megatron-Core's TEGroupedMLP / CUTLASS grouped GEMM) runs each expert's problem at the
+            # efficiency of its own shape (the per-expert token count), in one launch: rate one expert, times the
+            # experts; where one expert's problem is below the curve's sweep (a few tokens per expert: the curve
+            # there is an extrapolation), the combined size rates them, the launch shared
+            if (op.M * op.N * op.K) ** (1 / 3) >= k.gemm_curve.xs[0]:
+                return op.batch * k.gemm_seconds(op.M, op.N, op.K, 1, elem_gemm, op.c_bytes, op.c_read)
         return k.gemm_seconds(op.M, op.N, op.K, op.batch, elem_gemm, op.c_bytes, op.c_read)
     if op.kind == "attention":  # unfused attention's batched GEMMs: 16-bit even in FP8 recipes
         return k.gemm_seconds(op.M, op.N, op.K, op.batch, 2.0, op.c_bytes, op.c_read, high_precision=True)
