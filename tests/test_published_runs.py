@@ -155,7 +155,7 @@ def test_the_h100_runs_are_priced_not_refused(scale_errors):
 def test_the_h100_runs_at_default_efficiencies(scale_errors):
     # Held out entirely (no profile number was fitted on them).  Where it stands (docs/time-and-plan.md has the
     # table): Llama 3 405B ~23-32% fast (the interleaving depth is not stated; hopper.json's in-training scales are
-    # transferred from A100), DeepSeek-V3 ~7-29% slow (DeepEP's overlap of dispatch/combine is not modelled),
-    # Qwen3-30B-A3B ~9% fast.
+    # transferred from A100), DeepSeek-V3 +14% / -4% (DeepEP's dispatch priced, its overlap not; the two rows
+    # disagree with each other by 16% per micro-batch), Qwen3-30B-A3B ~9% fast.
     mean, worst = _stats(list(scale_errors.values()))
-    assert mean <= 25.0 and worst <= 35.0, scale_errors
+    assert mean <= 20.0 and worst <= 35.0, scale_errors

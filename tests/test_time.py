@@ -415,3 +415,29 @@ def test_expert_gemms_are_rated_at_the_per_expert_token_count():
     assert op_seconds(op, k, 2.0) > 1.05 * k.gemm_seconds(8192, 768, 2048, 16)
     tiny = Op("expert up", "gemm", "gemm", M=2, N=64, K=64, batch=64, tag="expert_in")  # below the sweep: combined
     assert op_seconds(tiny, k, 2.0) == pytest.approx(k.gemm_seconds(2, 64, 64, 64))
+
+
+def test_deepep_sends_a_token_once_per_remote_node():
+    # DeepSeek-V3 on EP 64 = 8 nodes: 256 experts, top-8.  The alltoall dispatcher sends 8 x 56/64 = 7 copies of a
+    # token over the network; DeepEP one per remote node hit: 7 x (1 - C(224, 8) / C(256, 8)) = 4.6
+    from math import comb
+
+    net = _network()
+    per_copy = 1e6
+    nbytes = 8 * per_copy
+    plain = net.collective("all_to_all", nbytes, 64, 8) - net.inter_latency
+    dedup = net.node_deduplicated_all_to_all(nbytes, 64, 8, 8, 256)
+    hit = 1 - comb(224, 8) / comb(256, 8)
+    assert dedup == pytest.approx(7 * hit * per_copy / net.nic, rel=1e-9)
+    assert dedup / plain == pytest.approx(7 * hit / 7, rel=1e-9) and 0.6 < dedup / plain < 0.7
+    # the profile that runs it
+    from memplan.perf.execution import execution_profile
+
+    assert execution_profile("megatron-core-deepep").ep_dispatch == "deepep"
+    assert execution_profile(None, "megatron").ep_dispatch == "alltoall"
+    s = training_setup("deepseek-v3", gpus=256, pp=4, ep=64, micro_batch=1, grad_accum=8, seq=4096,
+                       engine="megatron")
+    a = estimate_time(s, H100, steps=1, execution="megatron-core", with_memory=False)
+    d = estimate_time(s, H100, steps=1, execution="megatron-core-deepep", with_memory=False)
+    assert d.walk.ep_exposed_seconds < 0.75 * a.walk.ep_exposed_seconds
+    assert d.walk.gemm_seconds == pytest.approx(a.walk.gemm_seconds)

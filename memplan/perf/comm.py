@@ -155,6 +155,26 @@ class Network:
         inter = (size - per_node) / size * nbytes / self.nic
         return max(intra, inter)
 
+    def node_deduplicated_all_to_all(self, nbytes: float, size: int, per_node: int, top_k: int,
+                                     experts: int) -> float:
+        """DeepEP's normal dispatch/combine (github:deepseek-ai/DeepEP README, 'asymmetric-domain bandwidth
+        forwarding'): a token crosses the network once per remote node that holds one of its top-k experts, to the
+        GPU of the same local index there, which forwards it over NVLink to the experts' GPUs.  `nbytes` counts
+        every (token, expert) copy, as the plain all-to-all sends them.  Under uniform routing a node holding
+        E/N of the E experts is missed with probability C(E - E/N, k) / C(E, k); the NVLink side carries the
+        copies for the other GPUs of a node ((g-1)/g of them), both sides at once."""
+        if size <= per_node:
+            return self.collective("all_to_all", nbytes, size, per_node) - self.intra_latency
+        nodes = size // per_node
+        on_node = experts / nodes
+        miss = 1.0
+        for i in range(top_k):
+            miss *= max(0.0, (experts - on_node - i)) / (experts - i)
+        per_copy = nbytes / top_k
+        inter = (nodes - 1) * (1.0 - miss) * per_copy / self.nic
+        intra = (per_node - 1) / per_node * nbytes / self.intra_busbw
+        return max(intra, inter)
+
     def all_to_all_busbw(self, size: int, per_node: int) -> float:
         """The effective bus bandwidth of an all-to-all (the (n-1)/n factor's bandwidth), for the output."""
         if size <= per_node:

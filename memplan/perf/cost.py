@@ -118,7 +118,10 @@ def price(ops: list[Op], k: Kernels, net: Network, groups: Groups, elem_gemm: fl
         size, per_node = groups.of(op.category)
         if size <= 1:
             continue
-        t = net.collective(op.collective, op.nbytes, size, per_node)
+        if op.route and size > per_node:
+            t = net.inter_latency + net.node_deduplicated_all_to_all(op.nbytes, size, per_node, *op.route)
+        else:
+            t = net.collective(op.collective, op.nbytes, size, per_node)
         c.comm_total += t
         under = by_tag.get(op.under, 0.0) if op.under else 0.0
         if under > 0:

@@ -40,6 +40,7 @@ class Op:
     collective: str = ""      # comm: all_reduce | all_gather | reduce_scatter | all_to_all
     tag: str = ""             # gemm: a group name comms may hide under
     under: str = ""           # comm: the tag it hides under ("" = exposed)
+    route: tuple = ()         # EP dispatch/combine under DeepEP: (top-k, routed experts): one copy per remote node
 
     @property
     def gemm_flops(self) -> float:
@@ -63,6 +64,7 @@ class Context:
     tp_comm: str = "blocking"   # the execution profile's
     fused_wgrad: bool = False   # weight gradients accumulate into fp32 inside the GEMM
     frozen: bool = False        # LoRA: the base weights take no gradient (no weight-gradient GEMMs)
+    ep_dispatch: str = "alltoall"  # the execution profile's MoE dispatcher
 
     @property
     def tokens(self) -> int:
@@ -80,7 +82,7 @@ def make_context(L, seq: int, attention: str, ex: ExecutionProfile, elem: float 
     """The walk's context for a Layout's micro-batch on one rank."""
     return Context(micro_batch=L.micro_batch, seq=seq, tp=L.tp, cp=L.cp, ep=L.ep, etp=L.expert_tp,
                    sp=L.sequence_parallel, attention=attention, elem=elem, gemm_elem=gemm_elem, tp_comm=ex.tp_comm,
-                   fused_wgrad=ex.grad_accumulation == "in-gemm-fp32", frozen=frozen)
+                   fused_wgrad=ex.grad_accumulation == "in-gemm-fp32", frozen=frozen, ep_dispatch=ex.ep_dispatch)
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,8 @@ def _mem(name: str, nbytes: float, category: str = "memory") -> Op:
     return Op(name, "memory", category, nbytes=nbytes)
 
 
-def _comm(name: str, collective: str, nbytes: float, group: str, under: str = "") -> Op:
-    return Op(name, "comm", group, collective=collective, nbytes=nbytes, under=under)
+def _comm(name: str, collective: str, nbytes: float, group: str, under: str = "", route: tuple = ()) -> Op:
+    return Op(name, "comm", group, collective=collective, nbytes=nbytes, under=under, route=route)
 
 
 def _shard(lin: Linear, ctx: Context) -> tuple[int, int, int]:
@@ -340,12 +342,13 @@ class LayerWalk:
         ops.append(_mem("token permutation to expert order", slots * h * 2 * E))
         # each rank sends the expert copies of the tokens it owns (its sequence shard under SP): k per token
         sent = ctx.tokens / ctx.tp * (f.experts if f.dispatch == "all" else f.top_k) * h * E
+        route = (f.top_k, f.experts) if ctx.ep_dispatch == "deepep" and f.dispatch != "all" else ()
         if ctx.ep > 1:
-            ops.append(_comm("EP all-to-all dispatch", "all_to_all", sent, "ep"))
+            ops.append(_comm("EP all-to-all dispatch", "all_to_all", sent, "ep", route=route))
         ops += self._mlp_forward(self._linears({"gate", "up", "gate_up", "down"}, routed=True), per_expert, "expert",
                                  batch=local)
         if ctx.ep > 1:
-            ops.append(_comm("EP all-to-all combine", "all_to_all", sent, "ep"))
+            ops.append(_comm("EP all-to-all combine", "all_to_all", sent, "ep", route=route))
         ops.append(_mem("un-permute and weight by router score", slots * h * 3 * E))
         shared = self._linears({"gate", "up", "gate_up", "down"}, routed=False, shared=True)
         if shared:
@@ -419,7 +422,7 @@ class LayerWalk:
             elif op.name.startswith(("token permutation", "un-permute")):
                 ops.append(_mem(op.name + " backward", op.nbytes))
             elif op.kind == "comm" and op.category == "ep":
-                ops.append(_comm(op.name + " (backward)", "all_to_all", op.nbytes, "ep"))
+                ops.append(_comm(op.name + " (backward)", "all_to_all", op.nbytes, "ep", route=op.route))
         return ops
 
     def phases(self, recompute: str) -> Phases:
@@ -429,7 +432,7 @@ class LayerWalk:
             fwd, bwd = fwd + fp8_casts(fwd, "forward"), bwd + fp8_casts(bwd, "backward")
         if recompute == "full":
             rec = [Op(o.name, o.kind, o.category, o.M, o.N, o.K, o.batch, o.c_bytes, o.c_read, o.nbytes, o.flops,
-                      o.collective, o.tag, o.under) for o in fwd]
+                      o.collective, o.tag, o.under, o.route) for o in fwd]
         elif recompute == "selective":
             # Korthikanti et al. 2022 sec. 4.2: only the attention core (scores, softmax, dropout, P V) again
             rec = [o for o in fwd if o.category == "attention"]

@@ -72,6 +72,10 @@ class ExecutionProfile(BaseModel):
                                                   "scaled_upper_triang_masked_softmax); else separate passes")
     separate_qkv_bias_add: bool = Field(False, description="the QKV bias is added by its own kernel")
     context_copy: bool = Field(True, description="attention output permuted to [s, b, h] by a copy kernel")
+    ep_dispatch: Literal["alltoall", "deepep"] = Field(
+        "alltoall", description="MoE token dispatch: alltoall sends every (token, expert) copy to its rank "
+        "(Megatron-Core's alltoall dispatcher); deepep sends a token once to each remote node its experts sit on "
+        "and forwards it over NVLink there (DeepEP normal kernels, Megatron-Core's flex dispatcher)")
     supports: Supports = Field(default_factory=Supports)
     sources: list[str] = []
     notes: str = ""
