@@ -343,9 +343,6 @@ def test_fp8_runs_the_linear_gemms_at_the_profiles_speedup_and_attention_at_bf16
 
 def test_fp8_adds_te_cast_transposes_and_keeps_the_router_bf16():
     s = training_setup("llama-3-8b", gpus=8, tp=1, micro_batch=1, grad_accum=1, seq=4096, precision="fp8-mixed")
-    from memplan.perf.ops import LayerWalk, make_context
-    from memplan.perf.time import build_step_model
-
     sm = build_step_model(s, H100)
     ctx = sm.context(s.layout)
     ph = LayerWalk(sm.model, sm.model.groups[0].layer, ctx, sm.ex).phases("none")
