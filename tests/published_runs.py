@@ -174,17 +174,22 @@ class ScaleRun:
     setup: dict
     execution: str = "megatron-core"
     assumed: str = ""   # what the source does not state and memplan had to choose
+    gpu: str = "h100-sxm"
 
     def predict(self) -> tuple[float, TimeEstimate]:
         kw = dict(self.setup)
         model, gpus, seq = kw.pop("model"), kw.pop("gpus"), kw.pop("seq")
         s = training_setup(model, gpus=gpus, seq=seq, engine="megatron", **kw)
-        est = estimate_time(s, get_gpu("h100-sxm"), steps=1, execution=self.execution, with_memory=False)
-        return (est.achieved_tflops_per_gpu if self.metric.startswith("TFLOP") else est.step_seconds), est
+        est = estimate_time(s, get_gpu(self.gpu), steps=1, execution=self.execution, with_memory=False)
+        if self.metric.startswith("TFLOP"):
+            return est.achieved_tflops_per_gpu, est
+        if self.metric.startswith("tokens"):
+            return s.layout.global_batch * seq / est.step_seconds / gpus, est
+        return est.step_seconds, est
 
     def error_percent(self, predicted: float) -> float:
-        """Signed, as 'predicted too fast' > 0 for both metrics."""
-        if self.metric.startswith("TFLOP"):
+        """Signed, as 'predicted too fast' > 0 for every metric."""
+        if self.metric.startswith(("TFLOP", "tokens")):
             return 100.0 * (predicted - self.published) / self.published
         return 100.0 * (self.published - predicted) / self.published
 
@@ -231,4 +236,14 @@ H100_RUNS = [
                   grad_accum=16, recompute="none"),
              execution="megatron-core-deepep",
              assumed="FSDP 8 priced as data parallel without sharding (one node: its traffic is NVLink)"),
+    ScaleRun("DeepSeek-V3 671B, 2,048 H800", "DeepSeek-V3 technical report (arXiv:2412.19437): 'each trillion tokens "
+             "takes 180K H800 GPU hours' (sec. 1) = 1e12 / (180,000 x 3600) = 1,543 tokens/s per GPU; 2,048 H800, "
+             "one 400 Gb/s IB NIC per GPU (sec. 3.1); PP 16 (DualPipe), EP 64 over 8 nodes, ZeRO-1, no TP, FP8 "
+             "(sec. 3.2-3.3); seq 4096, batch 15,360 (sec. 4.2)", 1543.0, "tokens/s per GPU",
+             dict(model="deepseek-v3", gpus=2048, seq=4096, precision="fp8-mixed", pp=16, ep=64, micro_batch=1,
+                  grad_accum=120, recompute="selective", zero=1),
+             execution="megatron-core-moe-overlap", gpu="h800",
+             assumed="DualPipe priced as 1F1B with the all-to-all under a paired micro-batch's compute; recompute "
+                     "of RMSNorm and the MLA up-projections (sec. 3.2.3) as selective; the batch-size ramp, the MTP "
+                     "module and node-limited routing (at most 4 nodes) not modelled"),
 ]

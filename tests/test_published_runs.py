@@ -149,13 +149,14 @@ def test_the_h100_runs_are_priced_not_refused(scale_errors):
     # uneven layers (Megatron's --account-for-embedding/loss-in-pipeline-split, --pipeline-model-parallel-layout)
     from tests.published_runs import H100_RUNS
 
-    assert len(scale_errors) == len(H100_RUNS) == 6
+    assert len(scale_errors) == len(H100_RUNS) == 7
 
 
 def test_the_h100_runs_at_default_efficiencies(scale_errors):
     # Held out entirely (no profile number was fitted on them).  Where it stands (docs/time-and-plan.md has the
     # table): Llama 3 405B ~23-32% fast (the interleaving depth is not stated; hopper.json's in-training scales are
     # transferred from A100), DeepSeek-V3 +14% / -4% (DeepEP's dispatch priced, its overlap not; the two rows
-    # disagree with each other by 16% per micro-batch), Qwen3-30B-A3B ~9% fast.
+    # disagree with each other by 16% per micro-batch), Qwen3-30B-A3B ~9% fast, DeepSeek-V3 on 2,048 H800 with its
+    # all-to-all overlapped (DualPipe) ~8% slow.
     mean, worst = _stats(list(scale_errors.values()))
     assert mean <= 20.0 and worst <= 35.0, scale_errors

@@ -438,3 +438,14 @@ def test_deepep_sends_a_token_once_per_remote_node():
     d = estimate_time(s, H100, steps=1, execution="megatron-core-deepep", with_memory=False)
     assert d.walk.ep_exposed_seconds < 0.75 * a.walk.ep_exposed_seconds
     assert d.walk.gemm_seconds == pytest.approx(a.walk.gemm_seconds)
+
+
+def test_the_moe_all_to_all_hides_under_a_paired_micro_batch_where_the_engine_does_it():
+    # DualPipe / Megatron-Core's --overlap-moe-expert-parallel-comm: the execution profile megatron-core-moe-overlap
+    s = training_setup("deepseek-v3", gpus=256, pp=4, ep=64, micro_batch=1, grad_accum=8, seq=4096,
+                       engine="megatron")
+    plain = estimate_time(s, H100, steps=1, execution="megatron-core-deepep", with_memory=False)
+    paired = estimate_time(s, H100, steps=1, execution="megatron-core-moe-overlap", with_memory=False)
+    assert paired.walk.ep_exposed_seconds < 0.5 * plain.walk.ep_exposed_seconds
+    assert paired.step_seconds < plain.step_seconds
+    assert paired.walk.gemm_seconds > plain.walk.gemm_seconds  # GEMMs slowed while the all-to-all shares the SMs

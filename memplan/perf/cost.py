@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from memplan.perf.comm import Network
 from memplan.perf.efficiency import Kernels
-from memplan.perf.ops import Op
+from memplan.perf.ops import PHASE, Op
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,15 @@ def price(ops: list[Op], k: Kernels, net: Network, groups: Groups, elem_gemm: fl
         else:
             t = net.collective(op.collective, op.nbytes, size, per_node)
         c.comm_total += t
-        under = by_tag.get(op.under, 0.0) if op.under else 0.0
+        if op.under == PHASE:
+            # DualPipe / Megatron-Core's --overlap-moe-expert-parallel-comm: the all-to-all of one micro-batch runs
+            # while a paired micro-batch computes; its budget is this phase's compute (a stand-in for the paired
+            # one's), shared by every collective that hides there
+            if PHASE not in by_tag:
+                by_tag[PHASE] = c.gemm + c.attention + c.memory
+            under = by_tag[PHASE]
+        else:
+            under = by_tag.get(op.under, 0.0) if op.under else 0.0
         if under > 0:
             # the pair takes max(compute x slowdown, comm): the compute already counted once, add the rest
             pair = max(under * slow, t)
@@ -135,7 +143,8 @@ def price(ops: list[Op], k: Kernels, net: Network, groups: Groups, elem_gemm: fl
                 c.attention += compute_slowdown
             else:
                 c.gemm += compute_slowdown
-            by_tag[op.under] = 0.0  # one collective per GEMM group
+            # one collective per GEMM group; the phase budget shrinks by what this one used
+            by_tag[op.under] = max(0.0, under - t / slow) if op.under == PHASE else 0.0
         else:
             exposed = t
         setattr(c, op.category, getattr(c, op.category) + exposed)

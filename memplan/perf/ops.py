@@ -65,6 +65,7 @@ class Context:
     fused_wgrad: bool = False   # weight gradients accumulate into fp32 inside the GEMM
     frozen: bool = False        # LoRA: the base weights take no gradient (no weight-gradient GEMMs)
     ep_dispatch: str = "alltoall"  # the execution profile's MoE dispatcher
+    ep_overlap: bool = False    # the MoE all-to-all runs under another micro-batch's compute
 
     @property
     def tokens(self) -> int:
@@ -82,7 +83,8 @@ def make_context(L, seq: int, attention: str, ex: ExecutionProfile, elem: float 
     """The walk's context for a Layout's micro-batch on one rank."""
     return Context(micro_batch=L.micro_batch, seq=seq, tp=L.tp, cp=L.cp, ep=L.ep, etp=L.expert_tp,
                    sp=L.sequence_parallel, attention=attention, elem=elem, gemm_elem=gemm_elem, tp_comm=ex.tp_comm,
-                   fused_wgrad=ex.grad_accumulation == "in-gemm-fp32", frozen=frozen, ep_dispatch=ex.ep_dispatch)
+                   fused_wgrad=ex.grad_accumulation == "in-gemm-fp32", frozen=frozen, ep_dispatch=ex.ep_dispatch,
+                   ep_overlap=ex.ep_overlap != "none")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,10 @@ def _gemm(name: str, M: float, N: float, K: float, ctx: Context, tag: str = "", 
 
 def _mem(name: str, nbytes: float, category: str = "memory") -> Op:
     return Op(name, "memory", category, nbytes=nbytes)
+
+
+# `under` of a collective that may hide under the whole phase's compute (another micro-batch's, running alongside)
+PHASE = "@phase"
 
 
 def _comm(name: str, collective: str, nbytes: float, group: str, under: str = "", route: tuple = ()) -> Op:
@@ -343,12 +349,13 @@ class LayerWalk:
         # each rank sends the expert copies of the tokens it owns (its sequence shard under SP): k per token
         sent = ctx.tokens / ctx.tp * (f.experts if f.dispatch == "all" else f.top_k) * h * E
         route = (f.top_k, f.experts) if ctx.ep_dispatch == "deepep" and f.dispatch != "all" else ()
+        under = PHASE if ctx.ep_overlap else ""
         if ctx.ep > 1:
-            ops.append(_comm("EP all-to-all dispatch", "all_to_all", sent, "ep", route=route))
+            ops.append(_comm("EP all-to-all dispatch", "all_to_all", sent, "ep", under, route=route))
         ops += self._mlp_forward(self._linears({"gate", "up", "gate_up", "down"}, routed=True), per_expert, "expert",
                                  batch=local)
         if ctx.ep > 1:
-            ops.append(_comm("EP all-to-all combine", "all_to_all", sent, "ep", route=route))
+            ops.append(_comm("EP all-to-all combine", "all_to_all", sent, "ep", under, route=route))
         ops.append(_mem("un-permute and weight by router score", slots * h * 3 * E))
         shared = self._linears({"gate", "up", "gate_up", "down"}, routed=False, shared=True)
         if shared:
@@ -422,7 +429,7 @@ class LayerWalk:
             elif op.name.startswith(("token permutation", "un-permute")):
                 ops.append(_mem(op.name + " backward", op.nbytes))
             elif op.kind == "comm" and op.category == "ep":
-                ops.append(_comm(op.name + " (backward)", "all_to_all", op.nbytes, "ep", route=op.route))
+                ops.append(_comm(op.name + " (backward)", "all_to_all", op.nbytes, "ep", op.under, route=op.route))
         return ops
 
     def phases(self, recompute: str) -> Phases:

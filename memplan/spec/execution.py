@@ -76,6 +76,9 @@ class ExecutionProfile(BaseModel):
         "alltoall", description="MoE token dispatch: alltoall sends every (token, expert) copy to its rank "
         "(Megatron-Core's alltoall dispatcher); deepep sends a token once to each remote node its experts sit on "
         "and forwards it over NVLink there (DeepEP normal kernels, Megatron-Core's flex dispatcher)")
+    ep_overlap: Literal["none", "paired-micro-batches"] = Field(
+        "none", description="none: the MoE all-to-all is on the critical path; paired-micro-batches: it runs while "
+        "another micro-batch computes (DualPipe; Megatron-Core's --overlap-moe-expert-parallel-comm)")
     supports: Supports = Field(default_factory=Supports)
     sources: list[str] = []
     notes: str = ""
