@@ -137,7 +137,8 @@ def price(ops: list[Op], k: Kernels, net: Network, groups: Groups, elem_gemm: fl
             pair = max(under * slow, t)
             extra = pair - under
             exposed = max(0.0, t - under * slow)
-            c.hidden += t - exposed
+            if op.category != "ep":  # `hidden` is reported as the tensor-parallel collectives' (CP included)
+                c.hidden += t - exposed
             compute_slowdown = extra - exposed
             if op.category == "cp":
                 c.attention += compute_slowdown
