@@ -285,28 +285,19 @@ class SetupFile:
         return setup_reading_table(self.path, self.format, self.table, self.ignored, verbose)
 
 
+SCRIPT_SUFFIXES = (".sh", ".bash", ".slurm")  # launch scripts: only the Megatron reader reads them
+
+
 def _read_structured(path: str) -> Any:
-    """JSON, YAML or TOML by extension (memplan's own setup files), bounded like every user file."""
-    from memplan.userfiles import read_user_json, read_user_text
+    """JSON, YAML or TOML by extension (memplan's own setup files), read and parsed exactly as the engine readers
+    read theirs (memplan/setupfiles/_source.py: the file bounded in size, then nesting, string length, whole
+    numbers and non-finite numbers bounded, every parser error one MemplanError naming the file)."""
+    from memplan.setupfiles import _source
 
     lower = path.lower()
-    if lower.endswith((".yaml", ".yml")):
-        try:
-            import yaml
-        except ImportError:
-            raise MemplanError(f"{path}: reading YAML needs PyYAML: `pip install pyyaml`") from None
-        try:
-            return yaml.safe_load(read_user_text(path, what="--setup file"))
-        except yaml.YAMLError as exc:
-            raise MemplanError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    if lower.endswith(".toml"):
-        import tomllib
-
-        try:
-            return tomllib.loads(read_user_text(path, what="--setup file"))
-        except tomllib.TOMLDecodeError as exc:
-            raise MemplanError(f"{path} is not valid TOML ({exc})") from None
-    return read_user_json(path, what="--setup file")
+    syntax = "yaml" if lower.endswith((".yaml", ".yml")) else "toml" if lower.endswith(".toml") else "json"
+    text = _source.read_text_bounded(path, what="--setup")
+    return _source.parse_any(path, text, syntax)
 
 
 def load_setup_file(path: str) -> SetupFile:
@@ -315,10 +306,11 @@ def load_setup_file(path: str) -> SetupFile:
     if not isinstance(path, str) or not path.strip():
         raise MemplanError("--setup needs a file name")
     data = None
-    try:
-        data = _read_structured(path)
-    except MemplanError:
-        data = None  # not JSON/YAML/TOML of ours: maybe an engine's format (a Megatron shell script, ...)
+    if not path.lower().endswith(SCRIPT_SUFFIXES):
+        try:
+            data = _read_structured(path)
+        except MemplanError:
+            data = None  # not JSON/YAML/TOML of ours: maybe an engine's format (a Megatron shell script, ...)
     if isinstance(data, dict) and SETUP_FORMAT_KEY in data:
         return read_setup_data(data, path)
     if isinstance(data, dict) and {"model", "layout"} <= set(data) and isinstance(data.get("layout"), dict):

@@ -101,10 +101,10 @@ def test_gemm_shapes_per_micro_batch_and_tp_shard():
 def test_kernel_scale_scales_the_kernels():
     s = gpt_setup(layers=8, hidden=4096, heads=32, gpus=1, micro_batch=4)
     base = estimate_time(s, A100, steps=1, with_memory=False)
-    fast = estimate_time(s, A100, steps=1, kernel_scale=2.0, with_memory=False)
-    assert fast.walk.gemm_seconds == pytest.approx(base.walk.gemm_seconds / 2, rel=0.01)
-    assert fast.walk.memory_bound_seconds == pytest.approx(base.walk.memory_bound_seconds / 2, rel=0.02)
-    assert any("--kernel-scale 2" in k.name for k in fast.kernels)
+    fast = estimate_time(s, A100, steps=1, kernel_scale=1.5, with_memory=False)  # 2.0 would pass the dense peak
+    assert fast.walk.gemm_seconds == pytest.approx(base.walk.gemm_seconds / 1.5, rel=0.01)
+    assert fast.walk.memory_bound_seconds == pytest.approx(base.walk.memory_bound_seconds / 1.5, rel=0.02)
+    assert any("--kernel-scale 1.5" in k.name for k in fast.kernels)
     assert any("gemm" in k.name.lower() and "NVIDIA" in k.source for k in base.kernels)  # curve with its source
 
 

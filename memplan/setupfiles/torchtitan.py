@@ -16,6 +16,8 @@ Feb 2026; torchtitan 0.2.x reads these files; on newer main the same keys are `-
 """
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 from memplan.errors import MemplanError
@@ -187,8 +189,13 @@ def _precision(c: Collector, fsdp: bool, other: bool) -> None:
         c.set("precision", "fp32", "training.mixed_precision_param",
               note="mixed precision applies through FSDP or autocast under DDP/one GPU only; TP/PP without FSDP "
                    "trains in training.dtype")
-    if "float8" in (c.get("model.converters", []) or []) or "mx" in (c.get("model.converters", []) or []):
-        c.warn(f"{c.path}: model.converters {c.get('model.converters')}: quantized training is not modelled")
+    converters = c.get("model.converters", []) or []
+    if isinstance(converters, str):
+        converters = [converters]
+    if not isinstance(converters, list):
+        raise c.error("model.converters", f"expected a list of names, got {c.show(converters)}")
+    if "float8" in converters or "mx" in converters:
+        c.warn(f"{c.path}: model.converters {c.show(converters)}: quantized training is not modelled")
 
 
 def _recompute(c: Collector) -> None:
@@ -209,13 +216,14 @@ def _recompute(c: Collector) -> None:
         c.set("recompute", "selective", key, default=mode is None,
               note="op-level SAC: matmul outputs saved, the rest recomputed; memplan's selective is Megatron's "
                    "(attention core recomputed)")
-    elif option.isdigit() and int(option) == 1:
+    elif re.fullmatch(r"[0-9]{1,9}", option) and int(option) == 1:  # ASCII digits: '²'.isdigit() is true too
         c.set("recompute", "full", key, default=mode is None, note="every layer checkpointed" + default_note)
-    elif option.isdigit() and int(option) > 1:
+    elif re.fullmatch(r"[0-9]{1,9}", option) and int(option) > 1:
         c.warn(f"{c.path}: activation_checkpoint selective, every {option}th layer{default_note}: memplan "
                "counts none or all layers; --recompute full underestimates, none overestimates")
     else:
-        raise c.error("activation_checkpoint.selective_ac_option", f"'op' or a positive whole number, got {option!r}")
+        raise c.error("activation_checkpoint.selective_ac_option", f"'op' or a positive whole number, got "
+                                                                   f"{c.show(option)}")
 
 
 def _optimizer(c: Collector) -> None:
