@@ -147,7 +147,7 @@ def plan_table(r: PlanResult) -> str:
                 "RAM)")
     rows = [_row(c, c.rank) for c in r.candidates]
     if r.reference is not None and r.reference.layout not in [c.layout for c in r.candidates]:
-        rows.append(_row(r.reference, f"ref ({r.reference_rank})"))
+        rows.append(_row(r.reference, f"ref ({r.reference_rank if r.reference_rank is not None else 'does not fit'})"))
     table = tabulate(rows, headers=["#", "gpus", "dp", "tp", "pp", "v", "cp", "ep", "sp", "zero", "offload", "mb",
                                     "ga", "recompute", "memory/GPU", "CPU/node", "step s", "exposed comm s",
                                     "bubble s", "MFU", "days", "cost"])

@@ -354,12 +354,18 @@ def _rank_reference(reference: Layout, sm, s: _Search, scored, chosen, setup, me
         else:
             unknown += 1
     rank = fit_faster + 1
-    ref = candidate(reference, r, bound, required, cpu, rank, "")
+    ref = candidate(reference, r, bound, required, cpu, rank if ok else 0, "")
     best_L, best_r = chosen[0][0], chosen[0][1]
-    verdict = "fits" if ok else f"does NOT fit ({format_bytes(required)} per GPU of {format_bytes(memory)})"
-    lines = [f"reference {describe_layout(reference)}: {r.step:.3f} s/step, {verdict}; rank {rank} among the "
-             f"layouts that fit ({len(faster)} scored faster, {fit_faster} of them fit"
-             + (f", {unknown} not checked" if unknown else "") + ")"]
+    counted = (f"{len(faster)} scored faster, {fit_faster} of them fit" + (f", {unknown} not checked" if unknown
+                                                                          else ""))
+    if ok:
+        lines = [f"reference {describe_layout(reference)}: {r.step:.3f} s/step, fits; rank {rank} among the "
+                 f"layouts that fit ({counted})"]
+    else:  # a layout that does not fit is not ranked among those that do (issue 22)
+        lines = [f"reference {describe_layout(reference)}: {r.step:.3f} s/step, does NOT fit "
+                 f"({format_bytes(required)} per GPU of {format_bytes(memory)}): not ranked; by time alone it would "
+                 f"come after {fit_faster} faster layout(s) that fit ({counted})"]
+        rank = None
     if reference == best_L:
         lines.append("reference: it is the planner's best")
     else:

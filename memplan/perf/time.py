@@ -309,7 +309,7 @@ def _assumptions(setup, gpu, layout, f, walk, end_to_end, step_source, overlap, 
         f"links: intra-node {links.intra.name} {links.intra.bandwidth_gbps:g} GB/s, inter-node {links.inter.name} "
         f"{links.inter.bandwidth_gbps:g} GB/s, host {links.host.name} {links.host.bandwidth_gbps:g} GB/s per GPU "
         "per direction; ring collectives, ranks ordered TP, CP, DP, PP; a group spanning nodes drives one NIC per "
-        "rank on each node",
+        "rank on each node; an expert-parallel all-to-all sends to other nodes through each GPU's own NIC",
     ]
     if layout.pp > 1 and walk is not None:
         out.append(f"pipeline: {'interleaved ' if layout.virtual_stages > 1 else ''}1F1B, {layout.grad_accum} "
