@@ -160,3 +160,10 @@ def test_the_h100_runs_at_default_efficiencies(scale_errors):
     # all-to-all overlapped (DualPipe) ~8% slow.
     mean, worst = _stats(list(scale_errors.values()))
     assert mean <= 20.0 and worst <= 35.0, scale_errors
+
+
+@pytest.mark.xfail(strict=True, reason="issue 22's goal (mean |error| <= 5%, max <= 15% on published H100 runs) is "
+                                       "not met yet: 16.1% mean, 32.3% max (docs/time-and-plan.md)")
+def test_the_h100_runs_meet_the_issue_goal(scale_errors):
+    mean, worst = _stats(list(scale_errors.values()))
+    assert mean <= 5.0 and worst <= 15.0, scale_errors
