@@ -30,12 +30,7 @@ CASES = int(os.environ.get("MEMPLAN_FUZZ_CASES", "300"))
 # time model and the planner, memplan/perf, are guarded here since issue 18: their crashes were fixed.)
 OWNED_ELSEWHERE = ("memplan/measure/",)
 # findings without a traceback that belong to that code: (command, a piece of the finding, why)
-KNOWN_ELSEWHERE = [
-    ("profile", "transformers refuses this", "measure/models.py prints transformers' exception class in the message"),
-    ("profile", "transformers could not build", "measure/models.py passes transformers' whole message through"),
-    ("profile", "but file(s) written", "cli/profile.py writes --save-setup before the measurement, which can still "
-                                       "refuse (fp8-mixed on --device fake)"),
-]
+KNOWN_ELSEWHERE: list[tuple[str, str, str]] = []  # none left: profile's three findings were fixed
 
 
 def _elsewhere(run: CaseRun, found: list[str]) -> str | None:
