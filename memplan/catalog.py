@@ -100,7 +100,7 @@ def _load_one(kind: str, model: type[T], stem: str) -> T:
 
 def clear_caches() -> None:
     """Forget loaded profiles (after $MEMPLAN_PROFILES changes: tests)."""
-    for f in (_read, _raw, _load_one, _name_index):
+    for f in (_read, _raw, _load_one, _name_index, data_table):
         f.cache_clear()
 
 
@@ -162,6 +162,17 @@ def _starting_with(kind: str, name: str) -> list[str]:
     if len(key) < 2:
         return []
     return sorted({stem for alias, stem in _name_index(kind).items() if alias.startswith(key)})
+
+
+@lru_cache(maxsize=None)
+def data_table(kind: str, name: str) -> dict:
+    """A data table of profiles/ that is not a profile list (profiles/overheads/cuda.json, serving/vllm.json, ...),
+    parsed once; a missing or broken file is one line."""
+    path = profiles_dir() / kind / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MemplanError(f"cannot read {path} ({exc}); reinstall memplan or set MEMPLAN_PROFILES") from None
 
 
 def models() -> dict[str, ModelSpec]:

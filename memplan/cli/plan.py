@@ -100,25 +100,23 @@ def plan_command(**kwargs) -> None:
 
 
 def _emit(result: PlanResult, setup, fmt: str, path: str | None, force: bool) -> None:
-    """The best candidate in an engine's own config format (memplan/setupfiles), written as a new file."""
-    from memplan.errors import MemplanError
-    from memplan.setupfiles import emit_setup, write_setup_file
+    """The best candidate in an engine's own config format (memplan/setupfiles), written as a new file: the API's
+    emit_plan, worded for the CLI."""
+    import warnings
 
-    if not result.candidates:
-        raise MemplanError("--emit: no layout fits, nothing to write (see the table for why)")
-    L = result.candidates[0].layout
-    layout = dict(model=setup.model.name, gpus=L.gpus, gpus_per_node=L.gpus_per_node, tp=L.tp, pp=L.pp, cp=L.cp,
-                  ep=L.ep, first_stage_layers=L.first_stage_layers, last_stage_layers=L.last_stage_layers,
-                  zero=L.zero, offload_optimizer=L.offload_optimizer, offload_params=L.offload_params,
-                  engine=L.engine if L.engine in ("deepspeed", "fsdp") else None, micro_batch=L.micro_batch,
-                  grad_accum=L.grad_accum, recompute=L.recompute, sequence_parallel=L.sequence_parallel,
-                  virtual_stages=L.virtual_stages, precision=setup.recipe.name.split("[")[0],
-                  optimizer=setup.optimizer.name, seq=setup.seq)
-    target = path or emit_setup(layout, fmt).filename
-    written, emitted = write_setup_file(target, layout, fmt, force=force, what="--emit-to")
+    from memplan.api import emit_plan
+    from memplan.errors import MemplanError
+
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            written, _ = emit_plan(result, setup, fmt, path, force=force)
+    except MemplanError as exc:
+        raise MemplanError(str(exc).replace("emit: ", "--emit: ", 1).replace("the result's `why`", "the table for "
+                                                                               "why").replace("emit_to", "--emit-to")) from None
     click.echo(f"memplan plan: the best layout written as {fmt} to {written}", err=True)
-    for w in emitted.warnings:
-        click.echo(f"memplan plan: {fmt} cannot say: {w}", err=True)
+    for w in said:
+        click.echo(f"memplan plan: {w.message}", err=True)
 
 
 def _row(c: Candidate, label) -> list:

@@ -5,11 +5,8 @@ generation).  `required` = peak_allocated + these lines is what is compared with
 """
 from __future__ import annotations
 
-import json
-from functools import lru_cache
 
-from memplan.catalog import profiles_dir
-from memplan.errors import MemplanError
+from memplan.catalog import data_table
 from memplan.memory.states import ModelStates
 from memplan.results.memory import Component
 from memplan.spec.hardware import GPUSpec
@@ -18,13 +15,8 @@ from memplan.spec.setup import TrainingSetup
 MIB = 1024 * 1024
 
 
-@lru_cache(maxsize=None)
 def overhead_table() -> dict:
-    path = profiles_dir() / "overheads" / "cuda.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MemplanError(f"cannot read {path} ({exc}); reinstall memplan or set MEMPLAN_PROFILES") from None
+    return data_table("overheads", "cuda")  # profiles/overheads/cuda.json
 
 
 def overhead_components(setup: TrainingSetup, gpu: GPUSpec | None, states: ModelStates | None = None,

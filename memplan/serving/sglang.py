@@ -19,12 +19,9 @@ ServerArgs._handle_gpu_memory_settings:
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
 
-from memplan.catalog import profiles_dir
-from memplan.errors import MemplanError
+from memplan.catalog import data_table
 
 SGLANG_VERSION = "0.5.10.post1"
 MIB = 1 << 20
@@ -93,13 +90,8 @@ def max_running_requests(tokens: int, context_len: int, user: int | None = None)
     return min(user, est) if user is not None else min(est, tokens // 2)
 
 
-@lru_cache(maxsize=None)
 def table() -> dict:
-    path = profiles_dir() / "serving" / "sglang.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MemplanError(f"cannot read {path} ({exc}); reinstall memplan or set MEMPLAN_PROFILES") from None
+    return data_table("serving", "sglang")  # profiles/serving/sglang.json
 
 
 def pre_load_used(generation: str, interconnect: str, gpus: int, context_bytes: int | None = None

@@ -2,10 +2,8 @@
 sampler and the non-torch memory vLLM's budget charges.  Each rule in the file cites vLLM's source at a release."""
 from __future__ import annotations
 
-import json
-from functools import lru_cache
 
-from memplan.catalog import profiles_dir
+from memplan.catalog import data_table
 from memplan.errors import MemplanError
 
 
@@ -14,13 +12,8 @@ def _v(text: str) -> tuple[int, int, int]:
     return tuple((parts + [0, 0, 0])[:3])  # type: ignore[return-value]
 
 
-@lru_cache(maxsize=None)
 def table() -> dict:
-    path = profiles_dir() / "serving" / "vllm.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MemplanError(f"cannot read {path} ({exc}); reinstall memplan or set MEMPLAN_PROFILES") from None
+    return data_table("serving", "vllm")  # profiles/serving/vllm.json
 
 
 def supported() -> tuple[tuple[int, int, int], tuple[int, int, int]]:
