@@ -205,12 +205,12 @@ def test_accelerate_round_trip(tmp_path, name):
 # ---- torchtitan -------------------------------------------------------------------------------------------------
 TITAN = {
     "llama3-70b-pp": dict(model="llama-3-70b", gpus=64, tp=4, pp=4, zero=3, micro_batch=1, grad_accum=16,
-                          recompute="selective", sequence_parallel=True, virtual_stages=2, precision="amp-bf16",
+                          recompute="selective-op", sequence_parallel=True, virtual_stages=2, precision="fsdp-bf16",
                           seq=4096),
     "llama3-8b-zero2-cp": dict(model="llama-3-8b", gpus=16, zero=2, cp=2, micro_batch=2, grad_accum=4,
                                recompute="full", precision="bf16", seq=8192),
     "ddp": dict(gpus=8, zero=0, micro_batch=4, precision="fp32", seq=2048),
-    "offload-ep": dict(gpus=8, zero=3, offload_optimizer="cpu", offload_params="cpu", ep=4, precision="amp-bf16",
+    "offload-ep": dict(gpus=8, zero=3, offload_optimizer="cpu", offload_params="cpu", ep=4, precision="fsdp-bf16",
                        seq=2048),
 }
 

@@ -271,7 +271,7 @@ def test_torchtitan_llama3_8b(tmp_path):
     assert r.format == "torchtitan"
     assert r.setup.given() == {
         "engine": "fsdp", "tp": 1, "pp": 1, "cp": 1, "ep": 1, "gpus": 8, "zero": 3, "seq": 8192, "micro_batch": 1,
-        "grad_accum": 1, "precision": "amp-bf16", "recompute": "selective", "optimizer": "adamw",
+        "grad_accum": 1, "precision": "fsdp-bf16", "recompute": "selective-op", "optimizer": "adamw",
         "optimizer_impl": "fused", "model": "llama-3-8b"}
     check_accounted(r)
 

@@ -289,6 +289,8 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
             kept = total(f"{label} (checkpoint)", prof.checkpoint, feats, sizes, layers=g.count, group=i)
         elif p.recompute == "selective":
             kept = total(label, prof.layer, feats, sizes, keep=lambda t: not t.core, layers=g.count, group=i)
+        elif p.recompute == "selective-op":
+            kept = _op_sac(lines, setup, g, label, i, b, s)
         else:
             kept = full
         dispatch = dispatch_buffer_bytes(setup, g.layer, b, s)
@@ -328,6 +330,19 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
     if setup.lora is not None:
         _apply_lora(acts, setup, prof)
     return acts
+
+
+def _op_sac(lines: list[Line], setup: TrainingSetup, g: LayerGroup, label: str, i: int, b: int, s: int) -> int:
+    """torchtitan's op-level SAC: what one block keeps, derived from its policy and model code (engines/
+    torchtitan.py `op_sac_rows`); the recomputed block's full activations are the profile's rows as usual."""
+    from memplan.engines import torchtitan
+
+    p = setup.layout
+    rows = torchtitan.op_sac_rows(g.layer, setup.model.arch, b, s, p.tp, max(setup.recipe.compute.bytes, 2))
+    for name, nbytes in rows:
+        lines.append(Line(region=f"{label} (op-level SAC)", name=name, bytes=nbytes, layers=g.count, group=i,
+                          note="torchtitan _save_list, every other mm"))
+    return sum(n for _, n in rows)
 
 
 def _apply_lora(acts: Activations, setup: TrainingSetup, prof: ImplementationProfile) -> None:

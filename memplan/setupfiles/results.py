@@ -14,7 +14,7 @@ from memplan.errors import MemplanError
 
 Offload = Literal["none", "cpu", "nvme"]
 Engine = Literal["plain", "deepspeed", "megatron", "fsdp"]
-Recompute = Literal["none", "selective", "full"]
+Recompute = Literal["none", "selective", "full", "selective-op"]
 OptimizerImpl = Literal["for-loop", "foreach", "fused"]
 ReadFormat = Literal["deepspeed", "accelerate", "torchtitan", "axolotl", "hf-trainer", "megatron"]
 EmitFormat = Literal["deepspeed", "accelerate", "torchtitan", "megatron"]

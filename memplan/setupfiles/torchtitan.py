@@ -179,10 +179,15 @@ def _precision(c: Collector, fsdp: bool, other: bool) -> None:
         c.set("precision", "bf16", "training.dtype", note="parameters, gradients and optimizer states in bf16")
     elif (param or "bf16") == "fp32":
         c.set("precision", "fp32", "training.mixed_precision_param")
-    elif fsdp or not other:
-        c.set("precision", "amp-bf16", "training.mixed_precision_param", default=param is None,
-              note="fp32 parameters (training.dtype), bf16 compute: FSDP's MixedPrecisionPolicy or torch.autocast"
+    elif fsdp:
+        c.set("precision", "fsdp-bf16", "training.mixed_precision_param", default=param is None,
+              note="FSDP2 MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): fp32 sharded parameters, bf16 "
+                   "all-gathered ones and bf16 activations, no autocast (parallelize.py apply_fsdp)"
                    + ("" if param else " (JobConfig defaults)"))
+    elif not other:
+        c.set("precision", "amp-bf16", "training.mixed_precision_param", default=param is None,
+              note="fp32 parameters (training.dtype), bf16 compute: torch.autocast under DDP or one GPU "
+                   "(maybe_enable_amp)" + ("" if param else " (JobConfig defaults)"))
     else:
         c.set("precision", "fp32", "training.mixed_precision_param",
               note="mixed precision applies through FSDP or autocast under DDP/one GPU only; TP/PP without FSDP "
@@ -206,9 +211,8 @@ def _recompute(c: Collector) -> None:
     option = "2" if option is None else str(option).strip().lower()
     default_note = " (JobConfig defaults: mode selective, option 2)" if mode is None else ""
     if option == "op":
-        c.set("recompute", "selective", key, default=mode is None,
-              note="op-level SAC: matmul outputs saved, the rest recomputed; memplan's selective is Megatron's "
-                   "(attention core recomputed)")
+        c.set("recompute", "selective-op", key, default=mode is None,
+              note="op-level SAC: attention and every other mm saved, the rest recomputed (engines/torchtitan.py)")
     elif option.isdigit() and int(option) == 1:
         c.set("recompute", "full", key, default=mode is None, note="every layer checkpointed" + default_note)
     elif option.isdigit() and int(option) > 1:
@@ -313,7 +317,11 @@ def emit(layout: EngineLayout) -> EmittedSetup:
     sections["training"] = training
     sections["parallelism"] = parallelism
     ac = {"none": {"mode": "none"}, "full": {"mode": "full"},
-          "selective": {"mode": "selective", "selective_ac_option": "op"}}[layout.recompute]
+          "selective": {"mode": "selective", "selective_ac_option": "op"},
+          "selective-op": {"mode": "selective", "selective_ac_option": "op"}}[layout.recompute]
+    if layout.recompute == "selective":
+        warnings.append("recompute selective (Megatron's: attention core only) has no torchtitan spelling; written "
+                        "as op-level SAC (memplan --recompute selective-op), which saves less")
     sections["activation_checkpoint"] = ac
     lines = ["# torchtitan job config (JobConfig as of torchtitan 0.2.x: --job.config_file FILE).",
              "# Newer torchtitan main takes Python configs (--module/--config); these keys work there as",
@@ -332,7 +340,7 @@ def _emit_precision(precision: str, warnings: list[str]) -> dict[str, Any]:
         return {"dtype": "bfloat16", "mixed_precision_param": "bfloat16"}
     if base == "fp32":
         return {"dtype": "float32", "mixed_precision_param": "float32"}
-    if base != "amp-bf16":
+    if base not in ("amp-bf16", "fsdp-bf16"):
         warnings.append(f"precision {precision}: torchtitan keeps fp32 parameters with bf16 compute (memplan "
                         "amp-bf16; the same 16 B/param of states as bf16-mixed); fp16 and fp8 are not torchtitan's")
     return {"dtype": "float32", "mixed_precision_param": "bfloat16"}

@@ -18,7 +18,7 @@ from memplan.errors import MemplanError
 
 Offload = Literal["none", "cpu", "nvme"]
 Engine = Literal["plain", "deepspeed", "megatron", "fsdp"]
-Recompute = Literal["none", "selective", "full"]
+Recompute = Literal["none", "selective", "full", "selective-op"]
 RECOMPUTE_MODES: tuple[str, ...] = ("none", "selective", "full")
 
 # Bounds that keep every search finite and refuse what no machine could run (each message names its bound).
@@ -54,7 +54,8 @@ class Layout(BaseModel):
     engine: Engine = Field("plain", description="Accounting convention of a real engine.")
     micro_batch: int = Field(1, gt=0, le=MAX_MICRO_BATCH, description="Sequences per GPU per micro-step.")
     grad_accum: int = Field(1, gt=0, le=MAX_GRAD_ACCUM, description="Micro-batches per optimizer step.")
-    recompute: Recompute = Field("none", description="Activation recomputation: none, selective, full.")
+    recompute: Recompute = Field("none", description="Activation recomputation: none, selective (Megatron: attention core), full, "
+                                      "selective-op (torchtitan op-level SAC: every other mm and attention saved).")
 
     @model_validator(mode="after")
     def _check(self) -> "Layout":
