@@ -52,3 +52,21 @@ def gathered_dtype(recipe: Recipe) -> DType:
     if not recipe.autocast and recipe.weights in (DType.fp32, DType.tf32) and recipe.compute.bytes < 4:
         return recipe.compute
     return recipe.weights
+
+
+def backward_transients(block_params: int, head_params: int, recipe: Recipe) -> tuple[int, int, str]:
+    """Bytes FSDP2 adds in backward beyond the sharded gradients: (one block's, the root unit's, a note).
+
+    A block's backward writes its gradients unsharded in the gathered dtype; its post-backward
+    (_fsdp_collectives.py `foreach_reduce`) copies them into one reduce-scatter input of the reduce dtype (fp32:
+    the stored dtype here) before freeing them, so for a moment one block holds both.  The root unit (embeddings,
+    final norm, LM head) reduces only after the embedding's gradient, at the end of backward, so the LM head's
+    unsharded gradient is held from the first step of backward to the last."""
+    grad = gathered_dtype(recipe).bytes
+    reduce = stored_dtype(recipe).bytes
+    block = int(block_params * (grad + reduce))
+    root = int(head_params * grad)
+    note = (f"FSDP2 backward: one block's unsharded {gathered_dtype(recipe).value} gradients + its "
+            f"{stored_dtype(recipe).value} reduce-scatter input ({block / 2**30:,.2f} GiB, foreach_reduce); the root "
+            f"unit's LM-head gradient held unsharded until the end of backward ({root / 2**30:,.2f} GiB)")
+    return block, root, note
