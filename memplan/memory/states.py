@@ -69,7 +69,8 @@ def optimizer_state_bytes(opt: OptimizerSpec, recipe: Recipe, local: LocalParame
     return opt.states * n * state_dtype_bytes, label, f"{opt.states} state(s) x {state_dtype_bytes:g} B"
 
 
-def _gathered(local: LocalParameters, dtype: DType, dp: int, zero: int, fsdp: bool, notes: list[str]) -> Component:
+def _gathered(local: LocalParameters, dtype: DType, dp: int, zero: int, fsdp: bool, notes: list[str],
+              pad: bool = True) -> Component:
     """Unsharded parameters held at once (ZeRO-3 / FSDP), in the compute (weights) dtype.
 
     ZeRO-3: LAYERS_IN_FLIGHT layers. FSDP2 (`fully_shard` on each block, then the root): the root unit
@@ -80,6 +81,8 @@ def _gathered(local: LocalParameters, dtype: DType, dp: int, zero: int, fsdp: bo
     """
     if fsdp and local.layer_tensor_numels:
         def padded(numels) -> int:
+            if not pad:  # expert parallelism: experts pad over the expert-DP ranks (see model_states)
+                return sum(r * c * k for r, c, k in numels)
             return sum(-(-r // dp) * c * k for r, c, k in numels) * dp
 
         block = padded(local.layer_tensor_numels)  # the largest block
@@ -207,7 +210,7 @@ def model_states(setup: TrainingSetup) -> ModelStates:
         n_sharded = n
     wb = weights_dtype.bytes
     add("weights", "weights", weights_dtype.value, wb, n_sharded * wb, dp if fsdp else shard(3), where("weights"),
-        "FSDP2 sharded parameters (dim-0 padded)" if fsdp else ("sharded parameters (ZeRO-3)" if zero >= 3 else ""))
+        ("FSDP2 sharded parameters" + (" (dim-0 padded)" if padded else "")) if fsdp else ("sharded parameters (ZeRO-3)" if zero >= 3 else ""))
     gb = grads_dtype.bytes
     grad_loc = "gpu"
     if p.offload_optimizer != "none" and zero >= 2:
@@ -229,7 +232,7 @@ def model_states(setup: TrainingSetup) -> ModelStates:
 
     if zero >= 3 or fsdp:
         gathered = fsdp_engine.gathered_dtype(recipe) if fsdp else recipe.weights
-        comps.append(_gathered(local, gathered, dp, zero, fsdp, notes))
+        comps.append(_gathered(local, gathered, dp, zero, fsdp, notes, pad=not expert_share))
     return ModelStates(components=comps, local=local, convention=CONVENTIONS[engine], notes=notes)
 
 

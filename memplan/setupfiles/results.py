@@ -27,6 +27,8 @@ class SetupKeywords(BaseModel):
 
     model: str | None = Field(None, description="profile name, hub id or config.json path")
     precision: str | None = None
+    grads_dtype: str | None = Field(None, description="the gradients' dtype when the file asks for one "
+                                    "(Megatron --grad-reduce-in-bf16)")
     optimizer: str | None = None
     optimizer_impl: OptimizerImpl | None = None
     gpus: int | None = Field(None, gt=0)
