@@ -134,7 +134,7 @@ def test_accelerate_fsdp_file_written_by_accelerate(tmp_path):
     assert r.format == "accelerate"
     assert r.setup.given() == {"gpus": 16, "gpus_per_node": 8, "engine": "fsdp", "zero": 2,
                                "offload_params": "cpu", "offload_optimizer": "cpu", "recompute": "full",
-                               "precision": "amp-bf16"}
+                               "precision": "fsdp-bf16"}
     check_accounted(r)
 
 
