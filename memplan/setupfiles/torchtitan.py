@@ -24,7 +24,8 @@ from memplan.setupfiles.results import EmittedSetup, EngineLayout
 
 # Reading: model.name/flavor find a profile as `<name>-<flavor>` through its aliases (llama3-8B -> llama-3-8b).
 # Writing needs torchtitan's own names (models/llama3/__init__.py; its flavors are Llama 3.1's shapes).
-FLAVORS = {"llama-3-8b": ("llama3", "8B"), "llama-3-70b": ("llama3", "70B"), "llama-3.1-405b": ("llama3", "405B")}
+FLAVORS = {"llama-3-8b": ("llama3", "8B"), "llama-3.1-8b": ("llama3", "8B"), "llama-3-70b": ("llama3", "70B"),
+           "llama-3.1-405b": ("llama3", "405B")}
 MULTI_STAGE = {"interleaved1f1b", "loopedbfs", "interleavedzerobubble", "zbvzerobubble", "dualpipev",
                "pipelineschedulemulti"}  # torch.distributed.pipelining.schedules PipelineScheduleMulti subclasses
 SINGLE_STAGE = {"1f1b", "gpipe", "pipelineschedulesingle"}
