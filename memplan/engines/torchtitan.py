@@ -78,3 +78,14 @@ def op_sac_rows(layer: LayerSpec, m: Model, b: int, s: int, tp: int, compute_byt
     if tp > 1:  # sequence parallel: RowwiseParallel(output_layouts=Shard(1)) reduce-scatters wo's and w2's outputs
         rows.append(("reduce-scatter outputs of wo and w2 (saved)", 2 * int(tokens * h * compute_bytes) // tp))
     return rows
+
+
+def recomputed_mm_share(layer: LayerSpec, m: Model) -> float:
+    """The share of a block's linear FLOPs that op-level SAC runs again (the even-numbered mms: wk, wo, w3)."""
+    mms = _mms(layer, m, 1, 1)
+    # an mm's FLOPs per token are proportional to its weight: in x out; its output has `out` elements per token
+    inputs = {"wq": m.hidden_size, "wk": m.hidden_size, "wv": m.hidden_size, "wo": layer.attention.q_size,
+              "w1": m.hidden_size, "w3": m.hidden_size, "w2": layer.ffn.intermediate_size}
+    weights = [(i, n * inputs[name]) for i, (name, n) in enumerate(mms, 1)]
+    total = sum(w for _, w in weights)
+    return sum(w for i, w in weights if i % 2 == 0) / total if total else 0.0

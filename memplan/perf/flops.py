@@ -91,6 +91,11 @@ def flops_per_token(model: ModelSpec, seq: int, recompute: str = "none", causal:
     elif recompute == "selective":
         # Korthikanti et al. 2022, sec. 4.2: recompute only the attention core (Q K^T, softmax, dropout, . V).
         extra = att
+    elif recompute == "selective-op":
+        # torchtitan's op-level SAC: every second mm of a block runs again (engines/torchtitan.py)
+        from memplan.engines.torchtitan import recomputed_mm_share
+
+        extra = lin * recomputed_mm_share(a.first, a)
     first = a.first.attention
     return FlopsPerToken(
         seq=seq, forward_linear=lin, forward_attention=att, forward_lm_head=head, forward=fwd,
