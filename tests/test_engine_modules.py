@@ -92,3 +92,13 @@ def test_fsdp_backward_transients_are_named():
 
     est = api.estimate("llama-3-8b", gpus=8, engine="fsdp", zero=3, precision="fsdp-bf16", micro_batch=1, seq=1024)
     assert any("FSDP2 backward" in n for n in est.notes)
+
+
+def test_op_sac_time_sits_between_selective_and_full():
+    from memplan import api
+
+    kw = dict(gpus=8, engine="fsdp", zero=3, precision="fsdp-bf16", micro_batch=2, seq=8192, gpu="h100-sxm",
+              tokens=1e9)
+    steps = {rc: api.time("llama-3-8b", recompute=rc, **kw).step_seconds for rc in
+             ("none", "selective", "selective-op", "full")}
+    assert steps["none"] < steps["selective"] < steps["selective-op"] < steps["full"]
