@@ -29,6 +29,10 @@ from memplan.spec.training import DType, Recipe
 # computing and the one prefetched (FSDP2 prefetches one module ahead in forward and backward by default).
 LAYERS_IN_FLIGHT = 2
 
+# what the search may try under this engine: ZeRO stages (memplan's --zero) and optimizer offload
+ZERO_STAGES = (0, 2, 3)  # no stage 1: reshard_after_forward False = 2, True = 3; 0 = DDP
+OFFLOAD_OPTIMIZER = True
+
 CONVENTIONS = EngineConventions(
     name="fsdp",
     convention="fsdp (FSDP2 fully_shard + MixedPrecisionPolicy: sharded params in their stored dtype are the "
@@ -70,3 +74,8 @@ def backward_transients(block_params: int, head_params: int, recipe: Recipe) -> 
             f"{stored_dtype(recipe).value} reduce-scatter input ({block / 2**30:,.2f} GiB, foreach_reduce); the root "
             f"unit's LM-head gradient held unsharded until the end of backward ({root / 2**30:,.2f} GiB)")
     return block, root, note
+
+
+def comm_buffers(grads_bytes: int, params: int, zero: int, table: dict) -> list[tuple[str, int, str]]:
+    """No buffer beside the gradients: FSDP2's reduce-scatter buffers are backward transients (backward_transients)."""
+    return []

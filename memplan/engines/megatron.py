@@ -16,6 +16,11 @@ from __future__ import annotations
 from memplan.engines.base import EngineConventions
 from memplan.spec.training import DType, Recipe
 
+# what the search may try under this engine: ZeRO stages (memplan's --zero: 1 = --use-distributed-optimizer) and
+# optimizer offload (Megatron's --optimizer-cpu-offload is not modelled)
+ZERO_STAGES = (0, 1)
+OFFLOAD_OPTIMIZER = False
+
 CONVENTIONS = EngineConventions(
     name="megatron",
     convention="megatron (Megatron-Core distributed optimizer: full-size main_grad buffer, fp32 unless "
@@ -38,3 +43,8 @@ def main_grads(recipe: Recipe) -> tuple[DType, bool, str]:
     if recipe.gradients == DType.fp16:
         return DType.fp16, True, ""
     return recipe.gradients, False, ""
+
+
+def comm_buffers(grads_bytes: int, params: int, zero: int, table: dict) -> list[tuple[str, int, str]]:
+    """No buffer beside the gradients: the main_grad buffer is reduced in place (its buckets are views)."""
+    return []
