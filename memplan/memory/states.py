@@ -158,10 +158,7 @@ def model_states(setup: TrainingSetup) -> ModelStates:
         grads_dtype, extra_fp32_grads, note = megatron_engine.main_grads(recipe)
         if note:
             notes.append(note)
-    elif engine == "fsdp" and recipe_needs_fsdp(recipe) and not fsdp:
-        raise MemplanError(f"--precision {recipe.name} is FSDP2's MixedPrecisionPolicy: it needs --engine fsdp "
-                           "with --zero 2 or 3 (use amp-bf16 for autocast under DDP)")
-    elif recipe_needs_fsdp(recipe) and not fsdp:
+    if recipe_needs_fsdp(recipe) and not fsdp:
         raise MemplanError(f"--precision {recipe.name} is FSDP2's MixedPrecisionPolicy: add --engine fsdp --zero 3 "
                            "(or 2), or use amp-bf16 / bf16-mixed")
     if fsdp:
