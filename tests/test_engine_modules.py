@@ -102,3 +102,23 @@ def test_op_sac_time_sits_between_selective_and_full():
     steps = {rc: api.time("llama-3-8b", recompute=rc, **kw).step_seconds for rc in
              ("none", "selective", "selective-op", "full")}
     assert steps["none"] < steps["selective"] < steps["selective-op"] < steps["full"]
+
+
+def test_every_second_layer_checkpointed_sits_between_none_and_full(tmp_path):
+    from memplan.setupfiles import emit_setup, read_setup_file
+
+    kw = dict(gpus=8, engine="fsdp", zero=3, precision="fsdp-bf16", micro_batch=2, seq=8192)
+    none = activations(training_setup("llama-3-8b", recompute="none", **kw)).layers_kept
+    full = activations(training_setup("llama-3-8b", recompute="full", **kw)).layers_kept
+    half = activations(training_setup("llama-3-8b", recompute="full", recompute_every=2, **kw)).layers_kept
+    assert full < half < none and abs(2 * half - (none + full)) <= 64  # 16 of 32 layers each way (rounding)
+    with pytest.raises(MemplanError, match="recompute-every"):
+        training_setup("llama-3-8b", recompute="none", recompute_every=2, **kw)
+    # torchtitan writes it as selective_ac_option "2" and reads it back
+    emitted = emit_setup(dict(model="llama-3-8b", gpus=8, zero=3, recompute="full", recompute_every=2,
+                              precision="fsdp-bf16", seq=8192), "torchtitan")
+    assert 'selective_ac_option = "2"' in emitted.text
+    path = tmp_path / "t.toml"
+    path.write_text(emitted.text)
+    back = read_setup_file(path).setup
+    assert (back.recompute, back.recompute_every) == ("full", 2)

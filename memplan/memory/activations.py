@@ -284,9 +284,16 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
         label = "layer" if len(kinds) == 1 else \
             f"layer [{g.layer.attention.describe() if by_attention else g.layer.kind}]"
         first_row = len(lines)
-        full = total(label, prof.layer, feats, sizes, record=p.recompute == "none", layers=g.count, group=i)
+        every = p.recompute_every if p.recompute == "full" else 1
+        # full recompute of every Nth layer (torchtitan selective_ac_option N): count // N layers checkpointed
+        ckpt_layers = g.count // every if every > 1 else g.count
+        full = total(label, prof.layer, feats, sizes, record=p.recompute == "none" or ckpt_layers < g.count,
+                     layers=g.count - ckpt_layers if p.recompute == "full" else g.count, group=i)
         if p.recompute == "full":
-            kept = total(f"{label} (checkpoint)", prof.checkpoint, feats, sizes, layers=g.count, group=i)
+            kept = total(f"{label} (checkpoint)", prof.checkpoint, feats, sizes, layers=ckpt_layers, group=i,
+                         record=ckpt_layers > 0)
+            if ckpt_layers < g.count:  # the layer average: what the timeline multiplies by the layer count
+                kept = (ckpt_layers * kept + (g.count - ckpt_layers) * full) // g.count
         elif p.recompute == "selective":
             kept = total(label, prof.layer, feats, sizes, keep=lambda t: not t.core, layers=g.count, group=i)
         elif p.recompute == "selective-op":

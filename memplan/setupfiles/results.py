@@ -52,6 +52,7 @@ class SetupKeywords(BaseModel):
     grad_accum: int | None = Field(None, gt=0)
     global_batch: int | None = Field(None, gt=0, description="sequences per optimizer step (plan --global-batch)")
     recompute: Recompute | None = None
+    recompute_every: int | None = Field(None, gt=0, description="full recompute of every Nth layer only")
     attention: Literal["eager", "sdpa", "flash"] | None = None
     lora_rank: int | None = Field(None, gt=0)
     lora_targets: str | None = Field(None, description="comma-separated module names, or all-linear")
@@ -121,6 +122,7 @@ class EngineLayout(BaseModel):
     micro_batch: int = Field(1, gt=0)
     grad_accum: int = Field(1, gt=0)
     recompute: Recompute = "none"
+    recompute_every: int = Field(1, gt=0)
     sequence_parallel: bool = False
     virtual_stages: int = Field(1, gt=0)
     precision: str = "bf16-mixed"

@@ -11,7 +11,8 @@ Feb 2026; torchtitan 0.2.x reads these files; on newer main the same keys are `-
   models/llama3/infra/parallelize.py apply_fsdp), pipeline_parallel_schedule "1F1B",
   pipeline_parallel_microbatch_size 1 (local_batch_size / it = microbatches, distributed/pipeline_parallel.py).
   TP shards the norms' activations along the sequence (SequenceParallel in apply_tp).
-- [activation_checkpoint] mode "selective" with selective_ac_option "2" (every 2nd layer) by default.
+- [activation_checkpoint] mode "selective" with selective_ac_option "2" (every 2nd layer) by default: memplan
+  --recompute full --recompute-every 2; "op" is op-level SAC, --recompute selective-op (engines/torchtitan.py).
 - [optimizer] name AdamW, implementation fused.
 """
 from __future__ import annotations
@@ -217,8 +218,11 @@ def _recompute(c: Collector) -> None:
     elif option.isdigit() and int(option) == 1:
         c.set("recompute", "full", key, default=mode is None, note="every layer checkpointed" + default_note)
     elif option.isdigit() and int(option) > 1:
-        c.warn(f"{c.path}: activation_checkpoint selective, every {option}th layer{default_note}: memplan "
-               "counts none or all layers; --recompute full underestimates, none overestimates")
+        note = (f"layer-level SAC: every {option}th TransformerBlock fully checkpointed, the others not "
+                f"(ptd_checkpoint_wrapper._count % {option} == 0){default_note}")
+        c.set("recompute", "full", key, default=mode is None, note=note)
+        c.set("recompute_every", int(option), "activation_checkpoint.selective_ac_option", default=mode is None,
+              note=note)
     else:
         raise c.error("activation_checkpoint.selective_ac_option", f"'op' or a positive whole number, got {option!r}")
 
@@ -317,7 +321,8 @@ def emit(layout: EngineLayout) -> EmittedSetup:
         warnings.append("torchtitan's TP always shards the norms' activations along the sequence (sequence parallel)")
     sections["training"] = training
     sections["parallelism"] = parallelism
-    ac = {"none": {"mode": "none"}, "full": {"mode": "full"},
+    every = {"mode": "selective", "selective_ac_option": str(layout.recompute_every)}
+    ac = {"none": {"mode": "none"}, "full": every if layout.recompute_every > 1 else {"mode": "full"},
           "selective": {"mode": "selective", "selective_ac_option": "op"},
           "selective-op": {"mode": "selective", "selective_ac_option": "op"}}[layout.recompute]
     if layout.recompute == "selective":
