@@ -331,6 +331,10 @@ def plan(model: str, gpu: str, **kwargs: Any) -> "PlanResult":
     pinned = {} if opts.get("reference") else {k: kwargs.pop(k) for k in PINNABLE if k in kwargs}
     fixed = {**pinned, **(opts.pop("pin", None) or {})} or None
     setup = training_setup(model, **kwargs)
+    from memplan.perf.plan import check_options
+
+    check_options(**{k: v for k, v in opts.items() if k in ("global_batch", "top", "max_gpus", "steps",
+                                                            "max_micro_batch")})  # before max_gpus bounds a loop
     gpus = [setup.layout.gpus]
     if opts.pop("scale", False):
         while gpus[-1] * 2 <= opts.get("max_gpus", 4096):

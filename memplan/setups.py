@@ -267,44 +267,37 @@ def setup_to_kwargs(setup: TrainingSetup) -> dict[str, Any]:
 
 
 class SetupFile:
-    """What a --setup file gave: keyword arguments, and which fields were read and ignored (for the output)."""
+    """What a --setup file gave: keyword arguments, and which fields were read and ignored (for the output).
+
+    `table`: (field, value, the file's key it came from) per field read, for `summary`."""
 
     def __init__(self, path: str, fmt: str, kwargs: dict[str, Any], read: list[str], ignored: list[str],
-                 warnings: list[str] | None = None):
+                 table: list[tuple[str, str, str]] | None = None, warnings: list[str] | None = None):
         self.path, self.format, self.kwargs, self.read, self.ignored = path, fmt, kwargs, read, ignored
+        self.table = table if table is not None else [(r, "", r) for r in read]
         self.warnings: list[str] = list(warnings or [])
 
-    def summary(self) -> str:
-        shown = ", ".join(self.read[:12]) + (", ..." if len(self.read) > 12 else "")
-        text = f"setup file {self.path} ({self.format}): read {len(self.read)} field(s): {shown}"
-        if self.ignored:
-            text += f"; ignored {len(self.ignored)}: " + ", ".join(self.ignored[:8]) + \
-                (", ..." if len(self.ignored) > 8 else "")
-        return text
+    def summary(self, verbose: bool = False) -> str:
+        """What was read, as a short table (field, value, from where); the ignored keys counted, or listed in
+        full with `verbose`."""
+        from memplan.report.tables import setup_reading_table
+
+        return setup_reading_table(self.path, self.format, self.table, self.ignored, verbose)
+
+
+SCRIPT_SUFFIXES = (".sh", ".bash", ".slurm")  # launch scripts: only the Megatron reader reads them
 
 
 def _read_structured(path: str) -> Any:
-    """JSON, YAML or TOML by extension (memplan's own setup files), bounded like every user file."""
-    from memplan.userfiles import read_user_json, read_user_text
+    """JSON, YAML or TOML by extension (memplan's own setup files), read and parsed exactly as the engine readers
+    read theirs (memplan/setupfiles/_source.py: the file bounded in size, then nesting, string length, whole
+    numbers and non-finite numbers bounded, every parser error one MemplanError naming the file)."""
+    from memplan.setupfiles import _source
 
     lower = path.lower()
-    if lower.endswith((".yaml", ".yml")):
-        try:
-            import yaml
-        except ImportError:
-            raise MemplanError(f"{path}: reading YAML needs PyYAML: `pip install pyyaml`") from None
-        try:
-            return yaml.safe_load(read_user_text(path, what="--setup file"))
-        except yaml.YAMLError as exc:
-            raise MemplanError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    if lower.endswith(".toml"):
-        import tomllib
-
-        try:
-            return tomllib.loads(read_user_text(path, what="--setup file"))
-        except tomllib.TOMLDecodeError as exc:
-            raise MemplanError(f"{path} is not valid TOML ({exc})") from None
-    return read_user_json(path, what="--setup file")
+    syntax = "yaml" if lower.endswith((".yaml", ".yml")) else "toml" if lower.endswith(".toml") else "json"
+    text = _source.read_text_bounded(path, what="--setup")
+    return _source.parse_any(path, text, syntax)
 
 
 def load_setup_file(path: str) -> SetupFile:
@@ -313,10 +306,11 @@ def load_setup_file(path: str) -> SetupFile:
     if not isinstance(path, str) or not path.strip():
         raise MemplanError("--setup needs a file name")
     data = None
-    try:
-        data = _read_structured(path)
-    except MemplanError:
-        data = None  # not JSON/YAML/TOML of ours: maybe an engine's format (a Megatron shell script, ...)
+    if not path.lower().endswith(SCRIPT_SUFFIXES):
+        try:
+            data = _read_structured(path)
+        except MemplanError:
+            data = None  # not JSON/YAML/TOML of ours: maybe an engine's format (a Megatron shell script, ...)
     if isinstance(data, dict) and SETUP_FORMAT_KEY in data:
         return read_setup_data(data, path)
     if isinstance(data, dict) and {"model", "layout"} <= set(data) and isinstance(data.get("layout"), dict):
@@ -325,15 +319,46 @@ def load_setup_file(path: str) -> SetupFile:
         except ValidationError as exc:
             raise MemplanError(one_line(exc, f"--setup file {path}")) from None
         kwargs = setup_to_kwargs(setup)
-        return SetupFile(path, "memplan", kwargs, sorted(k for k in data if k in MEMPLAN_SETUP_KEYS),
-                         sorted(k for k in data if k not in MEMPLAN_SETUP_KEYS))
+        keys = sorted(k for k in data if k in MEMPLAN_SETUP_KEYS)
+        return SetupFile(path, "memplan", kwargs, keys, sorted(k for k in data if k not in MEMPLAN_SETUP_KEYS),
+                         _memplan_table(setup))
     from memplan.setupfiles import read_setup_file
 
     reading = read_setup_file(path)
     kwargs = reading.setup.setup_kwargs()
     read = [f"{r.key} -> {r.field}" + (" (default)" if r.default else "") for r in reading.read if not r.consulted]
     ignored = [f"{i.key} ({i.reason})" for i in reading.ignored]
-    return SetupFile(path, reading.format, kwargs, read, ignored, warnings=reading.warnings)
+    table = [(r.field, _short_value(kwargs.get(r.field, r.value)), r.key + (" (default)" if r.default else ""))
+             for r in reading.read if not r.consulted]
+    return SetupFile(path, reading.format, kwargs, read, ignored, table, warnings=reading.warnings)
+
+
+def _memplan_table(setup: TrainingSetup) -> list[tuple[str, str, str]]:
+    """A memplan setup file as the reading table shows it: the model, recipe and optimizer, then the layout and
+    workload fields that differ from their defaults (the file holds every field)."""
+    rows = [("model", setup.model.name, "model.name"), ("precision", setup.recipe.name, "recipe.name"),
+            ("optimizer", setup.optimizer.name, "optimizer.name")]
+    for section in ("layout", "workload"):
+        value = getattr(setup, section)
+        default = type(value)()
+        rows += [(k, _short_value(v), f"{section}.{k}") for k, v in value.model_dump().items()
+                 if getattr(default, k) != v]
+    if setup.lora is not None:
+        rows += [(f"lora_{k}", _short_value(v), f"lora.{k}") for k, v in setup.lora.model_dump().items()
+                 if v is not None]
+    return rows
+
+
+def _short_value(value: Any, limit: int = 40) -> str:
+    """A value as the reading table shows it: a model by its name, a dict by its keys, cut to `limit`."""
+    name = getattr(value, "name", None)
+    if isinstance(name, str):
+        text = name
+    elif isinstance(value, dict):
+        text = "{" + ", ".join(map(str, value)) + "}"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 SETUP_FORMAT_KEY = "memplan_setup"  # the version of memplan's own setup file (what the user set, as keywords)
@@ -367,7 +392,8 @@ def read_setup_data(data: dict[str, Any], path: str) -> SetupFile:
             kwargs["model"] = ModelSpec.model_validate(kwargs["model"])
         except ValidationError as exc:
             raise MemplanError(one_line(exc, f"--setup file {path}: model")) from None
-    return SetupFile(path, "memplan", kwargs, sorted(kwargs), [])
+    table = [(k, _short_value(v), k) for k, v in kwargs.items()]
+    return SetupFile(path, "memplan", kwargs, sorted(kwargs), [], table)
 
 
 def save_setup_file(path: str, setup: TrainingSetup, force: bool = False) -> str:

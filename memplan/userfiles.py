@@ -30,6 +30,8 @@ from memplan.errors import MemplanError
 
 MAX_JSON_BYTES = 64 * 2**20  # a config.json or a profile record is kilobytes; 64 MiB leaves room for timelines
 MAX_JSON_DEPTH = 64  # HF configs nest ~4 levels, profile records ~8
+MAX_INT_DIGITS = 18  # a whole number in a config or a record: sizes, counts and bytes stay below 10^18; a larger
+#                      one (10**400) would overflow wherever it becomes a float (OverflowError), so it is refused
 _READ_CHUNK = 1 << 20
 
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # a JSON string (escapes included), unrolled
@@ -37,6 +39,7 @@ _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _DEPTH_STEP = bytes.maketrans(b"[]{}", b"\x02\x00\x02\x00")  # opener -> 2, closer -> 0; minus 1 below
 # outside strings, what can parse to a NaN or an infinity: the literals, or an exponent of 3+ digits (1e400)
 _MAYBE_NON_FINITE = re.compile(r"NaN|Infinity|[eE][+-]?[0-9]{3,}")
+_MAYBE_HUGE_INT = re.compile(r"[0-9]{%d,}" % (MAX_INT_DIGITS + 1))  # outside strings: a run of 19+ digits
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -151,12 +154,34 @@ def parse_user_json(text: str, where: str, max_depth: int = MAX_JSON_DEPTH) -> A
 
 
 def _parse(text: str, where: str, max_depth: int) -> tuple[Any, bool]:
-    """(value, whether it may hold a NaN or an infinity): the walk that finds one runs only when it may."""
+    """(value, whether it may hold a NaN or an infinity): the walk that finds one runs only when it may; so does
+    the one that refuses a whole number of over MAX_INT_DIGITS digits (naming its field)."""
     outside = _STRING.sub("", text)
     depth = _depth(outside)
     if depth > max_depth:
         raise MemplanError(f"{where} nests JSON {depth} levels deep; the limit is {max_depth}")
-    return loads_json(text, where), _MAYBE_NON_FINITE.search(outside) is not None
+    value = loads_json(text, where)
+    if _MAYBE_HUGE_INT.search(outside):
+        huge = first_huge_int(value)
+        if huge is not None:
+            field, number = huge
+            raise MemplanError(f"{where}: field {field or '(top level)'} is a whole number of {len(str(abs(number)))} "
+                               f"digits; no size or count is that large (the limit is {MAX_INT_DIGITS} digits)")
+    return value, _MAYBE_NON_FINITE.search(outside) is not None
+
+
+def first_huge_int(value: Any) -> tuple[str, int] | None:
+    """(dotted path, value) of the first whole number of over MAX_INT_DIGITS digits in parsed JSON, iteratively."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10 ** MAX_INT_DIGITS:
+            return where, v
+        if isinstance(v, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), x) for k, x in reversed(list(v.items())))
+        elif isinstance(v, list):
+            stack.extend((f"{where}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+    return None
 
 
 def loads_json(text: str, where: str, **kwargs: Any) -> Any:
@@ -255,6 +280,6 @@ def is_regular_file(path: str | os.PathLike) -> bool:
         return False
 
 
-__all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "describe", "file_kind", "first_non_finite", "format_json_value",
+__all__ = ["MAX_INT_DIGITS", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "describe", "first_huge_int", "file_kind", "first_non_finite", "format_json_value",
            "is_regular_file", "json_depth", "json_kind", "os_error_message", "parse_user_json", "read_user_bytes",
            "read_user_json", "read_user_text"]

@@ -6,7 +6,10 @@ family, by `memplan trace` of the family's representative model profile.
     python scripts/trace_profiles.py --out-dir /tmp/traced llama  # elsewhere
 
 Needs torch and transformers.  The profile records the torch and transformers versions it was traced with; rerun
-after upgrading either.  Each family takes seconds to a minute on two cores (benchmarks/bench_trace.py).
+after upgrading either.  Each family takes seconds to a minute on two cores (benchmarks/bench_trace.py): all 19 took
+about 10 minutes on two shared cores (10-110 s each; llama4, deepseek_v3 and gemma3 the longest).  A row's `name`
+says what its tensors are (memplan/measure/trace/names.py, applied as the rows are made), its `detail` the aten
+ops behind it; renaming rows means changing names.py and rerunning this script, never editing the JSON.
 """
 from __future__ import annotations
 

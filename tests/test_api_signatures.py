@@ -20,7 +20,7 @@ from memplan.cli.group import cli
 # flags the CLI has and the API does not take as keywords: output format, files written beside the answer,
 # and (profile) the multi-rank runner and device extras the API does not expose yet
 CLI_ONLY = {
-    "estimate": {"json", "units", "save_setup", "plot", "force", "compare"},
+    "estimate": {"json", "units", "save_setup", "plot", "force", "compare", "verbose"},  # verbose: the table
     "time": {"json", "save_setup"},
     "plan": {"json", "save_setup"},
     "profile": {"json", "units", "save_setup", "out", "force", "plot", "snapshot", "find_max_batch", "nproc",

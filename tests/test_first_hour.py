@@ -124,3 +124,13 @@ def test_installed_version_reads_the_metadata_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", [str(tmp_path / "missing"), str(tmp_path)])
     assert versions.installed_version("transformers") == "5.99.1"
     assert versions.installed_version("torch") is None
+
+
+def test_fp32_gqa_attention_says_what_older_torch_keeps(capsys):
+    """Issue 25: on torch < 2.13 fp32 GQA sdpa runs the math path on CUDA (b x heads x s^2 fp32 per layer); the
+    estimate follows 2.13's memory-efficient kernel and says so, with the figure."""
+    est = cli_json(capsys, "estimate", "llama-3.1-8b", "-p", "fp32", "--seq", "4096")
+    line = next(w for w in est["warnings"] if w.startswith("fp32 sdpa with grouped KV heads"))
+    assert f"keeps {1 * 32 * 4096 * 4096 * 4 / 2**30:,.2f} GiB" in line  # 32 query heads, 4096^2, 4 B
+    assert not any("grouped KV" in w for w in cli_json(capsys, "estimate", "llama-3.1-8b", "--seq", "4096")["warnings"])
+    assert not any("grouped KV" in w for w in cli_json(capsys, "estimate", "llama-2-7b", "-p", "fp32")["warnings"])

@@ -134,3 +134,36 @@ def _plan_row(r):
 
 
 _PLANS: dict = {}
+
+
+# ---- at scale on H100 (issue 22) -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scale_errors() -> dict[str, float]:
+    from tests.published_runs import H100_RUNS
+
+    return {r.name: r.error_percent(r.predict()[0]) for r in H100_RUNS}
+
+
+def test_the_h100_runs_are_priced_not_refused(scale_errors):
+    # Llama 3's 126 layers on pp 16 x v 8 and DeepSeek-V3's 61 on pp 4 x v 8 do not divide: interleaving over
+    # uneven layers (Megatron's --account-for-embedding/loss-in-pipeline-split, --pipeline-model-parallel-layout)
+    from tests.published_runs import H100_RUNS
+
+    assert len(scale_errors) == len(H100_RUNS) == 7
+
+
+def test_the_h100_runs_at_default_efficiencies(scale_errors):
+    # Held out entirely (no profile number was fitted on them).  Where it stands (docs/time-and-plan.md has the
+    # table): Llama 3 405B ~23-32% fast (the interleaving depth is not stated; hopper.json's in-training scales are
+    # transferred from A100), DeepSeek-V3 +14% / -4% (DeepEP's dispatch priced, its overlap not; the two rows
+    # disagree with each other by 16% per micro-batch), Qwen3-30B-A3B ~9% fast, DeepSeek-V3 on 2,048 H800 with its
+    # all-to-all overlapped (DualPipe) ~8% slow.
+    mean, worst = _stats(list(scale_errors.values()))
+    assert mean <= 20.0 and worst <= 35.0, scale_errors
+
+
+@pytest.mark.xfail(strict=True, reason="issue 22's goal (mean |error| <= 5%, max <= 15% on published H100 runs) is "
+                                       "not met yet: 16.1% mean, 32.3% max (docs/time-and-plan.md)")
+def test_the_h100_runs_meet_the_issue_goal(scale_errors):
+    mean, worst = _stats(list(scale_errors.values()))
+    assert mean <= 5.0 and worst <= 15.0, scale_errors

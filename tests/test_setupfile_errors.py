@@ -83,7 +83,7 @@ def test_files_that_are_not_config_files(tmp_path):
     big = tmp_path / "huge.json"
     with open(big, "wb") as fh:  # sparse: no 17 MiB actually written
         fh.truncate(_source.MAX_BYTES + 1)
-    fails(big, "the limit is 16 MiB")
+    fails(big, "the limit is 1 MiB")
     binary = tmp_path / "model.safetensors.json"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     fails(binary, "not UTF-8")

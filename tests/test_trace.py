@@ -166,6 +166,19 @@ def test_traced_rows_reproduce_a_real_cpu_step(traced_llama, monkeypatch, precis
     assert est.peak_phase == measured.peak_phase
 
 
+def test_traced_rows_are_named_by_what_they_are(traced_llama):
+    """names.py at trace time: the shown regions' rows have a name (no aten op) and keep the ops in `detail`."""
+    import re
+
+    aten = re.compile(r"_unsafe_view|new_empty|nll_loss|aten|saved by|@")
+    for region in ("layer", "checkpoint", "embedding", "head", "forward_only"):
+        for row in getattr(traced_llama, region):
+            assert not aten.search(row.name) and not row.name.startswith("other"), (region, row.name)
+            assert row.detail, (region, row.name)
+    names = {row.name for row in traced_llama.layer}
+    assert {"attention probabilities (softmax)", "norm statistics (rsqrt)", "MLP down input"} <= names
+
+
 def test_shipped_traced_profiles_are_valid_and_used():
     from memplan.catalog import profiles_dir, resolve_model
     from memplan.measure.trace import REPRESENTATIVE

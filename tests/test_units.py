@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from memplan.errors import MemplanError
-from memplan.spec.units import Units, format_bytes, parse_bytes, parse_count
+from memplan.spec.units import Units, format_bytes, format_number, parse_bytes, parse_count
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -26,3 +26,28 @@ def test_bytes_units():
     assert format_bytes(2**30) == "1.00 GiB"
     assert format_bytes(10**9, Units.GB) == "1.00 GB"
     assert format_bytes(2**30, Units.GB) == "1.07 GB"
+
+
+@pytest.mark.parametrize("nbytes, gib, gb", [
+    (0, "0.00 GiB", "0.00 GB"),
+    (8, "8 B", "8 B"),
+    (4096, "4 KiB", "4 KB"),
+    (2**20, "1.0 MiB", "1.0 MB"),
+    (2 * 2**20, "2.0 MiB", "2.1 MB"),
+    (7.45e-09 * 2**30, "8 B", "8 B"),
+    (896 * 2**10, "896 KiB", "918 KB"),
+    (0.0099 * 2**30, "10.1 MiB", "10.6 MB"),
+    (0.05 * 2**30, "51.2 MiB", "53.7 MB"),
+    (0.1 * 2**30, "0.10 GiB", "0.11 GB"),
+])
+def test_small_sizes_use_a_smaller_unit_never_scientific_notation(nbytes, gib, gb):
+    assert format_bytes(nbytes) == gib
+    assert format_bytes(nbytes, Units.GB) == gb
+    assert "e-" not in format_bytes(nbytes) and "e-" not in format_number(nbytes)
+
+
+def test_a_number_in_a_column_headed_by_its_unit():
+    assert format_number(2**30) == "1.00"
+    assert format_number(6.15e-05 * 2**30) == "<0.01"
+    assert format_number(0) == "0.00"
+    assert format_number(-2**20) == "-<0.01"

@@ -11,6 +11,25 @@ from __future__ import annotations
 import sys
 
 
+def _started_as_the_program() -> bool:
+    """True while the console script (`memplan`, a wrapper whose __main__ has no module spec) or `python -m
+    memplan` is importing this module; False for a library import (tests, a notebook, the API)."""
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    if spec is not None:
+        return getattr(spec, "name", "") == "memplan.__main__"
+    name = str(getattr(main_module, "__file__", "") or "").replace("\\", "/").rsplit("/", 1)[-1].lower()
+    return name in ("memplan", "memplan.exe", "memplan-script.py", "memplan-script.pyw")
+
+
+if _started_as_the_program():
+    # Ctrl-C quiet from the first memplan line the console script runs (before click, pydantic or the command's
+    # imports start): the handler raises nothing, so no KeyboardInterrupt traceback can come out of start-up.
+    from memplan import interrupt as _interrupt
+
+    _interrupt.install()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     import click
@@ -21,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="memplan", standalone_mode=False)
     except MemplanError as exc:
-        click.echo(f"memplan: error: {exc}", err=True)
+        click.echo(f"memplan: error: {_one_line(str(exc))}", err=True)
         return 2
     except (click.exceptions.Abort, KeyboardInterrupt):  # in-process callers keep Python's own SIGINT handler
         click.echo("memplan: aborted", err=True)
@@ -37,6 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     return 0
+
+
+MAX_ERROR_CHARS = 600
+
+
+def _one_line(message: str) -> str:
+    """An error as exactly one line of readable length, whatever it quotes (a 20,000-character model_type, a value
+    with a newline): whitespace runs become one space, the middle of a long message is elided."""
+    text = " ".join(message.split())
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[:MAX_ERROR_CHARS - 120]} ... ({len(text):,} characters) ... {text[-80:]}"
+    return text
 
 
 def run() -> None:

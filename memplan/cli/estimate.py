@@ -29,6 +29,9 @@ LORA_KEYS = ("lora_rank", "lora_targets", "quantize_base")
 @click.option("--plot", type=PATH, metavar="FILE.png",
               help="Also draw memory by component against the GPU and the step's timeline (needs matplotlib).")
 @click.option("--force", is_flag=True, help="Overwrite --plot/--save-setup files that exist.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Every activation row with the traced ops behind it, the sources of each assumption in full, "
+                   "and every key a --setup file had that was ignored.")
 @units_option
 @json_option
 def estimate_command(**kwargs) -> None:
@@ -50,6 +53,7 @@ def estimate_command(**kwargs) -> None:
     if plot and (compare or mode == "inference"):
         raise MemplanError("--plot draws one training estimate: drop --compare / --mode inference")
     training = pop_training_kwargs(kwargs)
+    verbose = kwargs.pop("verbose")
     save_setup, save_force = training.pop("_save_setup", None), training.pop("_save_setup_force", False)
     if save_setup and (mode == "inference" or compare):
         raise MemplanError("--save-setup writes one training setup: drop --compare / --mode inference")
@@ -83,7 +87,7 @@ def estimate_command(**kwargs) -> None:
     for line in est.warnings:  # the setup file's were said when it was read (cli/options.py)
         if line not in est.setup.warnings:
             click.echo(f"memplan: warning: {line}", err=True)
-    click.echo(est.model_dump_json(indent=2) if as_json else memory_table(est, units))
+    click.echo(est.model_dump_json(indent=2) if as_json else memory_table(est, units, verbose=verbose))
     if plot:
         from memplan.report.plot import estimate_plot
 

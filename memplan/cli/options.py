@@ -122,7 +122,8 @@ def pop_training_kwargs(kwargs: dict) -> dict:
     base: dict = {}
     if path is not None:
         loaded = load_setup_file(path)
-        click.echo(f"memplan: {loaded.summary()}", err=True)
+        summary = loaded.summary(verbose=bool(kwargs.get("verbose")))  # a short table: each line says memplan
+        click.echo("\n".join(f"memplan: {line}" for line in summary.splitlines()), err=True)
         for line in loaded.warnings:  # what the reader could not express: said, and kept in the JSON
             click.echo(f"memplan: warning: {line}", err=True)
         base = dict(loaded.kwargs)

@@ -6,7 +6,7 @@ from tabulate import tabulate
 
 from memplan.cli.checks import check_flag_combinations
 from memplan.cli.options import (build_setup, json_option, lora_options, pop_training_kwargs, resolve_gpu,
-                                 training_options)
+                                 save_setup_if_asked, training_options)
 from memplan.cli.time import _tokens, walk_options
 from memplan.cli.types import NAME, PATH, SIZE, BoundedInt
 from memplan.results.plan import Candidate, PlanResult
@@ -77,6 +77,7 @@ def plan_command(**kwargs) -> None:
     # pinned dimensions constrain the search; the base setup keeps only what is not searched (a --virtual-stages
     # pin without --pp is a property of the pipelined candidates, not of a pp=1 base layout)
     base = training if reference_wanted else {k: v for k, v in training.items() if k not in given}
+    save = {k: base.pop(k) for k in ("_save_setup", "_save_setup_force") if k in base}
     setup = build_setup(**base)
     gpus = [setup.layout.gpus]
     if opts.pop("scale"):
@@ -92,6 +93,7 @@ def plan_command(**kwargs) -> None:
     result = plan(setup, gpu, gpus=gpus, cpu_bandwidth_gbps=opts.pop("cpu_bandwidth"),
                   tokens=_tokens(opts.pop("tokens")), cpu_memory_bytes=opts.pop("cpu_memory"),
                   fixed=given or None, reference=reference, progress=lambda msg: click.echo(msg, err=True), **opts)
+    save_setup_if_asked(save, setup)  # once the search has answered: a refused plan writes nothing
     click.echo(result.model_dump_json(indent=2) if as_json else plan_table(result))
     if emit:
         _emit(result, setup, emit, emit_to, force)
@@ -146,7 +148,7 @@ def plan_table(r: PlanResult) -> str:
                 "RAM)")
     rows = [_row(c, c.rank) for c in r.candidates]
     if r.reference is not None and r.reference.layout not in [c.layout for c in r.candidates]:
-        rows.append(_row(r.reference, f"ref ({r.reference_rank})"))
+        rows.append(_row(r.reference, f"ref ({r.reference_rank if r.reference_rank is not None else 'does not fit'})"))
     table = tabulate(rows, headers=["#", "gpus", "dp", "tp", "pp", "v", "cp", "ep", "sp", "zero", "offload", "mb",
                                     "ga", "recompute", "memory/GPU", "CPU/node", "step s", "exposed comm s",
                                     "bubble s", "MFU", "days", "cost"])

@@ -67,7 +67,7 @@ def profile_command(**kwargs) -> None:
     training = pop_training_kwargs(kwargs)
     check_flag_combinations(training)
     save = {k: training.pop(k) for k in ("_save_setup", "_save_setup_force") if k in training}
-    setup = build_setup(**training)  # --save-setup is written once every refusal below has had its say
+    setup = build_setup(**training)  # --save-setup is written once the measurement answered
     if find_max and (out or plot or snapshot):
         raise MemplanError("--find-max-batch prints the largest micro-batch; it writes no --out/--plot/--snapshot "
                            "(profile that micro-batch afterwards to record it)")
@@ -91,7 +91,6 @@ def profile_command(**kwargs) -> None:
         load_factory(factory)  # a bad MODULE:FUNCTION fails here, before anything is built
     model_source = factory or source
     _refuse_what_cannot_run(setup, device, torch, smallest_batch=find_max)
-    save_setup_if_asked(save, setup)
 
     from memplan.measure.runner import find_max_micro_batch, measure_training_step
 
@@ -109,10 +108,12 @@ def profile_command(**kwargs) -> None:
                                            progress=_progress, warmup_steps=warmup, optimizer_impl=impl,
                                            cuda_options=probe_options)
         _print_max_batch(best, tried, capacity, as_json, units)
+        save_setup_if_asked(save, setup)  # once it answered: a refusal writes nothing
         return
 
     measured = measure_training_step(setup, device=device, model_source=model_source, warmup_steps=warmup,
                                      optimizer_impl=impl, progress=_progress, cuda_options=cuda_options)
+    save_setup_if_asked(save, setup)  # once the step ran (or ran out of memory, a result): a refusal writes nothing
     from memplan.memory.estimate import estimate_memory
     from memplan.report.profile import profile_json, profile_plot, profile_table
 

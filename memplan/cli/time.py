@@ -5,7 +5,7 @@ import click
 
 from memplan.cli.checks import check_flag_combinations
 from memplan.cli.options import (build_setup, json_option, lora_options, pop_training_kwargs, resolve_gpu,
-                                 training_options)
+                                 save_setup_if_asked, training_options)
 from memplan.cli.types import FRACTION, NAME, NON_NEGATIVE_FLOAT, PATH, POSITIVE_FLOAT, BoundedInt
 from memplan.report.tables import assumed_lines
 from memplan.results.time import TimeEstimate, describe_layout
@@ -91,11 +91,13 @@ def time_command(**kwargs) -> None:
     opts = {k: kwargs.pop(k) for k in ("tokens", "steps", "global_batch", "causal_flops", *EFFICIENCY_KEYS)}
     training = pop_training_kwargs(kwargs)
     check_flag_combinations(training)
+    save = {k: training.pop(k) for k in ("_save_setup", "_save_setup_force") if k in training}
     setup = build_setup(**training)
     from memplan.perf.time import estimate_time
 
     est = estimate_time(setup, gpu, tokens=_tokens(opts.pop("tokens")), causal=opts.pop("causal_flops"),
                         cpu_bandwidth_gbps=opts.pop("cpu_bandwidth"), **opts)
+    save_setup_if_asked(save, setup)  # once every refusal (-t nan, a --kernel-scale past the peak) has had its say
     click.echo(est.model_dump_json(indent=2) if as_json else time_table(est))
 
 

@@ -2,12 +2,15 @@
 estimate reads), from its config.json or a built-in profile.
 
 It needs torch and transformers (imported only inside the command); the estimate that reads the profile stays
-torch-free.  The profile is written where the estimate finds it (profiles/implementations/hf-<family>.json, used
-for every model of that family with `--implementation hf`, the default) unless --out says otherwise.
+torch-free.  The profile is written to --out; without it, into $MEMPLAN_PROFILES/implementations/hf-<family>.json
+when MEMPLAN_PROFILES names the user's own catalog, else into the current folder as hf-<family>.json.  Never into
+the profiles installed with memplan: `trace --force` on a folder named like a shipped profile replaced the
+shipped profile (scripts/trace_profiles.py regenerates those).
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -107,7 +110,12 @@ def trace_command(config: str, out: str | None, force: bool, workers: int | None
     from memplan.catalog import profiles_dir
     from memplan.report.files import check_writable, write_new_file
 
-    target = Path(out) if out else profiles_dir() / "implementations" / f"hf-{model_type.replace('_', '-')}.json"
+    file_name = f"hf-{model_type.replace('_', '-')}.json"
+    if not out and not os.environ.get("MEMPLAN_PROFILES"):
+        out = file_name  # the current folder: never the installed catalog
+        _progress(f"writing {out} in the current folder (--out PATH to choose; the profiles installed with memplan "
+                  "are never written)")
+    target = Path(out) if out else profiles_dir() / "implementations" / file_name
     check_writable(target, force, "--out")
     from memplan.measure.trace.profile import dumps, trace_profile
 

@@ -387,9 +387,17 @@ def transformers_config(config: dict[str, Any], attention: str = "sdpa"):
         raise MemplanError(f"transformers cannot build a {model_type!r} config: {str(exc).splitlines()[0]}") from None
     except Exception as exc:  # transformers' strict dataclass validation (huggingface_hub)
         raise MemplanError(f"transformers refuses this {model_type} config: "
-                           f"{str(exc).strip().splitlines()[-1].strip()}") from None
+                           f"{_plain(str(exc).strip().splitlines()[-1].strip())}") from None
     _token_ids_inside_vocab(cfg)
     return cfg
+
+
+def _plain(text: str) -> str:
+    """A library's message without Python's exception class names (`StrictDataclassFieldValidationError:`,
+    `KeyError`): the user reads what is wrong with the config, not which exception carried it."""
+    import re
+
+    return re.sub(r"\b[A-Z]\w*(?:Error|Exception)\b:?\s*", "", text).strip() or "invalid value"
 
 
 def transformers_class_name(config: dict[str, Any]) -> str:
@@ -436,7 +444,7 @@ def build_hf_config(config: dict[str, Any], attention: str = "sdpa") -> BuiltMod
         if is_out_of_memory(exc):
             raise
         raise MemplanError(f"--model-source hf: transformers could not build {name} with attention {impl!r} "
-                           f"({type(exc).__name__}: {first_line(exc)}); check the config's fields, or use "
+                           f"({_plain(first_line(exc))}); check the config's fields, or use "
                            "--model-source reference") from None
     if getattr(module, "loss_type", "unset") is None:  # what it falls back to anyway, minus the warning
         module.loss_type = "ForCausalLM"

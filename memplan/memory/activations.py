@@ -30,6 +30,8 @@ class Line(BaseModel):
     group: int | None = None  # layer rows: the index of the layer kind (LayerActivations.kind_index)
     holds: list[str] = []  # the implementation row's `holds`: which saved inputs it is (LoRA reduces them)
     less: int = 0  # bytes per GPU off the row's total: what only one layer of the stage does not save (LoRA)
+    detail: str = ""  # the implementation rows' `detail` (traced: the aten ops that made and saved them)
+    rows: int = 1  # implementation rows of this name in this region, added up into this line
 
 
 class LayerActivations(BaseModel):
@@ -236,6 +238,19 @@ def stage_groups_of(setup: TrainingSetup) -> list[LayerGroup]:
     return m.slice(start, stop)
 
 
+def _add_row(lines: list[Line], line: Line) -> None:
+    """Rows of one name in one region (and layer kind) are one line: their bytes added, `rows` counting them."""
+    for other in lines:
+        if (other.region, other.name, other.group, other.layers, other.holds) == \
+                (line.region, line.name, line.group, line.layers, line.holds):
+            other.bytes += line.bytes
+            other.rows += 1
+            if line.detail and line.detail not in other.detail:
+                other.detail = f"{other.detail}; {line.detail}" if other.detail else line.detail
+            return
+    lines.append(line)
+
+
 def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[LayerGroup] | None = None
                 ) -> Activations:
     """Activation bytes for `setup` with `kernels` (cuda, or the CPU kernels the validation runs use).
@@ -264,8 +279,8 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
                 continue  # a row of another mode registers no moment (a moment may be legitimately negative)
             nbytes = _tensor_bytes(t, mode, kernels, sizes, tp, sp)
             if nbytes and record:
-                lines.append(Line(region=region, name=t.name, bytes=nbytes, layers=layers, group=group,
-                                  holds=t.holds))
+                _add_row(lines, Line(region=region, name=t.name, bytes=nbytes, layers=layers, group=group,
+                                     holds=t.holds, detail=t.detail))
             moments[t.moment] = moments.get(t.moment, 0) + nbytes
         return max(moments.values(), default=0)
 

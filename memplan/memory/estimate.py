@@ -99,6 +99,9 @@ def estimate_memory(setup: TrainingSetup, gpu: GPUSpec | None = None, *, calibra
                 drift = release_drift("transformers")
                 if drift:
                     est.warnings.append(drift)
+    gqa_math = fp32_gqa_math_warning(setup, kernels)
+    if gqa_math:
+        est.warnings.append(gqa_math)
     if gpu is not None:
         est.gpu = gpu.name
         est.gpu_memory = gpu.memory_bytes
@@ -123,3 +126,25 @@ def layer_group_summaries(setup: TrainingSetup, acts) -> list[LayerGroupSummary]
                                      activations_per_layer=kept.get(g.layer.kind)))
         first += g.count
     return out
+
+
+def fp32_gqa_math_warning(setup: TrainingSetup, kernels: Kernels) -> str | None:
+    """fp32 attention with grouped KV heads on CUDA: the rows follow torch 2.13, whose memory-efficient sdpa kernel
+    takes GQA; on older torch select_sdp_backend falls to the math path for it (flash has no fp32; the efficient
+    kernel no GQA before 2.13 -- measure/cuda.py expected_sdpa_kernels, which the GPU check confirms), and the math
+    path keeps each layer's fp32 attention probabilities, b x heads x s^2 x 4 B, that this estimate does not count.
+    Said in one line with the figure, since it can decide whether the step fits."""
+    a = setup.model.architecture
+    w = setup.workload
+    if a is None or kernels != "cuda" or w.attention != "sdpa" or setup.recipe.compute.value != "fp32":
+        return None
+    grouped = [layer.attention for layer, _ in a.kinds() if layer.attention.kv_heads < layer.attention.heads]
+    if not grouped:
+        return None
+    heads = max(at.heads for at in grouped)
+    s, b, tp = setup.seq, setup.layout.micro_batch, setup.layout.tp
+    per_layer = b * (heads // tp or 1) * s * s * 4
+    return (f"fp32 sdpa with grouped KV heads: on torch < 2.13 CUDA runs the math path, which keeps {per_layer / 2**30:,.2f} "
+            "GiB of fp32 attention probabilities per layer and micro-batch that this estimate (torch 2.13's "
+            "memory-efficient kernel) does not count; use torch >= 2.13, bf16 (amp-bf16/bf16-mixed) or --attention "
+            "eager to estimate that path")

@@ -47,7 +47,9 @@ class Tensor(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str = Field(description="what the tensors are, in words (traced rows: measure/trace/names.py)")
+    detail: str = Field("", description="traced rows: the aten ops that made and saved them, and where "
+                                        "(`module: op, saved by op @ module`), for --json and --verbose")
     elems: str = Field(description="element count: a sum of products of sizes, e.g. 'b*s*h' or '2*b*a*s*s'")
     bytes: dict[str, float] = Field(description="bytes per element by precision mode; a missing mode = absent")
     cpu_bytes: dict[str, float] | None = Field(None, description="bytes per element with CPU kernels, if different")

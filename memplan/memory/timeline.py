@@ -183,7 +183,7 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
         # bytes per GPU like every other component; layer lines say their per-layer size in the note
         mult = acts.in_flight * line.layers if line.region.startswith("layer") else 1
         comps.append(Component(name=f"{line.region}: {line.name}", category="activations",
-                               bytes=int(line.bytes * mult) - line.less,
+                               bytes=int(line.bytes * mult) - line.less, detail=line.detail, rows=line.rows,
                                note="; ".join(filter(None, [_line_note(line, acts), line.note]))))
     if acts.dequant_temporary:
         comps.append(Component(name="QLoRA dequantised base weight (forward, backward)", category="temporaries",
@@ -236,7 +236,9 @@ def _step_components(temps: int, temps_note: str, master_copy: int) -> list[Comp
 
 def _line_note(line, acts: Activations) -> str:
     if line.region.startswith("layer"):
-        return (f"{line.bytes / 2**20:,.1f} MiB per layer and micro-batch x {line.layers} layers"
+        per = (f"{line.bytes / 2**20:,.1f} MiB" if line.bytes >= 2**20 else f"{line.bytes / 2**10:,.0f} KiB"
+               if line.bytes >= 2**10 else f"{line.bytes:,} B")
+        return (f"{per} per layer and micro-batch x {line.layers} layers"
                 + (f" x {acts.in_flight:g} micro-batches in flight" if acts.in_flight != 1 else ""))
     if line.region == "forward only":
         return "alive during forward and loss, freed before backward"

@@ -8,6 +8,13 @@ efficiency profile):
   - a group spanning nodes is limited by the network: NCCL opens a ring per NIC, so a group with g ranks on each
     node drives g NICs at once and the node-to-node traffic splits over them (bandwidth g x NIC x efficiency,
     at most the intra-node rate);
+  - an all-to-all (MoE expert-parallel dispatch/combine) is not a ring: each GPU sends (n-1)/n of its tensor
+    directly to every peer, the part for peers on its own node over NVLink and the part for other nodes out
+    through its own NIC only (DGX/HGX H100 has one 400 Gb/s ConnectX-7 per GPU, docs.nvidia.com/dgx/dgxh100-user-
+    guide; NCCL's alltoall is p2p send/recv to every peer, and DeepEP's normal kernels on H800 + one CX7 per GPU
+    reach ~43-58 GB/s per GPU over RDMA, ~the one NIC's ~50 GB/s: github:deepseek-ai/DeepEP README,
+    'Normal kernels with NVLink and RDMA forwarding').  The two parts run concurrently, the slower sets the time:
+        t = max((per_node - 1)/n x bytes / NVLink busbw,  (n - per_node)/n x bytes / (one NIC x efficiency));
   - each call pays the link's latency once (NCCL's small-message cost at torch level is tens of microseconds).
 Ranks are ordered as Megatron-LM's default (TP fastest, then CP, then DP, then PP: megatron/core/parallel_state.py),
 so a group's ranks per node follow from the sizes of the faster dimensions (`ranks_per_node`).
@@ -134,10 +141,45 @@ class Network:
         if size <= 1 or nbytes <= 0:
             return 0.0
         p = self.path(size, per_node)
+        if kind == "all_to_all" and p.scope == "inter-node":
+            return calls * p.latency + self.all_to_all_spread(nbytes, size, per_node)
         busbw = p.busbw
         if p.scope == "intra-node":
             busbw = self.measured.get((kind, size), busbw)
         return calls * p.latency + FACTORS[kind](size) * nbytes / busbw
+
+    def all_to_all_spread(self, nbytes: float, size: int, per_node: int) -> float:
+        """Bandwidth part of an all-to-all over nodes: peers on this node over NVLink, the rest through this GPU's
+        own NIC (not the node's aggregate), concurrently."""
+        intra = (per_node - 1) / size * nbytes / self.intra_busbw
+        inter = (size - per_node) / size * nbytes / self.nic
+        return max(intra, inter)
+
+    def node_deduplicated_all_to_all(self, nbytes: float, size: int, per_node: int, top_k: int,
+                                     experts: int) -> float:
+        """DeepEP's normal dispatch/combine (github:deepseek-ai/DeepEP README, 'asymmetric-domain bandwidth
+        forwarding'): a token crosses the network once per remote node that holds one of its top-k experts, to the
+        GPU of the same local index there, which forwards it over NVLink to the experts' GPUs.  `nbytes` counts
+        every (token, expert) copy, as the plain all-to-all sends them.  Under uniform routing a node holding
+        E/N of the E experts is missed with probability C(E - E/N, k) / C(E, k); the NVLink side carries the
+        copies for the other GPUs of a node ((g-1)/g of them), both sides at once."""
+        if size <= per_node:
+            return self.collective("all_to_all", nbytes, size, per_node) - self.intra_latency
+        nodes = size // per_node
+        on_node = experts / nodes
+        miss = 1.0
+        for i in range(top_k):
+            miss *= max(0.0, (experts - on_node - i)) / (experts - i)
+        per_copy = nbytes / top_k
+        inter = (nodes - 1) * (1.0 - miss) * per_copy / self.nic
+        intra = (per_node - 1) / per_node * nbytes / self.intra_busbw
+        return max(intra, inter)
+
+    def all_to_all_busbw(self, size: int, per_node: int) -> float:
+        """The effective bus bandwidth of an all-to-all (the (n-1)/n factor's bandwidth), for the output."""
+        if size <= per_node:
+            return self.path(size, per_node).busbw
+        return FACTORS["all_to_all"](size) / self.all_to_all_spread(1.0, size, per_node)
 
     def send(self, nbytes: float, across_nodes: bool) -> float:
         """One point-to-point send between pipeline stages."""

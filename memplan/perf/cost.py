@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from memplan.perf.comm import Network
 from memplan.perf.efficiency import Kernels
-from memplan.perf.ops import Op
+from memplan.perf.ops import PHASE, Op
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,20 @@ class PhaseCost:
 
 
 def op_seconds(op: Op, k: Kernels, elem_gemm: float) -> float:
-    if op.kind in ("gemm", "attention"):
-        return k.gemm_seconds(op.M, op.N, op.K, op.batch, elem_gemm if op.kind == "gemm" else 2.0, op.c_bytes,
-                              op.c_read)
+    if op.kind == "gemm":
+        # the router GEMM stays 16-bit under FP8 (Megatron-Core's TopKRouter is a plain torch linear)
+        if elem_gemm < 2.0 and op.tag == "router":
+            return k.gemm_seconds(op.M, op.N, op.K, op.batch, 2.0, op.c_bytes, op.c_read, high_precision=True)
+        if op.batch > 1 and op.tag.startswith("expert"):
+            # a grouped GEMM (Megatron-Core's TEGroupedMLP / CUTLASS grouped GEMM) runs each expert's problem at the
+            # efficiency of its own shape (the per-expert token count), in one launch: rate one expert, times the
+            # experts; where one expert's problem is below the curve's sweep (a few tokens per expert: the curve
+            # there is an extrapolation), the combined size rates them, the launch shared
+            if (op.M * op.N * op.K) ** (1 / 3) >= k.gemm_curve.xs[0]:
+                return op.batch * k.gemm_seconds(op.M, op.N, op.K, 1, elem_gemm, op.c_bytes, op.c_read)
+        return k.gemm_seconds(op.M, op.N, op.K, op.batch, elem_gemm, op.c_bytes, op.c_read)
+    if op.kind == "attention":  # unfused attention's batched GEMMs: 16-bit even in FP8 recipes
+        return k.gemm_seconds(op.M, op.N, op.K, op.batch, 2.0, op.c_bytes, op.c_read, high_precision=True)
     if op.kind == "memory":
         return k.memory_seconds(op.nbytes)
     if op.kind == "flash":
@@ -107,21 +118,34 @@ def price(ops: list[Op], k: Kernels, net: Network, groups: Groups, elem_gemm: fl
         size, per_node = groups.of(op.category)
         if size <= 1:
             continue
-        t = net.collective(op.collective, op.nbytes, size, per_node)
+        if op.route and size > per_node:
+            t = net.inter_latency + net.node_deduplicated_all_to_all(op.nbytes, size, per_node, *op.route)
+        else:
+            t = net.collective(op.collective, op.nbytes, size, per_node)
         c.comm_total += t
-        under = by_tag.get(op.under, 0.0) if op.under else 0.0
+        if op.under == PHASE:
+            # DualPipe / Megatron-Core's --overlap-moe-expert-parallel-comm: the all-to-all of one micro-batch runs
+            # while a paired micro-batch computes; its budget is this phase's compute (a stand-in for the paired
+            # one's), shared by every collective that hides there
+            if PHASE not in by_tag:
+                by_tag[PHASE] = c.gemm + c.attention + c.memory
+            under = by_tag[PHASE]
+        else:
+            under = by_tag.get(op.under, 0.0) if op.under else 0.0
         if under > 0:
             # the pair takes max(compute x slowdown, comm): the compute already counted once, add the rest
             pair = max(under * slow, t)
             extra = pair - under
             exposed = max(0.0, t - under * slow)
-            c.hidden += t - exposed
+            if op.category != "ep":  # `hidden` is reported as the tensor-parallel collectives' (CP included)
+                c.hidden += t - exposed
             compute_slowdown = extra - exposed
             if op.category == "cp":
                 c.attention += compute_slowdown
             else:
                 c.gemm += compute_slowdown
-            by_tag[op.under] = 0.0  # one collective per GEMM group
+            # one collective per GEMM group; the phase budget shrinks by what this one used
+            by_tag[op.under] = max(0.0, under - t / slow) if op.under == PHASE else 0.0
         else:
             exposed = t
         setattr(c, op.category, getattr(c, op.category) + exposed)

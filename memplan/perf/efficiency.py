@@ -91,6 +91,17 @@ class Kernels:
         self.kernel_scale = check_positive(kernel_scale, "--kernel-scale")
         self.peak_tflops = peak_for(gpu, dtype)
         self.peak = self.peak_tflops * 1e12
+        # FP8 runs only the linear GEMMs in FP8 (Transformer Engine); attention and the router stay 16-bit at the
+        # 16-bit peak.  Where the profile states the FP8 GEMM speed-up measured over BF16 at the same shapes, the
+        # FP8 GEMMs run at the BF16 curve x that speed-up rather than at the FP8 peak (2x on paper).
+        self.high_peak = self.peak
+        if dtype == DType.fp8:
+            half = gpu.peak_tflops.get("bf16", gpu.peak_tflops.get("fp16"))
+            if half:
+                self.high_peak = half * 1e12
+                sp = self.profile.fp8_gemm_speedup
+                if sp is not None:
+                    self.peak = min(self.peak, self.high_peak * sp.value)
         self.hbm = gpu.memory_bandwidth_gbps * 1e9
         p = self.profile
         self.gemm_curve, self.mem_curve = _Interp(p.gemm), _Interp(p.memory)
@@ -121,16 +132,17 @@ class Kernels:
         return t
 
     def gemm_seconds(self, M: float, N: float, K: float, batch: float = 1, elem_bytes: float = 2,
-                     c_bytes: float | None = None, c_read: bool = False) -> float:
+                     c_bytes: float | None = None, c_read: bool = False, high_precision: bool = False) -> float:
         """Y[M, N] = X[M, K] W[K, N] (`batch` independent ones): compute- or memory-bound, whichever is slower.
         `c_bytes` is the output element size (fp32 main_grad: 4), `c_read` when C is accumulated into."""
         if M <= 0 or N <= 0 or K <= 0 or batch <= 0:
             return 0.0
-        key = (M, N, K, batch, elem_bytes, c_bytes, c_read)
+        key = (M, N, K, batch, elem_bytes, c_bytes, c_read, high_precision)
         t = self._gemm_memo.get(key)
         if t is not None:
             return t
-        measured = self.measured_gemms.get((int(M), int(N), int(K), int(batch)))
+        measured = None if high_precision and self.high_peak != self.peak else \
+            self.measured_gemms.get((int(M), int(N), int(K), int(batch)))
         if measured is not None:
             t = measured / self.kernel_scale
         else:
@@ -138,7 +150,8 @@ class Kernels:
             cb = elem_bytes if c_bytes is None else c_bytes
             nbytes = batch * (elem_bytes * (M * K + K * N) + cb * M * N * (2 if c_read else 1))
             side = (flops / 2) ** (1 / 3)  # a batched GEMM fills the GPU with all its batches: index by the total
-            t_flops = flops / (self.peak * self.gemm_curve(side) * self.gemm_scale)
+            peak = self.high_peak if high_precision else self.peak
+            t_flops = flops / (peak * self.gemm_curve(side) * self.gemm_scale)
             t = max(t_flops, self.memory_seconds(nbytes), self.floor)
         self._gemm_memo[key] = t
         return t
@@ -148,7 +161,7 @@ class Kernels:
         if flops <= 0:
             return 0.0
         eff = self.flash_fwd if phase == "fwd" else self.flash_bwd
-        return max(self.floor, flops / (self.peak * eff * self.gemm_scale))
+        return max(self.floor, flops / (self.high_peak * eff * self.gemm_scale))
 
     # ---- what was used ---------------------------------------------------------------------------------------
     def describe(self) -> list[KernelEfficiency]:

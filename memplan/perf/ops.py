@@ -40,6 +40,7 @@ class Op:
     collective: str = ""      # comm: all_reduce | all_gather | reduce_scatter | all_to_all
     tag: str = ""             # gemm: a group name comms may hide under
     under: str = ""           # comm: the tag it hides under ("" = exposed)
+    route: tuple = ()         # EP dispatch/combine under DeepEP: (top-k, routed experts): one copy per remote node
 
     @property
     def gemm_flops(self) -> float:
@@ -63,6 +64,8 @@ class Context:
     tp_comm: str = "blocking"   # the execution profile's
     fused_wgrad: bool = False   # weight gradients accumulate into fp32 inside the GEMM
     frozen: bool = False        # LoRA: the base weights take no gradient (no weight-gradient GEMMs)
+    ep_dispatch: str = "alltoall"  # the execution profile's MoE dispatcher
+    ep_overlap: bool = False    # the MoE all-to-all runs under another micro-batch's compute
 
     @property
     def tokens(self) -> int:
@@ -80,7 +83,8 @@ def make_context(L, seq: int, attention: str, ex: ExecutionProfile, elem: float 
     """The walk's context for a Layout's micro-batch on one rank."""
     return Context(micro_batch=L.micro_batch, seq=seq, tp=L.tp, cp=L.cp, ep=L.ep, etp=L.expert_tp,
                    sp=L.sequence_parallel, attention=attention, elem=elem, gemm_elem=gemm_elem, tp_comm=ex.tp_comm,
-                   fused_wgrad=ex.grad_accumulation == "in-gemm-fp32", frozen=frozen)
+                   fused_wgrad=ex.grad_accumulation == "in-gemm-fp32", frozen=frozen, ep_dispatch=ex.ep_dispatch,
+                   ep_overlap=ex.ep_overlap != "none")
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,12 @@ def _mem(name: str, nbytes: float, category: str = "memory") -> Op:
     return Op(name, "memory", category, nbytes=nbytes)
 
 
-def _comm(name: str, collective: str, nbytes: float, group: str, under: str = "") -> Op:
-    return Op(name, "comm", group, collective=collective, nbytes=nbytes, under=under)
+# `under` of a collective that may hide under the whole phase's compute (another micro-batch's, running alongside)
+PHASE = "@phase"
+
+
+def _comm(name: str, collective: str, nbytes: float, group: str, under: str = "", route: tuple = ()) -> Op:
+    return Op(name, "comm", group, collective=collective, nbytes=nbytes, under=under, route=route)
 
 
 def _shard(lin: Linear, ctx: Context) -> tuple[int, int, int]:
@@ -340,12 +348,14 @@ class LayerWalk:
         ops.append(_mem("token permutation to expert order", slots * h * 2 * E))
         # each rank sends the expert copies of the tokens it owns (its sequence shard under SP): k per token
         sent = ctx.tokens / ctx.tp * (f.experts if f.dispatch == "all" else f.top_k) * h * E
+        route = (f.top_k, f.experts) if ctx.ep_dispatch == "deepep" and f.dispatch != "all" else ()
+        under = PHASE if ctx.ep_overlap else ""
         if ctx.ep > 1:
-            ops.append(_comm("EP all-to-all dispatch", "all_to_all", sent, "ep"))
+            ops.append(_comm("EP all-to-all dispatch", "all_to_all", sent, "ep", under, route=route))
         ops += self._mlp_forward(self._linears({"gate", "up", "gate_up", "down"}, routed=True), per_expert, "expert",
                                  batch=local)
         if ctx.ep > 1:
-            ops.append(_comm("EP all-to-all combine", "all_to_all", sent, "ep"))
+            ops.append(_comm("EP all-to-all combine", "all_to_all", sent, "ep", under, route=route))
         ops.append(_mem("un-permute and weight by router score", slots * h * 3 * E))
         shared = self._linears({"gate", "up", "gate_up", "down"}, routed=False, shared=True)
         if shared:
@@ -419,15 +429,17 @@ class LayerWalk:
             elif op.name.startswith(("token permutation", "un-permute")):
                 ops.append(_mem(op.name + " backward", op.nbytes))
             elif op.kind == "comm" and op.category == "ep":
-                ops.append(_comm(op.name + " (backward)", "all_to_all", op.nbytes, "ep"))
+                ops.append(_comm(op.name + " (backward)", "all_to_all", op.nbytes, "ep", op.under, route=op.route))
         return ops
 
     def phases(self, recompute: str) -> Phases:
         fwd = self.attention_forward() + self.ffn_forward()
         bwd = self.backward(fwd)
+        if self.ctx.gemm_elem < 2.0:
+            fwd, bwd = fwd + fp8_casts(fwd, "forward"), bwd + fp8_casts(bwd, "backward")
         if recompute == "full":
             rec = [Op(o.name, o.kind, o.category, o.M, o.N, o.K, o.batch, o.c_bytes, o.c_read, o.nbytes, o.flops,
-                      o.collective, o.tag, o.under) for o in fwd]
+                      o.collective, o.tag, o.under, o.route) for o in fwd]
         elif recompute == "selective":
             # Korthikanti et al. 2022 sec. 4.2: only the attention core (scores, softmax, dropout, P V) again
             rec = [o for o in fwd if o.category == "attention"]
@@ -445,6 +457,33 @@ class LayerWalk:
         else:
             rec = []
         return Phases(fwd, bwd, rec)
+
+
+# FP8 as Transformer Engine runs it (transformer_engine/pytorch/module/{linear,layernorm_linear,layernorm_mlp}.py):
+# each FP8 linear needs its input quantized in the forward and its output gradient in the backward, as a row-wise
+# FP8 copy for this GEMM and a column-wise (transposed) one for the weight-gradient GEMM; per-tensor current scaling
+# (NeMo / Megatron-Bridge "fp8cs") first reads the tensor for its amax.  Forward: the row-wise cast is fused into
+# the kernel that produces the input (LayerNormLinear / LayerNormMLP's norm and activation), leaving the amax read
+# (2 bytes per element) and the transposed copy (1) = 3 bytes; backward: the incoming BF16 gradient is read for its
+# amax, read again and written twice (cast-transpose) = 2 + 2 + 1 + 1 = 6 bytes.  The amax all-reduce over TP is a
+# few bytes (latency, left out); weights are cast once per step (`is_first_microbatch`), left out; the router
+# and the attention core stay BF16 unless FP8 attention is named.
+FP8_CAST_BYTES_FORWARD = 2.0 + 1.0
+FP8_CAST_BYTES_BACKWARD = 2.0 + 2.0 + 1.0 + 1.0
+
+
+def fp8_casts(ops: list[Op], phase: str) -> list[Op]:
+    """Memory-bound quantize ops for the FP8 GEMMs of a phase: the forward GEMMs' inputs (M x K), the backward
+    data-gradient GEMMs' incoming gradients (M x K of the dgrad: the forward's M x N)."""
+    out: list[Op] = []
+    each = FP8_CAST_BYTES_FORWARD if phase == "forward" else FP8_CAST_BYTES_BACKWARD
+    for op in ops:
+        if op.kind != "gemm" or op.tag.startswith("router"):
+            continue
+        if phase == "forward" or op.name.endswith("dgrad"):
+            out.append(Op(f"FP8 amax + cast-transpose ({op.name})", "memory", "memory",
+                          nbytes=op.M * op.K * op.batch * each))
+    return out
 
 
 # ---- embeddings and the head --------------------------------------------------------------------------------

@@ -35,6 +35,25 @@ DEFAULT_CPU_MEMORY_BYTES = 2**40
 MAX_REFERENCE_CHECKS = 200  # full estimates spent finding which faster layouts fit, for the reference's rank
 
 
+MAX_TOP = 1000
+
+
+def check_options(**opts) -> None:
+    """The search's whole-number options, each a whole number within its bound or one MemplanError naming it:
+    the CLI's types check them, the Python API passes what it is given (max_gpus=inf would loop, global_batch=0
+    divide by zero, steps=-1 give negative days)."""
+    from memplan.spec.layout import MAX_GPUS, MAX_MICRO_BATCH
+    from memplan.perf.time import MAX_GLOBAL_BATCH, MAX_STEPS, check_count
+
+    bounds = {"global_batch": MAX_GLOBAL_BATCH, "top": MAX_TOP, "max_gpus": MAX_GPUS, "steps": MAX_STEPS,
+              "max_micro_batch": MAX_MICRO_BATCH}
+    for key, bound in bounds.items():
+        if opts.get(key) is not None:
+            check_count(opts[key], "--" + key.replace("_", "-"), bound)
+    for n in opts.get("gpus") or ():
+        check_count(n, "--gpus", MAX_GPUS)
+
+
 def gpu_counts_upto(start: int, stop: int, gpn: int) -> list[int]:
     """1, 2, 4, ... up to a node, then whole nodes: the counts --min-gpus tries, ascending."""
     small = [n for n in (1, 2, 4) if n < gpn]
@@ -95,8 +114,19 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
          cpu_bandwidth_gbps: float = DEFAULT_CPU_BANDWIDTH_GBPS, execution: str | None = None,
          kernel_scale: float = 1.0, system: str | None = None, reference: Layout | None = None,
          progress: Callable[[str], None] | None = None) -> PlanResult:
-    if by not in ("time", "cost"):
+    if by not in ("time", "cost", None):
         raise MemplanError(f"--by must be time or cost, got {by!r}")
+    if global_batch is None:
+        raise MemplanError("plan needs --global-batch B (global_batch=B: sequences per optimizer step)")
+    check_options(global_batch=global_batch, top=top, max_gpus=max_gpus, steps=steps,
+                  max_micro_batch=max_micro_batch, gpus=gpus)
+    # None from the API means "not given": the defaults, as the CLI's
+    top = 5 if top is None else top
+    max_gpus = 4096 if max_gpus is None else max_gpus
+    overlap = "auto" if overlap is None else overlap
+    kernel_scale = 1.0 if kernel_scale is None else kernel_scale
+    cpu_bandwidth_gbps = DEFAULT_CPU_BANDWIDTH_GBPS if cpu_bandwidth_gbps is None else cpu_bandwidth_gbps
+    by = "time" if by is None else by
     m = setup.model.arch  # raises the clear "needs an architecture" error for a bare count
     t0 = _time.perf_counter()
     seq = setup.seq
@@ -232,6 +262,9 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
                            f"{format_bytes(cpu_memory)} CPU RAM per node){need}; try --min-gpus, more --gpus, a "
                            "smaller --global-batch/--seq, or --cpu-memory if your nodes hold more")
     best_r = chosen[0][1]
+    from memplan.perf.time import check_mfu
+
+    check_mfu(hw_flops * tokens_per_step / best_r.step / (chosen[0][0].gpus * peak * 1e12), kernel_scale)
     cands = []
     for i, (L, r, bound, required, cpu) in enumerate(chosen, 1):
         if i == 1:
@@ -321,12 +354,18 @@ def _rank_reference(reference: Layout, sm, s: _Search, scored, chosen, setup, me
         else:
             unknown += 1
     rank = fit_faster + 1
-    ref = candidate(reference, r, bound, required, cpu, rank, "")
+    ref = candidate(reference, r, bound, required, cpu, rank if ok else 0, "")
     best_L, best_r = chosen[0][0], chosen[0][1]
-    verdict = "fits" if ok else f"does NOT fit ({format_bytes(required)} per GPU of {format_bytes(memory)})"
-    lines = [f"reference {describe_layout(reference)}: {r.step:.3f} s/step, {verdict}; rank {rank} among the "
-             f"layouts that fit ({len(faster)} scored faster, {fit_faster} of them fit"
-             + (f", {unknown} not checked" if unknown else "") + ")"]
+    counted = (f"{len(faster)} scored faster, {fit_faster} of them fit" + (f", {unknown} not checked" if unknown
+                                                                          else ""))
+    if ok:
+        lines = [f"reference {describe_layout(reference)}: {r.step:.3f} s/step, fits; rank {rank} among the "
+                 f"layouts that fit ({counted})"]
+    else:  # a layout that does not fit is not ranked among those that do (issue 22)
+        lines = [f"reference {describe_layout(reference)}: {r.step:.3f} s/step, does NOT fit "
+                 f"({format_bytes(required)} per GPU of {format_bytes(memory)}): not ranked; by time alone it would "
+                 f"come after {fit_faster} faster layout(s) that fit ({counted})"]
+        rank = None
     if reference == best_L:
         lines.append("reference: it is the planner's best")
     else:

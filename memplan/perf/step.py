@@ -168,10 +168,10 @@ class StepModel:
         if got is None:
             from memplan.spec.stages import stage_groups
 
-            if L.virtual_stages > 1 and self.model.n_layers % (L.pp * L.virtual_stages):
+            if L.virtual_stages > 1 and self.model.n_layers < L.pp * L.virtual_stages - 2:
                 raise MemplanError(f"--virtual-stages {L.virtual_stages} with --pp {L.pp}: the model's "
-                                   f"{self.model.n_layers} layers must split into pp x v = "
-                                   f"{L.pp * L.virtual_stages} equal chunks (Megatron's interleaved schedule)")
+                                   f"{self.model.n_layers} layers cannot fill pp x v = {L.pp * L.virtual_stages} "
+                                   "model chunks (the first and last may hold only the embedding and the loss)")
             stages = [tuple((gi, g.count) for gi, g in s) for s in stage_groups(self.model, L)]
             params = stage_parameters(self.model, L)
             p = L.pp
@@ -299,7 +299,8 @@ class StepModel:
         for g, (b, s, e) in cb.comm_by_group.items():
             size, per = pipe.groups.of(g)
             path = net.path(size, per)
-            items.append(Item(names[g], g, size, path.link, path.busbw, m * b, m * s, m * e,
+            busbw = net.all_to_all_busbw(size, per) if g == "ep" else path.busbw
+            items.append(Item(names[g], g, size, path.link, busbw, m * b, m * s, m * e,
                               "neighbouring GEMMs" if e < s else ""))
         if L.pp > 1:
             across = self._across(L)

@@ -25,7 +25,7 @@ from memplan.perf.step import (CPU_ADAM_BYTES_PER_PARAM, DEFAULT_CPU_BANDWIDTH_G
 from memplan.results.time import (CommItem, Efficiency, FlopsPerToken, KernelEfficiency, StageTime, StepBreakdown,
                                   TimeEstimate, describe_layout)
 from memplan.spec.hardware import GPUSpec
-from memplan.spec.layout import Layout
+from memplan.spec.layout import MAX_GRAD_ACCUM, Layout
 from memplan.spec.setup import TrainingSetup
 
 
@@ -40,6 +40,37 @@ def price_of(gpu: GPUSpec, price: float | None) -> tuple[float | None, str | Non
     return None, None
 
 
+MAX_STEPS = 10**15  # optimizer steps: at a millisecond each, 30,000 years
+MAX_GLOBAL_BATCH = 1 << 40  # sequences per step: the Layout bounds (micro-batch x accumulation x GPUs) are below
+
+
+def check_count(value, flag: str, maximum: int, minimum: int = 1) -> int:
+    """A whole number in [minimum, maximum] (a whole float such as 8.0 counts), else one MemplanError naming
+    the flag: the API passes what a caller gives (inf, -1, 0, '8', True), the CLI's types are checked already."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = repr(value) if len(repr(value)) < 40 else type(value).__name__
+        raise MemplanError(f"{flag} must be a whole number, got {shown}")
+    if not minimum <= value <= maximum:
+        raise MemplanError(f"{flag} must be from {minimum:,} to {maximum:,}, got {value:,}")
+    return value
+
+
+def check_mfu(hfu: float, kernel_scale: float) -> None:
+    """The op walk's hardware FLOPs per second over the GPU's dense peak: above 1 no GPU runs it.  Only a
+    --kernel-scale above the profile's calibration can get there; refuse it, saying which scale would stay
+    within the peak (the compute scales with it, communication and the bubble do not: an upper estimate)."""
+    if hfu <= 1:
+        return
+    if kernel_scale != 1:
+        raise MemplanError(f"--kernel-scale {kernel_scale:g} makes the kernels run at {hfu:.0%} of the GPU's dense "
+                           f"peak (MFU over 100%): no GPU runs faster than its peak; use --kernel-scale "
+                           f"{math.floor(kernel_scale / hfu * 100) / 100:g} or less")
+    raise MemplanError(f"the op walk runs at {hfu:.0%} of the GPU's dense peak (MFU over 100%): the efficiency "
+                       "profile or --system record overstates the kernels")
+
+
 def gpu_hours_for(tokens: float, tokens_per_second_per_gpu: float) -> float:
     """GPU-hours to process `tokens` at a per-GPU rate (how LLaMA's Table 15 figures are made)."""
     return tokens / tokens_per_second_per_gpu / 3600
@@ -49,6 +80,7 @@ def steps_for(tokens: float | None, steps: int | None, tokens_per_step: int) -> 
     if steps is not None and tokens is not None:
         raise MemplanError("give --tokens or --steps, not both")
     if steps is not None:
+        steps = check_count(steps, "--steps", MAX_STEPS)
         return steps, float(steps) * tokens_per_step
     if tokens is None:
         raise MemplanError("say how long to train: --tokens 300B, or --steps N with --global-batch B")
@@ -61,12 +93,16 @@ def layout_for_batch(layout: Layout, global_batch: int | None) -> Layout:
     """--global-batch sets gradient accumulation = B / (micro-batch x dp)."""
     if global_batch is None:
         return layout
+    global_batch = check_count(global_batch, "--global-batch", MAX_GLOBAL_BATCH)
     per_step = layout.micro_batch * layout.dp
     if global_batch % per_step:
         raise MemplanError(f"--global-batch {global_batch} is not a multiple of micro-batch x dp = "
                            f"{layout.micro_batch} x {layout.dp} = {per_step}; change --micro-batch, --gpus, --tp, "
                            "--pp or --cp")
     ga = global_batch // per_step
+    if ga > MAX_GRAD_ACCUM:
+        raise MemplanError(f"--global-batch {global_batch:,} over micro-batch x dp = {per_step:,} is {ga:,} "
+                           f"accumulation steps; the limit is {MAX_GRAD_ACCUM:,}: raise --micro-batch or --gpus")
     if layout.grad_accum not in (1, ga):
         raise MemplanError(f"--grad-accum {layout.grad_accum} contradicts --global-batch {global_batch} "
                            f"(= micro-batch {layout.micro_batch} x dp {layout.dp} x {ga}); drop one")
@@ -143,6 +179,11 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
                   cpu_bandwidth_gbps: float = DEFAULT_CPU_BANDWIDTH_GBPS, execution: str | None = None,
                   kernel_scale: float = 1.0, system: str | None = None, with_memory: bool = True) -> TimeEstimate:
     """Time, GPU-hours and cost of training `setup` on `gpu` for `tokens` (or `steps` optimizer steps)."""
+    # None from the API means "not given": the defaults, as the CLI's
+    causal = bool(causal) if causal is not None else False
+    overlap = "auto" if overlap is None else overlap
+    kernel_scale = 1.0 if kernel_scale is None else kernel_scale
+    cpu_bandwidth_gbps = DEFAULT_CPU_BANDWIDTH_GBPS if cpu_bandwidth_gbps is None else cpu_bandwidth_gbps
     layout = layout_for_batch(setup.layout, global_batch)
     setup = setup.model_copy(update={"layout": layout})
     seq = setup.seq
@@ -225,6 +266,8 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
         price_per_hour=price_per_hour, price_source=price_source,
         cost=gpu_hours * price_per_hour if price_per_hour is not None else None,
         measured_step_seconds=measured_step, assumptions=assumptions, assumed=setup.assumed)
+    if walk is not None and given is None:
+        check_mfu(est.hfu, kernel_scale)
     if with_memory:
         _memory_verdict(est, setup, gpu, global_batch)
     return est
@@ -266,7 +309,7 @@ def _assumptions(setup, gpu, layout, f, walk, end_to_end, step_source, overlap, 
         f"links: intra-node {links.intra.name} {links.intra.bandwidth_gbps:g} GB/s, inter-node {links.inter.name} "
         f"{links.inter.bandwidth_gbps:g} GB/s, host {links.host.name} {links.host.bandwidth_gbps:g} GB/s per GPU "
         "per direction; ring collectives, ranks ordered TP, CP, DP, PP; a group spanning nodes drives one NIC per "
-        "rank on each node",
+        "rank on each node; an expert-parallel all-to-all sends to other nodes through each GPU's own NIC",
     ]
     if layout.pp > 1 and walk is not None:
         out.append(f"pipeline: {'interleaved ' if layout.virtual_stages > 1 else ''}1F1B, {layout.grad_accum} "
@@ -282,5 +325,5 @@ def _assumptions(setup, gpu, layout, f, walk, end_to_end, step_source, overlap, 
     return out
 
 
-__all__ = ["estimate_time", "build_step_model", "layout_for_batch", "price_of", "gpu_hours_for", "steps_for",
+__all__ = ["check_count", "check_mfu", "estimate_time", "build_step_model", "layout_for_batch", "price_of", "gpu_hours_for", "steps_for",
            "describe_layout", "DEFAULT_CPU_BANDWIDTH_GBPS", "OVERLAP_MODES"]

@@ -13,6 +13,9 @@
   appeared while this run measured is refused, and the record is kept under a free name beside it.  A file
   system without hard links gets the same exclusivity from claiming the name with O_CREAT|O_EXCL first.
 - `check_writable` asks all of this up front, so a bad --out fails before minutes of measurement.
+- A stream the process already holds -- /dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N -- is written
+  through (os.write on that descriptor): `--save-setup /dev/stdout >> log.txt` appends to the log.  Following
+  the link to log.txt and replacing it (what --force did) threw the log away.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import re
 import secrets
 import socket
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,12 +54,68 @@ def _refuse(path: Path, what: str, problem: str) -> TargetRefused:
     return TargetRefused(f"{what} {path}: {problem}", path)
 
 
+_STREAM = re.compile(r"/dev/(?:std(?P<std>out|err)|fd/(?P<fd>[0-9]{1,6}))|/proc/(?:self|thread-self|(?P<pid>[0-9]+))"
+                     r"/fd/(?P<pfd>[0-9]{1,6})")
+
+
+def stream_fd(path: str | os.PathLike) -> int | None:
+    """The descriptor a path names when it is one of this process's open streams (/dev/stdout, /dev/stderr,
+    /dev/fd/N, /proc/self/fd/N), else None: such a path is written through, never replaced."""
+    try:
+        text = os.fspath(path)
+    except TypeError:
+        return None
+    m = _STREAM.fullmatch(text) if isinstance(text, str) else None
+    if m is None or (m.group("pid") and int(m.group("pid")) != os.getpid()):
+        return None
+    if m.group("std"):
+        return 1 if m.group("std") == "out" else 2
+    return int(m.group("fd") or m.group("pfd"))
+
+
+def _check_stream(fd: int, path: str, what: str) -> None:
+    try:
+        os.fstat(fd)
+    except OSError:
+        raise MemplanError(f"{what} {path}: descriptor {fd} is not open in this process") from None
+
+
+def _write_through(fd: int, path: str, writer: Writer, what: str) -> Path:
+    """The writer's content, written to the open descriptor (appended where the shell opened it with >>)."""
+    import tempfile
+
+    _check_stream(fd, path, what)
+    with tempfile.TemporaryDirectory(prefix="memplan-") as tmpdir:
+        tmp = Path(tmpdir) / "out"
+        with interrupt.on_abort(lambda: _unlink(tmp)):
+            writer(tmp)
+            data = tmp.read_bytes()
+    view = memoryview(data)
+    try:
+        for stream in (sys.stdout, sys.stderr):  # what Python buffered for the same descriptor goes first
+            try:
+                if stream is not None and stream.fileno() == fd:
+                    stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        raise MemplanError(f"{what} {path}: cannot write ({os_error_message(exc, writing=True)})") from None
+    return Path(path)
+
+
 def resolve_target(path: str | os.PathLike, force: bool = False, what: str = "--out") -> tuple[Path, bool]:
     """(the path to write, whether a regular file is there now); refusals as MemplanError.
 
-    A symlink is followed only with `force` (its target is what gets written).
+    A symlink is followed only with `force` (its target is what gets written).  A stream this process holds
+    (`stream_fd`) is returned as it is: it is written through.
     """
     text = os.fspath(path)
+    fd = stream_fd(text)
+    if fd is not None:
+        _check_stream(fd, text, what)
+        return Path(text), False
     p = _file_name(text, what)
     try:
         st = os.lstat(p)
@@ -124,6 +184,8 @@ def check_writable(path: str | os.PathLike, force: bool = False, what: str = "--
     to create (and remove) a probe file in the nearest existing folder.  Returns the path that will be written.
     """
     target, _ = resolve_target(path, force, what)
+    if stream_fd(path) is not None:
+        return target
     folder = _existing_ancestor(target.parent)
     try:
         fd, probe = _create_temp(folder, "write-check")
@@ -223,6 +285,9 @@ def write_new_file_with(path: str | os.PathLike, writer: Writer, force: bool = F
     `force`: replace an existing regular file (or the file a symlink points to).  `unique`: the name was
     generated (a timestamp): on a collision take the next free name instead of refusing.
     """
+    fd = None if unique else stream_fd(path)
+    if fd is not None:
+        return _write_through(fd, os.fspath(path), writer, what)
     if unique:
         target, exists = _file_name(os.fspath(path), what), False
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from memplan.results.memory import Comparison, MemoryEstimate
-from memplan.spec.units import Units, format_bytes, format_count
+from memplan.spec.units import Units, format_bytes, format_count, format_number
 
 LOCATION_ORDER = {"gpu": 0, "cpu": 1, "nvme": 2}
 
@@ -24,15 +24,34 @@ SECTIONS = [
     ("KV cache", ("kv_cache",)),
 ]
 NOTE_WIDTH = 60
+SMALL_ROW = 2**20  # activation rows under 1 MiB per GPU are one "other" line in the table (--verbose lists them)
 
 
-def _note(note: str, footnotes: list[str]) -> str:
-    """Short notes stay in the table; long assumptions become numbered footnotes under it."""
+def _note(note: str, footnotes: list[str], numbered: bool = False) -> str:
+    """Short notes stay in the table; a long one shows its head, and its whole text is a source (listed under
+    the table with --verbose, `numbered`)."""
     if len(note) <= NOTE_WIDTH:
         return note
     footnotes.append(note)
     head = note.split(":")[0] if ":" in note[:NOTE_WIDTH] else note[: NOTE_WIDTH - 8].rsplit(" ", 1)[0]
-    return f"{head} [{len(footnotes)}]"
+    return f"{head} [{len(footnotes)}]" if numbered else head
+
+
+def _activation_rows(comps: list, verbose: bool) -> list:
+    """Activation components as the table lists them: a name with its row count, and the small ones grouped."""
+    shown, small = [], []
+    for c in comps:
+        label = c.name + (f" ({c.rows} rows)" if getattr(c, "rows", 1) > 1 else "")
+        c = c.model_copy(update={"name": label})
+        # a row LoRA emptied keeps its line: its note says what is not saved
+        (small if not verbose and abs(c.bytes) < SMALL_ROW and "LoRA" not in c.note else shown).append(c)
+    if len(small) == 1:
+        shown.append(small[0])
+    elif small:
+        shown.append(small[0].model_copy(update={
+            "name": f"other, {len(small)} rows", "bytes": sum(c.bytes for c in small), "note": "each under 1 MiB "
+            "(--verbose lists them)", "dtype": None, "bytes_per_param": None, "detail": ""}))
+    return shown
 
 
 def _tabulate_indented(rows: list[list[str]], headers: list[str]) -> str:
@@ -49,8 +68,8 @@ def timeline_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
     rows = []
     for ph in est.timeline:
         mark = "  <- peak" if ph.name == est.peak_phase else ""
-        rows.append([ph.name] + [format_bytes(ph.bytes.get(c, 0), units).split()[0] for c in cats]
-                    + [format_bytes(ph.total, units).split()[0] + mark])
+        rows.append([ph.name] + [format_number(ph.bytes.get(c, 0), units) for c in cats]
+                    + [format_number(ph.total, units) + mark])
     return (f"timeline of the step (peak of each phase, {units.value}):\n"
             + tabulate(rows, headers=["phase", *[c.replace("_", " ") for c in cats], "total"],
                        disable_numparse=True))
@@ -85,7 +104,9 @@ def _host_ram_note(est: MemoryEstimate) -> str:
     return "host RAM DeepSpeed needs at init (nothing offloaded)"
 
 
-def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
+def memory_table(est: MemoryEstimate, units: Units = Units.GiB, verbose: bool = False) -> str:
+    """The breakdown, timeline and verdict.  `verbose`: every activation row (none grouped) with the traced ops
+    behind it, and the sources of the assumptions in full."""
     s = est.setup
     p = s.layout
     exact = "" if est.parameters_exact else " (given count, no architecture)"
@@ -111,11 +132,14 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
         if not comps:
             continue
         rows.append([f"{title}:", "", "", "", "", ""])
+        if "activations" in cats:
+            comps = _activation_rows(comps, verbose)
         for c in sorted(comps, key=lambda c: LOCATION_ORDER[c.location]):
             shard = f"/{c.sharded_over}" if c.sharded_over > 1 else ""
             where = "GPU" if c.location == "gpu" else f"{c.location.upper()} (per node)"
             rows.append([f"   {_short(c.name)}", c.dtype or "", _bpp(c.bytes_per_param) + shard if c.bytes_per_param
-                         is not None else "", format_bytes(c.bytes, units), where, _note(c.note, footnotes)])
+                         is not None else "", format_bytes(c.bytes, units), where,
+                         _note(c.note, footnotes, numbered=verbose)])
     lines.append(_tabulate_indented(rows, headers=["component", "dtype", "B/param", f"size ({units.value})",
                                                    "where", "note"]))
     if len(est.timeline) > 1:
@@ -151,11 +175,42 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB) -> str:
         if est.max_seq is not None:
             lines.append(f"longest sequence that fits: {est.max_seq}")
     for n in est.notes:
-        if not any(n.endswith(f) for f in footnotes):  # already said as a footnote of its line
+        if not any(n.endswith(f) for f in footnotes):  # already said as a source of its line
             lines.append(f"note: {n}")
-    for i, f in enumerate(footnotes, 1):
-        lines.append(f"[{i}] {f}")
+    if verbose:
+        detailed = [c for c in est.components if c.category == "activations" and c.detail]
+        if detailed:
+            lines += ["", "activation rows, as traced (module: op that made the tensor, saved by op @ module):"]
+            lines += [f"  {c.name}: {c.detail}" for c in detailed]
+        if footnotes:
+            lines += ["", "sources:"] + [f"[{i}] {f}" for i, f in enumerate(footnotes, 1)]
     return "\n".join(lines)
+
+
+SETUP_ROWS = 20  # fields the reading table lists by default
+
+
+def setup_reading_table(path: str, fmt: str, table: list[tuple[str, str, str]], ignored: list[str],
+                        verbose: bool = False) -> str:
+    """What a --setup file gave, for stderr: a header line, then field, value and the file's key per field; the
+    ignored keys as a count (every one, with its reason, under --verbose)."""
+    head = f"setup file {path} ({fmt}): read {len(table)} field(s)" + (
+        f", ignored {len(ignored)}" if ignored else "")
+    rows = table if verbose or len(table) <= SETUP_ROWS else table[:SETUP_ROWS]
+    out = [head]
+    if rows:
+        text = tabulate([[f, v, k] for f, v, k in rows], headers=["field", "value", "from (key in the file)"],
+                        disable_numparse=True, tablefmt="plain")
+        out += ["  " + line.rstrip() for line in text.splitlines()]
+    if len(rows) < len(table):
+        out.append(f"  ... and {len(table) - len(rows)} more field(s) (--verbose lists them)")
+    if ignored:
+        if verbose:
+            out.append(f"ignored {len(ignored)} key(s):")
+            out += [f"  {i}" for i in ignored]
+        else:
+            out.append(f"ignored {len(ignored)} key(s) (--verbose lists them)")
+    return "\n".join(out)
 
 
 def compare_table(cmp: Comparison, units: Units = Units.GiB) -> str:
@@ -170,13 +225,13 @@ def compare_table(cmp: Comparison, units: Units = Units.GiB) -> str:
         table.append([
             label, e.setup.recipe.name,
             f"{e.bytes_per_param:.3g}",
-            format_bytes(g.weights + g.gathered_parameters, units, 1).split()[0],
-            format_bytes(g.gradients, units, 1).split()[0],
-            format_bytes(g.master_weights, units, 1).split()[0],
-            format_bytes(g.optimizer_states, units, 1).split()[0],
-            format_bytes(g.activations + g.temporaries, units, 1).split()[0],
-            format_bytes(g.required, units, 1).split()[0],
-            format_bytes(e.cpu.total, units, 1).split()[0],
+            format_number(g.weights + g.gathered_parameters, units, 1),
+            format_number(g.gradients, units, 1),
+            format_number(g.master_weights, units, 1),
+            format_number(g.optimizer_states, units, 1),
+            format_number(g.activations + g.temporaries, units, 1),
+            format_number(g.required, units, 1),
+            format_number(e.cpu.total, units, 1),
             "-" if e.fits is None else ("yes" if e.fits else "no"),
         ])
     headers = ["strategy", "recipe", "B/param/GPU", "weights", "grads", "master", "optim", "act+tmp",
@@ -185,12 +240,12 @@ def compare_table(cmp: Comparison, units: Units = Units.GiB) -> str:
                                     ("right",) * 9)
 
 
-COMPONENT_NAME_CHARS = 72  # a traced row names every op that saves its storage; --json keeps the whole name
+COMPONENT_NAME_CHARS = 90  # activation rows are named by what they are (short); --json keeps every field
 
 
 def _short(name: str) -> str:
-    """A component's name cut to fit the table, at a '; ' between ops when there is one."""
+    """A component's name cut to fit the table (at a word when it can be)."""
     if len(name) <= COMPONENT_NAME_CHARS:
         return name
-    cut = name.rfind("; ", 0, COMPONENT_NAME_CHARS - 5)
-    return (name[:cut] if cut > 0 else name[:COMPONENT_NAME_CHARS - 5]) + "; ..."
+    cut = name.rfind(" ", 0, COMPONENT_NAME_CHARS - 3)
+    return (name[:cut] if cut > COMPONENT_NAME_CHARS // 2 else name[:COMPONENT_NAME_CHARS - 3]) + "..."

@@ -31,6 +31,9 @@ class Component(BaseModel):
     bytes: int = Field(description="bytes per GPU (location gpu) or per node (cpu, nvme)")
     location: Location = "gpu"
     note: str = ""
+    detail: str = Field("", description="activation rows: the traced aten ops that made and saved the tensors "
+                                        "(the table shows `name`; --verbose and --json this)")
+    rows: int = Field(1, description="activation rows: implementation rows of this name added up into this one")
 
 
 class PerGPU(BaseModel):

@@ -41,7 +41,22 @@ class Collector:
         return self.get(key, None) is not None
 
     def error(self, key: str, message: str) -> MemplanError:
+        """One line: the file, the key, what is wrong (a value quoted in it is shortened: see `show`)."""
+        key = key if len(key) <= 120 else key[:100] + "..."
+        message = " ".join(message.split())  # a value with a newline stays on one line
+        if len(message) > 400:
+            message = message[:380] + "... (shortened)"
         return MemplanError(f"{self.path}: {key}: {message}")
+
+    @staticmethod
+    def show(value: Any, limit: int = 60) -> str:
+        """A value as an error message quotes it: repr, shortened; 'a list of N', 'a section' for containers."""
+        if isinstance(value, dict):
+            return "a section of settings" if value else "an empty section {}"
+        if isinstance(value, list) and (len(value) > 4 or len(repr(value)) > limit):
+            return f"a list of {len(value)} values"
+        text = repr(value)
+        return text if len(text) <= limit else text[:limit - 15] + f"... ({len(text):,} characters)"
 
     def integer(self, key: str, minimum: int | None = 1, auto: bool = False) -> int | str | None:
         """A whole number (1e9 written as a float counts), None when absent/null, AUTO when 'auto' and allowed."""
@@ -54,7 +69,7 @@ class Collector:
             raw = int(raw)
         if isinstance(raw, bool) or not isinstance(raw, int):
             hint = " or 'auto'" if auto else ""
-            raise self.error(key, f"expected a whole number{hint}, got {raw!r}")
+            raise self.error(key, f"expected a whole number{hint}, got {self.show(raw)}")
         if minimum is not None and raw < minimum:
             raise self.error(key, f"must be at least {minimum}, got {raw}")
         return raw
@@ -69,7 +84,7 @@ class Collector:
             return raw
         if isinstance(raw, str) and raw.strip().lower() in ("true", "false", "yes", "no"):
             return raw.strip().lower() in ("true", "yes")  # accelerate/transformers accept these strings too
-        raise self.error(key, f"expected true or false{' or auto' if auto else ''}, got {raw!r}")
+        raise self.error(key, f"expected true or false{' or auto' if auto else ''}, got {self.show(raw)}")
 
     def text(self, key: str, choices: dict[str, Any] | None = None, auto: bool = False) -> Any:
         """A string; with `choices` (lower-case spelling -> what it means) the meaning, else an error listing them."""
@@ -79,12 +94,12 @@ class Collector:
         if auto and raw == AUTO:
             return AUTO
         if choices is not None:
-            key_text = str(raw).strip().lower()
+            key_text = str(raw).strip().lower() if isinstance(raw, (str, int, float)) else None
             if key_text not in choices:
-                raise self.error(key, f"{raw!r} is not one of {', '.join(sorted(choices))}")
+                raise self.error(key, f"{self.show(raw)} is not one of {', '.join(sorted(choices))}")
             return choices[key_text]
         if not isinstance(raw, str):
-            raise self.error(key, f"expected a string, got {raw!r}")
+            raise self.error(key, f"expected a string, got {self.show(raw)}")
         return raw
 
     def mapping(self, key: str) -> dict[str, Any] | None:
@@ -92,7 +107,7 @@ class Collector:
         if raw is None:
             return None
         if not isinstance(raw, dict):
-            raise self.error(key, f"expected a section of settings, got {raw!r}")
+            raise self.error(key, f"expected a section of settings, got {self.show(raw)}")
         return raw
 
     # ---- recording -------------------------------------------------------------------------------------

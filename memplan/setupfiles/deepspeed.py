@@ -11,9 +11,9 @@ knows those arguments passes them as `auto`.
 """
 from __future__ import annotations
 
-import os
-
 import json
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,7 @@ def _zero(c: Collector, value, note) -> None:
         else:
             c.consult(f"{key}.pin_memory", "pin_memory", "nothing offloaded: nothing pinned")
     ratio = c.get("zero_optimization.offload_optimizer.ratio", None)
-    if isinstance(ratio, (int, float)) and ratio < 1:
+    if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio < 1:
         c.warn(f"{c.path}: zero_optimization.offload_optimizer.ratio {ratio}: only part of the optimizer is "
                "offloaded; memplan offloads all of it (GPU memory is underestimated)")
     # ZeRO-Offload's first spelling (DeepSpeed < 0.3.15), still accepted by DeepSpeedZeroConfig
@@ -107,7 +107,8 @@ def _zero(c: Collector, value, note) -> None:
         c.set("offload_params", "cpu", "zero_optimization.cpu_offload_param", note="deprecated spelling of "
               "offload_param.device = cpu")
     bucket = c.get("zero_optimization.reduce_bucket_size", None)
-    if isinstance(bucket, (int, float)) and int(bucket) != DEFAULT_REDUCE_BUCKET and stage in (1, 2, 3):
+    if isinstance(bucket, (int, float)) and not isinstance(bucket, bool) and math.isfinite(bucket) \
+            and int(bucket) != DEFAULT_REDUCE_BUCKET and stage in (1, 2, 3):
         c.warn(f"{c.path}: zero_optimization.reduce_bucket_size {bucket:g} differs from DeepSpeed's default "
                f"{DEFAULT_REDUCE_BUCKET:g}, which memplan counts for the reduce bucket")
 

@@ -124,8 +124,8 @@ def _fsdp_args(c: Collector, fsdp) -> None:
         c.consult("fsdp", "engine")
         return
     words = fsdp.split() if isinstance(fsdp, str) else list(fsdp) if isinstance(fsdp, list) else None
-    if words is None or not set(w.lower() for w in words) <= FSDP_WORDS:
-        raise c.error("fsdp", f"expected true or words from {', '.join(sorted(FSDP_WORDS))}, got {fsdp!r}")
+    if words is None or not all(isinstance(w, str) for w in words) or not set(w.lower() for w in words) <= FSDP_WORDS:
+        raise c.error("fsdp", f"expected true or words from {', '.join(sorted(FSDP_WORDS))}, got {c.show(fsdp)}")
     for word in (w.lower() for w in words):
         if word in _fsdp.STRATEGIES and c.is_default("zero"):  # fsdp_config's own setting wins (setdefault)
             zero = _fsdp.STRATEGIES[word]

@@ -40,6 +40,11 @@ FLAGS = {
 # torchrun's (torch/distributed/run.py), for the GPU count: both spellings are accepted there
 LAUNCH = {"--nproc-per-node": "gpus_per_node", "--nproc_per_node": "gpus_per_node", "--nnodes": "nodes"}
 SHARDING = {"no_shard": 0, "optim": 1, "optim_grads": 2, "optim_grads_params": 3}
+# a whole number as a flag's value: ASCII digits only (str.isdigit() is also true of '²' and '٣', which int()
+# refuses or reads as another number), at most 9 of them (no degree, batch or layer count comes near 10^9)
+_WHOLE = re.compile(r"[0-9]{1,9}")
+MAX_WORD = 64 * 1024  # characters in one word after $VAR expansion: `A=$B$B$B...` chains grow exponentially
+MAX_EXPANDED = 4 * 1024 * 1024  # characters in all words after expansion
 
 
 def emit(layout: EngineLayout) -> EmittedSetup:
@@ -135,9 +140,9 @@ def read(c: Collector) -> None:
     for flag, value in values.items():
         field, kind = FLAGS.get(flag, (None, None))
         if kind is int:
-            if not str(value).isdigit() or int(value) < (0 if field in ("first_stage_layers", "last_stage_layers")
-                                                         else 1):
-                raise c.error(flag, f"expected a whole number, got {value!r} (a shell variable the script does not set to a number)")
+            if not _whole(value) or int(value) < (0 if field in ("first_stage_layers", "last_stage_layers") else 1):
+                raise c.error(flag, f"expected a whole number, got {c.show(value)} (a shell variable the script does "
+                                    "not set to a number?)")
             if field:
                 c.set(field, int(value), flag)
             else:
@@ -181,10 +186,10 @@ def read(c: Collector) -> None:
               note="bf16 main_grad buffer, reduced in bf16 (engines/megatron.py)")
     c.consult("--grad-reduce-in-bf16", "grads_dtype", "not given: fp32 main_grad buffer")
     name = str(values.get("--optimizer", "adam"))
-    momentum = values.get("--sgd-momentum", "0.9")
+    momentum = _number(c, "--sgd-momentum", values.get("--sgd-momentum", "0.9"))
     c.consult_all("optimizer", "--sgd-momentum", "--use-precision-aware-optimizer")
     chosen = {"adam": "adamw", "lion": "lion"}.get(name) or (
-        ("sgd" if float(momentum) == 0 else "sgd-momentum") if name == "sgd" else None)
+        ("sgd" if momentum == 0 else "sgd-momentum") if name == "sgd" else None)
     if chosen:
         c.set("optimizer", chosen, "--optimizer", default="--optimizer" not in values,
               note="Megatron's adam is AdamW" if name == "adam" else "")
@@ -196,13 +201,30 @@ def read(c: Collector) -> None:
     c.finish()
 
 
+def _whole(value) -> bool:
+    return isinstance(value, str) and _WHOLE.fullmatch(value) is not None
+
+
+def _number(c: Collector, flag: str, value) -> float:
+    """A real-valued flag (--sgd-momentum 0.9): finite, or one line naming the flag."""
+    import math
+
+    try:
+        number = float(value) if isinstance(value, str) and len(value) < 40 else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise c.error(flag, f"expected a number, got {c.show(value)}")
+    return number
+
+
 def _launch(c: Collector, values: dict) -> None:
     per_node_key = next((k for k in ("--nproc-per-node", "--nproc_per_node") if k in values), None)
     nodes = values.get("--nnodes", "1")
     for key in (per_node_key, "--nnodes"):
-        if key in values and not str(values[key]).isdigit():
-            raise c.error(key, f"expected a whole number, got {values[key]!r} (a shell variable the script does not "
-                               "set to a number)")
+        if key in values and not _whole(values[key]):
+            raise c.error(key, f"expected a whole number, got {c.show(values[key])} (a shell variable the script does "
+                               "not set to a number?)")
     if per_node_key is not None:
         per_node = int(values[per_node_key])
         c.set("gpus_per_node", per_node, per_node_key)
@@ -223,23 +245,46 @@ def _accumulation(c: Collector, values: dict) -> None:
           note=f"global / (micro-batch * data-parallel size {dp})")
 
 
-def tokens(text: str) -> list[str]:
+def tokens(text: str, where: str = "the launch script") -> list[str]:
     """The words of a launch script: comments and line continuations removed, and `$NAME`/`${NAME}` replaced
-    where the script sets NAME to a literal earlier (GPUS_PER_NODE=8 ... --nproc_per_node $GPUS_PER_NODE)."""
+    where the script sets NAME to a literal earlier (GPUS_PER_NODE=8 ... --nproc_per_node $GPUS_PER_NODE).
+
+    Linear in the script's length (shlex reads it once; each word is expanded once), and bounded: a word that
+    expands past MAX_WORD characters, or all of them past MAX_EXPANDED (`B=$A$A$A$A`, `C=$B$B$B$B`, ...: four
+    times longer at each step), is refused with the variable's name."""
+    from memplan.errors import MemplanError
+
     try:
         lexer = shlex.shlex(text.replace("\\\n", " "), posix=True, punctuation_chars=True)  # ( ) ; | apart
         lexer.whitespace_split = True
         words = list(lexer)
     except ValueError as exc:
-        from memplan.errors import MemplanError
-
-        raise MemplanError(f"cannot split the script into arguments ({exc})") from None
+        raise MemplanError(f"{where}: cannot split the script into arguments ({exc})") from None
     known: dict[str, str] = {}
     out: list[str] = []
+    total = 0
+
+    def expand(m: re.Match) -> str:
+        return known.get(m.group(1), m.group(0))
+
     for word in words:
-        word = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: known.get(m.group(1), m.group(0)), word)
-        assignment = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=([^$()]+)", word)
+        names = _VARIABLE.findall(word)
+        if names:
+            grown = len(word) + sum(len(known.get(n, "")) for n in names)
+            if grown > MAX_WORD:
+                raise MemplanError(f"{where}: ${names[0]} expands to over {MAX_WORD // 1024} KiB in one word (shell "
+                                   "variables built from each other); not a launch script memplan reads")
+            word = _VARIABLE.sub(expand, word)
+        total += len(word)
+        if total > MAX_EXPANDED:
+            raise MemplanError(f"{where}: the script expands to over {MAX_EXPANDED // 2**20} MiB of arguments; not a "
+                               "launch script memplan reads")
+        assignment = _ASSIGNMENT.fullmatch(word)
         if assignment:
             known[assignment.group(1)] = assignment.group(2)
         out.append(word)
     return out
+
+
+_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([^$()]+)")

@@ -64,7 +64,7 @@ def read_setup_file(path: str | os.PathLike, format: str | None = None) -> Setup
     path_text = str(path)
     text = _source.read_text_bounded(path)
     if fmt == "megatron" or (fmt is None and Path(path_text).suffix.lower() in (".sh", ".bash", ".slurm")):
-        fmt, data = "megatron", {"argv": megatron.tokens(text)}
+        fmt, data = "megatron", {"argv": megatron.tokens(text, path_text)}
     else:
         data = _source.parse(path_text, text, _source.sniff_syntax(path_text, text))
         fmt = fmt or detect_format(data)

@@ -17,6 +17,8 @@ Feb 2026; torchtitan 0.2.x reads these files; on newer main the same keys are `-
 """
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 from memplan.errors import MemplanError
@@ -194,8 +196,13 @@ def _precision(c: Collector, fsdp: bool, other: bool) -> None:
         c.set("precision", "fp32", "training.mixed_precision_param",
               note="mixed precision applies through FSDP or autocast under DDP/one GPU only; TP/PP without FSDP "
                    "trains in training.dtype")
-    if "float8" in (c.get("model.converters", []) or []) or "mx" in (c.get("model.converters", []) or []):
-        c.warn(f"{c.path}: model.converters {c.get('model.converters')}: quantized training is not modelled")
+    converters = c.get("model.converters", []) or []
+    if isinstance(converters, str):
+        converters = [converters]
+    if not isinstance(converters, list):
+        raise c.error("model.converters", f"expected a list of names, got {c.show(converters)}")
+    if "float8" in converters or "mx" in converters:
+        c.warn(f"{c.path}: model.converters {c.show(converters)}: quantized training is not modelled")
 
 
 def _recompute(c: Collector) -> None:
@@ -215,16 +222,17 @@ def _recompute(c: Collector) -> None:
     if option == "op":
         c.set("recompute", "selective-op", key, default=mode is None,
               note="op-level SAC: attention and every other mm saved, the rest recomputed (engines/torchtitan.py)")
-    elif option.isdigit() and int(option) == 1:
+    elif re.fullmatch(r"[0-9]{1,9}", option) and int(option) == 1:  # ASCII digits: '²'.isdigit() is true too
         c.set("recompute", "full", key, default=mode is None, note="every layer checkpointed" + default_note)
-    elif option.isdigit() and int(option) > 1:
+    elif re.fullmatch(r"[0-9]{1,9}", option) and int(option) > 1:
         note = (f"layer-level SAC: every {option}th TransformerBlock fully checkpointed, the others not "
                 f"(ptd_checkpoint_wrapper._count % {option} == 0){default_note}")
         c.set("recompute", "full", key, default=mode is None, note=note)
         c.set("recompute_every", int(option), "activation_checkpoint.selective_ac_option", default=mode is None,
               note=note)
     else:
-        raise c.error("activation_checkpoint.selective_ac_option", f"'op' or a positive whole number, got {option!r}")
+        raise c.error("activation_checkpoint.selective_ac_option", f"'op' or a positive whole number, got "
+                                                                   f"{c.show(option)}")
 
 
 def _optimizer(c: Collector) -> None:

@@ -99,6 +99,8 @@ class EfficiencyProfile(BaseModel):
     overlap_slowdown: Scale = Field(description="compute slowed while NCCL kernels share the SMs (overlapped comm)")
     intra_node: LinkEfficiency
     inter_node: LinkEfficiency
+    fp8_gemm_speedup: Scale | None = Field(None, description="FP8 GEMM throughput / BF16 GEMM throughput at the "
+                                           "same shapes (None: the FP8 peak, 2x on paper)")
     links: dict[str, LinkEfficiency] = Field(default_factory=dict, description="by interconnect profile name")
     placeholder: bool = Field(False, description="no published sweep for this GPU: the shape is borrowed")
     notes: str = ""

@@ -72,6 +72,13 @@ class ExecutionProfile(BaseModel):
                                                   "scaled_upper_triang_masked_softmax); else separate passes")
     separate_qkv_bias_add: bool = Field(False, description="the QKV bias is added by its own kernel")
     context_copy: bool = Field(True, description="attention output permuted to [s, b, h] by a copy kernel")
+    ep_dispatch: Literal["alltoall", "deepep"] = Field(
+        "alltoall", description="MoE token dispatch: alltoall sends every (token, expert) copy to its rank "
+        "(Megatron-Core's alltoall dispatcher); deepep sends a token once to each remote node its experts sit on "
+        "and forwards it over NVLink there (DeepEP normal kernels, Megatron-Core's flex dispatcher)")
+    ep_overlap: Literal["none", "paired-micro-batches"] = Field(
+        "none", description="none: the MoE all-to-all is on the critical path; paired-micro-batches: it runs while "
+        "another micro-batch computes (DualPipe; Megatron-Core's --overlap-moe-expert-parallel-comm)")
     supports: Supports = Field(default_factory=Supports)
     sources: list[str] = []
     notes: str = ""

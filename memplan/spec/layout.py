@@ -100,8 +100,19 @@ class Layout(BaseModel):
         return self
 
     def replace(self, **changes) -> "Layout":
-        """A validated copy with `changes` (model_copy would skip the checks)."""
-        return Layout.model_validate({**self.model_dump(), **changes})
+        """A validated copy with `changes` (model_copy would skip the checks).  A derived value out of a bound (a
+        hint doubling the GPUs past MAX_GPUS, a search's micro-batch past MAX_MICRO_BATCH) is one MemplanError
+        naming the fields changed, never pydantic's ValidationError."""
+        from pydantic import ValidationError
+
+        try:
+            return Layout.model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            from memplan.field_errors import field_error_line
+
+            given = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in changes.items())
+            line = field_error_line(exc).replace("field ", "--", 1).replace("_", "-")
+            raise MemplanError(f"{line} (derived: {given})") from None
 
     # ---- derived sizes ---------------------------------------------------------------------------------------
     @property

@@ -22,9 +22,10 @@ section 5):
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from memplan.errors import MemplanError, did_you_mean
 
@@ -49,7 +50,8 @@ class WeightQuantization(BaseModel):
     weight: WeightKind
     strategy: Strategy = "tensor"
     group_size: int | None = Field(None, gt=0, description="inputs per scale (group strategy; None = whole row)")
-    block: tuple[int, int] | None = Field(None, description="(output rows, input columns) per scale (block)")
+    block: tuple[PositiveInt, PositiveInt] | None = Field(None, description="(output rows, input columns) per scale "
+                                                                           "(block)")
     zero_point: bool = Field(False, description="asymmetric: a packed zero point per group")
     desc_act: bool = Field(False, description="GPTQ act-order: the g_idx permutation is kept")
     static_input_scale: bool = Field(False, description="an fp32 input scale per module (static activations)")
@@ -74,13 +76,48 @@ class WeightQuantization(BaseModel):
         return f"{head} {what}{extra} ({'online at load' if self.online else self.source})"
 
 
-def _bits(q: dict[str, Any], *keys: str, default: int | None = None) -> int:
+MAX_SIZE = 1 << 24  # bits, group and block sizes: a whole number this large is no quantisation scheme
+
+
+def _whole(value: Any, key: str, allow: tuple[int, ...] = ()) -> int:
+    """A positive whole number from a config value (a whole float such as 128.0 counts), `allow`ed exceptions
+    (GPTQ's group_size -1); anything else is one MemplanError naming quantization_config.<key>."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,9}", value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not (0 < value <= MAX_SIZE or value in allow):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        also = "".join(f" or {a}" for a in allow)
+        raise MemplanError(f"quantization_config.{key} must be a whole number from 1 to {MAX_SIZE:,}{also}, "
+                           f"got {shown}")
+    return value
+
+
+def _bits(q: dict[str, Any], *keys: str, default: int | None = None, allow: tuple[int, ...] = ()) -> int:
     for k in keys:
         if q.get(k) is not None:
-            return int(q[k])
+            return _whole(q[k], k, allow)
     if default is None:
         raise MemplanError(f"quantization_config needs {keys[0]!r}")
     return default
+
+
+def _block(value: Any, key: str) -> tuple[int, int] | None:
+    """[rows, columns] (or '128x128' in older compressed-tensors) -> two positive whole numbers."""
+    if value is None or value == [] or value == "":
+        return None
+    if isinstance(value, str):
+        value = value.lower().split("x")
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise MemplanError(f"quantization_config.{key} must be [rows, columns] (two whole numbers), got "
+                           f"{_short(value)}")
+    return _whole(value[0], key), _whole(value[1], key)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _names(value: Any) -> tuple[str, ...]:
@@ -88,26 +125,34 @@ def _names(value: Any) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         return (value,)
+    if not isinstance(value, (list, tuple)):
+        raise MemplanError(f"quantization_config: a list of module names was expected, got {_short(value)}")
     return tuple(str(v) for v in value)
 
 
 def _from_compressed_tensors(q: dict[str, Any]) -> WeightQuantization:
     groups = q.get("config_groups") or {}
-    group = next((g for g in groups.values() if isinstance(g, dict) and g.get("weights")), None)
+    if not isinstance(groups, dict):
+        raise MemplanError(f"quantization_config.config_groups must be an object, got {_short(groups)}")
+    group = next((g for g in groups.values() if isinstance(g, dict) and isinstance(g.get("weights"), dict)), None)
     if group is None:
         raise MemplanError("compressed-tensors quantization_config has no config group with weights")
     w, act = group["weights"], group.get("input_activations") or {}
-    bits, kind = int(w.get("num_bits", 8)), w.get("type", "int")
+    if not isinstance(act, dict):
+        act = {"dynamic": False}
+    bits, kind = _bits(w, "num_bits", default=8), w.get("type", "int")
     strategy = w.get("strategy", "tensor")
-    block = w.get("block_structure")
-    if isinstance(block, str):  # "128x128" in older compressed-tensors
-        block = [int(x) for x in block.lower().split("x")]
+    if strategy not in ("tensor", "channel", "group", "block"):
+        raise MemplanError(f"compressed-tensors weights strategy {_short(strategy)} is not modelled (tensor, "
+                           "channel, group, block)")
+    block = _block(w.get("block_structure"), "block_structure")  # "128x128" in older compressed-tensors
+    group_size = _bits(w, "group_size", default=0, allow=(-1,)) or None
     weight = {(8, "float"): "fp8", (8, "int"): "int8", (4, "int"): "int4"}.get((bits, kind))
     if weight is None:
         raise MemplanError(f"compressed-tensors weights of {bits}-bit {kind} are not modelled (fp8, int8 and int4 "
                            "are)")
     return WeightQuantization(method="compressed-tensors", weight=weight, strategy=strategy,
-                              group_size=w.get("group_size"), block=tuple(block) if block else None,
+                              group_size=group_size if group_size and group_size > 0 else None, block=block,
                               zero_point=not w.get("symmetric", True),
                               desc_act=w.get("actorder") in ("group", "weight", True),
                               static_input_scale=bool(act) and not act.get("dynamic", False),
@@ -115,14 +160,23 @@ def _from_compressed_tensors(q: dict[str, Any]) -> WeightQuantization:
 
 
 def from_hf_config(q: dict[str, Any]) -> WeightQuantization:
-    """A config.json `quantization_config` -> its format (one line naming what is not modelled)."""
+    """A config.json `quantization_config` -> its format (one line naming what is not modelled or out of range)."""
     if not isinstance(q, dict):
         raise MemplanError("quantization_config must be an object")
+    try:
+        return _from_hf_config(q)
+    except ValidationError as exc:  # belt and braces: the fields are checked above, one line if one slips through
+        from memplan.field_errors import field_error_line
+
+        raise MemplanError(field_error_line(exc, "quantization_config")) from None
+
+
+def _from_hf_config(q: dict[str, Any]) -> WeightQuantization:
     method = str(q.get("quant_method", "")).lower()
     if method == "fp8":
-        block = q.get("weight_block_size")
+        block = _block(q.get("weight_block_size"), "weight_block_size")
         return WeightQuantization(method="fp8", weight="fp8", strategy="block" if block else "tensor",
-                                  block=tuple(block) if block else None,
+                                  block=block,
                                   static_input_scale=q.get("activation_scheme", "dynamic") == "static",
                                   ignore=_names(q.get("ignored_layers") or q.get("modules_to_not_convert")))
     if method == "compressed-tensors":
@@ -139,7 +193,7 @@ def from_hf_config(q: dict[str, Any]) -> WeightQuantization:
         bits = _bits(q, "bits", default=4)
         if bits not in (4, 8):
             raise MemplanError(f"GPTQ with {bits} bits: memplan models 4- and 8-bit GPTQ")
-        g = _bits(q, "group_size", default=128)
+        g = _bits(q, "group_size", default=128, allow=(-1,))
         return WeightQuantization(method="gptq", weight="int4" if bits == 4 else "int8", strategy="group",
                                   group_size=None if g == -1 else g, zero_point=not q.get("sym", True),
                                   desc_act=bool(q.get("desc_act", False)), lm_head=bool(q.get("lm_head", False)))

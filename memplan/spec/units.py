@@ -72,14 +72,31 @@ def to_units(nbytes: float, units: Units = Units.GiB) -> float:
     return nbytes / units.bytes
 
 
+SMALLER = {Units.GiB: ((2**20, "MiB"), (2**10, "KiB")), Units.GB: ((10**6, "MB"), (10**3, "KB"))}
+
+
 def format_bytes(nbytes: float | None, units: Units = Units.GiB, digits: int = 2) -> str:
-    """Number in the chosen unit, unit named: '12.55 GiB'. Sub-0.01 values keep significant digits."""
+    """Number in the chosen unit, unit named: '12.55 GiB'.  Below 0.1 of the unit, the next smaller unit of the
+    same kind ('12.2 MiB', '4 KiB'; '1.0 MB', '4 KB' with GB), never scientific notation."""
     if nbytes is None:
         return "-"
     v = nbytes / units.bytes
-    if v != 0 and abs(v) < 0.01:
-        return f"{v:.3g} {units.value}"
+    if v != 0 and abs(v) < 0.1:
+        for size, name in SMALLER[units]:
+            w = nbytes / size
+            if abs(w) >= 1 or name in ("KiB", "KB"):
+                if abs(w) < 1:
+                    return f"{nbytes:,.0f} B"
+                return f"{w:,.0f} {name}" if abs(w) >= 100 or name in ("KiB", "KB") else f"{w:,.1f} {name}"
     return f"{v:,.{digits}f} {units.value}"
+
+
+def format_number(nbytes: float, units: Units = Units.GiB, digits: int = 2) -> str:
+    """The number alone, in the table's unit (a column headed by it): '12.55', '<0.01' for a small non-zero value."""
+    v = nbytes / units.bytes
+    if v != 0 and abs(v) < 10 ** -digits:
+        return f"<{10 ** -digits:.{digits}f}" if v > 0 else f"-<{10 ** -digits:.{digits}f}"
+    return f"{v:,.{digits}f}"
 
 
 def format_count(n: int | float) -> str:

@@ -15,7 +15,7 @@ from tests.fuzz import values as V
 from tests.fuzz.files import FAMILIES, FileSpec, config_file, edge_file, tiny_config
 
 # seconds a case may run before it counts as a hang (in-process, imports already warm)
-TIMEOUTS = {"estimate": 10.0, "models": 5.0, "gpus": 5.0, "interconnects": 5.0, "time": 10.0, "plan": 30.0,
+TIMEOUTS = {"estimate": 10.0, "models": 5.0, "gpus": 5.0, "interconnects": 5.0, "time": 10.0, "plan": 60.0,
             "profile": 60.0, "bench": 60.0, "other": 5.0}
 
 
@@ -381,10 +381,109 @@ def other(a: Args) -> None:
     a.maybe(0.3, "7B")
 
 
+# ---- issue 18: setup files per reader, config.json mutations per family, extremes of time/plan/estimate ------------
+def estimate_setupfile(a: Args) -> None:
+    """A --setup file of one reader's format, mutated (tests/fuzz/setupfiles.py), read by estimate."""
+    from tests.fuzz.setupfiles import setup_file_case
+
+    name, text, what = setup_file_case(a.rng)
+    a.notes.append(what)
+    a.add(a.rng.choice(["llama-2-7b", "gpt2", "mixtral-8x7b", "qwen3-0.6b"]))
+    a.maybe(0.5, "-g", V.gpu_name(a.rng))
+    a.add("--setup", a.file(name, {name: FileSpec("text", text)}))
+    a.maybe(0.7, "--json")
+
+
+def config_mutation(a: Args) -> None:
+    """A family's own config.json (tiny), one to three settings changed to an odd value or a wrong type, for
+    training or serving: every family in turn (the case index picks it)."""
+    from tests.fuzz.setupfiles import mutate
+
+    family = sorted(FAMILIES)[a.rng.randrange(len(FAMILIES))]
+    cfg = tiny_config(a.rng, family)
+    for _ in range(a.rng.choice([1, 1, 2, 3])):
+        cfg = mutate(a.rng, cfg)
+    a.notes.append(f"config: {family} mutated")
+    a.add(a.file("config.json", {"config.json": FileSpec("text", json.dumps(cfg, allow_nan=True))}))
+    if a.rng.random() < 0.35:
+        a.add("--mode", "inference")
+        _draw_flags(a, SERVING, _count(a.rng, 1.0))
+    else:
+        _draw_flags(a, TRAINING, _count(a.rng, 1.0), p_odd=0.1)
+    a.maybe(0.6, "-g", V.gpu_name(a.rng))
+    a.maybe(0.8, "--json")
+
+
+BIG_MODELS = ["llama-3.1-405b", "llama-2-70b", "deepseek-v3", "gpt3-175b", "mixtral-8x7b", "llama-2-7b"]
+DEEP_MODELS = ["gemma-2-9b", "gemma-3-27b", "llama-2-7b", "llama-4-scout", "gpt-oss-20b"]
+
+
+def extremes_time(a: Args) -> None:
+    """time at the edges: 2^19-2^20 GPUs, the 405B 8192-GPU layout, 10^15 tokens or steps, huge global batches,
+    kernel scales past the peak, thousands of layers."""
+    rng = a.rng
+    kind = rng.choice(["405b", "gpus", "tokens", "batch", "kernel", "layers"])
+    if kind == "405b":
+        a.add("llama-3.1-405b", "-g", "h100-sxm", "-n", "8192", "--tp", "8", "--pp", "16", "-B", "2048", "-b", "1",
+              "-s", "8192", "-t", rng.choice(["15T", "1e9", "1e15"]))
+    elif kind == "gpus":
+        a.add(rng.choice(BIG_MODELS), "-g", rng.choice(["h100-sxm", "t4", "b200"]),
+              "-n", rng.choice([2**19, 2**20, 2**20 - 8, 3 * 2**18]), "--tp", rng.choice([1, 8]),
+              "-t", rng.choice(["1T", "1e15"]))
+    elif kind == "tokens":
+        a.add(rng.choice(BIG_MODELS), "-g", "h100-sxm", "-n", rng.choice([8, 64]),
+              *rng.choice([["-t", "1e15"], ["-t", "1"], ["--steps", str(10**15), "-B", "64"],
+                           ["--steps", str(10**15 + 1), "-B", "64"], ["--steps", "1", "-B", "8"]]))
+    elif kind == "batch":
+        a.add(rng.choice(BIG_MODELS), "-g", "h100-sxm", "-n", rng.choice([8, 1024]), "-t", "1T",
+              "-B", rng.choice([2**24, 2**24 + 8, 2**30, 2**40, 8]))
+    elif kind == "kernel":
+        a.add(rng.choice(BIG_MODELS[3:]), "-g", rng.choice(["h100-sxm", "a100-80gb"]), "-t", "1T", "-n", "8",
+              "--kernel-scale", rng.choice(["2.5", "10", "1e-9", "100", "1.3", "0.01"]))
+    else:
+        # thousands of alternating layers: 2-5 s on a free core (tests/test_fuzz_issue18.py times 5,000 alone)
+        a.add(rng.choice(DEEP_MODELS), "--layers", rng.choice([300, 1000]), "-g", "h100-sxm", "-t", "1T")
+    a.maybe(0.7, "--json")
+
+
+def extremes_plan(a: Args) -> None:
+    rng = a.rng
+    # the search is CPU-bound (a per-replica batch of 2^24 sequences has many micro-batch divisors: 10-20 s), so
+    # the extremes here are the options' values, not the search's size
+    a.add(rng.choice(["llama-2-7b", "gpt2", "qwen3-0.6b"]), "-g", rng.choice(["h100-sxm", "t4"]),
+          "-B", rng.choice([8, 64, 4096]), "-n", rng.choice([8, 64, 1024]))
+    a.maybe(0.3, "--top", rng.choice([1, 1000, 1001]))
+    a.maybe(0.2, "--kernel-scale", rng.choice(["2.5", "50", "0.001"]))
+    a.maybe(0.2, "--steps", rng.choice([1, 10**15, 10**15 + 1]))
+    a.maybe(0.7, "--json")
+
+
+def extremes_estimate(a: Args) -> None:
+    """estimate at the edges: a DOES NOT FIT verdict above 2^19 GPUs (the hint doubles them), thousands of layers
+    of an alternating-layer model, huge micro-batches and sequences."""
+    rng = a.rng
+    kind = rng.choice(["gpus", "layers", "shape"])
+    if kind == "gpus":
+        a.add(rng.choice(BIG_MODELS), "-g", rng.choice(["t4", "h100-sxm"]), "-n",
+              rng.choice([2**19, 2**20, 2**19 + 2**18]), "--tp", rng.choice([1, 8]),
+              "-s", rng.choice([4096, 131072]))
+        a.maybe(0.4, "--pp", 16)
+    elif kind == "layers":
+        a.add(rng.choice(DEEP_MODELS), "--layers", rng.choice([500, 1000, 2000]))
+        a.maybe(0.7, "-g", "h100-sxm")
+        a.maybe(0.3, "--mode", "inference")
+    else:
+        a.add(rng.choice(BIG_MODELS), "-g", "h100-sxm", "-b", rng.choice([2**20, 2**24]),
+              "-s", rng.choice([2**20, 2**22]))
+    a.maybe(0.7, "--json")
+
+
 GENERATORS = [  # (command, generator, weight)
     ("estimate", estimate_training, 40), ("estimate", estimate_inference, 24), ("estimate", estimate_files, 12),
     ("models", models, 5), ("gpus", gpus, 2.5), ("interconnects", interconnects, 1), ("time", time_cmd, 5),
     ("plan", plan, 4), ("profile", profile, 3), ("bench", bench, 1.5), ("other", other, 1),
+    ("estimate", estimate_setupfile, 12), ("estimate", config_mutation, 8), ("time", extremes_time, 3),
+    ("plan", extremes_plan, 1.5), ("estimate", extremes_estimate, 2.5),
 ]
 
 

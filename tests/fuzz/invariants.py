@@ -109,6 +109,10 @@ def _success_output(run: CaseRun) -> list[str]:
         else:
             found += _training(data)
             found += _across_runs(run, data)
+    elif case.command == "time" and isinstance(data, dict):
+        found += _time(data)
+    elif case.command == "plan" and isinstance(data, dict):
+        found += _plan(data)
     elif case.command == "profile":
         for part in ("measured", "estimated"):
             for k, v in (data.get(part) or {}).items() if isinstance(data, dict) else []:
@@ -190,6 +194,7 @@ def _inference(est: dict) -> list[str]:
             found.append(f"{k} = {est[k]!r}")
     vllm = est.get("vllm")
     if vllm:
+        found += _kv_blocks(vllm)
         for k in VLLM_BYTES:
             if vllm.get(k) is not None and not _byte(vllm[k]):
                 found.append(f"vllm.{k} = {vllm[k]!r}: not a non-negative integer")
@@ -209,6 +214,84 @@ def _inference(est: dict) -> list[str]:
             found.append(f"fits = {est.get('fits')} but required {g['required']:,} vs gpu_memory {mem:,}")
     if est.get("gpu") is not None and est.get("fits") and est["per_gpu"]["required"] > (est.get("gpu_memory") or 0):
         found.append(f"fits although required {est['per_gpu']['required']:,} > gpu_memory {est.get('gpu_memory')}")
+    return found
+
+
+def _close(a: float, b: float, rel: float = 1e-6) -> bool:
+    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-12)
+
+
+def _time(t: dict) -> list[str]:
+    """Days, GPU-hours and cost follow from the step: seconds = steps x step, days = seconds / 86400, GPU-hours =
+    seconds x GPUs / 3600, cost = GPU-hours x price; tokens/s = tokens per step / step; MFU <= HFU <= 1."""
+    found = []
+    try:
+        gpus = t["layout"]["gpus"]
+        step, steps = t["step_seconds"], t["steps"]
+        checks = [("seconds", t["seconds"], steps * step), ("days", t["days"], t["seconds"] / 86400),
+                  ("gpu_hours", t["gpu_hours"], steps * step * gpus / 3600),
+                  ("tokens_per_second", t["tokens_per_second"], t["tokens_per_step"] / step)]
+        if t.get("cost") is not None:
+            checks.append(("cost", t["cost"], t["gpu_hours"] * t["price_per_hour"]))
+    except (KeyError, TypeError, ZeroDivisionError) as exc:
+        return [f"time output lacks a field the invariants read: {exc!r}"]
+    for name, got, want in checks:
+        if not _close(got, want, 1e-6):
+            found.append(f"time: {name} = {got!r} but the step says {want!r}")
+    if not step > 0 or steps < 1:
+        found.append(f"time: step {step!r} s x {steps!r} steps")
+    for key in ("mfu", "hfu"):
+        if not 0 < t.get(key, 0) <= 1 + 1e-9:
+            found.append(f"time: {key} = {t.get(key)!r} (over 100% of the dense peak, or none)")
+    return found
+
+
+def _plan(p: dict) -> list[str]:
+    """Each candidate: days and GPU-hours from its step and the plan's steps, cost from the price, MFU in (0, 1],
+    fits == required <= GPU memory; the candidates ranked in order."""
+    found = []
+    steps, price = p.get("steps"), p.get("price_per_hour")
+    for c in p.get("candidates") or []:
+        L = c.get("layout") or {}
+        step = c.get("step_seconds")
+        if not isinstance(step, (int, float)) or step <= 0 or not isinstance(steps, int) or steps < 1:
+            found.append(f"plan #{c.get('rank')}: step {step!r} x steps {steps!r}")
+            continue
+        for name, got, want in (("days", c["days"], steps * step / 86400),
+                                ("gpu_hours", c["gpu_hours"], steps * step * L.get("gpus", 0) / 3600)):
+            if not _close(got, want, 1e-6):
+                found.append(f"plan #{c['rank']}: {name} = {got!r} but the step says {want!r}")
+        if c.get("cost") is not None and price is not None and not _close(c["cost"], c["gpu_hours"] * price, 1e-6):
+            found.append(f"plan #{c['rank']}: cost = {c['cost']!r}, not GPU-hours x price")
+        if not 0 < c.get("mfu", 0) <= 1 + 1e-9:
+            found.append(f"plan #{c['rank']}: mfu = {c.get('mfu')!r}")
+        if c.get("fits") != (c.get("memory_required_bytes", 0) <= p.get("gpu_memory_bytes", 0)):
+            found.append(f"plan #{c['rank']}: fits = {c.get('fits')} but required {c.get('memory_required_bytes')} "
+                         f"vs {p.get('gpu_memory_bytes')}")
+    return found
+
+
+def _kv_blocks(vllm: dict) -> list[str]:
+    """The KV pool is whole blocks (pool = blocks x bytes per block, within what was available); for a model of
+    full-attention layers only, in one group, at a max_model_len of whole blocks, the tokens vLLM logs are
+    blocks x block size (hybrid and windowed models log concurrency x max_model_len in newer versions)."""
+    found = []
+    if not vllm.get("starts"):
+        return found
+    blocks, size, per_block = vllm.get("num_gpu_blocks"), vllm.get("block_size"), vllm.get("bytes_per_block")
+    if not all(isinstance(x, int) for x in (blocks, size, per_block)):
+        return [f"vllm: num_gpu_blocks {blocks!r}, block_size {size!r}, bytes_per_block {per_block!r}"]
+    if vllm.get("kv_cache_pool") != blocks * per_block:
+        found.append(f"vllm: kv_cache_pool {vllm.get('kv_cache_pool')!r} != {blocks} blocks x {per_block} B")
+    if isinstance(vllm.get("kv_cache_available"), int) and blocks * per_block > vllm["kv_cache_available"]:
+        found.append(f"vllm: {blocks} blocks x {per_block} B exceed kv_cache_available {vllm['kv_cache_available']}")
+    kinds = vllm.get("layer_kinds") or []
+    full = len(kinds) == 1 and kinds[0].get("window") is None and kinds[0].get("kind") in ("full", "attention",
+                                                                                           "mla", "full_attention")
+    mml = vllm.get("max_model_len")
+    if full and len(vllm.get("groups") or [1]) == 1 and isinstance(mml, int) and mml % size == 0 \
+            and vllm.get("gpu_kv_cache_tokens") != blocks * size:
+        found.append(f"vllm: GPU KV cache {vllm.get('gpu_kv_cache_tokens')!r} tokens != {blocks} blocks x {size}")
     return found
 
 

@@ -27,6 +27,7 @@ from fractions import Fraction
 
 import torch
 
+from memplan.measure.trace.names import role, row_name
 from memplan.measure.trace.record import Recording, Storage
 from memplan.measure.trace.shapes import (PREFER, PREFER_ATTENTION, Poly, ShapeError, Solver, canonical_poly,
                                           elements, evaluate)
@@ -50,6 +51,7 @@ class Item:
     core: bool = False
     tags: frozenset[str] = frozenset()
     attention: bool = False  # made inside an attention block (tensor-parallel split by heads)
+    detail: str = ""  # the aten detail (op, module, who saved it): `storage_name`; `name` is names.row_name's
 
 
 @dataclass
@@ -206,6 +208,14 @@ def classify(rec: Recording) -> Classified:
 # ---------------------------------------------------------------------------------------------------------
 # rows of the kept regions
 # ---------------------------------------------------------------------------------------------------------
+def human_name(s: Storage, region: str, poly: Poly, rope: bool = True) -> str:
+    """What the storage is, in words (names.py), from what the trace recorded of it."""
+    floating = s.dtype.is_floating_point or s.dtype.is_complex
+    elems = " + ".join("*".join(sorted(m)) or "1" for m in poly) if poly else "1"
+    return row_name(region, s.module, s.op, s.saver, elems, floating,
+                    frozenset(s.tags), s.phase, str(s.dtype).replace("torch.", ""), rope)
+
+
 def storage_name(s: Storage) -> str:
     made = f"{s.module + ': ' if s.module else ''}{s.op.split('.')[0]}"
     if s.saver:
@@ -232,6 +242,7 @@ class Builder:
         self._cache: dict[tuple[int, int | None], list[float]] = {}
         self.unexpressible: set[int] = set()
         self.first_layer_of_kind = {}
+        self.rope = any(role(st.module) == "rotary" for st in self.rec.storages)
         for i, k in enumerate(kind_of_layer):
             self.first_layer_of_kind.setdefault(k, i)
 
@@ -263,9 +274,14 @@ class Builder:
         # probabilities, their dropout, and a fused kernel's log-sum-exp (its outputs other than the output)
         fused_aux = "scaled_dot_product" in s.op and not any("d" in m or "q" in m or "dv" in m for m in poly)
         core = "core" in s.tags or fused_aux or any(m.count("s") + m.count("w") >= 2 and "a" in m for m in poly)
-        return Item(region=region, kind=kind, moment=moment, name=name or storage_name(s), poly=poly,
+        detail = storage_name(s)
+        human = human_name(s, region, poly, self.rope)
+        if name is not None:  # a prefixed name ("per layer: ", "freed: "): the same prefix on both
+            prefix = name[:-len(detail)] if name.endswith(detail) else ""
+            human, detail = prefix + human, name
+        return Item(region=region, kind=kind, moment=moment, name=human, poly=poly,
                     itemsize=itemsize(s.dtype), sign=sign, integer=integer, core=core, tags=frozenset(s.tags),
-                    attention=self.shapes.in_attention(s.module, s.op))
+                    attention=self.shapes.in_attention(s.module, s.op), detail=detail)
 
     # ---- kept regions -----------------------------------------------------------------------------------
     def kept(self, layer_region: str) -> list[Item]:

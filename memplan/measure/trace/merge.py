@@ -5,7 +5,8 @@ expression summed over the tensors of the row (a rational factor of the expressi
 fused gate_up's 2, goes there too); `cpu_bytes` where the CPU kernels keep other bytes; `when` the variants the
 row exists in: the attention implementation, full recompute or not, a window mask or not, dropout or not, and the
 layer kind's distinguishing features.  Rows that differ only in name are added up, so one row is one expression
-of one region, kind, moment and condition.
+of one region, kind, moment and condition; in the regions the estimate shows row by row (SHOWN), of one name too:
+`name` is what the tensors are (names.py), `detail` the aten ops that made and saved them (for --json/--verbose).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ SPLIT_NAMES = {"q", "kv", "vw", "a", "g", "f", "fk", "fs", "V"}
 ATTENTION = {"eager": "eager", "sdpa": ["sdpa", "flash"]}
 RECOMPUTE = {"none": ["none", "selective"], "full": "full"}
 PER_LAYER = ("layer", "checkpoint", "layer_forward", "layer_backward")
+SHOWN = ("layer", "checkpoint", "embedding", "head", "forward_only")  # regions whose rows the estimate lists
 NAMES = ("attention", "recompute", "window", "dropout", "frozen")  # a condition tuple's fields, in order
 
 
@@ -33,6 +35,7 @@ class Key:
     elems: str
     tp: str
     core: bool
+    label: str = ""  # the row's name, in the SHOWN regions (rows of one name add up; others are kept apart)
 
 
 def _terms(it: Item) -> list[tuple[str, Fraction]]:
@@ -62,17 +65,21 @@ def merge(variants: dict[Variant, list[Item]], kind_when: list[dict], dims: dict
     condition dimensions traced (name -> values), among attention, recompute, window, dropout."""
     table: dict[Key, dict[tuple, dict[tuple[str, str], float]]] = defaultdict(lambda: defaultdict(dict))
     names: dict[Key, list[str]] = defaultdict(list)
+    details: dict[Key, list[str]] = defaultdict(list)
     dropout_feature: dict[Key, str] = {}
     for v, items in variants.items():
         cond = (v.attention, v.recompute, v.long_windows, v.dropout, v.frozen)
         for it in items:
             for elems, coef in _terms(it):
-                key = Key(it.region, it.kind, it.moment, elems, _tp(it, elems), it.core)
+                key = Key(it.region, it.kind, it.moment, elems, _tp(it, elems), it.core,
+                          it.name if it.region in SHOWN else "")
                 cell = table[key][cond]
                 slot = (v.kernels, v.mode)
                 cell[slot] = cell.get(slot, 0.0) + float(coef) * it.itemsize * it.sign
                 if it.name not in names[key]:
                     names[key].append(it.name)
+                if it.detail and it.detail not in details[key]:
+                    details[key].append(it.detail)
                 dropout_feature.setdefault(key, _dropout_feature(it))
     out: dict[str, list[dict]] = defaultdict(list)
     all_conds = sorted({(v.attention, v.recompute, v.long_windows, v.dropout, v.frozen) for v in variants}, key=str)
@@ -87,10 +94,10 @@ def merge(variants: dict[Variant, list[Item]], kind_when: list[dict], dims: dict
             groups[tuple(sorted(cell.items()))].append(c)
         for cell, conds in groups.items():
             for when in _conditions(set(conds), grid, dims, dropout_feature[key], key.region):
-                row = _row(key, dict(cell), when, names[key], kind_when)
+                row = _row(key, dict(cell), when, names[key], kind_when, details[key])
                 if row is not None:
                     out[key.region].append(row)
-    return {r: _compact(rows) for r, rows in out.items()}
+    return {r: _compact(rows, by_name=r in SHOWN) for r, rows in out.items()}
 
 
 def _region_traced(region: str, cond: tuple) -> bool:
@@ -153,13 +160,16 @@ def _clause(name: str, values: list, dropout_feature: str) -> dict:
     return {dropout_feature: bool(values[0])} if len(values) == 1 else {}
 
 
-def _row(key: Key, cell: dict[tuple[str, str], float], when: dict, names: list[str], kind_when: list[dict]) -> dict | None:
+def _row(key: Key, cell: dict[tuple[str, str], float], when: dict, names: list[str], kind_when: list[dict],
+         details: list[str] = ()) -> dict | None:
     cuda = {mode: b for (k, mode), b in cell.items() if k == "cuda"}
     cpu = {mode: b for (k, mode), b in cell.items() if k == "cpu"}
     if key.kind is not None and len(kind_when) > 1:
         when = {**kind_when[key.kind], **when}
     row = {"name": _short("; ".join(names[:4]) + ("; ..." if len(names) > 4 else "")), "elems": key.elems,
            "bytes": cuda}
+    if details:
+        row["detail"] = _short("; ".join(details[:4]) + ("; ..." if len(details) > 4 else ""), 200)
     if cpu != cuda:
         row["cpu_bytes"] = cpu
     if when:
@@ -174,12 +184,12 @@ def _row(key: Key, cell: dict[tuple[str, str], float], when: dict, names: list[s
     return row
 
 
-def _compact(rows: list[dict]) -> list[dict]:
-    """Rows equal in all but name and bytes add up (their bytes tables summed)."""
+def _compact(rows: list[dict], by_name: bool = False) -> list[dict]:
+    """Rows equal in all but name and bytes add up (their bytes tables summed); `by_name`: in all but bytes."""
     merged: dict[tuple, dict] = {}
     for r in rows:
         key = (r["elems"], repr(r.get("when")), r["tp"], r.get("core", False), r.get("moment", ""),
-               "cpu_bytes" in r)
+               "cpu_bytes" in r, r["name"] if by_name else "")
         if key not in merged:
             merged[key] = {**r, "bytes": dict(r["bytes"]), **({"cpu_bytes": dict(r["cpu_bytes"])}
                                                                if "cpu_bytes" in r else {})}
@@ -191,6 +201,8 @@ def _compact(rows: list[dict]) -> list[dict]:
                     m[field][mode] = round(m[field].get(mode, 0.0) + b, 6)
         if r["name"] not in m["name"]:
             m["name"] = _short(m["name"] + "; " + r["name"])
+        if r.get("detail") and r["detail"] not in m.get("detail", ""):
+            m["detail"] = _short(m["detail"] + "; " + r["detail"], 200) if m.get("detail") else r["detail"]
     out = []
     for m in merged.values():
         for field in ("bytes", "cpu_bytes"):

@@ -160,7 +160,7 @@ class Tracer:
 
         out = []
         moments = {(it.region, it.kind, it.moment) for it in trans if it.region in ("layer_forward", "layer_backward")}
-        for region, kind, moment in moments:
+        for region, kind, moment in sorted(moments, key=str):  # a set: sorted, so that a rerun writes the same file
             k = 0 if kind is None else kind
             for row in layer_rows.get(k, []):
                 out.append(dataclasses.replace(row, region=region, kind=kind, moment=moment, sign=-row.sign,

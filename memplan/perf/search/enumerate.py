@@ -9,10 +9,13 @@
   - PP up to the layer count, with any split (Layout.stage_layers: the ends take the shortfall when the layers do
     not divide, as Megatron's --account-for-embedding/loss-in-pipeline-split intend) and, when the layers do
     divide, also one layer fewer on the first and last stage (--decoder-first/last-pipeline-num-layers);
-    interleaving v > 1 when the layers split into pp x v equal chunks and the micro-batches into groups of pp
-    (Megatron's interleaved schedule);
+    interleaving v > 1 when the layers split into pp x v equal chunks, the embedding and the loss counted as a
+    layer each where that makes them split (--account-for-embedding/loss-in-pipeline-split), and the
+    micro-batches into groups of pp (Megatron's interleaved schedule); a pinned v over any split
+    (--pipeline-model-parallel-layout);
   - ZeRO 0-3, the stages the engine runs (memplan/engines/<engine>.py ZERO_STAGES: Megatron's distributed
-    optimizer is 0-1, FSDP has no stage 1) and 0-1 with PP (DeepSpeed's pipeline engine), ZeRO >= 1 with one data-parallel rank only with CPU offload; offload of the optimizer (ZeRO >= 1)
+    optimizer is 0-1, FSDP has no stage 1) and 0-1 with PP (DeepSpeed's pipeline engine), ZeRO >= 1 with one
+    data-parallel rank only with CPU offload; offload of the optimizer (ZeRO >= 1)
     and of the parameters (ZeRO-3) to the CPU, never NVMe;
   - every micro-batch dividing the per-replica batch (gradient accumulation follows), recompute none / selective
     / full;
@@ -139,6 +142,13 @@ def enumerate_families(m: Model, base: Layout, gpus: int, global_batch: int, seq
                                               zeros, L, max_micro_batch, engine, sup)
 
 
+def _interleavable(n_layers: int, pp: int, v: int) -> bool:
+    """Megatron's interleaved schedule: the layers split into pp x v equal chunks, counting the embedding and/or
+    the loss as a layer when --account-for-embedding/loss-in-pipeline-split are set (Llama 3.1 405B's 126 layers
+    + 2 = 128 = 8 x 8 x 2 in Megatron-Bridge's H100 recipe, pp 8 x v 8)."""
+    return any((n_layers + extra) % (pp * v) == 0 and n_layers + extra >= pp * v for extra in (0, 1, 2))
+
+
 def _inner(base, fx, gpus, tp, cp, pp, ep, etp, sps, first, last, dp, per_rank, zeros, n_layers, max_mb, engine,
            sup: Supports):
     recomputes = [rc for rc in RECOMPUTE_ORDER if rc in sup.recompute or fx.get("recompute") == rc]
@@ -158,7 +168,10 @@ def _inner(base, fx, gpus, tp, cp, pp, ep, etp, sps, first, last, dp, per_rank, 
             ga = per_rank // mb
             vs = [1]
             if pp > 1 and first is None and sup.interleaving:
-                vs += [v for v in range(2, MAX_VIRTUAL + 1) if n_layers % (pp * v) == 0 and ga % pp == 0]
+                vs += [v for v in range(2, MAX_VIRTUAL + 1) if _interleavable(n_layers, pp, v) and ga % pp == 0]
+                pv = fx.get("virtual_stages")
+                if pv and pv > 1 and pv not in vs and n_layers >= pp * pv - 2:
+                    vs.append(pv)  # a pinned v over any split (--pipeline-model-parallel-layout)
             for v in vs:
                 if not pinned("virtual_stages", v):
                     continue
