@@ -118,7 +118,10 @@ def model_features(m: Model, setup: TrainingSetup, mode: Mode, kernels: Kernels,
     family = m.family.lower().replace("-", "_")
     return {**{flag: family in fams for flag, fams in prof.family_flags.items()},
             "attention": setup.workload.attention, "mode": mode, "kernels": kernels,
-            "recompute": setup.layout.recompute, "frozen": setup.lora is not None,
+            # op-level SAC runs each block like a checkpointed one (what it does not save is freed at once and
+            # recomputed in backward): the profile's rows of the `full` runs describe its transients
+            "recompute": "full" if setup.layout.recompute == "selective-op" else setup.layout.recompute,
+            "frozen": setup.lora is not None,
             "lm_head": m.head.lm_head, "final_norm": m.head.final_norm,
             "tied_embeddings": m.head.tied, "embedding_norm": m.embeddings.norm,
             "token_types": m.embeddings.token_types > 0, "embedding_dropout": m.embeddings.dropout > 0,

@@ -144,7 +144,10 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
                      "allocated through every forward and backward after the first")
     forward = _phase("forward", **persistent, gathered_parameters=gathered, other=other, gradients=accumulated,
                      activations=saved - acts.head + acts.forward_only,
-                     temporaries=acts.layer_forward + (acts.layer_full if p.recompute == "full" else 0))
+                     # a checkpointed (or op-SAC) layer's forward holds its full activations for a moment; the
+                     # profile's `full` transient rows are relative to that
+                     temporaries=acts.layer_forward + (acts.layer_full if p.recompute in ("full", "selective-op")
+                                                       else 0))
     loss = _phase("loss", **persistent, gathered_parameters=gathered, other=other, gradients=accumulated,
                   activations=saved + acts.forward_only, temporaries=acts.loss_forward)
     bwd_start = dict(activations=saved, temporaries=acts.loss_backward)
