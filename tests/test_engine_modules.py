@@ -122,3 +122,14 @@ def test_every_second_layer_checkpointed_sits_between_none_and_full(tmp_path):
     path.write_text(emitted.text)
     back = read_setup_file(path).setup
     assert (back.recompute, back.recompute_every) == ("full", 2)
+
+
+def test_every_second_layer_recomputes_half_the_time():
+    from memplan import api
+
+    kw = dict(gpus=8, engine="fsdp", zero=3, precision="fsdp-bf16", micro_batch=2, seq=8192, gpu="h100-sxm",
+              tokens=1e9)
+    t = {name: api.time("llama-3-8b", recompute=r, recompute_every=e, **kw).step_seconds
+        for name, r, e in (("none", "none", 1), ("half", "full", 2), ("full", "full", 1))}
+    assert t["none"] < t["half"] < t["full"]
+    assert t["half"] - t["none"] == pytest.approx((t["full"] - t["none"]) / 2, rel=0.05)
