@@ -372,8 +372,9 @@ def emit_plan(result: "PlanResult", setup: "TrainingSetup", fmt: str, path: str 
                   ep=L.ep, first_stage_layers=L.first_stage_layers, last_stage_layers=L.last_stage_layers,
                   zero=L.zero, offload_optimizer=L.offload_optimizer, offload_params=L.offload_params,
                   engine=L.engine if L.engine in ("deepspeed", "fsdp") else None, micro_batch=L.micro_batch,
-                  grad_accum=L.grad_accum, recompute=L.recompute, sequence_parallel=L.sequence_parallel,
-                  virtual_stages=L.virtual_stages, precision=setup.recipe.name.split("[")[0],
+                  grad_accum=L.grad_accum, recompute=L.recompute, recompute_every=L.recompute_every,
+                  sequence_parallel=L.sequence_parallel, virtual_stages=L.virtual_stages,
+                  precision=setup.recipe.name,  # with its overrides (Megatron: gradients=bf16)
                   optimizer=setup.optimizer.name, seq=setup.seq)
     target = path or emit_setup(layout, fmt).filename
     written, emitted = write_setup_file(target, layout, fmt, force=force, what="emit_to")

@@ -255,7 +255,7 @@ def setup_to_kwargs(setup: TrainingSetup) -> dict[str, Any]:
     if preset is not None:
         for key, flag in (("weights", "weights_dtype"), ("gradients", "grads_dtype"),
                           ("optimizer_states", "states_dtype")):
-            if getattr(r, key) != getattr(preset, key):
+            if getattr(r, key) != getattr(preset, key) or (key == "gradients" and r.gradients_given):
                 out[flag] = getattr(r, key).value
         if r.master_weights != preset.master_weights:
             out["master_dtype"] = r.master_weights.value if r.master_weights else "none"

@@ -68,7 +68,7 @@ def test_every_docstring_example_runs_from_the_package():
 @pytest.mark.parametrize("call,kwargs,expected", [
     ("estimate", dict(zero=5), "zero must be at most 3, got 5"),
     ("estimate", dict(micro_batch=0), "micro_batch must be a positive number, got 0"),
-    ("estimate", dict(recompute="fulll"), "recompute must be one of 'none', 'selective' or 'full', got 'fulll'"),
+    ("estimate", dict(recompute="fulll"), "recompute must be one of 'none', 'selective', 'full' or 'selective-op', got 'fulll'"),
     ("estimate", dict(tp=True), "tp must be a whole number, got True"),
     ("estimate", dict(zero=2, offload_params="cpu"), "offload_params needs zero=3"),
     ("estimate", dict(precision=""), "precision must not be empty"),

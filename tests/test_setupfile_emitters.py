@@ -143,8 +143,8 @@ def test_deepspeed_round_trip(tmp_path, name):
 # ---- accelerate -------------------------------------------------------------------------------------------------
 ACCELERATE = {
     "fsdp-zero3-offload": (dict(gpus=16, zero=3, offload_optimizer="cpu", offload_params="cpu", recompute="full",
-                                precision="amp-bf16"), "FSDP"),
-    "fsdp-zero2-tp": (dict(gpus=16, tp=2, zero=2, precision="amp-bf16"), "FSDP"),
+                                precision="fsdp-bf16"), "FSDP"),
+    "fsdp-zero2-tp": (dict(gpus=16, tp=2, zero=2, precision="fsdp-bf16"), "FSDP"),
     "deepspeed-zero2-offload": (dict(gpus=8, zero=2, offload_optimizer="cpu", engine="deepspeed", grad_accum=4,
                                      precision="bf16-mixed"), "DEEPSPEED"),
     "megatron": (dict(gpus=32, tp=4, pp=2, zero=1, sequence_parallel=True, grad_accum=8, recompute="selective",
@@ -167,7 +167,7 @@ def test_accelerate_launch_reads_what_memplan_writes(tmp_path, name, monkeypatch
     monkeypatch.chdir(tmp_path)
     args, _, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", str(path), "x.py"]))
     assert (args.num_processes, args.num_machines) == (layout.gpus, -(-layout.gpus // layout.gpus_per_node))
-    mixed = {"amp-bf16": "bf16", "bf16-mixed": "bf16", "amp-fp16": "fp16", "fp32": "no"}[layout.precision]
+    mixed = {"amp-bf16": "bf16", "fsdp-bf16": "bf16", "bf16-mixed": "bf16", "amp-fp16": "fp16", "fp32": "no"}[layout.precision]
     assert args.mixed_precision == mixed
     if kind == "FSDP":
         assert args.use_fsdp and args.fsdp_version == 2
@@ -205,12 +205,12 @@ def test_accelerate_round_trip(tmp_path, name):
 # ---- torchtitan -------------------------------------------------------------------------------------------------
 TITAN = {
     "llama3-70b-pp": dict(model="llama-3-70b", gpus=64, tp=4, pp=4, zero=3, micro_batch=1, grad_accum=16,
-                          recompute="selective", sequence_parallel=True, virtual_stages=2, precision="amp-bf16",
+                          recompute="selective-op", sequence_parallel=True, virtual_stages=2, precision="fsdp-bf16",
                           seq=4096),
     "llama3-8b-zero2-cp": dict(model="llama-3-8b", gpus=16, zero=2, cp=2, micro_batch=2, grad_accum=4,
                                recompute="full", precision="bf16", seq=8192),
     "ddp": dict(gpus=8, zero=0, micro_batch=4, precision="fp32", seq=2048),
-    "offload-ep": dict(gpus=8, zero=3, offload_optimizer="cpu", offload_params="cpu", ep=4, precision="amp-bf16",
+    "offload-ep": dict(gpus=8, zero=3, offload_optimizer="cpu", offload_params="cpu", ep=4, precision="fsdp-bf16",
                        seq=2048),
 }
 

@@ -134,7 +134,7 @@ def test_accelerate_fsdp_file_written_by_accelerate(tmp_path):
     assert r.format == "accelerate"
     assert r.setup.given() == {"gpus": 16, "gpus_per_node": 8, "engine": "fsdp", "zero": 2,
                                "offload_params": "cpu", "offload_optimizer": "cpu", "recompute": "full",
-                               "precision": "amp-bf16"}
+                               "precision": "fsdp-bf16"}
     check_accounted(r)
 
 
@@ -271,7 +271,7 @@ def test_torchtitan_llama3_8b(tmp_path):
     assert r.format == "torchtitan"
     assert r.setup.given() == {
         "engine": "fsdp", "tp": 1, "pp": 1, "cp": 1, "ep": 1, "gpus": 8, "zero": 3, "seq": 8192, "micro_batch": 1,
-        "grad_accum": 1, "precision": "amp-bf16", "recompute": "selective", "optimizer": "adamw",
+        "grad_accum": 1, "precision": "fsdp-bf16", "recompute": "selective-op", "optimizer": "adamw",
         "optimizer_impl": "fused", "model": "llama-3-8b"}
     check_accounted(r)
 
@@ -305,9 +305,11 @@ def test_torchtitan_pipeline_hsdp_and_accumulation(tmp_path):
     assert any("HSDP" in w for w in r.warnings)
 
 
-def test_torchtitan_defaults_every_second_layer_is_not_guessed(tmp_path):
+def test_torchtitan_default_ac_is_every_second_layer(tmp_path):
+    # JobConfig's default: mode selective, selective_ac_option "2" = every 2nd block fully checkpointed (issue 21:
+    # modelled as --recompute full --recompute-every 2, no longer a warning)
     r = read_setup_file(write(tmp_path, "t.toml", '[parallelism]\ntensor_parallel_degree = 2\n'), format="torchtitan")
-    assert r.setup.recompute is None and any("every 2th layer" in w for w in r.warnings)
+    assert (r.setup.recompute, r.setup.recompute_every) == ("full", 2)
     assert r.setup.micro_batch == 8 and r.setup.seq == 2048  # JobConfig defaults
     assert any("-1" in w for w in r.warnings) and r.setup.gpus is None
 

@@ -92,6 +92,7 @@ workload_options = _stack(
     field_option(Workload, "seq", "--seq", "-s"),
     field_option(Layout, "grad_accum"),
     field_option(Layout, "recompute"),
+    field_option(Layout, "recompute_every"),
     field_option(Workload, "attention"),
     field_option(Workload, "implementation", type=NAME),
 )

@@ -118,7 +118,10 @@ def model_features(m: Model, setup: TrainingSetup, mode: Mode, kernels: Kernels,
     family = m.family.lower().replace("-", "_")
     return {**{flag: family in fams for flag, fams in prof.family_flags.items()},
             "attention": setup.workload.attention, "mode": mode, "kernels": kernels,
-            "recompute": setup.layout.recompute, "frozen": setup.lora is not None,
+            # op-level SAC runs each block like a checkpointed one (what it does not save is freed at once and
+            # recomputed in backward): the profile's rows of the `full` runs describe its transients
+            "recompute": "full" if setup.layout.recompute == "selective-op" else setup.layout.recompute,
+            "frozen": setup.lora is not None,
             "lm_head": m.head.lm_head, "final_norm": m.head.final_norm,
             "tied_embeddings": m.head.tied, "embedding_norm": m.embeddings.norm,
             "token_types": m.embeddings.token_types > 0, "embedding_dropout": m.embeddings.dropout > 0,
@@ -299,11 +302,20 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
         label = "layer" if len(kinds) == 1 else \
             f"layer [{g.layer.attention.describe() if by_attention else g.layer.kind}]"
         first_row = len(lines)
-        full = total(label, prof.layer, feats, sizes, record=p.recompute == "none", layers=g.count, group=i)
+        every = p.recompute_every if p.recompute == "full" else 1
+        # full recompute of every Nth layer (torchtitan selective_ac_option N): count // N layers checkpointed
+        ckpt_layers = g.count // every if every > 1 else g.count
+        full = total(label, prof.layer, feats, sizes, record=p.recompute == "none" or ckpt_layers < g.count,
+                     layers=g.count - ckpt_layers if p.recompute == "full" else g.count, group=i)
         if p.recompute == "full":
-            kept = total(f"{label} (checkpoint)", prof.checkpoint, feats, sizes, layers=g.count, group=i)
+            kept = total(f"{label} (checkpoint)", prof.checkpoint, feats, sizes, layers=ckpt_layers, group=i,
+                         record=ckpt_layers > 0)
+            if ckpt_layers < g.count:  # the layer average: what the timeline multiplies by the layer count
+                kept = (ckpt_layers * kept + (g.count - ckpt_layers) * full) // g.count
         elif p.recompute == "selective":
             kept = total(label, prof.layer, feats, sizes, keep=lambda t: not t.core, layers=g.count, group=i)
+        elif p.recompute == "selective-op":
+            kept = _op_sac(lines, setup, g, label, i, b, s)
         else:
             kept = full
         dispatch = dispatch_buffer_bytes(setup, g.layer, b, s)
@@ -343,6 +355,19 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
     if setup.lora is not None:
         _apply_lora(acts, setup, prof)
     return acts
+
+
+def _op_sac(lines: list[Line], setup: TrainingSetup, g: LayerGroup, label: str, i: int, b: int, s: int) -> int:
+    """torchtitan's op-level SAC: what one block keeps, derived from its policy and model code (engines/
+    torchtitan.py `op_sac_rows`); the recomputed block's full activations are the profile's rows as usual."""
+    from memplan.engines import torchtitan
+
+    p = setup.layout
+    rows = torchtitan.op_sac_rows(g.layer, setup.model.arch, b, s, p.tp, max(setup.recipe.compute.bytes, 2))
+    for name, nbytes in rows:
+        lines.append(Line(region=f"{label} (op-level SAC)", name=name, bytes=nbytes, layers=g.count, group=i,
+                          note="torchtitan _save_list, every other mm"))
+    return sum(n for _, n in rows)
 
 
 def _apply_lora(acts: Activations, setup: TrainingSetup, prof: ImplementationProfile) -> None:

@@ -6,6 +6,7 @@ generation).  `required` = peak_allocated + these lines is what is compared with
 from __future__ import annotations
 
 
+from memplan import engines
 from memplan.catalog import data_table
 from memplan.memory.states import ModelStates
 from memplan.results.memory import Component
@@ -46,13 +47,9 @@ def overhead_components(setup: TrainingSetup, gpu: GPUSpec | None, states: Model
                              note=f"{len(groups)} process group(s) ({', '.join(groups)}): {t['nccl_source']}"))
     if states is not None and p.dp > 1:
         grads = states.gpu_bytes("gradients")
-        if p.engine == "plain" and p.zero == 0:
-            out.append(Component(name="DDP gradient buckets", category="buffers", bytes=grads,
-                                 note=t["ddp_bucket_source"]))
-        elif p.engine == "deepspeed":
-            n = min(t["deepspeed_reduce_bucket_elements"], states.local.params)
-            out.append(Component(name="ZeRO reduce bucket", category="buffers", bytes=2 * n,
-                                 note=t["deepspeed_source"]))
+        # each engine's data-parallel buffers (memplan/engines/<engine>.py comm_buffers)
+        for name, nbytes, note in engines.MODULES[p.engine].comm_buffers(grads, states.local.params, p.zero, t):
+            out.append(Component(name=name, category="buffers", bytes=nbytes, note=note))
     return out
 
 

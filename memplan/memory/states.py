@@ -1,20 +1,10 @@
 """Model states per GPU: weights, gradients, master weights, optimizer states; ZeRO sharding and offload.
 
-The default ("plain") accounting is the ZeRO paper's (Rajbhandari et al. 2019, arXiv 1910.02054, section 3.1 and
-5): with mixed-precision Adam each parameter costs 2 (fp16 weights) + 2 (fp16 gradients) + K=12 (fp32 master
-weights, momentum, variance) bytes; stage 1 (P_os) shards the K bytes over the N_d data-parallel ranks, stage 2
-(P_os+g) also the gradients, stage 3 (P_os+g+p) also the weights.  Engine conventions differ from the paper and
-are reproduced exactly where the engine documents them:
-
-- deepspeed: the figures of deepspeed/runtime/zero/stage_1_and_2.py `estimate_zero2_model_states_mem_needs`
-  (2 + 18/N: 16-bit weights, then 16-bit grads + fp32 grads + fp32 params + fp32 Adam states, all partitioned)
-  and stage3.py `estimate_zero3_model_states_mem_needs` (4 x largest layer + 18/N; CPU x 1.5 buffer factor).
-- megatron: Megatron-LM docs/source/api-guide/dist_optimizer.md: bf16 weights with fp32 main gradients
-  (18 B/param, 6 + 12/d with the distributed optimizer), fp16 weights and grads with an fp32 main-grad copy
-  (20, 4 + 16/d), fp32 (16, 8 + 8/d).
-- fsdp: FSDP2 `fully_shard` with MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): the sharded
-  parameter *is* the fp32 master copy (no separate 16-bit weights), gradients are fp32 shards, and the
-  16-bit parameters exist only unsharded, for the modules in flight.
+The default ("plain") accounting is the ZeRO paper's (engines/hf.py); each engine's own conventions (which buffers
+exist, in which dtype, sharded over what) and their sources live in its module under memplan/engines/:
+deepspeed.py (its published estimators, reproduced by `_deepspeed_states` below), megatron.py (the distributed
+optimizer's main_grad buffer), fsdp.py (FSDP2's MixedPrecisionPolicy: the sharded parameter is the master copy,
+the gathered parameters are in param_dtype), torchtitan.py.
 """
 from __future__ import annotations
 
@@ -22,28 +12,18 @@ import math
 
 from pydantic import BaseModel
 
+from memplan import engines
+from memplan.engines import fsdp as fsdp_engine
+from memplan.engines import megatron as megatron_engine
 from memplan.errors import MemplanError
 from memplan.memory.layout import LocalParameters, local_parameters
 from memplan.results.memory import Component, HostMemory
 from memplan.spec.setup import TrainingSetup
 from memplan.spec.training import DType, OptimizerSpec, Recipe
 
-# ZeRO-3 / FSDP keep the unsharded parameters of this many transformer layers on the GPU at once: the layer
-# computing and the one prefetched (FSDP2 prefetches one module ahead in forward and backward by default;
-# DeepSpeed's stage3_prefetch_bucket_size plays the same role).
-LAYERS_IN_FLIGHT = 2
-# deepspeed/runtime/zero/stage_1_and_2.py and stage3.py: `additional_buffer_factor=1.5` for CPU memory.
-DEEPSPEED_CPU_BUFFER_FACTOR = 1.5
-
-CONVENTIONS = {
-    "plain": "plain (ZeRO paper, arXiv 1910.02054 sec. 3.1: weights + grads + fp32 master + optimizer states; "
-             "stage 1/2/3 shard states / +grads / +weights over DP)",
-    "deepspeed": "deepspeed (reproduces deepspeed.runtime.zero estimate_zero2/zero3_model_states_mem_needs, "
-                 "incl. the fp32 gradient partition and the 1.5x CPU buffer factor)",
-    "megatron": "megatron (Megatron-LM distributed optimizer: fp32 main grads; 18 B/param bf16, 20 fp16, 16 fp32)",
-    "fsdp": "fsdp (FSDP2 fully_shard + MixedPrecisionPolicy: sharded fp32 params are the master copy, fp32 grad "
-            "shards, bf16 unsharded params only for modules in flight)",
-}
+LAYERS_IN_FLIGHT = fsdp_engine.LAYERS_IN_FLIGHT  # DeepSpeed's stage3_prefetch_bucket_size plays the same role
+DEEPSPEED_CPU_BUFFER_FACTOR = engines.deepspeed.CPU_BUFFER_FACTOR
+CONVENTIONS = {name: engines.get(name).convention for name in ("plain", "deepspeed", "megatron", "fsdp")}
 
 
 class ModelStates(BaseModel):
@@ -89,7 +69,8 @@ def optimizer_state_bytes(opt: OptimizerSpec, recipe: Recipe, local: LocalParame
     return opt.states * n * state_dtype_bytes, label, f"{opt.states} state(s) x {state_dtype_bytes:g} B"
 
 
-def _gathered(local: LocalParameters, dtype: DType, dp: int, zero: int, fsdp: bool, notes: list[str]) -> Component:
+def _gathered(local: LocalParameters, dtype: DType, dp: int, zero: int, fsdp: bool, notes: list[str],
+              pad: bool = True) -> Component:
     """Unsharded parameters held at once (ZeRO-3 / FSDP), in the compute (weights) dtype.
 
     ZeRO-3: LAYERS_IN_FLIGHT layers. FSDP2 (`fully_shard` on each block, then the root): the root unit
@@ -100,6 +81,8 @@ def _gathered(local: LocalParameters, dtype: DType, dp: int, zero: int, fsdp: bo
     """
     if fsdp and local.layer_tensor_numels:
         def padded(numels) -> int:
+            if not pad:  # expert parallelism: experts pad over the expert-DP ranks (see model_states)
+                return sum(r * c * k for r, c, k in numels)
             return sum(-(-r // dp) * c * k for r, c, k in numels) * dp
 
         block = padded(local.layer_tensor_numels)  # the largest block
@@ -136,6 +119,11 @@ def pipeline_notes(local: LocalParameters, p) -> list[str]:
     return [f"per-GPU figures are for the most loaded GPU: {', '.join(where)}; {local.params:,} parameters on it"]
 
 
+def recipe_needs_fsdp(recipe: Recipe) -> bool:
+    """fp32 stored weights with 16-bit compute and no autocast: only FSDP2's all-gather cast runs it."""
+    return fsdp_engine.gathered_dtype(recipe) != recipe.weights and recipe.master_weights is None
+
+
 def _ceil_div(x: float, n: int) -> int:
     return int(math.ceil(x / n))
 
@@ -165,15 +153,17 @@ def model_states(setup: TrainingSetup) -> ModelStates:
 
     weights_dtype, grads_dtype, master_dtype = recipe.weights, recipe.gradients, recipe.master_weights
     extra_fp32_grads = False
+    fsdp = engine == "fsdp" and zero >= 2
     if engine == "megatron":
-        if recipe.weights == DType.bf16 and recipe.gradients == DType.bf16:
-            grads_dtype = DType.fp32  # --accumulate-allreduce-grads-in-fp32 is implied for bf16 in Megatron-LM
-            notes.append("megatron: bf16 params keep fp32 main gradients (main_grad buffer)")
-        if recipe.gradients == DType.fp16:
-            extra_fp32_grads = True
-    if engine == "fsdp" and zero >= 2:
+        grads_dtype, extra_fp32_grads, note = megatron_engine.main_grads(recipe)
+        if note:
+            notes.append(note)
+    if recipe_needs_fsdp(recipe) and not fsdp:
+        raise MemplanError(f"--precision {recipe.name} is FSDP2's MixedPrecisionPolicy: add --engine fsdp --zero 3 "
+                           "(or 2), or use amp-bf16 / bf16-mixed")
+    if fsdp:
         # FSDP2: the sharded parameter is stored in the master dtype (or the weights dtype when there is none).
-        weights_dtype = master_dtype or recipe.weights
+        weights_dtype = fsdp_engine.stored_dtype(recipe)
         grads_dtype = weights_dtype
         master_dtype = None
 
@@ -204,18 +194,20 @@ def model_states(setup: TrainingSetup) -> ModelStates:
         comps.append(Component(name=name, category=category, dtype=dtype_label, bytes_per_param=bpp,
                                sharded_over=sharded_over, bytes=per_rank, location=location, note=note))
 
-    fsdp = engine == "fsdp" and zero >= 2
     if fsdp:
         # FSDP2 stores every parameter sharded (reshard_after_forward only decides what stays gathered), each
         # cut along dim 0 and padded to ceil(d0/W) rows (memory/shard_layout.py); states cover the unpadded
         # piece, whose largest is rank 0's. Add the padding as a whole-model equivalent so `shard` divides it.
-        padded = sum(-(-r // dp) * c * k for r, c, k in local.tensor_numels) if local.tensor_numels else 0
+        # Routed experts shard over the expert-data-parallel ranks, not dp (fsdp.py); their rows pad over edp,
+        # which the tensor list does not tell apart: with expert parallelism the count is taken unpadded.
+        padded = sum(-(-r // dp) * c * k for r, c, k in local.tensor_numels) \
+            if local.tensor_numels and not expert_share else 0
         n_sharded = padded * dp if padded else n
     else:
         n_sharded = n
     wb = weights_dtype.bytes
     add("weights", "weights", weights_dtype.value, wb, n_sharded * wb, dp if fsdp else shard(3), where("weights"),
-        "FSDP2 sharded parameters (dim-0 padded)" if fsdp else ("sharded parameters (ZeRO-3)" if zero >= 3 else ""))
+        ("FSDP2 sharded parameters" + (" (dim-0 padded)" if padded else "")) if fsdp else ("sharded parameters (ZeRO-3)" if zero >= 3 else ""))
     gb = grads_dtype.bytes
     grad_loc = "gpu"
     if p.offload_optimizer != "none" and zero >= 2:
@@ -236,7 +228,8 @@ def model_states(setup: TrainingSetup) -> ModelStates:
             where("states"), snote)
 
     if zero >= 3 or fsdp:
-        comps.append(_gathered(local, recipe.weights, dp, zero, fsdp, notes))
+        gathered = fsdp_engine.gathered_dtype(recipe) if fsdp else recipe.weights
+        comps.append(_gathered(local, gathered, dp, zero, fsdp, notes, pad=not expert_share))
     return ModelStates(components=comps, local=local, convention=CONVENTIONS[engine], notes=notes)
 
 

@@ -144,7 +144,10 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
                      "allocated through every forward and backward after the first")
     forward = _phase("forward", **persistent, gathered_parameters=gathered, other=other, gradients=accumulated,
                      activations=saved - acts.head + acts.forward_only,
-                     temporaries=acts.layer_forward + (acts.layer_full if p.recompute == "full" else 0))
+                     # a checkpointed (or op-SAC) layer's forward holds its full activations for a moment; the
+                     # profile's `full` transient rows are relative to that
+                     temporaries=acts.layer_forward + (acts.layer_full if p.recompute in ("full", "selective-op")
+                                                       else 0))
     loss = _phase("loss", **persistent, gathered_parameters=gathered, other=other, gradients=accumulated,
                   activations=saved + acts.forward_only, temporaries=acts.loss_forward)
     bwd_start = dict(activations=saved, temporaries=acts.loss_backward)
@@ -158,6 +161,10 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
                                            - embedding_grads, 0),
                 temporaries=acts.layer_backward)
     end = dict(activations=0, gradients=grads_total, temporaries=embed_grad_temp)
+    fsdp_block, fsdp_root = _fsdp_backward(setup, local, m, notes)
+    for c in (first, last):
+        c["temporaries"] += fsdp_block
+        c["gradients"] += fsdp_root
     candidates = [bwd_start, first, last, end]
     if accumulated:
         for c in candidates:
@@ -187,6 +194,21 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
                                note="transient: the largest linear's weight, one at a time (bitsandbytes MatMul4Bit)"))
     comps += _step_components(temps, temps_note, master_copy)
     return Timeline(phases=[forward, loss, backward, step, zero], components=comps, notes=notes, activations=acts)
+
+
+def _fsdp_backward(setup: TrainingSetup, local: LocalParameters, m, notes: list[str]) -> tuple[int, int]:
+    """FSDP2's unsharded gradients in backward (engines/fsdp.py `backward_transients`); nothing for other engines."""
+    p = setup.layout
+    if p.engine != "fsdp" or p.zero < 2 or setup.lora is not None:
+        return 0, 0
+    from memplan.engines import fsdp
+
+    head = sum(r * c * k for r, c, k in local.head_numels if c > 1)
+    if not head and m.head.tied and m.head.lm_head:
+        head = sum(r * c * k for r, c, k in local.embedding_numels[:1])
+    block, root, note = fsdp.backward_transients(local.layer_params, head, setup.recipe)
+    notes.append(note)
+    return block, root
 
 
 def _embedding_grads(local: LocalParameters, per_param_grad: float) -> int:

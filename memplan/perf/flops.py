@@ -70,7 +70,8 @@ def forward_components(m: Model, seq: int, causal: bool = False, hardware: bool 
     return linear, attention, lm_head
 
 
-def flops_per_token(model: ModelSpec, seq: int, recompute: str = "none", causal: bool = False) -> FlopsPerToken:
+def flops_per_token(model: ModelSpec, seq: int, recompute: str = "none", causal: bool = False,
+                    recompute_every: int = 1) -> FlopsPerToken:
     n = model.parameters.total
     if model.architecture is None:
         # A bare parameter count: the 6N rule is all there is (2N forward, every parameter in one matmul);
@@ -88,9 +89,16 @@ def flops_per_token(model: ModelSpec, seq: int, recompute: str = "none", causal:
         # Megatron activation checkpointing recomputes each transformer layer's forward, not the LM head
         # (Narayanan et al. 2021, eq. 3: the 4x factor applies to the layers, the logit term is 6BshV).
         extra = lin + att
+        if recompute_every > 1:  # --recompute-every N: every Nth layer runs again
+            extra *= (a.n_layers // recompute_every) / a.n_layers
     elif recompute == "selective":
         # Korthikanti et al. 2022, sec. 4.2: recompute only the attention core (Q K^T, softmax, dropout, . V).
         extra = att
+    elif recompute == "selective-op":
+        # torchtitan's op-level SAC: every second mm of a block runs again (engines/torchtitan.py)
+        from memplan.engines.torchtitan import recomputed_mm_share
+
+        extra = lin * recomputed_mm_share(a.first, a)
     first = a.first.attention
     return FlopsPerToken(
         seq=seq, forward_linear=lin, forward_attention=att, forward_lm_head=head, forward=fwd,

@@ -443,6 +443,17 @@ class LayerWalk:
         elif recompute == "selective":
             # Korthikanti et al. 2022 sec. 4.2: only the attention core (scores, softmax, dropout, P V) again
             rec = [o for o in fwd if o.category == "attention"]
+        elif recompute == "selective-op":
+            # torchtitan's op-level SAC (engines/torchtitan.py): attention and the odd-numbered mms are saved, the
+            # even-numbered mms, the memory-bound ops and the all-gathers run again (reduce-scatters are saved)
+            rec, mms = [], 0
+            for o in fwd:
+                if o.kind == "gemm":
+                    mms += 1
+                    if mms % 2 == 0:
+                        rec.append(o)
+                elif o.kind == "memory" or (o.kind == "comm" and o.collective == "all_gather"):
+                    rec.append(o)
         else:
             rec = []
         return Phases(fwd, bwd, rec)

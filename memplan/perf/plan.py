@@ -292,7 +292,8 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
                        + (f", no {', no '.join(limits)}" if limits else "") + " (a pinned flag wins)")
     kernels = sm.k.describe()
     best = cands[0]
-    achieved = flops_per_token(setup.model, seq, best.layout.recompute).hardware * best.tokens_per_second / \
+    achieved = flops_per_token(setup.model, seq, best.layout.recompute, False,
+                               best.layout.recompute_every).hardware * best.tokens_per_second / \
         best.layout.gpus / 1e12
     return PlanResult(
         model=setup.model.name, parameters=setup.model.parameters.total, gpu=gpu.name, gpu_memory_bytes=memory,

@@ -183,7 +183,7 @@ class StepModel:
         return got
 
     def _stage_cost(self, stage: tuple, first: bool, last: bool, ctx: Context, groups: Groups,
-                    recompute: str, cid: int) -> tuple[PhaseCost, float]:
+                    recompute: str, cid: int, every: int = 1) -> tuple[PhaseCost, float]:
         """One micro-batch on one stage: its layers, the embedding (first) and the head (last); and its forward.
         `cid` numbers (ctx, groups, recompute) so the cache key hashes cheaply."""
         key = (stage, first, last, cid)
@@ -193,7 +193,8 @@ class StepModel:
             f_s = 0.0
             for gi, count in stage:
                 f, b, r = self.layer_cost(gi, ctx, groups, recompute)
-                c.add(f, count).add(b, count).add(r, count)
+                # --recompute-every N: only count // N of the layers are checkpointed and run again
+                c.add(f, count).add(b, count).add(r, count // every if every > 1 else count)
                 f_s += count * f.total
             emb, head, emb_fwd, head_fwd = self.end_costs(ctx, groups)
             if first:
@@ -209,7 +210,8 @@ class StepModel:
     # ---- the step ----------------------------------------------------------------------------------------------
     def _pipeline(self, L: Layout) -> "_Pipe":
         """The pipeline part of the step (cached: layouts that differ only in ZeRO or offload share it)."""
-        key = (L.tp, L.cp, L.ep, L.etp, L.sequence_parallel, L.micro_batch, L.recompute, L.pp, L.virtual_stages,
+        key = (L.tp, L.cp, L.ep, L.etp, L.sequence_parallel, L.micro_batch, L.recompute, L.recompute_every,
+               L.pp, L.virtual_stages,
                L.first_stage_layers, L.last_stage_layers, L.grad_accum, L.dp, L.gpus_per_node)
         got = self._pipes.get(key)
         if got is not None:
@@ -222,10 +224,10 @@ class StepModel:
         if accum_bytes and p == 1 and self.model.head.tied and self.model.head.lm_head:
             # one GPU holds both uses of the tied embedding: its gradient accumulates on every micro-batch
             tied_every = k.memory_seconds(accum_bytes * -(-self.model.vocab_size // L.tp) * self.model.hidden_size)
-        cid = self._ctx_ids.setdefault((ctx, groups, L.recompute), len(self._ctx_ids))
+        cid = self._ctx_ids.setdefault((ctx, groups, L.recompute, L.recompute_every), len(self._ctx_ids))
         fwd_t, bwd_t, work, work_first, costs = [0.0] * p, [0.0] * p, [0.0] * p, [0.0] * p, [None] * p
         for (stage, first, last, n_params), where in runs:
-            c, f_s = self._stage_cost(stage, first, last, ctx, groups, L.recompute, cid)
+            c, f_s = self._stage_cost(stage, first, last, ctx, groups, L.recompute, cid, L.recompute_every)
             accum = k.memory_seconds(accum_bytes * n_params * self.trainable) if accum_bytes else 0.0
             b, w, w1 = c.total - f_s + accum + tied_every, c.total + accum + tied_every, c.total + tied_every
             for d in where:

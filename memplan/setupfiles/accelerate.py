@@ -7,7 +7,9 @@ utils/launch.py (how each key reaches the run).  The batch size is the script's 
 this file.
 
 mixed_precision without DeepSpeed is torch.autocast over the weights as the script loads them; memplan assumes
-fp32 weights (amp-bf16/amp-fp16), the case the AMP recipe is made for.  Under DeepSpeed it becomes DeepSpeed's
+fp32 weights (amp-bf16/amp-fp16), the case the AMP recipe is made for.  Under FSDP (sharded), bf16 is FSDP's
+MixedPrecision(Policy)(param_dtype=bf16) over parameters accelerate upcasts to fp32, plus autocast: memplan's
+fsdp-bf16 (engines/fsdp.py; accelerate 16cb6eb utils/dataclasses.py set_mixed_precision, fsdp_utils.py).  Under DeepSpeed it becomes DeepSpeed's
 bf16/fp16 section (bf16-mixed/fp16-mixed: fp32 master weights in DeepSpeed's optimizer).
 """
 from __future__ import annotations
@@ -66,7 +68,13 @@ def read(c: Collector) -> None:
         else:
             c.set("engine", "plain", "distributed_type", note="DDP" if kind in DDP_KINDS else "one process")
             c.set("zero", 0, "distributed_type", note="no sharding")
-        if mixed is not None:
+        if mixed == "bf16" and kind == "fsdp" and (c.kwargs.get("zero") or 0) >= 2:
+            c.set("precision", "fsdp-bf16", "mixed_precision",
+                  note="FSDP's MixedPrecision(Policy)(param_dtype=bf16, reduce_dtype=bf16) over parameters upcast to "
+                       "fp32 (accelerate utils/dataclasses.py FullyShardedDataParallelPlugin.set_mixed_precision, "
+                       "utils/fsdp_utils.py fsdp2_prepare_model): fp32 shards, bf16 gathered parameters and "
+                       "activations (autocast over bf16 weights casts nothing)")
+        elif mixed is not None:
             c.set("precision", AMP[mixed], "mixed_precision",
                   note=f"torch.autocast over the weights as loaded; assumed fp32 (load the model in bf16 and it is "
                        f"--precision bf16)" if mixed in ("bf16", "fp16") else "")
@@ -217,9 +225,9 @@ def emit(layout: EngineLayout) -> EmittedSetup:
         if layout.recompute == "selective":
             warnings.append("recompute selective: FSDP's activation checkpointing is per layer (full); "
                             "selective recompute is the model code's")
-        if base in ("bf16-mixed", "fp16-mixed"):
-            warnings.append(f"{base}: accelerate's mixed precision autocasts the weights as the script loads them; "
-                            "load them in fp32 for fp32 master weights (memplan reads this file back as amp-*)")
+        if base in ("bf16-mixed", "fp16-mixed", "amp-bf16"):
+            warnings.append(f"{base}: accelerate's FSDP mixed precision is FSDP's MixedPrecision(Policy) over fp32 "
+                            "parameters (memplan reads this file back as fsdp-bf16 for bf16)")
     elif kind == "deepspeed":
         ds: dict[str, Any] = {"zero_stage": layout.zero, "gradient_accumulation_steps": layout.grad_accum,
                               "offload_optimizer_device": layout.offload_optimizer,

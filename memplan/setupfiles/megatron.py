@@ -35,6 +35,7 @@ FLAGS = {
     "--decoder-first-pipeline-num-layers": ("first_stage_layers", int),
     "--decoder-last-pipeline-num-layers": ("last_stage_layers", int),
     "--expert-tensor-parallel-size": ("etp", int),
+    "--grad-reduce-in-bf16": ("grads_dtype", bool),
 }
 # torchrun's (torch/distributed/run.py), for the GPU count: both spellings are accepted there
 LAUNCH = {"--nproc-per-node": "gpus_per_node", "--nproc_per_node": "gpus_per_node", "--nnodes": "nodes"}
@@ -85,6 +86,8 @@ def emit(layout: EngineLayout) -> EmittedSetup:
         args.append("--fp16")
     elif base == "fp8-mixed":
         args.append("--bf16 --fp8-format hybrid")
+    if "gradients=bf16" in layout.precision and base in ("bf16-mixed", "fp8-mixed"):
+        args.append("--grad-reduce-in-bf16")
     optimizer = {"adamw": "adam", "adam": "adam", "lion": "lion", "sgd": "sgd", "sgd-momentum": "sgd"}
     if layout.optimizer in optimizer:
         args.append(f"--optimizer {optimizer[layout.optimizer]}" + (" --sgd-momentum 0" if layout.optimizer == "sgd"
@@ -178,6 +181,10 @@ def read(c: Collector) -> None:
     else:
         c.default("precision", "fp32", "--bf16", "neither --bf16 nor --fp16: fp32")
     c.consult_all("precision", "--bf16", "--fp16", "--fp8-format")
+    if values.get("--grad-reduce-in-bf16"):
+        c.set("grads_dtype", "bf16", "--grad-reduce-in-bf16",
+              note="bf16 main_grad buffer, reduced in bf16 (engines/megatron.py)")
+    c.consult("--grad-reduce-in-bf16", "grads_dtype", "not given: fp32 main_grad buffer")
     name = str(values.get("--optimizer", "adam"))
     momentum = _number(c, "--sgd-momentum", values.get("--sgd-momentum", "0.9"))
     c.consult_all("optimizer", "--sgd-momentum", "--use-precision-aware-optimizer")

@@ -92,7 +92,11 @@ def emit_setup(layout: EngineLayout | dict[str, Any], format: str) -> EmittedSet
         except ValidationError as exc:
             err = exc.errors()[0]
             raise MemplanError(f"layout {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    return EMITTERS[fmt](layout)
+    emitted = EMITTERS[fmt](layout)
+    if layout.recompute_every > 1 and fmt != "torchtitan":
+        emitted.warnings.append(f"recompute every {layout.recompute_every}th layer: {fmt} has no such setting "
+                                "(torchtitan's selective_ac_option does); written as full recompute of every layer")
+    return emitted
 
 
 def write_setup_file(path: str | os.PathLike, layout: EngineLayout | dict[str, Any], format: str,

@@ -14,7 +14,7 @@ from memplan.errors import MemplanError
 
 Offload = Literal["none", "cpu", "nvme"]
 Engine = Literal["plain", "deepspeed", "megatron", "fsdp"]
-Recompute = Literal["none", "selective", "full"]
+Recompute = Literal["none", "selective", "full", "selective-op"]
 OptimizerImpl = Literal["for-loop", "foreach", "fused"]
 ReadFormat = Literal["deepspeed", "accelerate", "torchtitan", "axolotl", "hf-trainer", "megatron"]
 EmitFormat = Literal["deepspeed", "accelerate", "torchtitan", "megatron"]
@@ -27,6 +27,8 @@ class SetupKeywords(BaseModel):
 
     model: str | None = Field(None, description="profile name, hub id or config.json path")
     precision: str | None = None
+    grads_dtype: str | None = Field(None, description="the gradients' dtype when the file asks for one "
+                                    "(Megatron --grad-reduce-in-bf16)")
     optimizer: str | None = None
     optimizer_impl: OptimizerImpl | None = None
     gpus: int | None = Field(None, gt=0)
@@ -50,6 +52,7 @@ class SetupKeywords(BaseModel):
     grad_accum: int | None = Field(None, gt=0)
     global_batch: int | None = Field(None, gt=0, description="sequences per optimizer step (plan --global-batch)")
     recompute: Recompute | None = None
+    recompute_every: int | None = Field(None, gt=0, description="full recompute of every Nth layer only")
     attention: Literal["eager", "sdpa", "flash"] | None = None
     lora_rank: int | None = Field(None, gt=0)
     lora_targets: str | None = Field(None, description="comma-separated module names, or all-linear")
@@ -119,6 +122,7 @@ class EngineLayout(BaseModel):
     micro_batch: int = Field(1, gt=0)
     grad_accum: int = Field(1, gt=0)
     recompute: Recompute = "none"
+    recompute_every: int = Field(1, gt=0)
     sequence_parallel: bool = False
     virtual_stages: int = Field(1, gt=0)
     precision: str = "bf16-mixed"

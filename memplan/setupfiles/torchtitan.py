@@ -11,7 +11,8 @@ Feb 2026; torchtitan 0.2.x reads these files; on newer main the same keys are `-
   models/llama3/infra/parallelize.py apply_fsdp), pipeline_parallel_schedule "1F1B",
   pipeline_parallel_microbatch_size 1 (local_batch_size / it = microbatches, distributed/pipeline_parallel.py).
   TP shards the norms' activations along the sequence (SequenceParallel in apply_tp).
-- [activation_checkpoint] mode "selective" with selective_ac_option "2" (every 2nd layer) by default.
+- [activation_checkpoint] mode "selective" with selective_ac_option "2" (every 2nd layer) by default: memplan
+  --recompute full --recompute-every 2; "op" is op-level SAC, --recompute selective-op (engines/torchtitan.py).
 - [optimizer] name AdamW, implementation fused.
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ from memplan.setupfiles.results import EmittedSetup, EngineLayout
 
 # Reading: model.name/flavor find a profile as `<name>-<flavor>` through its aliases (llama3-8B -> llama-3-8b).
 # Writing needs torchtitan's own names (models/llama3/__init__.py; its flavors are Llama 3.1's shapes).
-FLAVORS = {"llama-3-8b": ("llama3", "8B"), "llama-3-70b": ("llama3", "70B"), "llama-3.1-405b": ("llama3", "405B")}
+FLAVORS = {"llama-3-8b": ("llama3", "8B"), "llama-3.1-8b": ("llama3", "8B"), "llama-3-70b": ("llama3", "70B"),
+           "llama-3.1-405b": ("llama3", "405B")}
 MULTI_STAGE = {"interleaved1f1b", "loopedbfs", "interleavedzerobubble", "zbvzerobubble", "dualpipev",
                "pipelineschedulemulti"}  # torch.distributed.pipelining.schedules PipelineScheduleMulti subclasses
 SINGLE_STAGE = {"1f1b", "gpipe", "pipelineschedulesingle"}
@@ -181,10 +183,15 @@ def _precision(c: Collector, fsdp: bool, other: bool) -> None:
         c.set("precision", "bf16", "training.dtype", note="parameters, gradients and optimizer states in bf16")
     elif (param or "bf16") == "fp32":
         c.set("precision", "fp32", "training.mixed_precision_param")
-    elif fsdp or not other:
-        c.set("precision", "amp-bf16", "training.mixed_precision_param", default=param is None,
-              note="fp32 parameters (training.dtype), bf16 compute: FSDP's MixedPrecisionPolicy or torch.autocast"
+    elif fsdp:
+        c.set("precision", "fsdp-bf16", "training.mixed_precision_param", default=param is None,
+              note="FSDP2 MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): fp32 sharded parameters, bf16 "
+                   "all-gathered ones and bf16 activations, no autocast (parallelize.py apply_fsdp)"
                    + ("" if param else " (JobConfig defaults)"))
+    elif not other:
+        c.set("precision", "amp-bf16", "training.mixed_precision_param", default=param is None,
+              note="fp32 parameters (training.dtype), bf16 compute: torch.autocast under DDP or one GPU "
+                   "(maybe_enable_amp)" + ("" if param else " (JobConfig defaults)"))
     else:
         c.set("precision", "fp32", "training.mixed_precision_param",
               note="mixed precision applies through FSDP or autocast under DDP/one GPU only; TP/PP without FSDP "
@@ -213,14 +220,16 @@ def _recompute(c: Collector) -> None:
     option = "2" if option is None else str(option).strip().lower()
     default_note = " (JobConfig defaults: mode selective, option 2)" if mode is None else ""
     if option == "op":
-        c.set("recompute", "selective", key, default=mode is None,
-              note="op-level SAC: matmul outputs saved, the rest recomputed; memplan's selective is Megatron's "
-                   "(attention core recomputed)")
+        c.set("recompute", "selective-op", key, default=mode is None,
+              note="op-level SAC: attention and every other mm saved, the rest recomputed (engines/torchtitan.py)")
     elif re.fullmatch(r"[0-9]{1,9}", option) and int(option) == 1:  # ASCII digits: '²'.isdigit() is true too
         c.set("recompute", "full", key, default=mode is None, note="every layer checkpointed" + default_note)
     elif re.fullmatch(r"[0-9]{1,9}", option) and int(option) > 1:
-        c.warn(f"{c.path}: activation_checkpoint selective, every {option}th layer{default_note}: memplan "
-               "counts none or all layers; --recompute full underestimates, none overestimates")
+        note = (f"layer-level SAC: every {option}th TransformerBlock fully checkpointed, the others not "
+                f"(ptd_checkpoint_wrapper._count % {option} == 0){default_note}")
+        c.set("recompute", "full", key, default=mode is None, note=note)
+        c.set("recompute_every", int(option), "activation_checkpoint.selective_ac_option", default=mode is None,
+              note=note)
     else:
         raise c.error("activation_checkpoint.selective_ac_option", f"'op' or a positive whole number, got "
                                                                    f"{c.show(option)}")
@@ -320,8 +329,13 @@ def emit(layout: EngineLayout) -> EmittedSetup:
         warnings.append("torchtitan's TP always shards the norms' activations along the sequence (sequence parallel)")
     sections["training"] = training
     sections["parallelism"] = parallelism
-    ac = {"none": {"mode": "none"}, "full": {"mode": "full"},
-          "selective": {"mode": "selective", "selective_ac_option": "op"}}[layout.recompute]
+    every = {"mode": "selective", "selective_ac_option": str(layout.recompute_every)}
+    ac = {"none": {"mode": "none"}, "full": every if layout.recompute_every > 1 else {"mode": "full"},
+          "selective": {"mode": "selective", "selective_ac_option": "op"},
+          "selective-op": {"mode": "selective", "selective_ac_option": "op"}}[layout.recompute]
+    if layout.recompute == "selective":
+        warnings.append("recompute selective (Megatron's: attention core only) has no torchtitan spelling; written "
+                        "as op-level SAC (memplan --recompute selective-op), which saves less")
     sections["activation_checkpoint"] = ac
     lines = ["# torchtitan job config (JobConfig as of torchtitan 0.2.x: --job.config_file FILE).",
              "# Newer torchtitan main takes Python configs (--module/--config); these keys work there as",
@@ -340,7 +354,7 @@ def _emit_precision(precision: str, warnings: list[str]) -> dict[str, Any]:
         return {"dtype": "bfloat16", "mixed_precision_param": "bfloat16"}
     if base == "fp32":
         return {"dtype": "float32", "mixed_precision_param": "float32"}
-    if base != "amp-bf16":
+    if base not in ("amp-bf16", "fsdp-bf16"):
         warnings.append(f"precision {precision}: torchtitan keeps fp32 parameters with bf16 compute (memplan "
                         "amp-bf16; the same 16 B/param of states as bf16-mixed); fp16 and fp8 are not torchtitan's")
     return {"dtype": "float32", "mixed_precision_param": "bfloat16"}

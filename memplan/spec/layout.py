@@ -18,7 +18,7 @@ from memplan.errors import MemplanError
 
 Offload = Literal["none", "cpu", "nvme"]
 Engine = Literal["plain", "deepspeed", "megatron", "fsdp"]
-Recompute = Literal["none", "selective", "full"]
+Recompute = Literal["none", "selective", "full", "selective-op"]
 RECOMPUTE_MODES: tuple[str, ...] = ("none", "selective", "full")
 
 # Bounds that keep every search finite and refuse what no machine could run (each message names its bound).
@@ -54,7 +54,12 @@ class Layout(BaseModel):
     engine: Engine = Field("plain", description="Accounting convention of a real engine.")
     micro_batch: int = Field(1, gt=0, le=MAX_MICRO_BATCH, description="Sequences per GPU per micro-step.")
     grad_accum: int = Field(1, gt=0, le=MAX_GRAD_ACCUM, description="Micro-batches per optimizer step.")
-    recompute: Recompute = Field("none", description="Activation recomputation: none, selective, full.")
+    recompute: Recompute = Field("none", description="Activation recomputation: none, selective (Megatron: "
+                                 "attention core), full, selective-op (torchtitan op-level SAC: every other mm "
+                                 "and attention saved).")
+    recompute_every: int = Field(1, gt=0, le=MAX_DEGREE, description="With --recompute full: checkpoint every Nth "
+                                 "layer only, the others keep all their activations (torchtitan "
+                                 "selective_ac_option N).")
 
     @model_validator(mode="after")
     def _check(self) -> "Layout":
@@ -80,6 +85,8 @@ class Layout(BaseModel):
             raise MemplanError("--engine megatron supports --zero 0 or 1 (the distributed optimizer), no offload")
         if self.engine == "fsdp" and self.offload_optimizer == "nvme":
             raise MemplanError("--engine fsdp cannot offload to NVMe (FSDP's CPUOffloadPolicy is CPU only)")
+        if self.recompute_every > 1 and self.recompute != "full":
+            raise MemplanError("--recompute-every needs --recompute full (it checkpoints every Nth layer)")
         if self.sequence_parallel and self.tp == 1:
             raise MemplanError("--sequence-parallel needs --tp > 1 (it shards along the TP group)")
         if self.virtual_stages > 1 and self.pp == 1:

@@ -69,6 +69,8 @@ class Recipe(BaseModel):
     optimizer_states: DType = DType.fp32
     compute: DType = Field(description="dtype of matmul inputs/outputs and most saved activations")
     autocast: bool = False
+    gradients_given: bool = Field(False, description="the gradients' dtype was asked for (--grads-dtype), not the "
+                                  "preset's: Megatron then keeps its main_grad buffer in it (--grad-reduce-in-bf16)")
     description: str = ""
 
 
@@ -85,6 +87,10 @@ RECIPES: dict[str, Recipe] = {
                compute=DType.bf16, description="bf16 weights+grads, fp32 master+states (ZeRO paper: 2+2+12)"),
         Recipe(name="fp16-mixed", weights=DType.fp16, gradients=DType.fp16, master_weights=DType.fp32,
                compute=DType.fp16, description="fp16 weights+grads, fp32 master+states (ZeRO paper: 2+2+12)"),
+        Recipe(name="fsdp-bf16", weights=DType.fp32, gradients=DType.fp32, compute=DType.bf16,
+               description="FSDP2 MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32), as torchtitan runs it: "
+                           "fp32 sharded params (the optimizer's), fp32 grad shards and states, bf16 all-gathered "
+                           "params and bf16 activations (no autocast); needs --engine fsdp --zero 2/3"),
         Recipe(name="bf16", weights=DType.bf16, gradients=DType.bf16, optimizer_states=DType.bf16,
                compute=DType.bf16, description="pure bf16: weights, grads and optimizer states"),
         Recipe(name="fp8-mixed", weights=DType.bf16, gradients=DType.bf16, master_weights=DType.fp32,
@@ -109,8 +115,11 @@ def get_recipe(name: str, **overrides: str | None) -> Recipe:
             changes[key] = None
         else:
             changes[key] = DType.parse(value)
+    if gradients := overrides.get("gradients"):
+        changes["gradients_given"] = True
+        changes.setdefault("gradients", DType.parse(gradients))
     if changes:
-        suffix = ",".join(f"{k}={v.value if v else 'none'}" for k, v in changes.items())
+        suffix = ",".join(f"{k}={v.value if v else 'none'}" for k, v in changes.items() if k != "gradients_given")
         recipe = recipe.model_copy(update={**changes, "name": f"{name}[{suffix}]"})
     return recipe
 

@@ -13,8 +13,9 @@
     layer each where that makes them split (--account-for-embedding/loss-in-pipeline-split), and the
     micro-batches into groups of pp (Megatron's interleaved schedule); a pinned v over any split
     (--pipeline-model-parallel-layout);
-  - ZeRO 0-3 (0-1 with PP or the megatron engine: DeepSpeed's pipeline engine and Megatron's distributed
-    optimizer), ZeRO >= 1 with one data-parallel rank only with CPU offload; offload of the optimizer (ZeRO >= 1)
+  - ZeRO 0-3, the stages the engine runs (memplan/engines/<engine>.py ZERO_STAGES: Megatron's distributed
+    optimizer is 0-1, FSDP has no stage 1) and 0-1 with PP (DeepSpeed's pipeline engine), ZeRO >= 1 with one
+    data-parallel rank only with CPU offload; offload of the optimizer (ZeRO >= 1)
     and of the parameters (ZeRO-3) to the CPU, never NVMe;
   - every micro-batch dividing the per-replica batch (gradient accumulation follows), recompute none / selective
     / full;
@@ -28,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+from memplan import engines
 from memplan.spec.execution import Supports
 from memplan.spec.layout import Layout
 from memplan.spec.model import Model
@@ -97,6 +99,7 @@ def enumerate_families(m: Model, base: Layout, gpus: int, global_batch: int, seq
     sup = supports or Supports()
     fx = fixed or {}
     gpn, engine = base.gpus_per_node, base.engine
+    conventions = engines.MODULES[engine]  # its ZeRO stages and offload (memplan/engines/<engine>.py)
     L = m.n_layers
     experts = _experts(m)
 
@@ -123,8 +126,8 @@ def enumerate_families(m: Model, base: Layout, gpus: int, global_batch: int, seq
                 eps = [1]
                 if experts and sup.expert_parallel:
                     eps = [e for e in divisors(experts) if stage_gpus % e == 0]
-                zeros = [z for z in ((0, 1) if (pp > 1 or engine == "megatron") else (0, 1, 2, 3))
-                         if z in sup.zero or "zero" in fx]
+                zeros = [z for z in ((0, 1) if pp > 1 else (0, 1, 2, 3))
+                         if (z in sup.zero and z in conventions.ZERO_STAGES) or "zero" in fx]
                 for ep in eps:
                     if not pinned("ep", ep):
                         continue
@@ -149,6 +152,8 @@ def _interleavable(n_layers: int, pp: int, v: int) -> bool:
 def _inner(base, fx, gpus, tp, cp, pp, ep, etp, sps, first, last, dp, per_rank, zeros, n_layers, max_mb, engine,
            sup: Supports):
     recomputes = [rc for rc in RECOMPUTE_ORDER if rc in sup.recompute or fx.get("recompute") == rc]
+    conventions = engines.MODULES[engine]
+
     def pinned(key, value) -> bool:
         return key not in fx or fx[key] == value
 
@@ -174,7 +179,7 @@ def _inner(base, fx, gpus, tp, cp, pp, ep, etp, sps, first, last, dp, per_rank, 
                     if not pinned("zero", zero):
                         continue
                     for off_opt, off_par in _offloads(zero, dp):
-                        if ((engine == "megatron" or not sup.offload) and off_opt != "none"
+                        if ((not conventions.OFFLOAD_OPTIMIZER or not sup.offload) and off_opt != "none"
                                 and "offload_optimizer" not in fx) or not pinned("offload_optimizer", off_opt) \
                                 or not pinned("offload_params", off_par):
                             continue
