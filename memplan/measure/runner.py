@@ -286,9 +286,19 @@ def _step_failure(exc: BaseException, step, phase: str) -> MemplanError:
                   if f"/{lib}/" in f.filename.replace("\\", "/")), None)
     name = type(step.built.module).__name__
     inside = f" inside {where}" if where else ""
-    return MemplanError(f"the {phase} of {name} failed{inside} ({type(exc).__name__}: {first_line(exc)}); this "
+    return MemplanError(f"the {phase} of {name} failed{inside} ({_library_words(first_line(exc))}); this "
                         "config may not run in the installed library as given: check its fields, or try "
                         "--model-source reference")
+
+
+def _library_words(text: str) -> str:
+    """A library's failure in words a user reads, without Python's internals: no exception class names, and
+    "'X' object has no attribute 'y'" as "X has no y"."""
+    import re
+
+    text = re.sub(r"'(\w+)' object has no attribute '(\w+)'", r"\1 has no \2", text)
+    text = re.sub(r"\b[A-Z]\w*(?:Error|Exception)\b:?\s*", "", text)
+    return text.strip() or "an internal failure"
 
 
 def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, say, cuda_options) -> MeasuredStep:
