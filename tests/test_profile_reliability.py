@@ -198,4 +198,4 @@ def attribute_error_in_forward(spec):
 def test_a_step_that_raises_is_one_line_naming_the_model_and_phase(capsys):
     line = _one_line(*run_cli(capsys, "profile", *TINY, "-p", "fp32", "--device", "cpu", "--factory",
                               f"{HERE}:attribute_error_in_forward"))
-    assert "the forward of " in line and "failed" in line and "AttributeError: 'MoeCausalLMOutputWithPast'" in line
+    assert "the forward of " in line and "failed" in line and "(MoeCausalLMOutputWithPast has no image_outputs)" in line and "Error" not in line
