@@ -264,8 +264,17 @@ def download_config(hub_id: str) -> str:
         raise MemplanError("--download needs huggingface_hub (`pip install huggingface_hub`); or fetch the file "
                            f"yourself: `hf download {hub_id} config.json --local-dir {hub_id.rsplit('/', 1)[-1]}`"
                            ) from None
+    import logging
+    import warnings
+
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.CRITICAL)  # its retry messages are not ours to print: the outcome is one line
     try:
-        return hf_hub_download(hub_id, "config.json")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # etag_timeout: an unreachable hub answers in seconds (huggingface_hub's default waits 10 s a try)
+            return hf_hub_download(hub_id, "config.json", etag_timeout=3)
     except hub_errors.GatedRepoError:
         why = "is gated: accept its license on huggingface.co, then log in with `hf auth login` (or set HF_TOKEN)"
     except hub_errors.RepositoryNotFoundError:
@@ -280,6 +289,8 @@ def download_config(hub_id: str) -> str:
         why = f"could not be downloaded ({type(exc).__name__}: {first})"
     except Exception as exc:  # noqa: BLE001 -- a client library's failure is the user's one line, not a traceback
         why = f"could not be downloaded ({type(exc).__name__})"
+    finally:
+        hub_log.setLevel(level)
     raise MemplanError(f"--download: {hub_id} {why}")
 
 

@@ -150,8 +150,14 @@ def resolve_gpu(name: str | None):
     if not isinstance(name, str) or not name.strip():
         raise MemplanError("--gpu needs a GPU profile name (see `memplan gpus`)")
     from memplan.catalog import get_gpu
+    from memplan.errors import InputError
 
-    return get_gpu(name)
+    try:
+        return get_gpu(name)
+    except InputError:
+        raise
+    except MemplanError as exc:  # unknown or ambiguous: the same text, typed with the field (gpu= / --gpu)
+        raise InputError("gpu", str(exc), keyword_text=f"gpu: {exc}", flag_text=str(exc)) from None
 
 
 SERVING_KEYS = ("batch", "context", "kv_dtype", "prefill_chunk", "weights_dtype", "attention", "prompt", "output",

@@ -137,6 +137,8 @@ def pop_training_kwargs(kwargs: dict) -> dict:
             raise MemplanError("--download needs MODEL: a Hugging Face hub id (ORG/NAME)")
         from memplan.catalog import download_config
 
+        click.echo(f"memplan: fetching config.json of {merged['model']} from the Hugging Face hub (no weights) ...",
+                   err=True)
         merged["model"] = download_config(merged["model"])
         click.echo(f"memplan: config.json downloaded to {merged['model']}", err=True)
     if "model" not in merged:

@@ -9,6 +9,7 @@ from memplan.cli.options import (build_setup, json_option, lora_options, pop_tra
 from memplan.cli.types import FRACTION, NAME, NON_NEGATIVE_FLOAT, PATH, POSITIVE_FLOAT, BoundedInt
 from memplan.report.tables import assumed_lines
 from memplan.results.time import TimeEstimate, describe_layout
+from memplan.errors import MemplanError
 from memplan.spec.units import format_bytes, format_count, parse_count
 
 EFFICIENCY_KEYS = ("mfu", "achieved_tflops", "measured", "kernel_scale", "system", "execution", "overlap",
@@ -16,7 +17,13 @@ EFFICIENCY_KEYS = ("mfu", "achieved_tflops", "measured", "kernel_scale", "system
 
 
 def _tokens(text: str | None) -> float | None:
-    return None if text is None else float(parse_count(text))
+    if text is None:
+        return None
+    try:
+        return float(parse_count(text))
+    except MemplanError as exc:  # the same grammar as a parameter count, but these are tokens
+        raise MemplanError(str(exc).replace("parameter count", "token count").replace(
+            "as a token count", "as a token count (--tokens)")) from None
 
 
 END_TO_END_OPTIONS = [
@@ -170,7 +177,8 @@ def time_table(e: TimeEstimate) -> str:
     if e.cost is not None:
         src = "--price" if e.price_source == "--price" else \
             f"labelled default of the {e.gpu} profile; --price to change"
-        cost = f"${e.cost:,.0f} at ${e.price_per_hour:g}/GPU-hour ({src})"
+        cost = f"${e.cost:,.0f} at ${e.price_per_hour:g}/GPU-hour ({src})" if e.cost >= 10 else \
+            f"${e.cost:,.2f} at ${e.price_per_hour:g}/GPU-hour ({src})"
     lines += [
         f"throughput {e.tokens_per_second:,.0f} tokens/s ({e.tokens_per_second_per_gpu:,.0f} per GPU), "
         f"{e.achieved_tflops_per_gpu:.1f} TFLOP/s per GPU (hardware FLOPs), MFU {e.mfu:.1%}, HFU {e.hfu:.1%}",
@@ -182,8 +190,8 @@ def time_table(e: TimeEstimate) -> str:
     lines += [
         "",
         f"run:       {e.steps:,} steps x {e.tokens_per_step:,} tokens = {format_count(e.tokens)} tokens",
-        f"time:      {e.days:,.1f} days ({e.seconds / 3600:,.1f} hours)",
-        f"GPU-hours: {e.gpu_hours:,.0f}",
+        f"time:      {_duration(e.seconds)}",
+        f"GPU-hours: {e.gpu_hours:,.0f}" if e.gpu_hours >= 10 else f"GPU-hours: {e.gpu_hours:,.3g}",
         f"cost:      {cost}",
     ]
     if e.memory_required_bytes is not None:
@@ -193,3 +201,14 @@ def time_table(e: TimeEstimate) -> str:
     lines.append("")
     lines += [f"assumption: {a}" for a in e.assumptions]
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """Days (and hours) for a run, or hours/minutes/seconds when it is short: never '0.0 days'."""
+    if seconds >= 86400:
+        return f"{seconds / 86400:,.1f} days ({seconds / 3600:,.1f} hours)"
+    if seconds >= 3600:
+        return f"{seconds / 3600:,.1f} hours"
+    if seconds >= 60:
+        return f"{seconds / 60:,.1f} minutes"
+    return f"{seconds:,.1f} seconds"

@@ -23,7 +23,7 @@ from memplan.errors import MemplanError
 def _need_packages() -> None:
     missing = [p for p in ("torch", "transformers") if not _importable(p)]
     if missing:
-        raise MemplanError(f"memplan trace needs {' and '.join(missing)}: `pip install 'memplan[hf]'` (torch: "
+        raise MemplanError(f"memplan trace needs {' and '.join(missing)}: `pip install 'memplan[trace]'` (torch: "
                            "`pip install torch`, a CPU build is enough: the trace runs on fake tensors)")
 
 

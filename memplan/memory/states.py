@@ -213,7 +213,7 @@ def model_states(setup: TrainingSetup) -> ModelStates:
     if p.offload_optimizer != "none" and zero >= 2:
         grad_loc = p.offload_optimizer  # ZeRO-Offload: the gradient partition lives with the optimizer on CPU
     add("gradients", "gradients", grads_dtype.value, gb, n_sharded * gb, shard(2), grad_loc,
-        "partitioned (ZeRO-2)" if zero >= 2 else "")
+        f"partitioned (ZeRO-{min(zero, 3)})" if zero >= 2 else "")
     if extra_fp32_grads:
         add("main gradients (fp32)", "gradients", "fp32", 4, n * 4, shard(1), where("fp32_grads"),
             "megatron: fp32 copy of fp16 grads for the optimizer")

@@ -185,7 +185,10 @@ def step_timeline(setup: TrainingSetup, states: ModelStates, kernels: Kernels = 
     for line in acts.lines:
         # bytes per GPU like every other component; layer lines say their per-layer size in the note
         mult = acts.in_flight * line.layers if line.region.startswith("layer") else 1
-        comps.append(Component(name=f"{line.region}: {line.name}", category="activations",
+        # a forward-only row kept by every layer ("per layer: KV cache ...") is counted for all of them: say so
+        name = line.name.replace("per layer: ", "", 1) + ", every layer" if line.name.startswith("per layer: ") \
+            else line.name
+        comps.append(Component(name=f"{line.region}: {name}", category="activations",
                                bytes=int(line.bytes * mult) - line.less, detail=line.detail, rows=line.rows,
                                note="; ".join(filter(None, [_line_note(line, acts), line.note]))))
     if acts.dequant_temporary:

@@ -16,6 +16,7 @@ from memplan.errors import MemplanError
 from memplan.memory.estimate import estimate_memory
 from memplan.perf.efficiency import check_positive, peak_for
 from memplan.perf.flops import flops_per_token
+from memplan.spec.units import format_count
 from memplan.perf.search.enumerate import RECOMPUTE_ORDER, SEARCH_RULES, enumerate_families
 from memplan.perf.search.prune import Dominance, family, model_state_bound, state_bytes
 from memplan.perf.search.rank import compare, gap, sort_key
@@ -152,7 +153,7 @@ def plan(setup: TrainingSetup, gpu: GPUSpec, *, global_batch: int, gpus: list[in
                                                                       " (the default: set --cpu-memory)")]
     if tokens is None and steps is None:
         tokens = CHINCHILLA_TOKENS_PER_PARAM * setup.model.parameters.total
-        assumptions.append(f"days and cost for {tokens:.3g} tokens: 20 tokens per parameter (Chinchilla, "
+        assumptions.append(f"days and cost for {format_count(tokens)} tokens: 20 tokens per parameter (Chinchilla, "
                            "Hoffmann et al. 2022); set --tokens or --steps")
     elif tokens is not None:
         check_positive(tokens, "--tokens")
@@ -327,7 +328,8 @@ def _why(cands: list[Candidate], chosen, fastest_unfit, memory: int, cpu_memory:
                 need = f"needs {format_bytes(required)} per GPU (> {format_bytes(memory)})"
             else:
                 need = "does not fit (a smaller micro-batch with as much recomputation already failed)"
-            out.append(f"faster layouts do not fit: the fastest, {describe_layout(Lu)} ({ru.step:.3f} s/step), "
+            shown = describe_layout(Lu) + (" rc:none" if Lu.recompute == "none" else "")  # the table's rc column
+            out.append(f"faster layouts do not fit: the fastest, {shown} ({ru.step:.3f} s/step), "
                        f"{need}")
     if s.rejected_cpu:
         out.append(f"{s.rejected_cpu} layout(s) that fit the GPU were dropped for CPU RAM: more than "
