@@ -40,12 +40,18 @@ def _kv_lines(est: InferenceEstimate) -> list[str]:
 
 def _vllm_lines(v: VllmStartup, units: Units) -> list[str]:
     b = lambda x: format_bytes(x, units)  # noqa: E731
+    folded = bool(v.cudagraph) and v.peak_activation != v.profile_peak  # graphs counted inside the logged peak
     out = ["", f"vLLM {v.version} startup on {v.gpu}: total {b(v.total_memory)} (torch-reported) x "
                f"gpu_memory_utilization {v.gpu_memory_utilization} = {b(v.requested)} requested",
            tabulate([["weights (Model loading took)", b(v.weights)],
-                     ["peak activation", b(v.peak_activation)],
+                     # vLLM's log line folds the estimated CUDA graphs into its peak (memory/vllm.py
+                     # peak_logged) where it subtracts them: shown as one line, the graphs beneath it
+                     ["peak activation" + (" (incl. CUDA graphs, as vLLM logs it)" if folded else ""),
+                      b(v.peak_activation)],
+                     *([["- of which CUDA graphs", b(v.cudagraph)]] if folded else []),
                      ["non-torch memory", b(v.non_torch)],
-                     ["CUDA graphs" + ("" if v.cudagraph_in_budget else " (outside the budget)"), b(v.cudagraph)],
+                     *([] if folded else [["CUDA graphs" + ("" if v.cudagraph_in_budget else " (outside the budget)"),
+                                           b(v.cudagraph)]]),
                      ["Available KV cache memory", b(v.kv_cache_available)
                       + (f" ({b(v.kv_cache_shortfall)} short)" if v.kv_cache_shortfall else "")]],
                     tablefmt="plain")]
