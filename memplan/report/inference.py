@@ -98,7 +98,9 @@ def _sglang_lines(v: SglangStartup, units: Units) -> list[str]:
 def _roofline_lines(r: Roofline, est: InferenceEstimate, units: Units) -> list[str]:
     p = est.setup.layout
     out = ["", f"roofline on {r.gpu} ({r.memory_bandwidth_gbps:,.0f} GB/s, {r.peak_tflops:g} TFLOP/s "
-               f"{r.compute_dtype}): upper bounds, batch {r.batch}", tabulate([
+               f"{r.compute_dtype}): upper bounds, batch {r.batch}" + (
+                   "" if est.setup.batch else " (no --batch: as many full-length requests as the KV cache holds)"),
+           tabulate([
                    ["decode step (full context)", _seconds(r.decode_step_seconds), f"{r.decode_bound} bound, "
                     f"{format_bytes(r.decode_bytes_per_step, units)} read per GPU (KV "
                     f"{format_bytes(r.decode_kv_bytes_per_step, units)})"
