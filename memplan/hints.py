@@ -36,9 +36,12 @@ def _options(setup: TrainingSetup) -> list[list[tuple[str, str, dict]]]:
     """Per dimension, its options from no change to the largest change: recomputation, micro-batch (gradient
     accumulation keeps the global batch), sharding/offload, GPU count."""
     p = setup.layout
-    order = ("none", "selective", "full")
+    # from the most kept to the least: torchtitan's op-level SAC keeps fewer tensors than Megatron's selective
+    # (engines/torchtitan.py), full keeps only each layer's input
+    order = ("none", "selective", "selective-op", "full")
+    start = order.index(p.recompute) + 1 if p.recompute in order else len(order) - 1
     recompute = [("", "", {})] + [(f"--recompute {rc}", "recompute activations in backward", {"recompute": rc})
-                                  for rc in order[order.index(p.recompute) + 1:]]
+                                  for rc in order[start:]]
     micro = [("", "", {})]
     mb = p.micro_batch
     while mb > 1:

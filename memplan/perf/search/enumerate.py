@@ -34,7 +34,7 @@ from memplan.spec.execution import Supports
 from memplan.spec.layout import Layout
 from memplan.spec.model import Model
 
-RECOMPUTE_ORDER = ("none", "selective", "full")
+RECOMPUTE_ORDER = ("none", "selective", "selective-op", "full")  # most kept to least (hints.py)
 MIN_CP_TOKENS = 2048  # a CP chunk shorter than this leaves the ring exchange no attention compute to hide under
 CP_FROM_SEQ = 16384   # below this a sequence fits one GPU's activations with recompute: CP is not searched
 MAX_VIRTUAL = 8
