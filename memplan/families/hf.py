@@ -11,11 +11,50 @@ from memplan.families.registry import read_config
 from memplan.spec.model import ModelSpec
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """The config as a dict: bounded, UTF-8, regular files only, depth-limited (memplan/userfiles.py)."""
-    from memplan.userfiles import read_user_json
+# Fields whose transformers default is an infinity (time_step_limit = (0.0, inf): configuration_mamba2.py,
+# configuration_bamba.py, configuration_falcon_h1.py, configuration_granitemoehybrid.py,
+# configuration_nemotron_h.py at transformers 5.24): a config transformers writes carries it, as a bare Infinity
+# (json.dumps) or as {"__float__": "Infinity"} (PreTrainedConfig._encode_special_floats, transformers 5).
+NON_FINITE_FIELDS = frozenset({"time_step_limit"})
+_FLOAT_TAG_KEY = "__float__"  # transformers/configuration_utils.py _FLOAT_TAG_KEY
+_FLOAT_TAGS = {"Infinity": float("inf"), "-Infinity": float("-inf"), "NaN": float("nan")}
 
-    return read_user_json(path, what="config")
+
+def decode_special_floats(value: Any) -> Any:
+    """transformers' tagged floats ({"__float__": "Infinity"}) back to floats, as
+    PreTrainedConfig._decode_special_floats does; iterative (a user's file may nest deeply)."""
+    def tagged(v: Any) -> bool:
+        return isinstance(v, dict) and set(v) == {_FLOAT_TAG_KEY} and v[_FLOAT_TAG_KEY] in _FLOAT_TAGS
+
+    if tagged(value):
+        return _FLOAT_TAGS[value[_FLOAT_TAG_KEY]]
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, v in list(items):
+            if tagged(v):
+                node[key] = _FLOAT_TAGS[v[_FLOAT_TAG_KEY]]
+            elif isinstance(v, (dict, list)):
+                stack.append(v)
+    return value
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The config as a dict: bounded, UTF-8, regular files only, depth-limited (memplan/userfiles.py).
+
+    A NaN or an infinity is refused with the field that holds it, except where transformers itself writes one
+    (NON_FINITE_FIELDS), in either of the spellings transformers uses."""
+    from memplan.userfiles import describe, first_non_finite, format_json_value, read_user_json
+
+    data = decode_special_floats(read_user_json(path, what="config", allow_non_finite=True))
+    rest = {k: v for k, v in data.items() if k not in NON_FINITE_FIELDS}
+    bad = first_non_finite(rest)
+    if bad is not None:
+        field, number = bad
+        raise MemplanError(f"{describe(path, 'config')}: field {field} is {format_json_value(number)}; give a "
+                           "finite number")
+    return data
 
 
 def spec_name(given: Path, config_path: Path, data: dict[str, Any], model_type: str) -> str:
