@@ -449,3 +449,20 @@ def test_the_moe_all_to_all_hides_under_a_paired_micro_batch_where_the_engine_do
     assert paired.walk.ep_exposed_seconds < 0.5 * plain.walk.ep_exposed_seconds
     assert paired.step_seconds < plain.step_seconds
     assert paired.walk.gemm_seconds > plain.walk.gemm_seconds  # GEMMs slowed while the all-to-all shares the SMs
+
+
+def test_efficiency_sources_are_cut_at_a_word_and_never_inside_a_parenthesis() -> None:
+    """The text table lists each efficiency with its source shortened (the whole one is in --json): a cut
+    mid-word or mid-number ('ratio 271.2/290 = 0.93...') read as a wrong figure."""
+    import memplan
+    from memplan.cli.time import _brief
+
+    e = memplan.time("llama-3.1-8b", gpu="h100-sxm", gpus=8, zero=1, tokens=10e9)
+    long = [k.source for k in e.kernels if len(k.source) > 150]
+    assert len(long) >= 3, "the hopper profile holds sources longer than the table's width"
+    for source in long:
+        short = _brief(source)
+        assert len(short) <= 150 and short.endswith(" ...")
+        kept = short[:-4]
+        assert source.startswith(kept) and source[len(kept)] in " ,;:=(", (kept, source)  # a cut between words
+        assert kept.count("(") == kept.count(")"), kept

@@ -171,7 +171,7 @@ def time_table(e: TimeEstimate) -> str:
         lines.append("efficiencies used (full sources in --json, `kernels`):")
         for k in e.kernels:
             val = f" {k.value:.3g}" if k.value is not None else ""
-            src = k.source if len(k.source) <= 150 else k.source[:147].rstrip() + "..."
+            src = _brief(k.source)
             lines.append(f"  {k.name}{val}: {src}")
     cost = "-"
     if e.cost is not None:
@@ -212,3 +212,16 @@ def _duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds / 60:,.1f} minutes"
     return f"{seconds:,.1f} seconds"
+
+
+def _brief(source: str, width: int = 150) -> str:
+    """A source cut to `width` at a word boundary, never inside a parenthesis or a number (the whole one is in
+    --json): 'FlashAttention-3 (Shah et al. 2024, arXiv:2407.08608): FA2 reaches ...'."""
+    if len(source) <= width:
+        return source
+    cut = source.rfind(" ", 0, width - 4)
+    head = source[:cut if cut > 0 else width - 4]
+    opened = head.rfind("(")
+    if opened > head.rfind(")") and opened > width // 3:  # an unclosed parenthesis: end before it
+        head = head[:opened]
+    return head.rstrip(" ,;:=") + " ..."
