@@ -455,13 +455,13 @@ def test_efficiency_sources_are_cut_at_a_word_and_never_inside_a_parenthesis() -
     """The text table lists each efficiency with its source shortened (the whole one is in --json): a cut
     mid-word or mid-number ('ratio 271.2/290 = 0.93...') read as a wrong figure."""
     import memplan
-    from memplan.cli.time import _brief
+    from memplan.report.text import brief
 
     e = memplan.time("llama-3.1-8b", gpu="h100-sxm", gpus=8, zero=1, tokens=10e9)
     long = [k.source for k in e.kernels if len(k.source) > 150]
     assert len(long) >= 3, "the hopper profile holds sources longer than the table's width"
     for source in long:
-        short = _brief(source)
+        short = brief(source, 150)
         assert len(short) <= 150 and short.endswith(" ...")
         kept = short[:-4]
         assert source.startswith(kept) and source[len(kept)] in " ,;:=(", (kept, source)  # a cut between words

@@ -8,6 +8,7 @@ from memplan.cli.options import (build_setup, json_option, lora_options, pop_tra
                                  save_setup_if_asked, training_options)
 from memplan.cli.types import FRACTION, NAME, NON_NEGATIVE_FLOAT, PATH, POSITIVE_FLOAT, BoundedInt
 from memplan.report.tables import assumed_lines
+from memplan.report.text import brief
 from memplan.results.time import TimeEstimate, describe_layout
 from memplan.errors import MemplanError
 from memplan.spec.units import format_bytes, format_count, parse_count
@@ -171,7 +172,7 @@ def time_table(e: TimeEstimate) -> str:
         lines.append("efficiencies used (full sources in --json, `kernels`):")
         for k in e.kernels:
             val = f" {k.value:.3g}" if k.value is not None else ""
-            src = _brief(k.source)
+            src = brief(k.source, 150)
             lines.append(f"  {k.name}{val}: {src}")
     cost = "-"
     if e.cost is not None:
@@ -213,15 +214,3 @@ def _duration(seconds: float) -> str:
         return f"{seconds / 60:,.1f} minutes"
     return f"{seconds:,.1f} seconds"
 
-
-def _brief(source: str, width: int = 150) -> str:
-    """A source cut to `width` at a word boundary, never inside a parenthesis or a number (the whole one is in
-    --json): 'FlashAttention-3 (Shah et al. 2024, arXiv:2407.08608): FA2 reaches ...'."""
-    if len(source) <= width:
-        return source
-    cut = source.rfind(" ", 0, width - 4)
-    head = source[:cut if cut > 0 else width - 4]
-    opened = head.rfind("(")
-    if opened > head.rfind(")") and opened > width // 3:  # an unclosed parenthesis: end before it
-        head = head[:opened]
-    return head.rstrip(" ,;:=") + " ..."

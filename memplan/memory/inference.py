@@ -258,13 +258,15 @@ def _sglang_estimate(setup: InferenceSetup, gpu: GPUSpec | None, max_batch: bool
     over = (st.reserve - st.activation_estimate) if st else 0
     comps = _weight_components(w, setup) + [
         Component(name=f"KV cache: {b} x {ctx:,} tokens", category="kv_cache", dtype=kv_dt.value, bytes=kv_need,
-                  note=f"{cell:,} B per token (token pool, page size {setup.block_size or 1}; {describe(kinds)})")]
+                  note=f"{cell:,} B per token in the token pool (page size {setup.block_size or 1}); "
+                       f"{describe(kinds)}")]
     if st is not None:
         comps += [Component(name="chunked prefill activations", category="activations", dtype=model_dtype(setup).value,
                             bytes=act, note=f"{st.chunked_prefill_size:,} tokens per chunk (memplan's estimate)"),
                   Component(name="reserve outside mem_fraction_static", category="overheads", bytes=max(over, 0),
-                            note=f"(1 - {st.mem_fraction_static}) x the free memory before the load, less the "
-                                 "prefill activations: CUDA graphs, sampler, NCCL")]
+                            note=f"SGLang's reserve of {st.reserve / 2**30:.2f} GiB less the prefill activations "
+                                 f"above; (1 - {st.mem_fraction_static}) x the free memory before the load: CUDA "
+                                 "graphs, sampler, NCCL")]
     required = w.total + kv_need + act + max(over, 0)
     est = InferenceEstimate(
         model=setup.model.name, parameters=setup.model.parameters.total, setup=setup, engine="sglang",

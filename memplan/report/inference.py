@@ -5,6 +5,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from memplan.results.inference import InferenceEstimate, Roofline, SglangStartup, VllmStartup
+from memplan.report.text import first_clause
 from memplan.spec.units import Units, format_bytes, format_count
 
 
@@ -14,8 +15,16 @@ def _seconds(s: float) -> str:
 
 def _short(note: str, width: int = 72) -> str:
     """The first clause of a note, for the table (the JSON keeps it whole)."""
-    first = note.split("; ")[0]
-    return first if len(first) <= width else first[: width - 3] + "..."
+    return first_clause(note, width)
+
+
+def _required_meaning(est: InferenceEstimate) -> str:
+    """What the required line counts, where the engine's own startup (below it) allocates something else: vLLM and
+    SGLang take a share of the GPU and fill it with KV blocks, whatever the requests need."""
+    if est.vllm is None and est.sglang is None:
+        return ""
+    return (f"  (the components above: {est.batch} request(s) of {est.context:,} tokens; the engine allocates "
+            "its share of the GPU, in the startup below)")
 
 
 def _header(est: InferenceEstimate) -> list[str]:
@@ -121,7 +130,7 @@ def inference_table(est: InferenceEstimate, units: Units = Units.GiB) -> str:
     rows = [[c.name, c.dtype or "-", format_bytes(c.bytes, units), _short(c.note)] for c in est.components]
     lines.append(tabulate(rows, headers=["component (per GPU)", "dtype", f"size ({units.value})", "note"]))
     g = est.per_gpu
-    lines += ["", f"required per GPU  {format_bytes(g.required, units)}"]
+    lines += ["", f"required per GPU  {format_bytes(g.required, units)}" + _required_meaning(est)]
     if est.kv_layers:
         lines += _kv_lines(est)
     if est.vllm is not None:
