@@ -270,3 +270,18 @@ def test_a_replica_gets_slower_with_load_and_saturates():
     for a, b in zip(stable, stable[1:]):
         assert b.tpot_p50 >= a.tpot_p50 and b.ttft_p50 >= a.ttft_p50 and b.running > a.running
     assert not aggregated(cost, load, 1000, 256, 2048, est.vllm.concurrency_at_context).stable
+
+
+def test_the_best_layout_says_what_a_replica_holds_and_how_much_is_used():
+    """The text names the seats (max_num_seqs, fewer when the KV cache holds fewer sequences of the mean context)
+    and the share in use; it printed '41.2 sequences decoding per replica of 772.0 the KV holds; utilisation 8%'."""
+    from memplan.report.capacity import capacity_table
+
+    for rate, prompt in ((20, 1024), (200, 4096)):
+        plan = memplan.serve("llama-3.1-8b", gpu="h100-sxm", rate=rate, prompt=prompt, output=256)
+        best = plan.best
+        seats = min(best.max_num_seqs, best.kv_sequences)
+        text = capacity_table(plan)
+        assert f"{seats:,.0f} seats per replica (max_num_seqs {best.max_num_seqs}; the KV cache holds " \
+               f"{best.kv_sequences:,.0f} sequences of the mean context), {best.running / seats:.0%} in use" in text
+        assert "utilisation" not in text and "the KV holds" not in text

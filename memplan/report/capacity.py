@@ -38,9 +38,21 @@ def _layout_lines(title: str, r: CapacityLayout, plan: CapacityPlan) -> list[str
              f"  TTFT p50 {_ms(r.ttft_ms_p50)} ms, p90 {_ms(r.ttft_ms_p90)} ms;  TPOT p50 {_ms(r.tpot_ms_p50)} ms, "
              f"p90 {_ms(r.tpot_ms_p90)} ms;  step {_ms(r.step_ms)} ms",
              f"  {r.output_tokens_per_s:,.0f} output tokens/s ({r.output_tokens_per_s_per_gpu:,.0f} per GPU); "
-             f"{r.running:,.1f} sequences decoding per replica of {r.kv_sequences:,.1f} the KV holds; "
-             f"utilisation {r.utilization:.0%}" + (f" (bound: {r.limit})" if r.limit else "")]
+             f"{r.running:,.1f} sequences decoding per replica on average",
+             "  " + _use(r)]
     return lines
+
+
+def _use(r: CapacityLayout) -> str:
+    """What a replica holds and how much of it the load uses: its seats (max_num_seqs, or fewer when the KV cache
+    holds fewer sequences of the mean context) and its prefill budget (perf/batching.py: utilization is the busier)."""
+    seats = min(float(r.max_num_seqs), r.kv_sequences)
+    seat_use = r.running / seats if seats > 0 else 0.0
+    text = (f"{seats:,.0f} seats per replica (max_num_seqs {r.max_num_seqs}; the KV cache holds "
+            f"{r.kv_sequences:,.0f} sequences of the mean context), {seat_use:.0%} in use")
+    if r.utilization > seat_use + 0.005:  # the prefill budget is the busier (shown only when it differs)
+        text += f"; prefill budget per step {r.utilization:.0%} in use"
+    return text + (f" (the bound: {r.limit})" if r.limit else "")
 
 
 def pareto_rows(plan: CapacityPlan) -> list[list[str]]:
