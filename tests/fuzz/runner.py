@@ -1,8 +1,9 @@
 """Run one case in-process through memplan.cli.main, in its own folder, with a time limit.
 
 In-process is what makes a few hundred cases take seconds (no interpreter start, imports warm).  The time limit
-is SIGALRM from the main thread (the exception it raises carries the traceback of where the command hung); off
-the main thread a watchdog thread interrupts it instead.  An exception that escapes `main` is what a user would
+is the process's CPU time (SIGPROF, with a looser wall-clock SIGALRM for a case blocked without running) from the
+main thread (the exception it raises carries the traceback of where the command hung); off the main thread a
+watchdog thread interrupts it instead, by the wall clock.  An exception that escapes `main` is what a user would
 see as a traceback.
 """
 from __future__ import annotations
@@ -79,6 +80,9 @@ def run_argv(argv: list[str], timeout: float) -> Outcome:
                    escaped=None if timed_out and escaped is None else escaped, trace=trace)
 
 
+WALL_FACTOR = 6  # a case may wait this many times its CPU limit in wall time (a loaded machine) before it hangs
+
+
 @contextlib.contextmanager
 def _time_limit(seconds: float):
     fired = threading.Event()
@@ -87,13 +91,19 @@ def _time_limit(seconds: float):
             fired.set()
             raise CaseTimeout(f"no answer within {seconds:g} s")
 
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+        # the limit is this process's CPU time (SIGPROF): a busy loop is caught at `seconds` however loaded the
+        # machine is (a test run sharing two cores made a 2.4 s answer take 10 s of wall time); a case blocked
+        # without using CPU is caught by the wall clock at WALL_FACTOR x `seconds`
+        previous = {sig: signal.signal(sig, on_alarm) for sig in (signal.SIGALRM, signal.SIGPROF)}
+        signal.setitimer(signal.ITIMER_PROF, seconds)
+        signal.setitimer(signal.ITIMER_REAL, seconds * WALL_FACTOR)
         try:
             yield fired.is_set
         finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return
     import _thread
 
