@@ -8,7 +8,10 @@ What a figure can support, and so the check:
   one length (answers/rl_time.py: "every completion runs to max_completion_length").  A single length cannot
   reproduce a mean plus a long tail, so the figure supports a bracket, not a point: memplan with every sequence at
   the published mean (no tail: a lower bound) <= published <= memplan with every sequence at the cap (an upper
-  bound).  A row outside its bracket is a strict xfail with the error in the reason.  The point error at the mean
+  bound).  Each end is itself an estimate, good to the accuracy its parts were validated to: the rollout's
+  engine-step model +-15% on published serving benchmarks (tests/test_capacity.py), the update's op walk 10% worst
+  on held-out Megatron runs (tests/test_published_runs.py); so the bracket is widened by 15% at each end
+  (MODEL_ERROR).  A row outside it is a strict xfail with the error in the reason.  The point error at the mean
   is printed in docs/validation.md ("RL: published runs") for reading, not asserted.
 
 Rows
@@ -32,7 +35,8 @@ How the settings map (the gaps, stated):
   - The 1-step off-policy (asynchronous) rows of the same table overlap generation with training: memplan plans a
     synchronous step only, so they are not compared.
 
-Found and not compared (docs/validation.md says why): the TRL blog "No GPU left behind" (huggingface/blog
+Found and not compared (docs/rl.md says why): TRL's GRPO quick start (docs/source/grpo_trainer.md: 8 GPUs of an
+unstated model, "approximately 1 day"; transformers generate, which memplan bounds from below only); the TRL blog "No GPU left behind" (huggingface/blog
 vllm-colocate.md: speed-ups read off charts, no absolute figure or batch sizes in text); verl's baseline log
 gsm8k/qwen2-7b-fsdp2.log (github:eric-haibin-lin/verl-data, linked from verl docs/algo/baseline.md: timings and
 "After building vllm rollout, memory allocated (GB): 73.22" but the GPU model is not stated, and the actor and
@@ -50,6 +54,7 @@ import pytest
 from memplan.answers.rl import rl
 
 PROMPT = 256  # assumed, not published (see above)
+MODEL_ERROR = 0.15  # the validated accuracy of the estimates at the bracket's ends (see above)
 
 
 @dataclass(frozen=True)
@@ -97,14 +102,14 @@ def _param(run: Run):
 @pytest.mark.parametrize("run", [_param(r) for r in RUNS])
 def test_published_step_time_within_the_length_bracket(run: Run):
     low, high = plan_step(run, run.mean_total), plan_step(run, run.max_total)
-    assert low <= run.published_step_s <= high, (
-        f"{run.name}: published {run.published_step_s} s outside memplan's [{low:.1f}, {high:.1f}] s "
+    assert low * (1 - MODEL_ERROR) <= run.published_step_s <= high * (1 + MODEL_ERROR), (
+        f"{run.name}: published {run.published_step_s} s outside memplan's [{low:.1f}, {high:.1f}] s +-15% "
         f"(every sequence at the mean {run.mean_total} / at the cap {run.max_total} tokens)")
 
 
 def test_the_bracket_is_informative():
     """The check is not a pass-anything: each bracket is bounded by the run's own lengths, and a run whose mean
-    is near its cap (N2: 3,206 of 4,096) gets a bracket under 2x wide."""
+    is near its cap (N2: 3,206 of 4,096) gets a bracket, widened by the model error, under 2x wide."""
     n2 = RUNS[1]
     low, high = plan_step(n2, n2.mean_total), plan_step(n2, n2.max_total)
-    assert high / low < 2.0
+    assert high * (1 + MODEL_ERROR) / (low * (1 - MODEL_ERROR)) < 2.0

@@ -2,7 +2,8 @@
 (memory/estimate.py estimate_memory at the RL sequence and micro-batch), with the loss's logits replaced by TRL's
 fused LM head (answers/rl_memory.py); the colocated rollout engine is memplan's vLLM startup (memory/vllm.py); the
 reference and reward forwards are no-grad forwards (the serving floor's workspace); time is the op walk
-(perf/time.py) for scoring and update and the decode roofline (perf/roofline.py) for the rollout.
+(perf/time.py) for scoring and update, and for the rollout the serving floor's engine-step model
+(perf/serving_time.py; transformers generate: the decode roofline, perf/roofline.py).
 Files: rl.py (this face), rl_phases.py (the phases), rl_memory.py (TRL's own buffers), rl_time.py, rl_search.py.
 
     >>> from memplan.answers.rl import rl

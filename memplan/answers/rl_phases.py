@@ -67,7 +67,12 @@ def _vllm(model: Any, wl: RLWorkload, gpu, setup, batch: int):
     kw: dict[str, Any] = {"engine": "vllm", "gpu_memory_utilization": wl.vllm_utilization,
                           "max_model_len": wl.sequence, "batch": batch, "prompt": wl.prompt_tokens,
                           "output": wl.completion_tokens, "tp": wl.rollout.tp, "vllm_entrypoint": "llm"}
-    if wl.rollout.kind == "vllm-colocate":
+    if wl.rollout.kind == "vllm-colocate" and wl.framework == "verl":
+        # verl/trainer/config/rollout/rollout.yaml (verl b178a3cd, v0.7.0+): max_num_batched_tokens 8192,
+        # max_num_seqs 256 (vLLM's engine arguments as verl passes them)
+        kw["max_num_batched_tokens"] = wl.rollout.max_num_batched_tokens or 8192
+        kw["max_num_seqs"] = 256
+    elif wl.rollout.kind == "vllm-colocate":
         # trl/generation/vllm_generation.py: max_num_batched_tokens=4096, max_num_seqs = batch x tp x steps
         kw["max_num_batched_tokens"] = wl.rollout.max_num_batched_tokens or 4096
         kw["max_num_seqs"] = wl.per_device_train_batch_size * wl.rollout.tp * wl.generation_steps

@@ -1,5 +1,6 @@
-"""Seconds per RL step: rollout (the serving floor's decode roofline), scoring and update (the op walk,
-perf/time.py), weight sync and sleep/wake transfers; tokens/s and GPU-hours per 1,000 steps."""
+"""Seconds per RL step: rollout (vLLM: the serving floor's engine-step model, perf/serving_time.py; transformers
+generate: the decode roofline), scoring and update (the op walk, perf/time.py), weight sync and sleep/wake
+transfers; tokens/s and GPU-hours per 1,000 steps."""
 from __future__ import annotations
 
 import math
@@ -39,21 +40,22 @@ def plan_time(parts: dict[str, Any], wl: RLWorkload, gpu) -> RLTime:
     links = resolve_links(gpu)
     w_bytes = _weights_bytes(setup, False)
     if wl.online and eng is not None and eng.roofline is not None:
-        r = eng.roofline
-        # decode steps read the weights and a KV cache that grows from the prompt to prompt + completion: the
-        # mean step is the roofline at the full context with half the completion's KV
-        kv_full = r.decode_kv_bytes_per_step
-        frac = (wl.prompt_tokens + wl.completion_tokens / 2) / wl.sequence
-        mean_step = r.decode_step_seconds * (r.decode_bytes_per_step - kv_full * (1 - frac)) / max(
-            r.decode_bytes_per_step, 1)
-        conc = parts.get("concurrency") or parts["batch"]
-        waves = max(1, math.ceil(r.batch / max(conc, 1)))
-        rollout = waves * (r.prefill_seconds + wl.completion_tokens * mean_step)
-        assumptions.append(f"rollout: the decode roofline at batch {r.batch} (mean step {mean_step * 1e3:.3g} ms x "
-                           f"{wl.completion_tokens} tokens) + prefill {r.prefill_seconds:.3g} s"
-                           + (f", in {waves} waves (the KV blocks hold {conc:.0f})" if waves > 1 else "")
-                           + "; every completion runs to max_completion_length (an upper bound)")
-        if wl.rollout.kind == "hf":
+        v = getattr(eng, "vllm", None)
+        if v is not None:
+            rollout, note = _vllm_rollout(eng, v, wl, gpu, parts.get("concurrency"))
+            assumptions.append(note)
+        else:
+            r = eng.roofline
+            # decode steps read the weights and a KV cache that grows from the prompt to prompt + completion: the
+            # mean step is the roofline at the full context with half the completion's KV
+            kv_full = r.decode_kv_bytes_per_step
+            frac = (wl.prompt_tokens + wl.completion_tokens / 2) / wl.sequence
+            mean_step = r.decode_step_seconds * (r.decode_bytes_per_step - kv_full * (1 - frac)) / max(
+                r.decode_bytes_per_step, 1)
+            rollout = r.prefill_seconds + wl.completion_tokens * mean_step
+            assumptions.append(f"rollout: the decode roofline at batch {r.batch} (mean step {mean_step * 1e3:.3g} "
+                               f"ms x {wl.completion_tokens} tokens) + prefill {r.prefill_seconds:.3g} s; every "
+                               "completion runs to max_completion_length (an upper bound)")
             assumptions.append("transformers generate is launch-bound at small batch: the roofline is a lower "
                                "bound on its time")
         if wl.rollout.kind == "vllm-colocate":
@@ -86,3 +88,31 @@ def plan_time(parts: dict[str, Any], wl: RLWorkload, gpu) -> RLTime:
                   sleep_wake_seconds=sleep, step_seconds=step, optimizer_steps=opt_steps, completions=completions,
                   tokens=tokens, tokens_per_second=tokens / step if step else 0.0,
                   gpu_hours_per_1000_steps=1000 * step * gpus / 3600, gpus=gpus, assumptions=assumptions)
+
+
+def _vllm_rollout(eng: Any, v: Any, wl: RLWorkload, gpu, concurrency: float | None) -> tuple[float, str]:
+    """One engine's generation of its batch, step by step as vLLM schedules it: the serving floor's engine-step
+    model (perf/serving_time.py StepCost.step: weights + KV read at the achieved bandwidth, FLOPs at the achieved
+    tensor-core share, TP all-reduces, the per-step CPU overhead; efficiencies fitted on published serving
+    benchmarks, tests/test_capacity.py, none on RL runs).  The batch runs at once up to max_num_seqs and what the KV
+    blocks hold at the full sequence (else in waves); prompts prefill in chunks of max_num_batched_tokens; every
+    completion decodes to max_completion_length at a mean context of prompt + completion / 2 (the step is linear in
+    the context)."""
+    from memplan.perf.serving_time import step_cost
+
+    cost = step_cost(eng.setup, gpu, eng.weights, eng.kv_layers)
+    batch = eng.roofline.batch
+    held = max(1, min(v.max_num_seqs, int(concurrency if concurrency is not None else batch)))
+    waves = max(1, math.ceil(batch / held))
+    per_wave = batch / waves
+    prompt, completion = wl.prompt_tokens, wl.completion_tokens
+    prefill_tokens = per_wave * prompt
+    chunks = max(1, math.ceil(prefill_tokens / max(v.max_num_batched_tokens, 1)))
+    prefill = chunks * cost.step(0, 0.0, prefill=prefill_tokens / chunks, prompt=prompt)
+    step = cost.step(per_wave, prompt + completion / 2)
+    rollout = waves * (prefill + completion * step)
+    note = (f"rollout: vLLM engine steps at batch {per_wave:g} (mean step {step * 1e3:.3g} ms x {completion} tokens; "
+            f"{cost.eff.describe()}) + prefill {prefill:.3g} s in {chunks} chunk(s)"
+            + (f", in {waves} waves (the KV blocks or max_num_seqs hold {held})" if waves > 1 else "")
+            + "; every completion runs to max_completion_length (an upper bound)")
+    return rollout, note

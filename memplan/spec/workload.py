@@ -230,4 +230,6 @@ class RLWorkload(BaseModel):
     def vllm_utilization(self) -> float:
         if self.rollout.gpu_memory_utilization is not None:
             return self.rollout.gpu_memory_utilization
+        if self.rollout.kind == "vllm-colocate" and self.framework == "verl":
+            return 0.5  # verl/trainer/config/rollout/rollout.yaml gpu_memory_utilization (verl b178a3cd, v0.7.0+)
         return 0.3 if self.rollout.kind == "vllm-colocate" else 0.9
