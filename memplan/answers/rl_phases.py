@@ -253,6 +253,8 @@ def _vllm_engine(c: _Ctx) -> None:
     v = c.engine.vllm
     if v is None:
         return
+    if wl.rollout.kind == "vllm-colocate":
+        v = c.engine.vllm = _trainer_in_budget(c, v)
     awake = [RLComponent(name="vLLM weights", category="rollout", bytes=v.weights),
              RLComponent(name="vLLM KV block pool", category="rollout", bytes=v.kv_cache_pool,
                          note=f"{v.num_gpu_blocks:,} blocks, {v.max_concurrency:.1f} sequences of "
@@ -271,6 +273,38 @@ def _vllm_engine(c: _Ctx) -> None:
         c.host_ram = v.weights * ranks
         c.host_note = (f"vLLM sleep level 1: each rank's vLLM weights ({v.weights / GiB:.2f} GiB) in pinned host "
                        f"RAM x {ranks} ranks per node")
+
+
+def _trainer_in_budget(c: _Ctx, v: Any) -> Any:
+    """vLLM <= 0.8 colocated in the trainer's process: Worker.determine_available_memory (vllm/v1/worker/
+    gpu_worker.py @v0.8.5) takes torch's allocated_bytes.all.peak after reset_peak_memory_stats, which starts at
+    what the process already holds, so the policy and reference/reward weights loaded before the engine are
+    charged against gpu_memory_utilization x total with vLLM's own (available = total x utilization - peak -
+    non-torch).  From 0.9 the baseline snapshot taken at init leaves them out (the serving floor's rule)."""
+    from memplan.memory.vllm_rules import VllmRules, flashinfer_installed, parse_version
+
+    ver = c.engine.setup.vllm_version
+    if not VllmRules(parse_version(ver), flashinfer_installed(ver)).context_in_budget:
+        return v
+    loaded = sum(x.bytes for x in c.res.resident if x.category in ("reference", "reward")) + \
+        sum(b for k, b in c.states.items() if k in ("weights", "master_weights"))  # no optimizer states yet
+    available = v.kv_cache_available - loaded
+    blocks = max(available, 0) // v.bytes_per_block
+    conc = v.max_concurrency * blocks / v.num_gpu_blocks if v.num_gpu_blocks else 0.0
+    upd: dict[str, Any] = {"kv_cache_available": max(available, 0), "kv_cache_shortfall": max(-available, 0),
+                           "num_gpu_blocks": blocks, "kv_cache_pool": blocks * v.bytes_per_block,
+                           "max_concurrency": conc,
+                           "gpu_kv_cache_tokens": v.gpu_kv_cache_tokens * blocks // max(v.num_gpu_blocks, 1)}
+    c.notes.append(f"vLLM {ver} colocated: the trainer's {loaded / GiB:.2f} GiB of weights loaded before the engine "
+                   "count against gpu_memory_utilization (gpu_worker.py @v0.8.5 determine_available_memory: the "
+                   "process's torch peak); from 0.9 they are left out")
+    if v.starts and conc < 1:
+        upd.update(starts=False, failed_phase="kv",
+                   refusal=(f"vLLM {ver} refuses to start: the trainer's {loaded / GiB:.2f} GiB loaded in the same "
+                            f"process count against gpu_memory_utilization {v.gpu_memory_utilization} and leave "
+                            f"{max(available, 0) / GiB:.2f} GiB of KV cache, less than one sequence of "
+                            f"{v.max_model_len:,} tokens"))
+    return v.model_copy(update=upd)
 
 
 def _online_phases(c: _Ctx) -> list[RLPhase]:
@@ -414,6 +448,11 @@ def _vllm_start_check(parts: dict[str, Any], wl: RLWorkload, gpu) -> tuple[bool 
         return False, v.refusal
     if wl.rollout.kind != "vllm-colocate":
         return True, None
+    from memplan.memory.vllm_rules import VllmRules, flashinfer_installed, parse_version
+
+    ver = eng.setup.vllm_version
+    if not VllmRules(parse_version(ver), flashinfer_installed(ver)).checks_free_memory:
+        return True, None  # 0.8.5 has no free-memory check at init (vllm_rules.py checks_free_memory)
     ph = next(p for p in parts["phases"] if p.name == "rollout")
     loaded = sum(c.bytes for c in ph.components if c.category in ("reference", "reward")
                  or c.name == "policy weights")
