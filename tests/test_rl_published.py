@@ -43,7 +43,8 @@ gsm8k/qwen2-7b-fsdp2.log (github:eric-haibin-lin/verl-data, linked from verl doc
 reference run with FSDP param/optimizer offload, which memplan does not model); verl docs/perf/device_tuning.rst
 MaxBatch figures (found with GSM8K's real lengths under use_remove_padding, with param offload); TRL issues #2927
 and #2972 (OOM at the second/third step on H20s: the model's dtype and TRL 0.15's conventions are not memplan's
-TRL 1.16).
+TRL 1.16); OpenRLHF's README table (seconds per 1,024 prompts of PPO on A800s: lengths, GPU split and batches not
+given, marked outdated by its authors).
 """
 from __future__ import annotations
 
