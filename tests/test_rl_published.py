@@ -40,8 +40,9 @@ How the settings map (the gaps, stated):
     synchronous step only, so they are not compared.
 
 Found and not compared (docs/rl.md says why): TRL's GRPO quick start (docs/source/grpo_trainer.md: 8 GPUs of an
-unstated model, "approximately 1 day"; transformers generate, which memplan bounds from below only); the TRL blog "No GPU left behind" (huggingface/blog
-vllm-colocate.md: speed-ups read off charts, no absolute figure or batch sizes in text); verl's baseline log
+unstated model, "approximately 1 day"; transformers generate, which memplan bounds from below only); the TRL blog
+"No GPU left behind" (huggingface/blog vllm-colocate.md: speed-ups read off charts, no absolute figure or batch
+sizes in text); verl's baseline log
 gsm8k/qwen2-7b-fsdp2.log (github:eric-haibin-lin/verl-data, linked from verl docs/algo/baseline.md: timings and
 "After building vllm rollout, memory allocated (GB): 73.22" but the GPU model is not stated, and the actor and
 reference run with FSDP param/optimizer offload, which memplan does not model); verl docs/perf/device_tuning.rst
