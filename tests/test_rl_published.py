@@ -27,8 +27,13 @@ Rows
       393 s -- recipe grpo-qwen3-32b-4n8g.yaml (commit 0b88cccc: 64 x 32, vLLM tensor_parallel_size 4).
   N3  the same table, Qwen3-30B-A3B (MoE) on-policy: 4,096 / 3,154, 32 GPUs, G-GBS 2,048, T-GBS 512, generation
       [TP 4], training [TP 2, EP 8], 225 s -- a strict xfail (the reason says why).
+  N5  NeMo RL v0.7's table (H100 BF16, on-policy): Qwen3-32B, 4,096 / 3,256, 32 GPUs, G-GBS 2,048, T-GBS 2,048
+      (one optimizer step per RL step), generation [TP 4], training [TP 4, PP 4], 323 s.
+  N6  the same v0.7 table: Qwen3-30B-A3B, 4,096 / 3,198, 32 GPUs, G-GBS 2,048, T-GBS 2,048, generation [TP 2],
+      training [EP 8], 171 s.
   Not expressible: Qwen3-235B (generation TP 16 and DeepSeek-V3 generation TP 32 span nodes; memplan keeps TP
-  within a node).
+  within a node); v0.7's GB200 rows (no GB200 profile in memplan), Nemotron-3-Super (no profile), the 40,960-token
+  Qwen3-30B-A3B row (context parallel 8).
 
 How the settings map (the gaps, stated):
   - NeMo RL trains with Megatron-core (N1: PP 2; N2: TP 4, PP 4, sequence parallel); memplan's RL update is
@@ -80,6 +85,8 @@ class Run:
 
 
 NEMO_RL = "github:NVIDIA-NeMo/RL docs/about/performance-summary.md (NeMo RL v0.4, DGX-H100, on-policy GRPO)"
+NEMO_RL_07 = ("github:NVIDIA-NeMo/RL docs/about/performance-summary.md, NeMo RL v0.7 'H100 BF16 Benchmarks' (read from "
+              "the mirror github:svcnemo-autobot/RL @ad3472a8), on-policy GRPO, recipes at v0.7.0")
 RUNS = [
     Run("N1 nemo-rl-v0.4 llama-3.1-8b 16xH100", NEMO_RL + "; recipe grpo-llama3.1-8b-instruct-2n8g.yaml",
         "llama-3.1-8b", 16, 64, 32, 512, 1, 4096, 1060, 97.7),
@@ -89,8 +96,10 @@ RUNS = [
         "qwen3-30b-a3b", 32, 64, 32, 512, 4, 4096, 3154, 225.0,
         miss="memplan at the cap is 127.7 s, -43% (bracket [100.6, 127.7] s, +-15%: [85.5, 146.9]): the run trains "
              "the MoE with Megatron-core EP 8 + TP 2 (token-dropless all-to-all, grouped expert GEMMs), which "
-             "memplan rl cannot express (data-parallel ZeRO-1 only: no all-to-all, the op walk's expert GEMM "
-             "efficiency); not tuned"),
+             "memplan rl cannot express (data-parallel ZeRO-1 only); NeMo RL v0.7 runs the same model in 171 s "
+             "(N6, inside its bracket): v0.4's slower software is not modelled; not tuned"),
+    Run("N5 nemo-rl-v0.7 qwen3-32b 32xH100", NEMO_RL_07, "qwen3-32b", 32, 64, 32, 2048, 4, 4096, 3256, 323.0),
+    Run("N6 nemo-rl-v0.7 qwen3-30b-a3b 32xH100", NEMO_RL_07, "qwen3-30b-a3b", 32, 64, 32, 2048, 2, 4096, 3198, 171.0),
 ]
 
 
