@@ -135,10 +135,16 @@ class RLWorkload(BaseModel):
         if self.zero == 3 and not self.ds3_gather_for_generation and self.rollout.kind != "hf":
             raise MemplanError("ds3_gather_for_generation=False is not compatible with vLLM generation (TRL "
                                "grpo_config.py); use --rollout hf or gather for generation")
+        nums = [int("".join(c for c in x if c.isdigit()) or 0) for x in
+                (self.rollout.vllm_version or "99").lstrip("v").split("+")[0].split(".")[:3]]
+        sleeps = tuple((nums + [0, 0, 0])[:3]) >= SLEEP_SINCE
+        if self.framework == "verl" and self.rollout.kind == "vllm-colocate" and sleeps \
+                and "sleep_level" not in self.rollout.model_fields_set:
+            # verl/trainer/config/rollout/rollout.yaml free_cache_engine: True (verl b178a3cd, v0.7.0+): the
+            # engine sleeps between rollouts, as the config reader counts it (rlfiles: sleep level 1)
+            self.rollout.sleep_level = 1
         if self.rollout.sleep_level and self.rollout.vllm_version:
-            nums = [int("".join(c for c in x if c.isdigit()) or 0) for x in
-                    self.rollout.vllm_version.lstrip("v").split("+")[0].split(".")[:3]]
-            if tuple((nums + [0, 0, 0])[:3]) < SLEEP_SINCE:
+            if not sleeps:
                 raise MemplanError(f"--sleep-level {self.rollout.sleep_level}: vLLM {self.rollout.vllm_version} has no "
                                    "sleep mode (LLM.sleep/wake_up arrived in 0.7.3); drop --sleep-level or use a "
                                    "newer vLLM")
