@@ -53,15 +53,21 @@ def read_module_tree(config: dict[str, Any], path: str = "config") -> Any:
     from memplan.measure.trace.record import layers_of
     from memplan.spec.model import Embeddings, Head, Model, Norm, count_parameters
 
+    from memplan.families.heads import score_head, sequence_classification_class
+
     model_type = str(config.get("model_type"))
     cfg = transformers_config(config)
     import transformers as tf
 
+    # the head the config's architectures name: a score head (families/heads.py), else the causal LM's
+    seq_cls = sequence_classification_class(config) is not None
+    auto, what = (tf.AutoModelForSequenceClassification, "sequence classifier") if seq_cls else \
+        (tf.AutoModelForCausalLM, "causal LM")
     try:
         with torch.device("meta"):
-            module = tf.AutoModelForCausalLM.from_config(cfg)
+            module = auto.from_config(cfg)
     except Exception as exc:  # noqa: BLE001 - transformers' own message, one line
-        raise _refuse(model_type, f"transformers builds no causal LM from it: {str(exc).splitlines()[0][:120]}")
+        raise _refuse(model_type, f"transformers builds no {what} from it: {str(exc).splitlines()[0][:120]}")
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     h, vocab = text.hidden_size, text.vocab_size
     heads = text.num_attention_heads
@@ -72,7 +78,7 @@ def read_module_tree(config: dict[str, Any], path: str = "config") -> Any:
     names: dict[str, str] = {}
     specs = [_layer(layer, i, text, h, heads, kv, head_dim, names, model_type) for i, layer in enumerate(layers)]
     embed = module.get_input_embeddings()
-    head = module.get_output_embeddings()
+    head = None if seq_cls else module.get_output_embeddings()
     tied = head is not None and head.weight is embed.weight
     positions = [m for name, m in module.named_modules() if isinstance(m, torch.nn.Embedding) and m is not embed
                  and not name.startswith(prefix)]
@@ -88,6 +94,8 @@ def read_module_tree(config: dict[str, Any], path: str = "config") -> Any:
                       head=Head(final_norm=final is not None, lm_head=head is not None, tied=tied,
                                 bias=head is not None and getattr(head, "bias", None) is not None),
                       module_names=names)
+        if seq_cls:  # GenericForSequenceClassification.score: nn.Linear(hidden, num_labels, bias=False)
+            model = score_head(model, module.score.out_features)
     except MemplanError as exc:
         raise _refuse(model_type, str(exc)) from None
     have = sum(p.numel() for p in module.parameters())
