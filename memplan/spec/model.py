@@ -556,6 +556,15 @@ class Extra(BaseModel):
     name: str
     params: int = Field(ge=0)
     note: str = ""
+    per_token: bool = Field(False, description="used by every text token, so active (parameters of the layers that "
+                                               "their specs do not hold: xIELU's alpha_p/alpha_n)")
+
+    @model_serializer(mode="wrap")
+    def _without_default_per_token(self, handler):
+        out = handler(self)  # per_token only where set: the JSON of every other model stays as it was
+        if isinstance(out, dict) and not self.per_token:
+            out.pop("per_token", None)
+        return out
 
 
 class Model(BaseModel):
@@ -741,7 +750,7 @@ def count_parameters(m: Model) -> ParameterCount:
         inactive += m.mtp.depth * (lp.total - lp.active)
     total = embeddings + attention + mlp + norms + lm_head + other + mtp
     # active per text token: the top-k experts, and not the extras (a vision tower runs on images, not tokens)
-    active = total - inactive - sum(x.params for x in m.extras)
+    active = total - inactive - sum(x.params for x in m.extras if not x.per_token)
     return ParameterCount(embeddings=embeddings, attention=attention, mlp=mlp, norms=norms, lm_head=lm_head,
                           other=other, mtp=mtp, mtp_declared=declared, total=total, active=active,
                           per_layer=groups[0].per_layer, groups=groups)

@@ -24,6 +24,9 @@ REPRESENTATIVE = {
     "mistral": "mistral-7b",
     "mixtral": "mixtral-8x7b",
     "olmo2": "olmo-2-7b",
+    "olmo3": "olmo-3-7b",  # no family file: read from the module tree (scripts/module_tree_profiles.py)
+    "smollm3": "smollm3-3b",  # idem
+    "apertus": "apertus-8b",  # idem
     "phi3": "phi-3-mini",
     "qwen2": "qwen2.5-7b",
     "qwen2_moe": "qwen1.5-moe-a2.7b",
