@@ -2,8 +2,10 @@
 estimate reads), from its config.json or a built-in profile.
 
 It needs torch and transformers (imported only inside the command); the estimate that reads the profile stays
-torch-free.  The profile is written to --out; without it, into $MEMPLAN_PROFILES/implementations/hf-<family>.json
-when MEMPLAN_PROFILES names the user's own catalog, else into the current folder as hf-<family>.json.  Never into
+torch-free.  The profile is written to --out; without it, into $MEMPLAN_PROFILES/implementations/hf-<type>-<key>.json
+when MEMPLAN_PROFILES names the user's own catalog, else into the current folder as hf-<type>-<key>.json (<key>: a
+hash of the config's structure, memory/implementations.py structure_key, so that two configs of one model_type keep
+their own rows; a config of a structure already traced is not traced again).  Never into
 the profiles installed with memplan: `trace --force` on a folder named like a shipped profile replaced the
 shipped profile (scripts/trace_profiles.py regenerates those).
 """
