@@ -161,3 +161,18 @@ def test_rl_reward_and_value_models_get_the_score_head():
     assert lm.parameters.total - rm.parameters.total == lm.arch.vocab_size * lm.arch.hidden_size - \
         lm.arch.hidden_size
     assert scoring_model("7B").total_parameters  # a bare count stays a count
+
+
+def test_num_labels_asks_for_the_score_head_explicitly(capsys):
+    import memplan
+    from tests.helpers import run_cli
+
+    code, out, err = run_cli(capsys, "estimate", "qwen3-8b", "--num-labels", "1", "--json")
+    assert code == 0, err
+    est = json.loads(out)
+    assert est["objective"] == "sequence-classification" and est["activation_profile"] == "hf-qwen3-seq-cls"
+    assert memplan.estimate("qwen3-8b", num_labels=1).objective == "sequence-classification"
+    code, _, err = run_cli(capsys, "estimate", "qwen3-8b", "--num-labels", "0")
+    assert code == 2 and err.count("\n") == 1 and "num-labels" in err
+    code, _, err = run_cli(capsys, "estimate", "bert-base", "--num-labels", "1")
+    assert code == 2 and "no sequence-classification head in memplan" in err

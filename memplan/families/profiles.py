@@ -39,6 +39,11 @@ def with_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
     from memplan.families import custom
 
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    labels = overrides.pop("num_labels", None)
+    if labels is not None:  # --num-labels: the score head of a reward/value model or classifier (families/heads.py)
+        from memplan.families.heads import as_sequence_classifier
+
+        return as_sequence_classifier(with_overrides(spec, overrides), labels)
     if not overrides:
         return spec
     if spec.hf_config is not None and find_family(str(spec.hf_config.get("model_type"))) is None:
