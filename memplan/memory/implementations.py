@@ -203,7 +203,8 @@ def structure_key(m: Model) -> str:
     kinds = [spec for spec, _ in m.kinds()]
     feats = [{k: v for k, v in layer_features(spec, m, setup, "fp32", "cuda", dummy).items()
               if k not in _STEP_FEATURES} for spec in kinds]
-    blob = json.dumps({"family": m.family, "kinds": feats}, sort_keys=True, default=str)
+    # not the family's name: the stem holds it, and a multimodal config's text model reads as <type>_text
+    blob = json.dumps({"kinds": feats}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
 
