@@ -176,3 +176,17 @@ def test_num_labels_asks_for_the_score_head_explicitly(capsys):
     assert code == 2 and err.count("\n") == 1 and "num-labels" in err
     code, _, err = run_cli(capsys, "estimate", "bert-base", "--num-labels", "1")
     assert code == 2 and "no sequence-classification head in memplan" in err
+
+
+def test_rl_weighs_the_reward_model_with_its_score_head():
+    """PPO with a reward model named by a built-in causal LM: TRL loads it with AutoModelForSequenceClassification
+    (num_labels=1), so its bf16 weights are the backbone's and hidden x 1, not the vocabulary head's."""
+    from memplan.answers.rl import rl
+
+    p = rl("qwen3-0.6b", "h100-sxm", algorithm="ppo", prompt_length=128, completion_length=256,
+           reward_model="qwen3-0.6b", search_changes=False)
+    upd = next(ph for ph in p.phases if ph.name == "update")
+    [reward] = [c for c in upd.components if c.name.startswith("reward model")]
+    assert "score head (hidden x 1" in reward.name
+    score = as_sequence_classifier(__import__("memplan.catalog", fromlist=["x"]).resolve_model("qwen3-0.6b"))
+    assert reward.bytes == 2 * score.parameters.total
