@@ -190,3 +190,31 @@ def test_rl_weighs_the_reward_model_with_its_score_head():
     assert "score head (hidden x 1" in reward.name
     score = as_sequence_classifier(__import__("memplan.catalog", fromlist=["x"]).resolve_model("qwen3-0.6b"))
     assert reward.bytes == 2 * score.parameters.total
+
+
+def _score_families():
+    from memplan.measure.trace import REPRESENTATIVE
+
+    return sorted(f for f in REPRESENTATIVE if f != "bert")
+
+
+@pytest.mark.parametrize("family", _score_families())
+def test_every_family_with_a_score_class_counts_it_exactly(family):
+    """Each built-in family's representative (small config) as a sequence classifier: memplan's count equals
+    transformers' AutoModelForSequenceClassification on the meta device (GPT-2, GPT-NeoX and Falcon have their own
+    classes, with the same bias-free `score`)."""
+    torch = pytest.importorskip("torch")
+    tf = pytest.importorskip("transformers")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES as CLASSES
+
+    from memplan.catalog import resolve_model
+    from memplan.measure.models import transformers_config
+    from memplan.measure.trace import REPRESENTATIVE
+    from tests.validation_cases import small_config, spec_of
+
+    if family not in CLASSES:
+        pytest.skip(f"transformers 5.24 has no sequence-classification class for {family}")
+    spec = as_sequence_classifier(spec_of(family, small_config(resolve_model(REPRESENTATIVE[family]).hf_config)), 1)
+    with torch.device("meta"):
+        module = tf.AutoModelForSequenceClassification.from_config(transformers_config(spec.hf_config))
+    assert count_parameters(spec.arch).total == sum(p.numel() for p in module.parameters())
