@@ -8,7 +8,7 @@ family, by `memplan trace` of the family's representative model profile.
 
 --seq-cls traces the representative with transformers' score head (AutoModelForSequenceClassification, num_labels
 1, as TRL builds reward and value models: families/heads.py) into hf-<family>-seq-cls.json; the estimate reads
-them for a model whose head is a score head (SEQ_CLS below are those shipped).
+them for a model whose head is a score head (memplan/measure/trace SEQ_CLS are those shipped).
 
 Needs torch and transformers.  The profile records the torch and transformers versions it was traced with; rerun
 after upgrading either.  Each family takes seconds to a minute on two cores (benchmarks/bench_trace.py): all 19 took
@@ -24,11 +24,6 @@ from pathlib import Path
 
 
 
-# families whose sequence-classification (reward model) rows ship: the bases of published reward models
-# (Skywork-Reward-V2 on Llama 3.1 and Qwen3, Qwen2.5-Math-RM on Qwen2.5, ...)
-SEQ_CLS = ("llama", "mistral", "qwen2", "qwen3")
-
-
 def main(argv: list[str]) -> int:
     from memplan.catalog import profiles_dir, resolve_model
     from memplan.measure.trace.profile import dumps, trace_profile
@@ -41,7 +36,7 @@ def main(argv: list[str]) -> int:
     if "--out-dir" in argv:
         i = argv.index("--out-dir")
         out_dir, argv = Path(argv[i + 1]), argv[:i] + argv[i + 2:]
-    from memplan.measure.trace import REPRESENTATIVE
+    from memplan.measure.trace import REPRESENTATIVE, SEQ_CLS
 
     families = argv or (sorted(SEQ_CLS) if seq_cls else sorted(REPRESENTATIVE))
     unknown = [f for f in families if f not in REPRESENTATIVE]

@@ -81,6 +81,18 @@ def test_other_models_json_is_unchanged_by_the_new_field():
     assert as_sequence_classifier(resolve_model("llama-3.1-8b")).arch.model_dump()["head"]["num_labels"] == 1
 
 
+def test_shipped_score_head_rows_are_read_for_their_family():
+    from memplan.catalog import profiles_dir, resolve_model
+    from memplan.measure.trace import REPRESENTATIVE, SEQ_CLS
+    from memplan.memory.activations import implementation_for
+    from memplan.spec.setup import TrainingSetup
+
+    for family in SEQ_CLS:
+        assert (profiles_dir() / "implementations" / f"hf-{family.replace('_', '-')}-seq-cls.json").is_file()
+        used = implementation_for(TrainingSetup(model=as_sequence_classifier(resolve_model(REPRESENTATIVE[family]))))
+        assert used.family == family and used.name.endswith("-seq-cls"), family
+
+
 def test_the_estimate_reads_the_score_heads_rows_and_says_what_is_trained(tmp_path, capsys):
     from tests.helpers import run_cli
 
@@ -119,10 +131,16 @@ def _cases():
     from memplan.measure.trace import REPRESENTATIVE
     from tests.validation_cases import FAMILY_TOLERANCE_PERCENT, Case, small_config, spec_of
 
+    from memplan.measure.trace import SEQ_CLS
+
     out = []
-    for family, recipe, attention in (("llama", "bf16-mixed", "sdpa"), ("llama", "fp32", "eager"),
-                                      ("llama", "amp-bf16", "sdpa"), ("qwen3", "bf16-mixed", "sdpa"),
-                                      ("qwen2", "fp32", "sdpa"), ("mistral", "bf16", "eager")):
+    recipes = ["bf16-mixed", "fp32", "amp-bf16", "bf16"]
+    # llama in every mode, then one case per family with shipped score-head rows (recipe and attention rotated;
+    # eager where transformers runs no sdpa: Gemma 2's soft-capping)
+    runs = [("llama", "bf16-mixed", "sdpa"), ("llama", "fp32", "eager"), ("llama", "amp-bf16", "sdpa")]
+    runs += [(f, recipes[i % 4], "eager" if i % 3 == 2 or f == "gemma2" else "sdpa")
+             for i, f in enumerate(x for x in SEQ_CLS if x != "llama")]
+    for family, recipe, attention in runs:
         spec = as_sequence_classifier(resolve_model(REPRESENTATIVE[family]), 1)
         small = small_config(spec.hf_config)
         out.append(Case(f"{family} reward model (score head): small config (cpu), {recipe}, {attention}, b2 s64",

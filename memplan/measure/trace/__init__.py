@@ -33,3 +33,10 @@ REPRESENTATIVE = {
     "qwen3": "qwen3-8b",
     "qwen3_moe": "qwen3-30b-a3b",
 }
+
+# families whose sequence-classification (reward/value model) rows ship, hf-<family>-seq-cls.json, traced from the
+# representative with transformers' score head (scripts/trace_profiles.py --seq-cls); not gemma3 (its multimodal
+# config's class wraps the vision tower), deepseek_v3 and gpt_oss (not traced yet), llama4 and apertus
+# (transformers 5.24 has no sequence-classification class for them)
+SEQ_CLS = ("falcon", "gemma", "gemma2", "gpt2", "gpt_neox", "llama", "mistral", "mixtral", "olmo2", "olmo3", "phi3",
+           "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "smollm3")
