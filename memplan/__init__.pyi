@@ -69,6 +69,7 @@ def estimate(
     tied: bool | None = None,
     experts: int | None = None,
     top_k: int | None = None,
+    num_labels: int | None = None,
     download: bool | None = None,
     mode: Literal['training', 'inference'] | None = None,
     max_micro_batch: bool | None = None,
@@ -145,6 +146,7 @@ def estimate_inference(
     tied: bool | None = None,
     experts: int | None = None,
     top_k: int | None = None,
+    num_labels: int | None = None,
 ) -> InferenceEstimate: ...
 def compare(
     model: str | ModelSpec | None = None,
@@ -198,6 +200,7 @@ def compare(
     tied: bool | None = None,
     experts: int | None = None,
     top_k: int | None = None,
+    num_labels: int | None = None,
     download: bool | None = None,
 ) -> Comparison: ...
 def time(
@@ -252,6 +255,7 @@ def time(
     tied: bool | None = None,
     experts: int | None = None,
     top_k: int | None = None,
+    num_labels: int | None = None,
     download: bool | None = None,
     tokens: float | str | None = None,
     steps: int | None = None,
@@ -321,6 +325,7 @@ def plan(
     tied: bool | None = None,
     experts: int | None = None,
     top_k: int | None = None,
+    num_labels: int | None = None,
     download: bool | None = None,
     tokens: float | str | None = None,
     steps: int | None = None,
@@ -423,6 +428,7 @@ def profile(
     tied: bool | None = None,
     experts: int | None = None,
     top_k: int | None = None,
+    num_labels: int | None = None,
     device: Literal['cuda', 'cpu', 'fake'] | None = None,
     model_source: Literal['hf', 'reference'] | None = None,
     factory: str | None = None,
@@ -482,6 +488,7 @@ def build_setup(
     tied: bool | None = None,
     experts: int | None = None,
     top_k: int | None = None,
+    num_labels: int | None = None,
     download: bool | None = None,
 ) -> TrainingSetup: ...
 def load_setup(path: str) -> LoadedSetup: ...

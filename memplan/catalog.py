@@ -322,6 +322,10 @@ def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
     # os.path.exists, not Path.exists: it answers False (instead of raising) for a name the OS refuses (over 255
     # bytes, NUL); a path with a "/" still goes to the reader, which says what is wrong with it
     exists = os.path.exists(path)
+    if exists and _traced_profile_named(text):
+        # `memplan trace` printed this name: a file or folder of the same name here (often the config's own folder)
+        # does not shadow the profile it wrote
+        return _with_overrides(get_model_profile(text), overrides)
     if exists or "/" in text or text.endswith(".json"):
         from memplan.families.hf import load_hf_config
 
@@ -334,6 +338,23 @@ def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
     else:
         spec = get_model_profile(text)
     return _with_overrides(spec, overrides)
+
+
+TRACED_SOURCE = "read by `memplan trace`"  # how cli/trace.py begins the source of a model profile it writes
+
+
+def _traced_profile_named(text: str) -> bool:
+    """`text` is a bare word (no '/', not a .json file name) that names, exactly, a model profile `memplan trace`
+    wrote (its source says so)."""
+    if "/" in text or os.sep in text or text.endswith(".json") or not re.fullmatch(r"[\w][\w.-]{0,99}", text):
+        return False
+    try:
+        if not (_folder("models") / f"{text}.json").is_file():
+            return False
+        data, _ = _read("models", text)
+    except MemplanError:
+        return False
+    return str(data.get("source") or "").startswith(TRACED_SOURCE)
 
 
 def _with_overrides(spec: ModelSpec, overrides: dict) -> ModelSpec:

@@ -72,6 +72,9 @@ class ArchitectureKeywords(KeywordGroup):
     tied: bool | None = Field(None, description="Tie input embeddings and LM head")
     experts: int | None = Field(None, ge=0, le=EXPERTS, json_schema_extra={"bound": "experts"}, description="MoE routed experts per layer")
     top_k: int | None = Field(None, ge=1, le=EXPERTS, json_schema_extra={"bound": "experts"}, description="MoE experts per token")
+    num_labels: int | None = Field(None, ge=1, le=VOCAB, json_schema_extra={"bound": "vocab"},
+                                   description="A sequence-classification score head of this many labels in place of "
+                                               "the LM head (1: a reward or value model, as TRL builds them)")
 
 
 class RecipeKeywords(KeywordGroup):

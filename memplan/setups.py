@@ -19,7 +19,7 @@ from memplan.spec.training import Workload
 
 # architecture flags: build a model (with a bare count) or override a family config's sizes
 ARCH_FLAGS = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn", "vocab", "max_positions", "mlp", "norm",
-              "tied", "experts", "top_k")
+              "tied", "experts", "top_k", "num_labels")
 RECIPE_FLAGS = ("precision", "weights_dtype", "grads_dtype", "master_dtype", "states_dtype")
 LAYOUT_FLAGS = tuple(Layout.model_fields)
 WORKLOAD_FLAGS = tuple(Workload.model_fields)

@@ -33,12 +33,28 @@ def installed_version(distribution: str) -> str | None:
     return None
 
 
-def release_drift(distribution: str = "transformers", traced: str | None = None) -> str | None:
-    """One line when the installed `distribution` differs from the release the traced rows were made with
-    (`traced`, default TRACED_WITH); None when they agree or it is not installed (the run happens elsewhere)."""
+def traced_release(traced_with: dict[str, str] | None, description: str = "",
+                   distribution: str = "transformers") -> str | None:
+    """The `distribution` release one traced profile was made under: its `traced_with` (what `memplan trace`
+    records), else the release its description names ("Hugging Face transformers 5.24.0 ..."), else None."""
+    if traced_with and traced_with.get(distribution):
+        return traced_with[distribution]
+    m = re.search(rf"\b{re.escape(distribution)} (\d+\.\d+[\w.+-]*)", description or "")
+    return m.group(1) if m else None
+
+
+def release_drift(distribution: str = "transformers", traced: str | None = None, rows: str = "") -> str | None:
+    """One line when the installed `distribution` differs from the release the traced rows (`rows`: the profile's
+    name) were made with (`traced`, default TRACED_WITH); None when they agree or it is not installed (the run
+    happens elsewhere)."""
     want = traced or TRACED_WITH.get(distribution)
     have = installed_version(distribution)
     if want is None or have is None or have == want:
         return None
-    return (f"activation rows traced with {distribution} {want}; {have} is installed, whose modeling code may keep "
-            f"other tensors: `pip install 'memplan[trace]'` pins {want}, `memplan trace` re-traces with yours")
+    if want == TRACED_WITH.get(distribution):  # the shipped rows' release
+        return (f"activation rows traced with {distribution} {want}; {have} is installed, whose modeling code may "
+                f"keep other tensors: `pip install 'memplan[trace]'` pins {want}, `memplan trace` re-traces with "
+                "yours")
+    return (f"activation rows{f' {rows}' if rows else ''} traced with {distribution} {want}; {have} is installed, "
+            f"whose modeling code may keep other tensors: `pip install {distribution}=={want}` is the release they "
+            "describe, `memplan trace` re-traces with yours")

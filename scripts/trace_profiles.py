@@ -4,6 +4,11 @@ family, by `memplan trace` of the family's representative model profile.
     python scripts/trace_profiles.py            # every family
     python scripts/trace_profiles.py llama gpt2 # some
     python scripts/trace_profiles.py --out-dir /tmp/traced llama  # elsewhere
+    python scripts/trace_profiles.py --seq-cls llama qwen3  # the sequence-classification (reward) head's rows
+
+--seq-cls traces the representative with transformers' score head (AutoModelForSequenceClassification, num_labels
+1, as TRL builds reward and value models: families/heads.py) into hf-<family>-seq-cls.json; the estimate reads
+them for a model whose head is a score head (memplan/measure/trace SEQ_CLS are those shipped).
 
 Needs torch and transformers.  The profile records the torch and transformers versions it was traced with; rerun
 after upgrading either.  Each family takes seconds to a minute on two cores (benchmarks/bench_trace.py): all 19 took
@@ -23,13 +28,17 @@ def main(argv: list[str]) -> int:
     from memplan.catalog import profiles_dir, resolve_model
     from memplan.measure.trace.profile import dumps, trace_profile
 
+    from memplan.families.heads import as_sequence_classifier
+
     out_dir = None
+    seq_cls = "--seq-cls" in argv
+    argv = [a for a in argv if a != "--seq-cls"]
     if "--out-dir" in argv:
         i = argv.index("--out-dir")
         out_dir, argv = Path(argv[i + 1]), argv[:i] + argv[i + 2:]
-    from memplan.measure.trace import REPRESENTATIVE
+    from memplan.measure.trace import REPRESENTATIVE, SEQ_CLS
 
-    families = argv or sorted(REPRESENTATIVE)
+    families = argv or (sorted(SEQ_CLS) if seq_cls else sorted(REPRESENTATIVE))
     unknown = [f for f in families if f not in REPRESENTATIVE]
     if unknown:
         print(f"unknown families {unknown}; known: {', '.join(sorted(REPRESENTATIVE))}", file=sys.stderr)
@@ -39,8 +48,12 @@ def main(argv: list[str]) -> int:
     for family in families:
         t = time.time()
         spec = resolve_model(REPRESENTATIVE[family])
+        if seq_cls:
+            spec = as_sequence_classifier(spec, 1)
         prof = trace_profile(spec.hf_config, progress=lambda m: print(f"  {family}: {m}", file=sys.stderr))
-        prof["sources"].insert(0, f"traced from the built-in profile {spec.name} (scripts/trace_profiles.py)")
+        prof["sources"].insert(0, f"traced from the built-in profile {spec.name}"
+                                  + (" with a score head (num_labels 1)" if seq_cls else "")
+                                  + " (scripts/trace_profiles.py" + (" --seq-cls)" if seq_cls else ")"))
         path = Path(out_dir) / f"{prof['name']}.json"
         path.write_text(dumps(prof))
         rows = sum(len(v) for k, v in prof.items() if isinstance(v, list) and v and isinstance(v[0], dict))

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 from fractions import Fraction
 
 import pytest
@@ -138,7 +139,8 @@ def traced_llama(tmp_path_factory):
     (folder / "config.json").write_text(json.dumps(cfg))
     assert main(["trace", str(folder), "--out", str(folder / "hf-llama.json")]) == 0
     prof = ImplementationProfile.model_validate_json((folder / "hf-llama.json").read_text())
-    assert prof.family == "llama" and prof.name == "hf-llama"
+    # named by the config's structure (hf-<model_type>-<key>), so that two traced configs of one type coexist
+    assert prof.family == "llama" and re.fullmatch(r"hf-llama-[0-9a-f]{8}", prof.name)
     return prof
 
 

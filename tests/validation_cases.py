@@ -18,7 +18,7 @@ import copy
 from dataclasses import dataclass, field
 
 from memplan.catalog import resolve_model
-from memplan.families.registry import apply_overrides, read_config
+from memplan.families.registry import find_family
 from memplan.spec.layout import Layout
 from memplan.spec.model import ModelSpec
 from memplan.spec.setup import TrainingSetup
@@ -50,6 +50,23 @@ class Case:
         return TrainingSetup(model=model, recipe=get_recipe(self.recipe), optimizer=get_optimizer(self.optimizer),
                              layout=Layout(micro_batch=self.micro_batch, recompute=self.recompute),
                              workload=Workload(seq=self.seq, attention=self.attention, optimizer_impl=self.impl))
+
+
+def read_config(config: dict, path: str = "config"):
+    """The config's Model: its family's reader, else (olmo3, smollm3, apertus: no family file) transformers'
+    module tree, as the trace and the built-in profiles read them (measure/trace/probe.py read_model)."""
+    from memplan.measure.trace.probe import read_model
+
+    return read_model(config, path)
+
+
+def apply_overrides(config: dict, overrides: dict, path: str = "config") -> dict:
+    from memplan.families.registry import apply_overrides as family_overrides
+    from memplan.measure.trace.probe import with_layers
+
+    if find_family(str(config.get("model_type"))) is None:
+        return with_layers(config, overrides["layers"])
+    return family_overrides(config, overrides, path)
 
 
 def spec_of(name: str, config: dict) -> ModelSpec:
@@ -158,7 +175,10 @@ def family_cases() -> list[Case]:
 
     out = []
     recipes = ["bf16-mixed", "fp32", "amp-bf16", "bf16"]
-    for i, (family, profile) in enumerate(sorted(REPRESENTATIVE.items())):
+    # the families read from the module tree (no family file) after the others, so that each family keeps the
+    # recipe and attention its case had before they came
+    order = sorted(REPRESENTATIVE, key=lambda f: (find_family(f) is None, f))
+    for i, (family, profile) in enumerate((f, REPRESENTATIVE[f]) for f in order):
         spec = resolve_model(profile)
         small = small_config(spec.hf_config)
         recipe = recipes[i % len(recipes)]

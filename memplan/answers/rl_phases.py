@@ -33,6 +33,22 @@ def policy_setup(model: Any, wl: RLWorkload, extra: dict[str, Any]):
     return training_setup(model, **kw)
 
 
+def scoring_model(model: Any):
+    """A reward or value (critic) model as TRL and OpenRLHF build it: the named model with a score head of one
+    output in place of its LM head (TRL RewardTrainer / PPO's value model: AutoModelForSequenceClassification
+    with num_labels=1, i.e. transformers' GenericForSequenceClassification score = nn.Linear(hidden, 1,
+    bias=False); OpenRLHF's value head is the same linear).  A bare parameter count, or a config that already
+    names its head, is kept as it is."""
+    from memplan.catalog import resolve_model
+    from memplan.families.heads import as_sequence_classifier
+    from memplan.spec.model import ModelSpec
+
+    spec = model if isinstance(model, ModelSpec) else resolve_model(str(model))
+    if spec.architecture is None or spec.architecture.head.objective != "causal-lm":
+        return spec
+    return as_sequence_classifier(spec, 1)
+
+
 def _weights_bytes(setup, sharded: bool) -> int:
     """A frozen copy of the model in the weights dtype (reference or reward model); ZeRO-3 shards it over DP."""
     n = setup.model.parameters.total
@@ -216,13 +232,15 @@ def _residents(c: _Ctx) -> None:
                   _weights_bytes(ref_setup, True),
                   "a full replica per rank under ZeRO-0/1/2, sharded under ZeRO-3 (TRL prepare_deepspeed)")
     if wl.reward_model:
-        c.reward_setup = training_setup(wl.reward_model, precision="bf16", seq=wl.sequence, gpus=wl.gpus,
-                                        zero=wl.zero, micro_batch=wl.per_device_train_batch_size)
-        c.res.add(f"reward model {c.reward_setup.model.name}", "reward", _weights_bytes(c.reward_setup, True))
+        c.reward_setup = training_setup(scoring_model(wl.reward_model), precision="bf16", seq=wl.sequence,
+                                        gpus=wl.gpus, zero=wl.zero, micro_batch=wl.per_device_train_batch_size)
+        c.res.add(f"reward model {c.reward_setup.model.name} ({c.reward_setup.model.arch.head.describe()})"
+                  if c.reward_setup.model.architecture is not None else f"reward model {c.reward_setup.model.name}",
+                  "reward", _weights_bytes(c.reward_setup, True))
     if wl.has_critic:
         from memplan.memory.states import model_states
 
-        c.critic = policy_setup(wl.reward_model or c.model, wl, c.extra)
+        c.critic = policy_setup(scoring_model(wl.reward_model or c.model), wl, c.extra)
         cs = model_states(c.critic)
         c.res.add("critic (value model) states", "critic",
                   sum(cs.gpu_bytes(k) for k in ("weights", "master_weights", "optimizer_states")),

@@ -2,8 +2,10 @@
 estimate reads), from its config.json or a built-in profile.
 
 It needs torch and transformers (imported only inside the command); the estimate that reads the profile stays
-torch-free.  The profile is written to --out; without it, into $MEMPLAN_PROFILES/implementations/hf-<family>.json
-when MEMPLAN_PROFILES names the user's own catalog, else into the current folder as hf-<family>.json.  Never into
+torch-free.  The profile is written to --out; without it, into $MEMPLAN_PROFILES/implementations/hf-<type>-<key>.json
+when MEMPLAN_PROFILES names the user's own catalog, else into the current folder as hf-<type>-<key>.json (<key>: a
+hash of the config's structure, memory/implementations.py structure_key, so that two configs of one model_type keep
+their own rows; a config of a structure already traced is not traced again).  Never into
 the profiles installed with memplan: `trace --force` on a folder named like a shipped profile replaced the
 shipped profile (scripts/trace_profiles.py regenerates those).
 """
@@ -54,6 +56,18 @@ def _model_profile(name: str, data: dict, profiles, force: bool, out: Path | Non
                                     f"{count_parameters(model).total:,} parameters, equal to the module's",
             "architecture": model.model_dump(mode="json"), "_hf_config": data}
     return path, spec
+
+
+def _same_structure(path: Path, rows_name: str) -> bool:
+    """`path` holds traced rows named `rows_name` (the same structure key) under the installed transformers."""
+    try:
+        prof = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    import transformers
+
+    return isinstance(prof, dict) and prof.get("name") == rows_name and \
+        (prof.get("traced_with") or {}).get("transformers") == transformers.__version__
 
 
 def _progress(msg: str) -> None:
@@ -110,24 +124,37 @@ def trace_command(config: str, out: str | None, force: bool, workers: int | None
     from memplan.catalog import profiles_dir
     from memplan.report.files import check_writable, write_new_file
 
-    file_name = f"hf-{model_type.replace('_', '-')}.json"
+    from memplan.measure.trace.probe import read_model, text_config, with_class_defaults
+    from memplan.memory.implementations import keyed_rows_stem
+
+    # rows keyed by the config's structure (model_type + a hash of what decides the rows: layer kinds, head), so
+    # that two configs of one model_type keep their own rows; configs that differ in sizes only share them
+    rows_name = keyed_rows_stem(read_model(with_class_defaults(text_config(data)), name), model_type)
+    file_name = f"{rows_name}.json"
     if not out and not os.environ.get("MEMPLAN_PROFILES"):
         out = file_name  # the current folder: never the installed catalog
         _progress(f"writing {out} in the current folder (--out PATH to choose; the profiles installed with memplan "
                   "are never written)")
     target = Path(out) if out else profiles_dir() / "implementations" / file_name
-    check_writable(target, force, "--out")
+    reuse = not force and not as_json and target.is_file() and _same_structure(target, rows_name)
+    if not reuse:
+        check_writable(target, force, "--out")
     from memplan.measure.trace.profile import dumps, trace_profile
 
     t0 = time.time()
-    _progress(f"tracing {name} ({model_type})" + ("" if known else ": no family file, layers read from "
-                                                                      "transformers' module tree"))
     model_profile = None
     if not known:
         model_profile = _model_profile(name, data, profiles_dir(), force, Path(out) if out else None)
-    prof = trace_profile(data, progress=_progress, workers=workers)
-    prof["sources"].insert(0, f"traced from {name} by `memplan trace`")
-    written = write_new_file(target, dumps(prof), force=force)
+    if reuse:  # a config of the same structure was traced: its rows are this one's (they are sizes' polynomials)
+        _progress(f"{target} holds the rows of a config of the same structure ({rows_name}): not traced again "
+                  "(--force retraces)")
+        prof, written = json.loads(target.read_text()), target
+    else:
+        _progress(f"tracing {name} ({model_type})" + ("" if known else ": no family file, layers read from "
+                                                                          "transformers' module tree"))
+        prof = trace_profile(data, progress=_progress, workers=workers, keyed=True)
+        prof["sources"].insert(0, f"traced from {name} by `memplan trace`")
+        written = write_new_file(target, dumps(prof), force=force)
     if model_profile is not None:
         path, spec = model_profile
         write_new_file(path, json.dumps(spec, indent=1) + "\n", force=force)

@@ -160,7 +160,9 @@ def read_config(data: dict[str, Any], path: str = "config.json") -> Model:
     fam = get_family(model_type, path)
     c = ConfigReader(data, path, model_type)
     _check_transformers_rules(c.sub(fam.text_config) if fam.text_config else c)
-    return fam.read(c)
+    from memplan.families.heads import apply_architectures
+
+    return apply_architectures(fam.read(c), data, path)
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], path: str = "config") -> dict[str, Any]:

@@ -34,7 +34,7 @@ from memplan.spec.model import LayerSpec, Model, ModelSpec, count_parameters
 
 # how a built module is driven (runner.training_loss): causal-lm and masked-lm take labels=input_ids and return
 # .loss; pretraining (BertForPreTraining) also takes next_sentence_label; encoder (BertModel) has no LM loss
-KINDS = ("causal-lm", "masked-lm", "pretraining", "encoder")
+KINDS = ("causal-lm", "masked-lm", "pretraining", "encoder", "sequence-classification")
 
 
 @dataclass
@@ -403,9 +403,14 @@ def _plain(text: str) -> str:
 def transformers_class_name(config: dict[str, Any]) -> str:
     """The family's transformers class; AutoModelForCausalLM for a model_type no family file covers (memplan
     trace reads those from their module tree)."""
+    from memplan.families.heads import sequence_classification_class
     from memplan.families.registry import find_family
 
     fam = find_family(str(config.get("model_type")))
+    if sequence_classification_class(config) and (fam is None or "bert" not in fam.model_types):
+        # a decoder's score head (families/heads.py): the class AutoModelForSequenceClassification maps its
+        # model_type to (transformers' GenericForSequenceClassification)
+        return "AutoModelForSequenceClassification"
     if fam is None:
         return "AutoModelForCausalLM"
     cls = fam.transformers_class
@@ -413,6 +418,8 @@ def transformers_class_name(config: dict[str, Any]) -> str:
 
 
 def kind_of(class_name: str) -> str:
+    if class_name.endswith("ForSequenceClassification"):
+        return "sequence-classification"
     if class_name.endswith("ForMaskedLM"):
         return "masked-lm"
     if class_name.endswith("ForPreTraining"):
@@ -431,6 +438,11 @@ def build_hf_config(config: dict[str, Any], attention: str = "sdpa") -> BuiltMod
     cls = getattr(tf, name, None)
     if cls is None:
         raise MemplanError(f"transformers {tf.__version__} has no class {name}")
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    if kind_of(name) == "sequence-classification" and getattr(text, "pad_token_id", None) is None:
+        # GenericForSequenceClassification refuses a batch of more than one sequence without a padding token (it
+        # pools each sequence's last non-padding token); a reward model's tokenizer has one (TRL sets it)
+        text.pad_token_id = 0
     try:
         # the recipe's weight dtype (the caller's default dtype), not the config's saved torch_dtype
         dtype = torch.get_default_dtype()
@@ -450,6 +462,8 @@ def build_hf_config(config: dict[str, Any], attention: str = "sdpa") -> BuiltMod
         module.loss_type = "ForCausalLM"
     kind = kind_of(type(module).__name__)
     head = module.get_output_embeddings() if kind != "encoder" else None
+    if kind == "sequence-classification":  # the score head ends the forward (GenericForSequenceClassification)
+        head = getattr(module, "score", None)
     from memplan.families.registry import find_family, read_config
 
     known = find_family(str(config.get("model_type"))) is not None

@@ -68,6 +68,15 @@ def training_loss(built: BuiltModel, module: nn.Module, input_ids: torch.Tensor,
     if built.kind == "pretraining":  # BertForPreTraining: masked-LM loss + next-sentence loss
         nsp = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
         return module(input_ids=input_ids, labels=input_ids, next_sentence_label=nsp).loss
+    if built.kind == "sequence-classification":
+        # a score head (GenericForSequenceClassification): one label per sequence, scored at its last token; the
+        # model's own loss (loss_utils.py ForSequenceClassificationLoss: MSE for one label -- a reward model's
+        # regression -- else cross-entropy on the pooled logits)
+        b = input_ids.shape[0]
+        n = int(getattr(module.config, "num_labels", 1) or 1)
+        labels = torch.zeros(b, device=input_ids.device) if n == 1 else \
+            torch.zeros(b, dtype=torch.long, device=input_ids.device)
+        return module(input_ids=input_ids, labels=labels).loss
     if built.source == "hf":  # HF's own loss path (ForCausalLMLoss / ForMaskedLMLoss: logits.float(), cross_entropy)
         return module(input_ids=input_ids, labels=input_ids).loss
     out = module(input_ids)

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from memplan.errors import MemplanError
 from memplan.memory.implementations import (ImplementationProfile, Kernels, Mode, Tensor, evaluate,
-                                            get_implementation, traced_implementation)
+                                            get_implementation, traced_for)
 from memplan.memory.lora import lora_activation_adjustment
 from memplan.spec.model import LayerGroup, LayerSpec, Model
 from memplan.spec.setup import TrainingSetup
@@ -219,7 +219,8 @@ def dispatch_buffer_bytes(setup: TrainingSetup, layer: LayerSpec, b: int, s: int
 
 def implementation_for(setup: TrainingSetup) -> ImplementationProfile:
     """The workload's implementation profile; `hf` means the traced profile of the model's family
-    (profiles/implementations/hf-<family>.json) when there is one, else the hand-written hf.json (`hf-hand`).
+    (profiles/implementations/hf-<family>.json; hf-<family>-seq-cls.json for a score head; a trace of a config of
+    the same structure first: implementations.traced_for) when there is one, else the hand-written hf.json.
 
     LoRA/QLoRA: the traced profile when it was traced with every parameter frozen in the recipe's precision mode
     (`frozen_modes`; rows `when: {frozen: true}`), else the hand-written rows, which memory/lora.py adjusts from
@@ -227,7 +228,7 @@ def implementation_for(setup: TrainingSetup) -> ImplementationProfile:
     name = setup.workload.implementation
     m = setup.model.architecture
     if name == "hf" and m is not None:
-        traced = traced_implementation(m.family)
+        traced = traced_for(m)
         if traced is not None and (setup.lora is None or precision_mode(setup.recipe) in traced.frozen_modes):
             return traced
     return get_implementation(name)
@@ -407,7 +408,7 @@ def _apply_lora(acts: Activations, setup: TrainingSetup, prof: ImplementationPro
         acts.dequant_temporary = adj.dequant_temporary_bytes  # in layer_forward and layer_backward
     acts.notes += adj.notes
     arch = setup.model.architecture
-    if setup.workload.implementation == "hf" and arch is not None and traced_implementation(arch.family):
+    if setup.workload.implementation == "hf" and arch is not None and traced_for(arch):
         acts.notes.append(f"LoRA with {acts.mode} weights: activations from the hand-written decoder rows adjusted "
                           f"for a frozen base ({arch.family}'s frozen-base trace is of 16-bit weights); measured "
                           "against PEFT steps per family in docs/finetune-and-serve.md")

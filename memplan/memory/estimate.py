@@ -94,9 +94,12 @@ def estimate_memory(setup: TrainingSetup, gpu: GPUSpec | None = None, *, calibra
         if timeline.activations is not None:
             est.activation_profile = timeline.activations.implementation
             if est.activation_profile.startswith("hf-"):  # traced from transformers' code at one release
-                from memplan.versions import release_drift
+                from memplan.memory.activations import implementation_for
+                from memplan.versions import release_drift, traced_release
 
-                drift = release_drift("transformers")
+                prof = implementation_for(setup)
+                drift = release_drift("transformers", traced_release(prof.traced_with, prof.description),
+                                      prof.name)
                 if drift:
                     est.warnings.append(drift)
     gqa_math = fp32_gqa_math_warning(setup, kernels)

@@ -113,7 +113,9 @@ def memory_table(est: MemoryEstimate, units: Units = Units.GiB, verbose: bool = 
     w = s.workload
     lines = [
         f"{est.model}: {est.parameters:,} parameters ({format_count(est.parameters)}){exact}"
-        + (f", trained as {est.objective}" if est.objective and est.objective != "causal-lm" else ""),
+        + (f", trained as {est.objective}" if est.objective and est.objective != "causal-lm" else "")
+        + (f" with a {s.model.arch.head.describe()}" if est.objective == "sequence-classification"
+           and s.model.architecture is not None else ""),
         *([f"layers: {est.layers}"] if est.layers else []),
         f"recipe {s.recipe.name} ({s.recipe.description}), optimizer {s.optimizer.name}",
         f"{p.gpus} GPU(s): dp={p.dp} tp={p.tp} pp={p.pp}" + (f" cp={p.cp}" if p.cp > 1 else "")

@@ -111,7 +111,8 @@ class MemoryEstimate(MemoryView, BaseModel):
     layers: str | None = Field(None, description="what is counted per layer kind, e.g. '48 layers: attention 40 "
                                                  "sliding-window (4096) GQA, 8 global GQA; 48 dense FFN (14336)'")
     layer_groups: list[LayerGroupSummary] = []
-    objective: str | None = Field(None, description="what is trained: causal-lm, masked-lm or encoder")
+    objective: str | None = Field(None, description="what is trained: causal-lm, masked-lm, encoder or "
+                                                 "sequence-classification (a score head: reward/value models)")
     activation_profile: str | None = Field(None, description="the implementation profile the activation rows "
                                                              "come from (hf, hf-<family> traced, megatron)")
     hint: str | None = Field(None, description="when it does not fit: the smallest change that would (flags)")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from memplan.errors import MemplanError
 
@@ -473,12 +473,23 @@ class Embeddings(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
+Objective = Literal["causal-lm", "masked-lm", "encoder", "sequence-classification"]
+
+
 class Head(BaseModel):
-    """What follows the last layer: final norm, LM head (maybe tied, soft-capped), BERT's pooler or MLM head."""
+    """What follows the last layer: final norm, LM head (maybe tied, soft-capped), BERT's pooler or MLM head, or a
+    sequence-classification (reward) score head.
+
+    sequence-classification: transformers 5.24 modeling_layers.py GenericForSequenceClassification (the class of
+    LlamaForSequenceClassification, Qwen3ForSequenceClassification, ... and what TRL's reward and value models are
+    built as: AutoModelForSequenceClassification, num_labels=1): `score = nn.Linear(hidden, num_labels,
+    bias=False)` on every position's final-norm output, then the logits of the last non-padding token (last-token
+    pooling); its loss (loss/loss_utils.py ForSequenceClassificationLoss) is MSE for num_labels 1, cross-entropy on
+    the pooled logits otherwise.  No vocabulary head."""
 
     model_config = _FROZEN
 
-    objective: Literal["causal-lm", "masked-lm", "encoder"] = "causal-lm"
+    objective: Objective = "causal-lm"
     final_norm: bool = True
     lm_head: bool = True
     tied: bool = False
@@ -486,6 +497,43 @@ class Head(BaseModel):
     softcap: float | None = Field(None, gt=0, description="tanh soft-capping of the logits (Gemma 2)")
     pooler: bool = Field(False, description="BERT pooler: hidden x hidden dense with bias, tanh")
     mlm_transform: bool = Field(False, description="BERT MLM head: dense + activation + LayerNorm before the decoder")
+    num_labels: int = Field(0, ge=0, description="sequence-classification: the score head's outputs (hidden x "
+                                                 "num_labels, no bias; a reward model has 1)")
+
+    @model_validator(mode="after")
+    def _check_score(self) -> "Head":
+        if self.objective == "sequence-classification":
+            if self.num_labels < 1:
+                raise MemplanError("a sequence-classification head needs num_labels >= 1 (a reward model has 1)")
+            if self.lm_head or self.pooler or self.mlm_transform:
+                raise MemplanError("a sequence-classification head has a score head, no LM head, pooler or MLM head")
+        elif self.num_labels:
+            raise MemplanError(f"num_labels is the score head's width: a {self.objective} head has none")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_labels(self, handler):
+        # num_labels only where there is a score head: every other model's JSON stays as it was
+        out = handler(self)
+        if isinstance(out, dict) and not self.num_labels:
+            out.pop("num_labels", None)
+        return out
+
+    @property
+    def score(self) -> bool:
+        """A sequence-classification (reward) score head."""
+        return self.objective == "sequence-classification"
+
+    def describe(self) -> str:
+        """What the head is and what a training step trains, for the outputs."""
+        if self.score:
+            return (f"score head (hidden x {self.num_labels}, last-token pooling"
+                    + ("; a reward/value model" if self.num_labels == 1 else "") + ")")
+        if self.objective == "masked-lm":
+            return "masked-LM head"
+        if self.objective == "encoder":
+            return "encoder outputs (no LM head)" + (" + pooler" if self.pooler else "")
+        return "LM head" + (" (tied)" if self.tied else "")
 
 
 class MTP(BaseModel):
@@ -508,6 +556,15 @@ class Extra(BaseModel):
     name: str
     params: int = Field(ge=0)
     note: str = ""
+    per_token: bool = Field(False, description="used by every text token, so active (parameters of the layers that "
+                                               "their specs do not hold: xIELU's alpha_p/alpha_n)")
+
+    @model_serializer(mode="wrap")
+    def _without_default_per_token(self, handler):
+        out = handler(self)  # per_token only where set: the JSON of every other model stays as it was
+        if isinstance(out, dict) and not self.per_token:
+            out.pop("per_token", None)
+        return out
 
 
 class Model(BaseModel):
@@ -615,8 +672,10 @@ class Model(BaseModel):
         return e
 
     def head_params(self) -> int:
-        """LM head (untied), its bias, BERT's MLM transform and bias."""
+        """LM head (untied), its bias, BERT's MLM transform and bias; or a sequence-classification score head."""
         h, V, hd = self.hidden_size, self.vocab_size, self.head
+        if hd.score:  # GenericForSequenceClassification: score = nn.Linear(hidden, num_labels, bias=False)
+            return h * hd.num_labels
         if not hd.lm_head:
             return 0
         n = 0 if hd.tied else V * h
@@ -691,7 +750,7 @@ def count_parameters(m: Model) -> ParameterCount:
         inactive += m.mtp.depth * (lp.total - lp.active)
     total = embeddings + attention + mlp + norms + lm_head + other + mtp
     # active per text token: the top-k experts, and not the extras (a vision tower runs on images, not tokens)
-    active = total - inactive - sum(x.params for x in m.extras)
+    active = total - inactive - sum(x.params for x in m.extras if not x.per_token)
     return ParameterCount(embeddings=embeddings, attention=attention, mlp=mlp, norms=norms, lm_head=lm_head,
                           other=other, mtp=mtp, mtp_declared=declared, total=total, active=active,
                           per_layer=groups[0].per_layer, groups=groups)

@@ -73,6 +73,8 @@ def head_tensors(m: Model) -> list[ParamTensor]:
             out.append(ParamTensor("lm_head.bias", (V,), where="head", split="vocab"))
     if hd.pooler:
         out += [ParamTensor("pooler.weight", (h, h), where="head"), ParamTensor("pooler.bias", (h,), where="head")]
+    if hd.score:  # transformers GenericForSequenceClassification: score = nn.Linear(hidden, num_labels, bias=False)
+        out.append(ParamTensor("score.weight", (hd.num_labels, h), where="head"))
     return out
 
 

@@ -10,6 +10,7 @@ file (memplan/families/<model_type>.py).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from memplan.errors import MemplanError
@@ -51,17 +52,23 @@ def read_module_tree(config: dict[str, Any], path: str = "config") -> Any:
     from memplan.families._decoder import groups_of
     from memplan.measure.models import transformers_config
     from memplan.measure.trace.record import layers_of
-    from memplan.spec.model import Embeddings, Head, Model, Norm, count_parameters
+    from memplan.spec.model import Embeddings, Extra, Head, Model, Norm, count_parameters
+
+    from memplan.families.heads import score_head, sequence_classification_class
 
     model_type = str(config.get("model_type"))
     cfg = transformers_config(config)
     import transformers as tf
 
+    # the head the config's architectures name: a score head (families/heads.py), else the causal LM's
+    seq_cls = sequence_classification_class(config) is not None
+    auto, what = (tf.AutoModelForSequenceClassification, "sequence classifier") if seq_cls else \
+        (tf.AutoModelForCausalLM, "causal LM")
     try:
         with torch.device("meta"):
-            module = tf.AutoModelForCausalLM.from_config(cfg)
+            module = auto.from_config(cfg)
     except Exception as exc:  # noqa: BLE001 - transformers' own message, one line
-        raise _refuse(model_type, f"transformers builds no causal LM from it: {str(exc).splitlines()[0][:120]}")
+        raise _refuse(model_type, f"transformers builds no {what} from it: {str(exc).splitlines()[0][:120]}")
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     h, vocab = text.hidden_size, text.vocab_size
     heads = text.num_attention_heads
@@ -70,9 +77,10 @@ def read_module_tree(config: dict[str, Any], path: str = "config") -> Any:
     n = text.num_hidden_layers
     prefix, layers = layers_of(module, n)
     names: dict[str, str] = {}
-    specs = [_layer(layer, i, text, h, heads, kv, head_dim, names, model_type) for i, layer in enumerate(layers)]
+    with _activation_parameters_aside(layers) as act_params:
+        specs = [_layer(layer, i, text, h, heads, kv, head_dim, names, model_type) for i, layer in enumerate(layers)]
     embed = module.get_input_embeddings()
-    head = module.get_output_embeddings()
+    head = None if seq_cls else module.get_output_embeddings()
     tied = head is not None and head.weight is embed.weight
     positions = [m for name, m in module.named_modules() if isinstance(m, torch.nn.Embedding) and m is not embed
                  and not name.startswith(prefix)]
@@ -87,7 +95,13 @@ def read_module_tree(config: dict[str, Any], path: str = "config") -> Any:
                       groups=groups_of(specs),
                       head=Head(final_norm=final is not None, lm_head=head is not None, tied=tied,
                                 bias=head is not None and getattr(head, "bias", None) is not None),
-                      module_names=names)
+                      module_names=names,
+                      extras=[Extra(name=f"{kind} activation parameters", params=count, per_token=True,
+                                    note=f"{', '.join(sorted(which))} of every layer's {kind} (transformers "
+                                         f"activations.py), read from the module tree")
+                              for kind, (count, which) in act_params.items()])
+        if seq_cls:  # GenericForSequenceClassification.score: nn.Linear(hidden, num_labels, bias=False)
+            model = score_head(model, module.score.out_features)
     except MemplanError as exc:
         raise _refuse(model_type, str(exc)) from None
     have = sum(p.numel() for p in module.parameters())
@@ -95,6 +109,31 @@ def read_module_tree(config: dict[str, Any], path: str = "config") -> Any:
     if have != want:
         raise _refuse(model_type, f"its modules hold {have:,} parameters, the reading counts {want:,}")
     return model
+
+
+@contextlib.contextmanager
+def _activation_parameters_aside(layers):
+    """Learned activation functions hold parameters of their own (xIELU: alpha_p and alpha_n per layer,
+    transformers activations.py XIELUActivation, Apertus's MLP): set aside while the layers are read (a layer spec
+    has no place for them), and counted as the model's extras, by activation class -> (parameters, names)."""
+    from torch import nn
+
+    found: dict[str, tuple[int, set[str]]] = {}
+    moved: list[tuple[nn.Module, dict]] = []
+    try:
+        for layer in layers:
+            for mod in layer.modules():
+                if "activation" in type(mod).__name__.lower() and mod._parameters:
+                    own = {k: v for k, v in mod._parameters.items() if v is not None}
+                    kind = type(mod).__name__.removesuffix("Activation") or type(mod).__name__
+                    count, which = found.get(kind, (0, set()))
+                    found[kind] = (count + sum(p.numel() for p in own.values()), which | set(own))
+                    moved.append((mod, dict(mod._parameters)))
+                    mod._parameters.clear()
+        yield found
+    finally:
+        for mod, params in moved:
+            mod._parameters.update(params)
 
 
 def _norm_kind(mod) -> str:

@@ -38,6 +38,7 @@ ROLES: tuple[tuple[str, str | None, str], ...] = (
     (r"embed_tokens|wte|wpe|word_embeddings|embed_in|embeddings|token_type_embeddings|position_embeddings",
      None, "embed"),
     (r"lm_head|embed_out", None, "lm_head"),
+    (r"score", None, "score"),  # a sequence-classification head (GenericForSequenceClassification.score)
     (r"self_attn|attn|attention|self_attention|self", None, "attn"),
     (r"mlp|feed_forward|block_sparse_moe|moe|intermediate|output", None, "mlp"),
 )
@@ -48,11 +49,14 @@ SAVED_BY_PROJ = {
     "q": "attention input", "k": "attention input", "v": "attention input", "qkv": "attention input",
     "kv": "attention input", "gate": "MLP input", "up": "MLP input", "gate_up": "MLP input", "router": "MLP input",
     "o": "attention output (o_proj input)", "down": "MLP down input", "lm_head": "LM head input",
+    "score": "score head input",
 }
+HEADS = ("lm_head", "score")
 PRODUCED = {
     "q": "Q", "k": "K", "v": "V", "qkv": "fused QKV", "kv": "KV (compressed)", "gate": "gate output",
     "up": "up output", "gate_up": "gate/up output", "act": "activation output", "o": "attention output projection",
     "down": "MLP output", "embed": "embedding output", "lm_head": "logits", "rotary": "RoPE cos/sin tables",
+    "score": "score logits",
 }
 
 
@@ -123,6 +127,8 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
             return "autocast weight copies"
         return {"o": "attention output", "down": "MLP down input", "lm_head": "LM head input"}.get(
             made, SAVED_BY_PROJ.get(made, "other")) + " (autocast copy)"
+    if made == "score":
+        return PRODUCED["score"]
     if made == "lm_head" or (_has(elems, "V") and floating):
         return "logits"
     if region == "head" and elems == "1" and floating:
@@ -139,7 +145,7 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
             return "attention dropout mask" if _is_core(elems) else "dropout mask"
         if _is_core(elems):
             return "attention probabilities after dropout"
-        if by == "norm" or by in SAVED_BY_PROJ and by not in ("o", "down", "lm_head"):
+        if by == "norm" or by in SAVED_BY_PROJ and by not in ("o", "down", *HEADS):
             return "layer input (residual stream)"
         return "dropout output"
     # attention core
@@ -177,7 +183,7 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
             return "norm statistics (rsqrt)" if op == "rsqrt" else "norm statistics (mean, rstd)"
         qk = re.search(r"(^|_)(q|k|qk|q_a|kv_a)_(layer)?norm$", module.rsplit(".", 1)[-1] if module else "")
         if by in SAVED_BY_PROJ and by != "o" and made == "norm":
-            return SAVED_BY_PROJ[by] + (" (norm output)" if by != "lm_head" else " (final norm output)")
+            return SAVED_BY_PROJ[by] + (" (norm output)" if by not in HEADS else " (final norm output)")
         if made == "norm" and op == "add" and len(elems.split("*")) == 1:
             return "norm weight (1 + w)"
         if made == "norm" and by == "norm" and (op == "mul" or op == "_to_copy" and dtype not in ("", "float32")):

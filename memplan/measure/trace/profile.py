@@ -72,8 +72,9 @@ def kind_features(m) -> list[dict]:
 
 
 class Tracer:
-    def __init__(self, config: dict[str, Any], progress: Progress | None = None) -> None:
+    def __init__(self, config: dict[str, Any], progress: Progress | None = None, keyed: bool = False) -> None:
         self.say = progress or (lambda _msg: None)
+        self.keyed = keyed
         self.config = config
         self.text = probe_mod.with_class_defaults(probe_mod.text_config(config))
         self.period = probe_mod.one_period(self.text)
@@ -228,16 +229,23 @@ class Tracer:
         return probe_mod.read_model(self.text, "config")
 
     def _profile(self, rows: dict[str, list[dict]], dims: dict[str, list]) -> dict[str, Any]:
+        from memplan.memory.implementations import keyed_rows_stem, rows_stem
+
         family = self.config["model_type"]
         text_type = self.text.get("model_type", family)
         base = json.loads(_hf_json())
-        name = f"hf-{family.replace('_', '-')}"
-        aliases = [f"hf-{text_type.replace('_', '-')}"] if text_type != family else []
+        # hf-<family> (+ -seq-cls for a score head); a user's trace adds the structure key, so that two configs of
+        # one model_type keep their own rows (memory/implementations.py traced_for)
+        stem = keyed_rows_stem if self.keyed else rows_stem
+        name = stem(self.real, family)
+        aliases = [stem(self.real, text_type)] if text_type != family else []
         import torch
         import transformers
 
+        head = self.real.head
         return {
             "name": name, "aliases": aliases,
+            "traced_with": {"transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]},
             "description": (f"Hugging Face transformers {transformers.__version__} {text_type} modeling code on "
                             f"PyTorch {torch.__version__.split('+')[0]}, traced by `memplan trace` (measure/trace/): "
                             "every tensor saved for backward and every transient of one layer period, per layer "
@@ -247,7 +255,8 @@ class Tracer:
             "frozen_modes": list(step.FROZEN_MODES),
             "sources": [
                 f"traced: {text_type} at {len(self.kind_of_layer)} "
-                f"layer(s) ({', '.join(spec.kind for spec in self.kinds)}) under FakeTensorMode; "
+                f"layer(s) ({', '.join(spec.kind for spec in self.kinds)}) and its {head.describe()} "
+                "under FakeTensorMode; "
                 f"variants: attention {dims['attention']}, recompute {dims['recompute']}"
                 + ("" if dims["window"] == [None] else ", windows longer/shorter than the sequence")
                 + ("" if dims["dropout"] == [True] else ", with and without dropout")
@@ -333,12 +342,13 @@ def dumps(prof: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def trace_profile(config: dict[str, Any], progress: Progress | None = None, workers: int | None = None
-                  ) -> dict[str, Any]:
+def trace_profile(config: dict[str, Any], progress: Progress | None = None, workers: int | None = None,
+                  keyed: bool = False) -> dict[str, Any]:
     """The traced implementation profile of `config`'s family, as a JSON-ready dict (checked against the
-    ImplementationProfile schema).  `workers`: processes tracing variants at once (default: the cores, at most 4)."""
+    ImplementationProfile schema).  `workers`: processes tracing variants at once (default: the cores, at most 4).
+    `keyed`: named by the config's structure (hf-<family>-<key>: `memplan trace`), not the family's (shipped rows)."""
     from memplan.memory.implementations import ImplementationProfile
 
-    prof = Tracer(config, progress).run(workers)
+    prof = Tracer(config, progress, keyed).run(workers)
     ImplementationProfile.model_validate(prof)
     return prof
