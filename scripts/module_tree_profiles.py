@@ -30,6 +30,20 @@ _OLMO3_SOURCE = (
     "Olmo3ForCausalLM (models/olmo3); no family file: the architecture is read from its module tree "
     "(scripts/module_tree_profiles.py).  The publisher rounds the count to {rounded}.")
 
+
+def _olmo3_config(hidden: int, intermediate: int, layers: int, heads: int, kv: int) -> dict:
+    """Olmo3ForCausalLM's published config.json: the sizes differ between 7B and 32B, the rest is shared (three
+    sliding-window layers of 4,096 then one full, RoPE as _OLMO3_ROPE, vocabulary 100,278)."""
+    return {
+        "architectures": ["Olmo3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+        "eos_token_id": 100257, "hidden_act": "silu", "hidden_size": hidden, "initializer_range": 0.02,
+        "intermediate_size": intermediate,
+        "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"] * (layers // 4),
+        "max_position_embeddings": 65536, "model_type": "olmo3", "num_attention_heads": heads,
+        "num_hidden_layers": layers, "num_key_value_heads": kv, "pad_token_id": 100277, "rms_norm_eps": 1e-06,
+        "rope_parameters": _OLMO3_ROPE, "sliding_window": 4096, "tie_word_embeddings": False,
+        "vocab_size": 100278}
+
 PROFILES = {
     "olmo-3-7b": {
         "aliases": ["allenai/Olmo-3-1025-7B", "allenai/Olmo-3-7B-Instruct", "allenai/Olmo-3-7B-Think", "olmo3-7b"],
@@ -38,15 +52,7 @@ PROFILES = {
                                                      "config.json (intermediate_size 11008, layer_types, "
                                                      "max_position_embeddings 65536, pad 100277, eos 100257)",
                                        rounded="7B"),
-        "hf_config": {
-            "architectures": ["Olmo3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-            "eos_token_id": 100257, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
-            "intermediate_size": 11008,
-            "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"] * 8,
-            "max_position_embeddings": 65536, "model_type": "olmo3", "num_attention_heads": 32,
-            "num_hidden_layers": 32, "num_key_value_heads": 32, "pad_token_id": 100277, "rms_norm_eps": 1e-06,
-            "rope_parameters": _OLMO3_ROPE, "sliding_window": 4096, "tie_word_embeddings": False,
-            "vocab_size": 100278},
+        "hf_config": _olmo3_config(hidden=4096, intermediate=11008, layers=32, heads=32, kv=32),
     },
     "olmo-3-32b": {
         "aliases": ["allenai/Olmo-3-1125-32B", "allenai/Olmo-3-32B-Think", "allenai/Olmo-3.1-32B-Think",
@@ -54,15 +60,7 @@ PROFILES = {
         "source": _OLMO3_SOURCE.format(card="huggingface.co/allenai/Olmo-3-1125-32B", layers=64, hidden=5120, heads=40,
                                        kv=8, repack="huggingface.co/dphnAI/32B-fp8 config.json (intermediate_size "
                                                     "27648, layer_types)", rounded="32B"),
-        "hf_config": {
-            "architectures": ["Olmo3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-            "eos_token_id": 100257, "hidden_act": "silu", "hidden_size": 5120, "initializer_range": 0.02,
-            "intermediate_size": 27648,
-            "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"] * 16,
-            "max_position_embeddings": 65536, "model_type": "olmo3", "num_attention_heads": 40,
-            "num_hidden_layers": 64, "num_key_value_heads": 8, "pad_token_id": 100277, "rms_norm_eps": 1e-06,
-            "rope_parameters": _OLMO3_ROPE, "sliding_window": 4096, "tie_word_embeddings": False,
-            "vocab_size": 100278},
+        "hf_config": _olmo3_config(hidden=5120, intermediate=27648, layers=64, heads=40, kv=8),
     },
     "smollm3-3b": {
         "aliases": ["HuggingFaceTB/SmolLM3-3B", "HuggingFaceTB/SmolLM3-3B-Base", "smollm3"],
