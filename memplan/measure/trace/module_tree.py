@@ -64,9 +64,10 @@ def read_module_tree(config: dict[str, Any], path: str = "config") -> Any:
         raise _refuse(model_type, f"transformers builds no causal LM from it: {str(exc).splitlines()[0][:120]}")
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     h, vocab = text.hidden_size, text.vocab_size
-    heads = text.num_attention_heads
+    # attention-free models (Mamba) have no heads: their layers' mixers say what they are
+    heads = getattr(text, "num_attention_heads", None) or 0
     kv = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or h // heads
+    head_dim = getattr(text, "head_dim", None) or (h // heads if heads else 0)
     n = text.num_hidden_layers
     prefix, layers = layers_of(module, n)
     names: dict[str, str] = {}
@@ -104,13 +105,23 @@ def _norm_kind(mod) -> str:
 
 def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, names: dict[str, str],
            model_type: str):
+    from memplan.measure.trace.moe_tree import expert_banks, read_moe
     from memplan.spec.model import FFN, Attention, LayerSpec, Norm
 
-    lins = {name: mod for name, mod in layer.named_modules() if _is_linear(mod)}
+    moe = None
+    banks = expert_banks(layer)
+    if banks:
+        try:
+            moe = read_moe(layer, banks, text, h, f"layer {i}")
+        except MemplanError as exc:
+            raise _refuse(model_type, str(exc)) from None
+    inside = (lambda n: n == moe.block or n.startswith(moe.block + ".")) if moe else (lambda n: False)  # noqa: E731
+    lins = {name: mod for name, mod in layer.named_modules() if _is_linear(mod) and not inside(name)}
     norms = {name: mod for name, mod in layer.named_modules() if _is_norm(mod)}
-    if any(p.dim() == 3 for p in layer.parameters()):
-        raise _refuse(model_type, "its layers hold 3-D expert banks (MoE)")
+    if moe and any(inside(n) for n in norms):
+        raise _refuse(model_type, f"layer {i}: norms inside the MoE block {moe.block}")
     owned = {id(p) for m in list(lins.values()) + list(norms.values()) for p in m.parameters(recurse=False)}
+    owned |= moe.owned if moe else set()
     loose = [n for n, p in layer.named_parameters() if id(p) not in owned]
     if loose:
         raise _refuse(model_type, f"parameters outside linears and norms: {loose[:3]}")
@@ -124,32 +135,21 @@ def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, name
     if not attn or not (qkv or (q and k and v)):
         raise _refuse(model_type, f"no q/k/v projections among {sorted(lins)[:6]}")
     o = find(O, attn)
-    mlp_names = [n for n in lins if not n.startswith(attn + ".")]
-    gate = next((n for n in mlp_names if _last(n) in GATE), None)
-    gate_up = next((n for n in mlp_names if _last(n) in GATE_UP), None)
-    up = next((n for n in mlp_names if _last(n) in UP), None)
-    down = next((n for n in mlp_names if _last(n) in DOWN), None)
-    if o is None or down is None or not (up or gate_up):
-        raise _refuse(model_type, f"cannot name the output projection and MLP among {sorted(lins)}")
-    roles = {"o": o, "down": down}
+    roles = {"o": o}
     if qkv:
         roles["qkv"] = qkv
     else:
         roles.update(q=q, k=k, v=v)
-    if gate_up:
-        roles["gate_up"] = gate_up
-    else:
-        roles["up"] = up
-        if gate:
-            roles["gate"] = gate
+    mlp = _dense_roles(lins, attn, model_type) if moe is None else {}
+    if o is None:
+        raise _refuse(model_type, f"cannot name the output projection among {sorted(lins)}")
+    roles.update(mlp)
     if set(lins) - set(roles.values()):
         raise _refuse(model_type, f"linears it cannot name: {sorted(set(lins) - set(roles.values()))}")
-    for role, name in roles.items():
+    for role, name in list(roles.items()) + (list(moe.names.items()) if moe else []):
         prev = names.setdefault(role, name)
         if prev != name:
-            raise _refuse(model_type, f"layers name their {role} projection differently ({prev}, {name})")
-    up_mod = lins[gate_up or up]
-    width = up_mod.out_features // 2 if gate_up else up_mod.out_features
+            raise _refuse(model_type, f"layers name their {role} module differently ({prev}, {name})")
     qk_norms = [n for n in norms if n.startswith(attn + ".")]
     block_norms = [n for n in norms if n not in qk_norms]
     qk = "none"
@@ -161,7 +161,52 @@ def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, name
     place = {1: "shared", 2: "pre", 4: "sandwich"}.get(len(block_norms))
     if place is None:
         raise _refuse(model_type, f"{len(block_norms)} norms per layer")
-    attn_mod = layer.get_submodule(attn)
+    window, kind = _window(layer.get_submodule(attn), text, i)
+    first_norm = norms[block_norms[0]]
+    bias = lambda n: getattr(lins[n], "bias", None) is not None  # noqa: E731
+    act = str(getattr(text, "hidden_act", None) or getattr(text, "hidden_activation", "silu"))
+    try:
+        attention = Attention(heads=heads, kv_heads=kv, head_dim=head_dim, fused_qkv=bool(qkv),
+                              qkv_bias=bias(qkv or q), out_bias=bias(o), window=window, window_kind=kind,
+                              qk_norm=qk, dropout=float(getattr(text, "attention_dropout", 0.0) or 0.0),
+                              rotary_fraction=float(getattr(text, "partial_rotary_factor", 1.0) or 1.0),
+                              conv1d=type(lins[qkv or q]).__name__ == "Conv1D")
+        if moe is not None:
+            ffn = FFN(activation=act, **moe.fields)
+        else:
+            up_mod = lins[mlp.get("gate_up") or mlp["up"]]
+            ffn = FFN(intermediate_size=up_mod.out_features // 2 if "gate_up" in mlp else up_mod.out_features,
+                      gated="gate" in mlp or "gate_up" in mlp, fused_gate_up="gate_up" in mlp,
+                      bias=bias(mlp["down"]), activation=act, conv1d=type(lins[mlp["down"]]).__name__ == "Conv1D")
+        return LayerSpec(attention=attention, ffn=ffn,
+                         norm=Norm(kind=_norm_kind(first_norm), bias=getattr(first_norm, "bias", None) is not None),
+                         norm_place=place, parallel_residual=place == "shared" or bool(
+                             getattr(text, "use_parallel_residual", False)))
+    except MemplanError as exc:
+        raise _refuse(model_type, str(exc)) from None
+
+
+def _dense_roles(lins: dict[str, Any], attn: str, model_type: str) -> dict[str, str]:
+    """role -> path of a dense MLP's linears (those outside the attention module)."""
+    mlp_names = [n for n in lins if not n.startswith(attn + ".")]
+    gate = next((n for n in mlp_names if _last(n) in GATE), None)
+    gate_up = next((n for n in mlp_names if _last(n) in GATE_UP), None)
+    up = next((n for n in mlp_names if _last(n) in UP), None)
+    down = next((n for n in mlp_names if _last(n) in DOWN), None)
+    if down is None or not (up or gate_up):
+        raise _refuse(model_type, f"cannot name the MLP among {sorted(lins)}")
+    roles = {"down": down}
+    if gate_up:
+        roles["gate_up"] = gate_up
+    else:
+        roles["up"] = up
+        if gate:
+            roles["gate"] = gate
+    return roles
+
+
+def _window(attn_mod, text, i: int) -> tuple[int | None, str]:
+    """(window, kind) of layer i: the attention module's sliding_window, the config's layer_types."""
     window = getattr(attn_mod, "sliding_window", None)
     types = getattr(text, "layer_types", None)
     kind = "global"
@@ -172,23 +217,4 @@ def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, name
                 text, "attention_chunk_size", None)
     elif window:
         kind = "sliding"
-    if kind == "global":
-        window = None
-    first_norm = norms[block_norms[0]]
-    bias = lambda n: getattr(lins[n], "bias", None) is not None  # noqa: E731
-    try:
-        attention = Attention(heads=heads, kv_heads=kv, head_dim=head_dim, fused_qkv=bool(qkv),
-                              qkv_bias=bias(qkv or q), out_bias=bias(o), window=window, window_kind=kind,
-                              qk_norm=qk, dropout=float(getattr(text, "attention_dropout", 0.0) or 0.0),
-                              rotary_fraction=float(getattr(text, "partial_rotary_factor", 1.0) or 1.0),
-                              conv1d=type(lins[qkv or q]).__name__ == "Conv1D")
-        ffn = FFN(intermediate_size=width, gated=bool(gate or gate_up), fused_gate_up=bool(gate_up),
-                  bias=bias(down), activation=str(getattr(text, "hidden_act", None)
-                                                  or getattr(text, "hidden_activation", "silu")),
-                  conv1d=type(lins[down]).__name__ == "Conv1D")
-        return LayerSpec(attention=attention, ffn=ffn,
-                         norm=Norm(kind=_norm_kind(first_norm), bias=getattr(first_norm, "bias", None) is not None),
-                         norm_place=place, parallel_residual=place == "shared" or bool(
-                             getattr(text, "use_parallel_residual", False)))
-    except MemplanError as exc:
-        raise _refuse(model_type, str(exc)) from None
+    return (None if kind == "global" else window), kind

@@ -1,0 +1,82 @@
+"""measure/trace/module_tree.py: layers of a model_type without a family file, read from transformers' modules.
+
+Each claimed model type is built by transformers (real CPU tensors, not memplan's reading) and its parameters
+summed; the reading must count exactly as many, group by group where the layers differ.  A mixer or block the
+reader cannot name is refused in one line naming the module.
+"""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("transformers")
+
+from memplan.errors import MemplanError  # noqa: E402
+
+# small widths; each model type keeps its own config class's defaults for everything else
+SMALL = dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=128, head_dim=16, num_hidden_layers=3, n_routed_experts=8,
+             num_local_experts=8, num_experts=8, moe_num_experts=8, num_experts_per_tok=2, first_k_dense_replace=1,
+             shared_expert_intermediate_size=48, max_position_embeddings=128)
+
+
+def tiny(model_type: str, **extra) -> dict:
+    """The config class's defaults at SMALL widths (per-layer lists dropped: the class rebuilds them)."""
+    cfg = tf.AutoConfig.for_model(model_type).to_dict()
+    out = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in (
+        "transformers_version", "architectures", "layer_types", "num_attention_heads_per_layer", "mlp_layer_types",
+        "dtype")}
+    out.update({k: v for k, v in SMALL.items() if k in out})
+    out.update(extra, model_type=model_type)
+    return out
+
+
+def built_parameters(config: dict) -> int:
+    from memplan.measure.models import build_hf_config
+
+    return sum(p.numel() for p in build_hf_config(config).module.parameters())
+
+
+# MoE model types without a family file: routed experts as 3-D banks, raw or Linear routers, router biases
+# (Ernie 4.5's moe_statics), shared experts (+ gate), first-k dense layers
+MOE = ["glm4_moe", "minimax_m2", "olmoe", "granitemoe", "granitemoeshared", "phimoe", "ernie4_5_moe",
+       "hunyuan_v1_moe", "cohere2_moe", "exaone_moe", "sarvam_moe", "solar_open", "hy_v3"]
+
+
+@pytest.mark.parametrize("model_type", MOE)
+def test_moe_layers_count_as_the_module_tree(model_type):
+    from memplan.measure.trace.module_tree import read_module_tree
+    from memplan.spec.model import count_parameters
+
+    cfg = tiny(model_type)
+    m = read_module_tree(cfg)
+    assert m.moe
+    assert count_parameters(m).total == built_parameters(cfg)
+
+
+def test_glm4_moe_reads_dense_then_moe_groups_with_shared_experts():
+    from memplan.measure.trace.module_tree import read_module_tree
+
+    m = read_module_tree(tiny("glm4_moe"))
+    dense, moe = (g.layer.ffn for g in m.groups)
+    assert [g.count for g in m.groups] == [1, 2] and not dense.moe
+    assert (moe.experts, moe.top_k, moe.intermediate_size, moe.shared_intermediate_size) == (8, 2, 32, 32)
+    assert not moe.router_bias  # Glm4MoeTopkRouter.e_score_correction_bias is a buffer, not a parameter
+    assert m.module_names["router"] == "mlp.gate" and m.module_names["shared"] == "mlp.shared_experts."
+
+
+def test_router_bias_and_linear_routers_are_read():
+    from memplan.measure.trace.module_tree import read_module_tree
+
+    ernie = read_module_tree(tiny("ernie4_5_moe")).groups[-1].layer.ffn
+    assert ernie.router_bias  # Ernie4_5_MoeStatics.e_score_correction_bias, a parameter (1, E)
+    phimoe = read_module_tree(tiny("phimoe")).groups[-1].layer.ffn
+    assert phimoe.router_is_module and not phimoe.router_bias
+
+
+def test_a_depthwise_convolution_is_not_called_an_moe_bank():
+    from memplan.measure.trace.moe_tree import expert_banks
+
+    conv = torch.nn.Module()
+    conv.conv1d = torch.nn.Conv1d(8, 8, 4, groups=8)
+    assert expert_banks(conv) == {}
