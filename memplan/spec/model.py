@@ -440,6 +440,13 @@ class Mixer(BaseModel):
         return conv, self.heads * self.key_dim * self.value_dim
 
     @property
+    def chunk(self) -> int:
+        """Tokens per chunk of the chunked scan transformers' reference path runs (0: none): the sequence is padded
+        to a multiple of it.  Gated DeltaNet: torch_chunk_gated_delta_rule(chunk_size=64), which
+        Qwen3NextGatedDeltaNet.forward calls without a chunk_size."""
+        return 64 if self.kind == "gated_deltanet" else 0
+
+    @property
     def recurrent_state_bytes_per_elem(self) -> int:
         """fp32 whatever the weights (see the class docstring)."""
         return 4
@@ -759,6 +766,11 @@ class Model(BaseModel):
     @property
     def first(self) -> LayerSpec:
         return self.groups[0].layer
+
+    @property
+    def first_attention(self) -> Attention | None:
+        """The first layer's attention that has one (a hybrid's first layer may be a recurrent mixer)."""
+        return next((g.layer.attn for g in self.groups if g.layer.attn is not None), None)
 
     @property
     def causal(self) -> bool:

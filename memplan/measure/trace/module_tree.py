@@ -105,6 +105,7 @@ def _norm_kind(mod) -> str:
 
 def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, names: dict[str, str],
            model_type: str):
+    from memplan.measure.trace.mixers import find_mixer, read_mixer
     from memplan.measure.trace.moe_tree import expert_banks, read_moe
     from memplan.spec.model import FFN, Attention, LayerSpec, Norm
 
@@ -115,16 +116,22 @@ def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, name
             moe = read_moe(layer, banks, text, h, f"layer {i}")
         except MemplanError as exc:
             raise _refuse(model_type, str(exc)) from None
-    inside = (lambda n: n == moe.block or n.startswith(moe.block + ".")) if moe else (lambda n: False)  # noqa: E731
+    try:
+        mixer_path = find_mixer(layer)
+        mixer, mixer_names, mixer_owned = read_mixer(layer, mixer_path, text, h) if mixer_path else (None, {}, set())
+    except MemplanError as exc:
+        raise _refuse(model_type, f"layer {i}: {exc}") from None
+    blocks = [b for b in (moe.block if moe else None, mixer_path) if b]
+    inside = lambda n: any(n == b or n.startswith(b + ".") for b in blocks)  # noqa: E731
     lins = {name: mod for name, mod in layer.named_modules() if _is_linear(mod) and not inside(name)}
-    norms = {name: mod for name, mod in layer.named_modules() if _is_norm(mod)}
-    if moe and any(inside(n) for n in norms):
+    norms = {name: mod for name, mod in layer.named_modules() if _is_norm(mod) and not inside(name)}
+    if moe and any(_is_norm(m) for n, m in layer.named_modules() if n.startswith(moe.block + ".")):
         raise _refuse(model_type, f"layer {i}: norms inside the MoE block {moe.block}")
     owned = {id(p) for m in list(lins.values()) + list(norms.values()) for p in m.parameters(recurse=False)}
-    owned |= moe.owned if moe else set()
+    owned |= (moe.owned if moe else set()) | mixer_owned
     loose = [n for n, p in layer.named_parameters() if id(p) not in owned]
     if loose:
-        raise _refuse(model_type, f"parameters outside linears and norms: {loose[:3]}")
+        raise _refuse(model_type, f"layer {i}: parameters outside linears, norms, MoE and token mixer: {loose[:3]}")
 
     def find(cands: tuple[str, ...], inside: str | None = None) -> str | None:
         hits = [n for n in lins if _last(n) in cands and (inside is None or n.startswith(inside + "."))]
@@ -132,25 +139,27 @@ def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, name
 
     q, k, v, qkv = find(Q), find(K), find(V), find(QKV)
     attn = (qkv or q or "").rsplit(".", 1)[0]
-    if not attn or not (qkv or (q and k and v)):
-        raise _refuse(model_type, f"no q/k/v projections among {sorted(lins)[:6]}")
-    o = find(O, attn)
-    roles = {"o": o}
-    if qkv:
-        roles["qkv"] = qkv
+    roles: dict[str, str] = {}
+    if mixer is not None and not (qkv or q):
+        attn = None  # a mixer-only layer (Gated DeltaNet, Mamba-2, short conv)
+    elif not attn or not (qkv or (q and k and v)):
+        raise _refuse(model_type, f"layer {i}: no q/k/v projections among {sorted(lins)[:6]}, and no "
+                                  "recurrent/convolutional mixer (a depthwise Conv1d)")
     else:
-        roles.update(q=q, k=k, v=v)
+        o = find(O, attn)
+        if o is None:
+            raise _refuse(model_type, f"layer {i}: cannot name the attention output projection among {sorted(lins)}")
+        roles["o"] = o
+        roles.update({"qkv": qkv} if qkv else dict(q=q, k=k, v=v))
     mlp = _dense_roles(lins, attn, model_type) if moe is None else {}
-    if o is None:
-        raise _refuse(model_type, f"cannot name the output projection among {sorted(lins)}")
     roles.update(mlp)
     if set(lins) - set(roles.values()):
-        raise _refuse(model_type, f"linears it cannot name: {sorted(set(lins) - set(roles.values()))}")
-    for role, name in list(roles.items()) + (list(moe.names.items()) if moe else []):
+        raise _refuse(model_type, f"layer {i}: linears it cannot name: {sorted(set(lins) - set(roles.values()))}")
+    for role, name in list(roles.items()) + (list(moe.names.items()) if moe else []) + list(mixer_names.items()):
         prev = names.setdefault(role, name)
         if prev != name:
             raise _refuse(model_type, f"layers name their {role} module differently ({prev}, {name})")
-    qk_norms = [n for n in norms if n.startswith(attn + ".")]
+    qk_norms = [n for n in norms if attn and n.startswith(attn + ".")]
     block_norms = [n for n in norms if n not in qk_norms]
     qk = "none"
     if qk_norms:
@@ -161,16 +170,12 @@ def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, name
     place = {1: "shared", 2: "pre", 4: "sandwich"}.get(len(block_norms))
     if place is None:
         raise _refuse(model_type, f"{len(block_norms)} norms per layer")
-    window, kind = _window(layer.get_submodule(attn), text, i)
     first_norm = norms[block_norms[0]]
     bias = lambda n: getattr(lins[n], "bias", None) is not None  # noqa: E731
     act = str(getattr(text, "hidden_act", None) or getattr(text, "hidden_activation", "silu"))
     try:
-        attention = Attention(heads=heads, kv_heads=kv, head_dim=head_dim, fused_qkv=bool(qkv),
-                              qkv_bias=bias(qkv or q), out_bias=bias(o), window=window, window_kind=kind,
-                              qk_norm=qk, dropout=float(getattr(text, "attention_dropout", 0.0) or 0.0),
-                              rotary_fraction=float(getattr(text, "partial_rotary_factor", 1.0) or 1.0),
-                              conv1d=type(lins[qkv or q]).__name__ == "Conv1D")
+        attention = None if attn is None else _attention(
+            layer, attn, lins, roles, text, i, heads, kv, head_dim, qk)
         if moe is not None:
             ffn = FFN(activation=act, **moe.fields)
         else:
@@ -178,7 +183,7 @@ def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, name
             ffn = FFN(intermediate_size=up_mod.out_features // 2 if "gate_up" in mlp else up_mod.out_features,
                       gated="gate" in mlp or "gate_up" in mlp, fused_gate_up="gate_up" in mlp,
                       bias=bias(mlp["down"]), activation=act, conv1d=type(lins[mlp["down"]]).__name__ == "Conv1D")
-        return LayerSpec(attention=attention, ffn=ffn,
+        return LayerSpec(attention=attention, mixer=mixer, ffn=ffn,
                          norm=Norm(kind=_norm_kind(first_norm), bias=getattr(first_norm, "bias", None) is not None),
                          norm_place=place, parallel_residual=place == "shared" or bool(
                              getattr(text, "use_parallel_residual", False)))
@@ -186,9 +191,28 @@ def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, name
         raise _refuse(model_type, str(exc)) from None
 
 
-def _dense_roles(lins: dict[str, Any], attn: str, model_type: str) -> dict[str, str]:
+def _attention(layer, attn: str, lins: dict[str, Any], roles: dict[str, str], text, i: int, heads: int, kv: int,
+               head_dim: int, qk: str):
+    """The Attention of layer i from its projections; a q_proj twice the query width carries Qwen3-Next's output
+    gate (Qwen3NextAttention)."""
+    from memplan.spec.model import Attention
+
+    if not heads:
+        raise MemplanError(f"layer {i} has attention projections but the config names no attention heads")
+    q = roles.get("qkv") or roles["q"]
+    bias = lambda n: getattr(lins[n], "bias", None) is not None  # noqa: E731
+    gate = "q" in roles and lins[roles["q"]].out_features == 2 * heads * head_dim
+    window, kind = _window(layer.get_submodule(attn), text, i)
+    return Attention(heads=heads, kv_heads=kv, head_dim=head_dim, fused_qkv="qkv" in roles,
+                     qkv_bias=bias(q), out_bias=bias(roles["o"]), window=window, window_kind=kind,
+                     qk_norm=qk, dropout=float(getattr(text, "attention_dropout", 0.0) or 0.0),
+                     rotary_fraction=float(getattr(text, "partial_rotary_factor", 1.0) or 1.0),
+                     conv1d=type(lins[q]).__name__ == "Conv1D", output_gate=gate)
+
+
+def _dense_roles(lins: dict[str, Any], attn: str | None, model_type: str) -> dict[str, str]:
     """role -> path of a dense MLP's linears (those outside the attention module)."""
-    mlp_names = [n for n in lins if not n.startswith(attn + ".")]
+    mlp_names = [n for n in lins if attn is None or not n.startswith(attn + ".")]
     gate = next((n for n in mlp_names if _last(n) in GATE), None)
     gate_up = next((n for n in mlp_names if _last(n) in GATE_UP), None)
     up = next((n for n in mlp_names if _last(n) in UP), None)

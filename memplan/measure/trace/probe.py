@@ -21,7 +21,7 @@ from typing import Any
 
 from memplan.errors import MemplanError
 from memplan.families.registry import apply_overrides, find_family, read_config
-from memplan.spec.model import Model
+from memplan.spec.model import Attention, Model
 
 # per probe: one odd prime per role; head_dim, the hidden size and the FFN widths carry 2^3 besides (rotary halves
 # and quarters stay integers, and grouped matmuls see 16-byte aligned rows, as meta_grouped_mm demands); h = heads x
@@ -157,7 +157,9 @@ def probe_config(config: dict[str, Any], k: int, long_windows: bool) -> dict[str
     p = PROBES[k]
     out = copy.deepcopy(config)
     m = read_model(config, "config")
-    at = m.first.attention
+    # the heads of the first attention layer (a hybrid's first layer may be a mixer; a Mamba model has none:
+    # its mixer dims are not probe sizes, they stay the config's in every probe and are read as constants)
+    at = m.first_attention or _NO_HEADS
     heads_in, kv_in = at.heads, at.kv_heads
     if kv_in == heads_in:
         a = g = p["g"] * p["r"]
@@ -192,6 +194,9 @@ def probe_config(config: dict[str, Any], k: int, long_windows: bool) -> dict[str
     return out
 
 
+_NO_HEADS = Attention(heads=1, kv_heads=1, head_dim=8, position="none")
+
+
 def _resize_rope_lists(out: dict[str, Any], config: dict[str, Any], d_in: int, d_out: int, fraction: float) -> None:
     """LongRoPE factor lists have one entry per rotated frequency (rotary dim / 2): resized with the head dim."""
     n_in, n_out = int(d_in * fraction) // 2, int(d_out * fraction) // 2
@@ -204,7 +209,7 @@ def _resize_rope_lists(out: dict[str, Any], config: dict[str, Any], d_in: int, d
 
 
 def has_windows(m: Model) -> bool:
-    return any(g.layer.attention.window is not None for g in m.groups)
+    return any(g.layer.attn is not None and g.layer.attn.window is not None for g in m.groups)
 
 
 def probes(period: dict[str, Any], long_windows: bool, count: int) -> list[Probe]:
