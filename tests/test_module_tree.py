@@ -80,3 +80,76 @@ def test_a_depthwise_convolution_is_not_called_an_moe_bank():
     conv = torch.nn.Module()
     conv.conv1d = torch.nn.Conv1d(8, 8, 4, groups=8)
     assert expert_banks(conv) == {}
+
+
+# token mixers that are not attention, per layer kind (layer_types / attn_layer_indices make the groups)
+GDN = dict(linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+           layer_types=["linear_attention", "full_attention", "linear_attention"])
+MAMBA = dict(mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2, mamba_d_state=16, mamba_expand=2)
+MIXERS = {
+    "lfm2": (dict(layer_types=["conv", "full_attention", "conv"]), "short_conv"),
+    "qwen3_next": (GDN, "gated_deltanet"),
+    "qwen3_5_text": (GDN, "gated_deltanet"),
+    "qwen3_5_moe_text": (GDN, "gated_deltanet"),
+    "bamba": (dict(MAMBA, attn_layer_indices=[1]), "mamba2"),
+    "granitemoehybrid": (dict(MAMBA, layer_types=["mamba", "attention", "mamba"]), "mamba2"),
+    "falcon_h1": (dict(MAMBA, mamba_d_ssm=128), "mamba2"),
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(MIXERS))
+def test_hybrid_layers_count_as_the_module_tree(model_type):
+    from memplan.measure.trace.module_tree import read_module_tree
+    from memplan.spec.model import count_parameters
+
+    extra, kind = MIXERS[model_type]
+    cfg = tiny(model_type, **extra)
+    m = read_module_tree(cfg)
+    assert {g.layer.mixer.kind for g in m.groups if g.layer.mixer is not None} == {kind}
+    assert count_parameters(m).total == built_parameters(cfg)
+
+
+def test_hybrid_layer_kinds_follow_the_layer_pattern():
+    from memplan.measure.trace.module_tree import read_module_tree
+
+    m = read_module_tree(tiny("qwen3_next", **GDN))
+    gdn, attn, _ = (g.layer for g in m.groups)
+    assert gdn.attn is None and attn.mixer is None and attn.attention.output_gate  # Qwen3NextAttention's gate
+    assert (gdn.mixer.heads, gdn.mixer.key_heads, gdn.mixer.key_dim, gdn.mixer.value_dim, gdn.mixer.conv_kernel) \
+        == (4, 2, 16, 16, 4)
+    # the recurrent state per sequence: conv (2*key + value channels x kernel), (heads_v, dk, dv) in fp32
+    assert gdn.mixer.state_elems(64) == ((2 * 32 + 64) * 4, 4 * 16 * 16)
+    with pytest.raises(MemplanError, match="Gated DeltaNet .* has no attention"):
+        gdn.attention  # noqa: B018 - attention-only consumers refuse a mixer layer in one line
+    falcon = read_module_tree(tiny("falcon_h1", **MAMBA, mamba_d_ssm=128)).first
+    assert falcon.attn is not None and falcon.mixer.kind == "mamba2"  # parallel attention + SSM
+    assert not falcon.mixer.gated_norm  # FalconH1Config.mamba_rms_norm defaults to False: no norm
+
+
+@pytest.mark.parametrize("model_type,extra,what", [
+    ("jamba", {}, "mixer mamba is Mamba-1"),
+    ("mamba", {"state_size": 8}, "mixer mixer is Mamba-1"),
+    ("mamba2", {"num_heads": 8, "head_dim": 16, "n_groups": 2, "state_size": 16, "expand": 2,
+                "time_step_limit": [0.0, 1e9]}, "a layer with no MLP"),
+])
+def test_an_unread_mixer_is_refused_naming_its_module(model_type, extra, what):
+    from memplan.measure.trace.module_tree import read_module_tree
+
+    with pytest.raises(MemplanError, match=what) as err:
+        read_module_tree(tiny(model_type, **extra))
+    assert "MoE" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_mixer_layers_round_trip_through_a_model_profile():
+    """The model profile `memplan trace` writes (model_dump) reads back to the same Model; a model without mixers
+    dumps as before (no `mixer` key, no `output_gate`)."""
+    from memplan.families.registry import read_config
+    from memplan.measure.trace.module_tree import read_module_tree
+    from memplan.spec.model import Model
+
+    m = read_module_tree(tiny("qwen3_next", **GDN))
+    assert Model.model_validate(m.model_dump(mode="json")) == m
+    llama = read_config({"model_type": "llama", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+                         "num_attention_heads": 4, "vocab_size": 128})
+    layer = llama.model_dump(mode="json")["groups"][0]["layer"]
+    assert "mixer" not in layer and "output_gate" not in layer["attention"]

@@ -40,7 +40,7 @@ Split = Literal["column", "row", "replicated"]
 # see Linear.experts / Linear.shared), router, shared_gate; heads: pooler, mlm_dense
 ATTENTION_ROLES = frozenset({"q", "k", "v", "qkv", "o", "q_a", "q_b", "kv_a", "kv_b"})
 # a recurrent / convolutional token mixer's linears (Mixer.linears): its input projections and its output
-MIXER_ROLES = frozenset({"mixer_in", "mixer_ba", "mixer_out"})
+MIXER_ROLES = frozenset({"mixer_in", "mixer_ba", "mixer_z", "mixer_b", "mixer_a", "mixer_out"})
 TOKEN_MIXER_ROLES = ATTENTION_ROLES | MIXER_ROLES
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -374,6 +374,21 @@ class Mixer(BaseModel):
                                                "columns)")
     conv_bias: bool = False
     proj_bias: bool = Field(False, description="bias on the input and output projections")
+    split_projections: bool = Field(False, description="Gated DeltaNet's input projections as four linears "
+                                                        "in_proj_qkv, in_proj_z, in_proj_b, in_proj_a (Qwen3.5)")
+    gated_norm: bool = Field(True, description="a gated RMSNorm before out_proj (Falcon-H1 without mamba_rms_norm "
+                                               "has none)")
+    chunk_size: int = Field(0, ge=0, description="tokens per chunk of the chunked scan transformers' reference "
+                                                 "path runs (the sequence is padded to whole chunks); 0: none")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        out = handler(self)  # switches at their defaults left out (a shorter profile)
+        if isinstance(out, dict):
+            for key, default in (("gated_norm", True), ("chunk_size", 0), ("split_projections", False)):
+                if out.get(key) == default:
+                    out.pop(key)
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> "Mixer":
@@ -402,7 +417,14 @@ class Mixer(BaseModel):
         Core's MambaMixer splits in_proj by column and out_proj by row)."""
         h, b, inner = hidden, self.proj_bias, self.inner(hidden)
         n = {**MIXER_NAMES[self.kind], **names}
-        if self.kind == "gated_deltanet":
+        if self.kind == "gated_deltanet" and self.split_projections:
+            # Qwen3_5GatedDeltaNet: in_proj_qkv (q, k, v), in_proj_z (the output gate), in_proj_b, in_proj_a
+            key = self.key_heads * self.key_dim
+            ins = [Linear(n["mixer_in"], "mixer_in", h, 2 * key + inner, b, "column"),
+                   Linear(n["mixer_z"], "mixer_z", h, inner, b, "column"),
+                   Linear(n["mixer_b"], "mixer_b", h, self.heads, b, "column"),
+                   Linear(n["mixer_a"], "mixer_a", h, self.heads, b, "column")]
+        elif self.kind == "gated_deltanet":
             key = self.key_heads * self.key_dim
             ins = [Linear(n["mixer_in"], "mixer_in", h, 2 * key + 2 * inner, b, "column"),
                    Linear(n["mixer_ba"], "mixer_ba", h, 2 * self.heads, b, "column")]
@@ -425,6 +447,8 @@ class Mixer(BaseModel):
                 Vector(n["mixer_A_log"], self.heads, "mixer", "column")]
         if self.kind == "mamba2":
             out.append(Vector(n["mixer_D"], self.heads, "mixer", "column"))
+        if not self.gated_norm:
+            return out
         # GDN's Qwen3NextRMSNormGated(head_v_dim) is shared by the heads; Mamba-2's MambaRMSNormGated(inner)
         norm = self.value_dim if self.kind == "gated_deltanet" else self.inner(hidden)
         out.append(Vector(n["mixer_norm"] + ".weight", norm, "mixer", "replicated" if self.kind == "gated_deltanet"
@@ -441,10 +465,7 @@ class Mixer(BaseModel):
 
     @property
     def chunk(self) -> int:
-        """Tokens per chunk of the chunked scan transformers' reference path runs (0: none): the sequence is padded
-        to a multiple of it.  Gated DeltaNet: torch_chunk_gated_delta_rule(chunk_size=64), which
-        Qwen3NextGatedDeltaNet.forward calls without a chunk_size."""
-        return 64 if self.kind == "gated_deltanet" else 0
+        return self.chunk_size
 
     @property
     def recurrent_state_bytes_per_elem(self) -> int:

@@ -75,8 +75,7 @@ def read_mixer(layer, path: str, text, h: int) -> tuple[Any, dict[str, str], set
             raise MemplanError(f"mixer {path}: Mamba-2 has one input projection, found {ins}")
     elif "A_log" in raw:
         spec = _gated_deltanet(mod, path, text, raw, conv, out, norms, ins, lins, common)
-        big = max(ins, key=lambda n: lins[n].out_features)
-        names.update(mixer_in=f"{path}.{big}", mixer_ba=f"{path}.{next(n for n in ins if n != big)}")
+        names.update({role: f"{path}.{n}" for role, n in _gdn_roles(ins, lins, spec, path).items()})
     elif not raw and len(ins) == 1 and lins[ins[0]].out_features == 3 * h:
         spec = Mixer(kind="short_conv", **common)
         names["mixer_in"] = f"{path}.{ins[0]}"
@@ -84,7 +83,9 @@ def read_mixer(layer, path: str, text, h: int) -> tuple[Any, dict[str, str], set
         raise MemplanError(f"mixer {path}: a depthwise convolution with {sorted(raw) or 'no raw parameters'} and "
                            f"projections {sorted(lins)}: not a Mamba-2, Gated DeltaNet or short-conv mixer")
     if "A_log" in raw:
-        names.update(mixer_A_log=f"{path}.A_log", mixer_dt_bias=f"{path}.dt_bias", mixer_norm=f"{path}.{norms[0]}")
+        names.update(mixer_A_log=f"{path}.A_log", mixer_dt_bias=f"{path}.dt_bias")
+    if norms:
+        names["mixer_norm"] = f"{path}.{norms[0]}"
     have = sum(p.numel() for p in mod.parameters())
     want = sum(x.params for x in spec.linears(h, names)) + sum(v.size for v in spec.vectors(h, names))
     if have != want:
@@ -101,15 +102,15 @@ def _config_int(text, keys: tuple[str, ...], path: str, what: str) -> int:
     raise MemplanError(f"mixer {path}: the config names no {what} ({', '.join(keys)})")
 
 
-def _one_norm(norms: list[str], path: str) -> None:
-    if len(norms) != 1:
+def _one_norm(norms: list[str], path: str, optional: bool = False) -> None:
+    if len(norms) > 1 or not norms and not optional:
         raise MemplanError(f"mixer {path}: {len(norms)} gated norms ({norms}); one is read")
 
 
 def _mamba2(mod, path: str, text, raw: dict, conv, out, norms: list[str], common: dict):
     from memplan.spec.model import Mixer
 
-    _one_norm(norms, path)
+    _one_norm(norms, path, optional=True)  # FalconH1Mixer: a norm only with mamba_rms_norm
     heads, inner = raw["A_log"].numel(), out.in_features
     channels = conv.in_channels
     groups = _config_int(text, GROUPS, path, "B/C groups")
@@ -118,7 +119,10 @@ def _mamba2(mod, path: str, text, raw: dict, conv, out, norms: list[str], common
     if inner % heads or 2 * groups * state != channels - inner or state != want:
         raise MemplanError(f"mixer {path}: conv channels {channels}, inner {inner}, {heads} heads and {groups} groups "
                            f"do not fit state size {want}")
-    return Mixer(kind="mamba2", heads=heads, key_heads=groups, key_dim=state, value_dim=inner // heads, **common)
+    # Mamba2Mixer / BambaMixer / FalconH1Mixer .chunk_size: torch_forward pads the sequence to whole chunks
+    chunk = getattr(mod, "chunk_size", 0)
+    return Mixer(kind="mamba2", heads=heads, key_heads=groups, key_dim=state, value_dim=inner // heads,
+                 gated_norm=bool(norms), chunk_size=chunk if isinstance(chunk, int) else 0, **common)
 
 
 def _gated_deltanet(mod, path: str, text, raw: dict, conv, out, norms: list[str], ins: list[str], lins: dict,
@@ -126,8 +130,9 @@ def _gated_deltanet(mod, path: str, text, raw: dict, conv, out, norms: list[str]
     from memplan.spec.model import Mixer
 
     _one_norm(norms, path)
-    if len(ins) != 2:
-        raise MemplanError(f"mixer {path}: Gated DeltaNet has two input projections (qkvz, ba), found {ins}")
+    if len(ins) not in (2, 4):
+        raise MemplanError(f"mixer {path}: Gated DeltaNet has two input projections (qkvz, ba) or four (qkv, z, b, "
+                           f"a), found {ins}")
     heads = raw["A_log"].numel()
     dv = mod.get_submodule(norms[0]).weight.numel()
     key_heads = _config_int(text, KEY_HEADS, path, "key heads")
@@ -135,5 +140,21 @@ def _gated_deltanet(mod, path: str, text, raw: dict, conv, out, norms: list[str]
     if key % key_heads or 2 * key + heads * dv != conv.in_channels or out.in_features != heads * dv:
         raise MemplanError(f"mixer {path}: conv channels {conv.in_channels}, {heads} value heads of {dv} and "
                            f"{key_heads} key heads do not fit")
+    # torch_chunk_gated_delta_rule(chunk_size=64): Qwen3NextGatedDeltaNet.forward passes no chunk_size
     return Mixer(kind="gated_deltanet", heads=heads, key_heads=key_heads, key_dim=key // key_heads, value_dim=dv,
-                 **common)
+                 chunk_size=64, split_projections=len(ins) == 4, **common)
+
+
+def _gdn_roles(ins: list[str], lins: dict, spec, path: str) -> dict[str, str]:
+    """role -> linear: the widest input projection is q,k,v(,z); two: the other is b,a; four: the one of the value
+    width is z, and b and a are told apart by their names (both heads wide)."""
+    big = max(ins, key=lambda n: lins[n].out_features)
+    rest = [n for n in ins if n != big]
+    if len(rest) == 1:
+        return {"mixer_in": big, "mixer_ba": rest[0]}
+    z = [n for n in rest if lins[n].out_features == spec.heads * spec.value_dim]
+    b = [n for n in rest if n.rsplit("_", 1)[-1] == "b"]
+    a = [n for n in rest if n.rsplit("_", 1)[-1] == "a"]
+    if len(z) != 1 or len(b) != 1 or len(a) != 1:
+        raise MemplanError(f"mixer {path}: cannot name the z, b and a projections among {rest}")
+    return {"mixer_in": big, "mixer_z": z[0], "mixer_b": b[0], "mixer_a": a[0]}

@@ -21,8 +21,8 @@ QKV = ("qkv_proj", "query_key_value", "Wqkv", "c_attn", "qkv", "W_pack")
 O = ("o_proj", "out_proj", "dense", "wo", "c_proj", "o")
 GATE = ("gate_proj", "w1")
 UP = ("up_proj", "w3", "fc1", "c_fc", "dense_h_to_4h", "fc_in")
-DOWN = ("down_proj", "w2", "fc2", "c_proj", "dense_4h_to_h", "fc_out")
-GATE_UP = ("gate_up_proj",)
+DOWN = ("down_proj", "w2", "fc2", "c_proj", "dense_4h_to_h", "fc_out", "output_linear")
+GATE_UP = ("gate_up_proj", "input_linear")  # GraniteMoeHybridMLP.input_linear: h -> 2f, chunked into gate and up
 
 
 def _last(name: str) -> str:
@@ -152,6 +152,8 @@ def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, name
         roles["o"] = o
         roles.update({"qkv": qkv} if qkv else dict(q=q, k=k, v=v))
     mlp = _dense_roles(lins, attn, model_type) if moe is None else {}
+    if moe is not None and set(lins) - set(roles.values()):
+        _sibling_shared(lins, attn, roles, moe, model_type)
     roles.update(mlp)
     if set(lins) - set(roles.values()):
         raise _refuse(model_type, f"layer {i}: linears it cannot name: {sorted(set(lins) - set(roles.values()))}")
@@ -210,9 +212,30 @@ def _attention(layer, attn: str, lins: dict[str, Any], roles: dict[str, str], te
                      conv1d=type(lins[q]).__name__ == "Conv1D", output_gate=gate)
 
 
+def _sibling_shared(lins: dict[str, Any], attn: str | None, roles: dict[str, str], moe, model_type: str) -> None:
+    """A dense MLP beside the MoE block, outside it, is its shared expert (GraniteMoeHybridDecoderLayer: shared_mlp
+    next to block_sparse_moe, both fed the same normed input and summed)."""
+    rest = {n: m for n, m in lins.items() if n not in roles.values()}
+    shared = _dense_roles(rest, attn, model_type)
+    gated = "gate" in shared or "gate_up" in shared
+    if moe.fields.get("shared_intermediate_size") or gated != moe.fields["gated"]:
+        raise _refuse(model_type, f"a dense MLP {sorted(shared.values())} beside the MoE block {moe.block}, which "
+                                  "is not read as its shared expert")
+    up = rest[shared.get("gate_up") or shared["up"]]
+    moe.fields["shared_intermediate_size"] = up.out_features // 2 if "gate_up" in shared else up.out_features
+    moe.fields["fused_gate_up"] = "gate_up" in shared
+    moe.names["shared"] = shared["down"].rsplit(".", 1)[0] + "."
+    for role, path in shared.items():
+        moe.names["shared" + role] = path
+        roles["shared" + role] = path
+
+
 def _dense_roles(lins: dict[str, Any], attn: str | None, model_type: str) -> dict[str, str]:
     """role -> path of a dense MLP's linears (those outside the attention module)."""
     mlp_names = [n for n in lins if attn is None or not n.startswith(attn + ".")]
+    if not mlp_names:
+        raise _refuse(model_type, "a layer with no MLP (Mamba-2's and Nemotron-H's blocks hold one mixer or one MLP "
+                                  "each): memplan's layers pair a token mixer with an FFN")
     gate = next((n for n in mlp_names if _last(n) in GATE), None)
     gate_up = next((n for n in mlp_names if _last(n) in GATE_UP), None)
     up = next((n for n in mlp_names if _last(n) in UP), None)

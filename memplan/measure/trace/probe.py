@@ -190,6 +190,11 @@ def probe_config(config: dict[str, Any], k: int, long_windows: bool) -> dict[str
     _set_all(out, EXPERT_KEYS, groups * p["E"])
     _set_all(out, TOPK_KEYS, p["K"])
     _set_all(out, WINDOW_KEYS, p["w_long"] if long_windows else p["w_short"])
+    if out.get("block_auto_adjust_ff_dim"):
+        # Lfm2MLP rounds intermediate_size (x 2/3, then up to a multiple of block_multiple_of): every probe's width
+        # would round to one constant; switched off, each probe's width is its own (the layer's width, whatever
+        # the switch, is read from the modules)
+        out["block_auto_adjust_ff_dim"] = False
     _resize_rope_lists(out, config, at.head_dim, d, at.rotary_fraction)
     return out
 
