@@ -1,5 +1,6 @@
 """`memplan trace` of model types without a family file (MoE banks, short convolutions, Gated DeltaNet), checked
-against real CPU training steps measured by PyTorch's MemTracker (memplan/measure/runner.py), on configs other than
+against real CPU training steps measured by memplan/measure/runner.py (the tracker test_validation.py
+cross-checks with PyTorch's MemTracker), on configs other than
 the traced one where the mixer's dims allow (its dims are constants of the rows: see activations.layer_sizes).
 
 Slow: each case traces 32 variants (about a minute on 2 cores) before its steps.
