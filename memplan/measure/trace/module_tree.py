@@ -1,12 +1,17 @@
 """A memplan Model read from transformers' module tree (meta device), for a model_type no family file covers.
 
 `memplan trace` needs the model's layer specs (their sizes name the tensor dimensions, their kinds the rows), and
-the estimate needs them to count states.  For a decoder whose layers are Llama-shaped -- q/k/v/o (or one fused QKV)
-linears, a dense MLP (gate/up/down, or up/down), norms with weights -- the module tree says it all: the linears'
-shapes and biases, the norms' kind and count, the attention's heads from the config, a window where the layer's
-attention module has one.  The reading is accepted only if its parameter count equals the module's exactly;
-anything else (MoE banks, MLA, raw parameters, weightless norms) is refused in one line: such a model needs a family
-file (memplan/families/<model_type>.py).
+the estimate needs them to count states.  Per layer the module tree says:
+- attention: q/k/v/o (or one fused QKV) linears, their shapes and biases, Q/K norms, the heads from the config, a
+  window where the layer's attention module has one, Qwen3-Next's output gate (a q_proj twice the query width);
+- a token mixer that is not attention (mixers.py): Gated DeltaNet, Mamba-2 or a short convolution, found by its
+  depthwise Conv1d -- beside attention (Falcon-H1) or instead of it (hybrids' layer_types make layer groups);
+- the FFN: a dense MLP (gate/up/down, fused gate_up, or up/down), or a MoE block (moe_tree.py: 3-D expert banks,
+  router, shared experts in or beside the block);
+- the norms' kind and count.
+The reading is accepted only if its parameter count equals the module's exactly; anything else (MLA, Mamba-1,
+raw parameters outside these blocks, weightless norms, layers without an FFN) is refused in one line naming the
+layer and module: such a model needs a family file (memplan/families/<model_type>.py).
 """
 from __future__ import annotations
 
@@ -107,7 +112,7 @@ def _layer(layer, i: int, text, h: int, heads: int, kv: int, head_dim: int, name
            model_type: str):
     from memplan.measure.trace.mixers import find_mixer, read_mixer
     from memplan.measure.trace.moe_tree import expert_banks, read_moe
-    from memplan.spec.model import FFN, Attention, LayerSpec, Norm
+    from memplan.spec.model import FFN, LayerSpec, Norm
 
     moe = None
     banks = expert_banks(layer)
