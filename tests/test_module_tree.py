@@ -153,3 +153,33 @@ def test_mixer_layers_round_trip_through_a_model_profile():
                          "num_attention_heads": 4, "vocab_size": 128})
     layer = llama.model_dump(mode="json")["groups"][0]["layer"]
     assert "mixer" not in layer and "output_gate" not in layer["attention"]
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_next", "lfm2", "bamba"])
+def test_mixer_state_equals_transformers_cache_after_prefill_and_a_decode_step(model_type):
+    """Mixer.state_elems against the cache transformers fills (cache_utils.py LinearAttentionLayer): conv states
+    in the weights' dtype, recurrent states in fp32 (Mixer.recurrent_state_bytes_per_elem), per sequence."""
+    from memplan.measure.models import build_hf_config, default_dtype
+    from memplan.measure.trace.module_tree import read_module_tree
+
+    extra, _ = MIXERS[model_type]
+    cfg = tiny(model_type, **extra)
+    specs = list(read_module_tree(cfg).layers())
+    with default_dtype(torch.bfloat16):
+        module = build_hf_config(cfg).module.eval()
+    batch = 2
+    with torch.no_grad():
+        out = module(torch.randint(0, 100, (batch, 9)), use_cache=True)
+        cache = out.past_key_values
+        module(torch.randint(0, 100, (batch, 1)), past_key_values=cache, use_cache=True)
+    for spec, layer in zip(specs, cache.layers):
+        if spec.mixer is None:
+            continue
+        conv, rec = spec.mixer.state_elems(cfg["hidden_size"])
+        conv_t, rec_t = layer.conv_states[0], layer.recurrent_states.get(0)
+        assert conv_t.numel() == batch * conv and conv_t.dtype == torch.bfloat16
+        if rec:
+            assert rec_t.numel() == batch * rec
+            assert rec_t.element_size() == spec.mixer.recurrent_state_bytes_per_elem
+        else:
+            assert rec_t is None

@@ -469,7 +469,8 @@ class Mixer(BaseModel):
 
     @property
     def recurrent_state_bytes_per_elem(self) -> int:
-        """fp32 whatever the weights (see the class docstring)."""
+        """fp32 whatever the weights (see the class docstring); the conv state is in the weights' dtype (the conv
+        input's).  tests/test_module_tree.py checks both against transformers' cache after prefill + a decode step."""
         return 4
 
     def describe(self) -> str:
