@@ -73,6 +73,8 @@ def _short_kinds(a) -> str:
         return list(out.items())
 
     def window(s) -> str:
+        if s.attn is None:  # a recurrent/convolutional mixer layer
+            return s.mixer.describe()
         att = s.attention
         if att.window_kind == "sliding":
             return f"sliding {att.window}"
@@ -94,7 +96,7 @@ def _short_kinds(a) -> str:
     ffns = tally(ffn)
     if len(ffns) > 1 or ffns[0][0] != "dense":
         parts.append(" + ".join(f"{n} {k}" if len(ffns) > 1 else k for k, n in ffns))
-    if a.first.attention.mla:
+    if a.first_attention is not None and a.first_attention.mla:
         parts.insert(0, "MLA")
     return "; ".join(parts)
 
@@ -115,7 +117,7 @@ def models_command(name: str | None, as_json: bool) -> None:
         rows = []
         for key, m in items.items():
             a, pc = m.architecture, m.parameters
-            att = a.first.attention if a else None
+            att = a.first_attention if a else None
             rows.append([key, f"{pc.total:,}", format_count(pc.total),
                          format_count(pc.active) if pc.active != pc.total else "",
                          a.family if a else "-", a.n_layers if a else "-", a.hidden_size if a else "-",
@@ -160,7 +162,10 @@ def _show_architecture(a, pc) -> None:
     rows = []
     for spec, where in _kinds(a):
         lp = spec.parameters(a.hidden_size, a.module_names)
-        rows.append([len(where), _positions(where), _attention_text(spec.attention), _heads_text(spec.attention),
+        mixer = spec.mixer.describe() if spec.mixer is not None else ""
+        attn_text = " + ".join(x for x in (_attention_text(spec.attn) if spec.attn else "", mixer) if x)
+        heads = _heads_text(spec.attn) if spec.attn else f"{spec.mixer.heads or '-'} (mixer)"
+        rows.append([len(where), _positions(where), attn_text, heads,
                      _ffn_text(spec.ffn), f"{lp.total:,}",
                      f"{lp.active:,}" if lp.active != lp.total else "", f"{len(where) * lp.total:,}"])
     click.echo(tabulate(rows, headers=["layers", "at", "attention", "heads/kv x dim", "FFN", "per layer",

@@ -368,7 +368,7 @@ def _measure(setup, device, model_source, warmup_steps, optimizer_impl, seed, sa
         else:
             cuda.after_oom()
     arch = setup.model.architecture
-    dropout = max((g.layer.attention.dropout for g in arch.groups), default=0.0) if arch is not None else 0.0
+    dropout = max((g.layer.attn.dropout for g in arch.groups if g.layer.attn is not None), default=0.0) if arch is not None else 0.0
     if device != "cuda" and setup.workload.attention != "eager" and dropout:
         # torch's CPU sdpa kernel has no dropout: with dropout_p > 0 it falls back to the math path, which keeps
         # the b x heads x s x s probabilities and dropout mask per layer; CUDA's flash/efficient kernels do not

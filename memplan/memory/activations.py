@@ -14,7 +14,7 @@ from memplan.errors import MemplanError
 from memplan.memory.implementations import (ImplementationProfile, Kernels, Mode, Tensor, evaluate,
                                             get_implementation, traced_for)
 from memplan.memory.lora import lora_activation_adjustment
-from memplan.spec.model import LayerGroup, LayerSpec, Model
+from memplan.spec.model import Attention, LayerGroup, LayerSpec, Model
 from memplan.spec.setup import TrainingSetup
 from memplan.spec.training import DType, Recipe
 
@@ -115,6 +115,7 @@ def model_features(m: Model, setup: TrainingSetup, mode: Mode, kernels: Kernels,
                    prof: ImplementationProfile) -> dict[str, object]:
     """Features of the model as a whole (embedding, head and loss rows); activation-rows interface."""
     first = m.first
+    attn = m.first_attention  # a hybrid's first layer may be a recurrent mixer
     family = m.family.lower().replace("-", "_")
     return {**{flag: family in fams for flag, fams in prof.family_flags.items()},
             "attention": setup.workload.attention, "mode": mode, "kernels": kernels,
@@ -127,22 +128,30 @@ def model_features(m: Model, setup: TrainingSetup, mode: Mode, kernels: Kernels,
             "token_types": m.embeddings.token_types > 0, "embedding_dropout": m.embeddings.dropout > 0,
             "embedding_scale": m.embeddings.scale, "logit_softcap": m.head.softcap is not None,
             "objective": m.head.objective, "mlm_transform": m.head.mlm_transform, "pooler": m.head.pooler,
-            "causal": first.attention.causal,
+            "causal": m.causal,
             # kept for the hand-written rows of the head: the final norm is of the model's norm kind
-            "norm": m.norm.kind, "norm_bias": m.norm.bias, "position": first.attention.position,
+            "norm": m.norm.kind, "norm_bias": m.norm.bias,
+            "position": attn.position if attn is not None else "none",
             "mlp": "swiglu" if first.ffn.gated else "gelu", "moe": m.moe}
+
+
+# stands in for a mixer layer's missing attention in the features (no window, no dropout, no sinks); its sizes are 0
+_NO_ATTENTION = Attention(heads=1, kv_heads=1, head_dim=1, position="none")
 
 
 def layer_features(layer: LayerSpec, m: Model, setup: TrainingSetup, mode: Mode, kernels: Kernels,
                    prof: ImplementationProfile) -> dict[str, object]:
     """Features of one layer kind (layer rows' `when`); see the module docstring of implementations.py."""
-    at, ffn = layer.attention, layer.ffn
+    at, ffn = layer.attn, layer.ffn
+    if at is None:  # a recurrent/convolutional mixer layer: attention features at their "absent" values
+        at = _NO_ATTENTION
     attention = setup.workload.attention
     # transformers builds the sliding mask once kv_length >= the window (masking_utils sliding_window_overlay /
     # local_attention_size): a window as long as the sequence is masked too
     window_mask = at.window is not None and setup.seq >= at.window
     return {**model_features(m, setup, mode, kernels, prof),
-            "attn_kind": at.kind, "gqa": at.kind in ("gqa", "mqa"), "window_kind": at.window_kind,
+            "mixer": layer.mixer.kind if layer.mixer is not None else "none",
+            "attn_kind": "none" if layer.attn is None else at.kind, "gqa": at.kind in ("gqa", "mqa"), "window_kind": at.window_kind,
             "window_mask": window_mask, "softcap": at.softcap is not None, "sinks": at.sinks,
             "qk_norm": at.qk_norm, "position": at.position, "fused_qkv": at.fused_qkv,
             "mlp": "swiglu" if ffn.gated else "gelu", "gated": ffn.gated, "activation": ffn.activation,
@@ -156,8 +165,13 @@ def layer_features(layer: LayerSpec, m: Model, setup: TrainingSetup, mode: Mode,
 
 def layer_sizes(layer: LayerSpec, m: Model, b: int, s: int, n_layers: int, prof: ImplementationProfile,
                 tp: int = 1) -> dict[str, int]:
-    at, ffn = layer.attention, layer.ffn
+    # a mixer layer (Gated DeltaNet, short conv) takes the model's attention sizes: tensors made once per step for
+    # every layer (rotary cos/sin of head_dim) are traced in the first layer's context, which may be a mixer's;
+    # the mixer's own dims are no size names: they stay the config's in every probe and are read as constants
+    at, ffn = layer.attn or m.first_attention, layer.ffn
     lin = m.linears(layer)
+    if at is None:  # no attention anywhere (Mamba): no attention sizes
+        return _mixer_sizes(layer, m, b, s, n_layers, prof, tp, lin)
     k = ffn.top_k if ffn.moe else 1
     window = min(s, at.window) if at.window is not None else s
     return {
@@ -174,6 +188,32 @@ def layer_sizes(layer: LayerSpec, m: Model, b: int, s: int, n_layers: int, prof:
         "n_linear_params": sum(x.shard(tp).params - x.shard(tp).count * x.shard(tp).bias for x in lin),
         "n_head_params": m.vocab_size * m.hidden_size if m.head.lm_head else 0,
     }
+
+
+def _one_chunk(layer: LayerSpec, s: int) -> None:
+    """A chunked-scan mixer's rows hold one chunk: refuse a longer sequence rather than misstate it."""
+    chunk = layer.mixer.chunk if layer.mixer is not None else 0
+    if chunk and s > chunk:
+        raise MemplanError(
+            f"sequence {s} (per rank) is longer than one {chunk}-token chunk of a {layer.mixer.describe()} layer: its "
+            "traced rows are transformers' CPU reference path (torch_chunk_gated_delta_rule) at one chunk, whose "
+            "Python loop over chunks the trace cannot follow across probes, and CUDA's fla kernel "
+            f"(chunk_gated_delta_rule) saves other tensors; estimated only for --seq up to {chunk}")
+
+
+def _mixer_sizes(layer: LayerSpec, m: Model, b: int, s: int, n_layers: int, prof: ImplementationProfile, tp: int,
+                 lin: list) -> dict[str, int]:
+    ffn = layer.ffn
+    k = ffn.top_k if ffn.moe else 1
+    zero = dict.fromkeys(("q", "kv", "vw", "a", "g", "d", "dv", "lq", "lkv", "dr"), 0)
+    return {**zero, "b": b, "s": s, "L": n_layers, "h": m.hidden_size, "f": ffn.intermediate_size,
+            "fk": ffn.intermediate_size * k, "fs": ffn.shared_intermediate_size, "V": m.vocab_size,
+            "P": m.max_positions, "E": ffn.experts, "K": k, "w": s, "qkv_linears": 0,
+            "mlp_in_linears": 2 if ffn.gated and not ffn.fused_gate_up else 1, "norms": layer.norms,
+            "norm_inputs": 1 if layer.parallel_residual else layer.norms,
+            "act_saves": prof.activation_saves.get(ffn.activation, 0),
+            "n_linear_params": sum(x.shard(tp).params - x.shard(tp).count * x.shard(tp).bias for x in lin),
+            "n_head_params": m.vocab_size * m.hidden_size if m.head.lm_head else 0}
 
 
 def _matches(when: dict, feats: dict) -> bool:
@@ -273,7 +313,7 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
     # one set of rows per layer kind (Gemma 2 alternates two kinds over 42 groups of one layer): evaluated once,
     # shown once with the count of layers of that kind; labelled by attention unless two kinds share it
     kinds = list(dict.fromkeys(g.layer for g in stage))
-    by_attention = len({k.attention.describe() for k in kinds}) == len(kinds)
+    by_attention = len({k.mixer_describe() for k in kinds}) == len(kinds)
 
     def total(region: str, rows: list[Tensor], feats: dict, sizes: dict, keep=lambda t: True,
               record: bool = True, layers: int = 0, group: int | None = None) -> int:
@@ -299,9 +339,10 @@ def activations(setup: TrainingSetup, kernels: Kernels = "cuda", groups: list[La
             continue
         i = kinds.index(g.layer)
         feats = layer_features(g.layer, m, setup, mode, kernels, prof)
+        _one_chunk(g.layer, s)
         sizes = layer_sizes(g.layer, m, b, s, n_layers, prof, tp)
         label = "layer" if len(kinds) == 1 else \
-            f"layer [{g.layer.attention.describe() if by_attention else g.layer.kind}]"
+            f"layer [{g.layer.mixer_describe() if by_attention else g.layer.kind}]"
         first_row = len(lines)
         every = p.recompute_every if p.recompute == "full" else 1
         # full recompute of every Nth layer (torchtitan selective_ac_option N): count // N layers checkpointed

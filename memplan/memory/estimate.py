@@ -121,9 +121,10 @@ def layer_group_summaries(setup: TrainingSetup, acts) -> list[LayerGroupSummary]
     out, first = [], 0
     for g in m.groups:
         lp = g.layer.parameters(m.hidden_size, m.module_names)
-        at = g.layer.attention
-        out.append(LayerGroupSummary(first_layer=first, count=g.count, kind=g.layer.kind, attention=at.kind,
-                                     window=at.window, window_kind=at.window_kind,
+        at, mixer = g.layer.attn, g.layer.mixer
+        out.append(LayerGroupSummary(first_layer=first, count=g.count, kind=g.layer.kind,
+                                     attention=at.kind if at is not None else mixer.kind if mixer else "",
+                                     window=at.window if at else None, window_kind=at.window_kind if at else "global",
                                      ffn="moe" if g.layer.ffn.moe else "dense", parameters_per_layer=lp.total,
                                      active_parameters_per_layer=lp.active,
                                      activations_per_layer=kept.get(g.layer.kind)))
@@ -141,7 +142,7 @@ def fp32_gqa_math_warning(setup: TrainingSetup, kernels: Kernels) -> str | None:
     w = setup.workload
     if a is None or kernels != "cuda" or w.attention != "sdpa" or setup.recipe.compute.value != "fp32":
         return None
-    grouped = [layer.attention for layer, _ in a.kinds() if layer.attention.kv_heads < layer.attention.heads]
+    grouped = [layer.attn for layer, _ in a.kinds() if layer.attn is not None and layer.attn.kv_heads < layer.attn.heads]
     if not grouped:
         return None
     heads = max(at.heads for at in grouped)

@@ -59,7 +59,12 @@ def check_layout(model: Model, layout: Layout) -> None:
     """Divisibility rules that need the model (one line each, with what to change)."""
     tp, ep = layout.tp, layout.ep
     for layer, _ in model.kinds():
-        a = layer.attention
+        if layer.mixer is not None and tp > 1:
+            raise MemplanError(f"--tp {tp}: tensor parallelism of a {layer.mixer.describe()} layer is not modeled "
+                               "(its activations and state split are not traced); use --tp 1")
+        a = layer.attn
+        if a is None:
+            continue
         if a.heads % tp or (a.kv_heads % tp and tp % a.kv_heads):
             raise MemplanError(
                 f"--tp {tp} must divide the {a.heads} attention heads (and the {a.kv_heads} KV heads, or be a "

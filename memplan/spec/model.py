@@ -39,6 +39,9 @@ Split = Literal["column", "row", "replicated"]
 # Linear roles: attention q k v qkv o (MLA: q_a q_b kv_a kv_b); FFN gate up gate_up down (dense, shared or routed:
 # see Linear.experts / Linear.shared), router, shared_gate; heads: pooler, mlm_dense
 ATTENTION_ROLES = frozenset({"q", "k", "v", "qkv", "o", "q_a", "q_b", "kv_a", "kv_b"})
+# a recurrent / convolutional token mixer's linears (Mixer.linears): its input projections and its output
+MIXER_ROLES = frozenset({"mixer_in", "mixer_ba", "mixer_z", "mixer_b", "mixer_a", "mixer_out"})
+TOKEN_MIXER_ROLES = ATTENTION_ROLES | MIXER_ROLES
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -108,7 +111,8 @@ class Linear:
 
     @property
     def is_attention(self) -> bool:
-        return self.role in ATTENTION_ROLES
+        """The layer's token mixer (attention, or a recurrent/convolutional mixer), as against its FFN."""
+        return self.role in TOKEN_MIXER_ROLES
 
     @property
     def peft_name(self) -> str:
@@ -140,11 +144,12 @@ class Linear:
 
 @dataclass(frozen=True)
 class Vector:
-    """A 1-D parameter: a norm's weight or bias, attention sinks."""
+    """A parameter that is no linear's: a norm's weight or bias, attention sinks, a token mixer's own (`mixer`: a
+    depthwise convolution's weight and bias, Mamba's A_log, D and dt_bias; `size` counts all its elements)."""
 
     name: str
     size: int
-    kind: Literal["norm", "sink"] = "norm"
+    kind: Literal["norm", "sink", "mixer"] = "norm"
     split: Split = "replicated"
 
     def shard(self, tp: int = 1) -> int:
@@ -192,6 +197,15 @@ class Attention(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1)
     causal: bool = True
     conv1d: bool = Field(False, description="weights stored (in, out) as GPT-2's Conv1D")
+    output_gate: bool = Field(False, description="q_proj also yields a sigmoid gate on the output (Qwen3-Next)")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # a switch at its default is left out, so that the dumps of every existing profile stay as they were
+        out = handler(self)
+        if isinstance(out, dict) and not self.output_gate:
+            out.pop("output_gate", None)
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> "Attention":
@@ -264,7 +278,9 @@ class Attention(BaseModel):
         if self.fused_qkv:
             out = [Linear(n("qkv", "qkv_proj"), "qkv", h, q + 2 * kv, self.qkv_bias, "column", d, transposed=conv)]
         else:
-            out = [Linear(n("q", "q_proj"), "q", h, q, self.qkv_bias, "column", d),
+            # a gated q_proj's rows are per head [query d, gate d] (Qwen3NextAttention views it (.., heads, 2d))
+            out = [Linear(n("q", "q_proj"), "q", h, q + self.gate_size, self.qkv_bias, "column",
+                          2 * d if self.output_gate else d),
                    Linear(n("k", "k_proj"), "k", h, kv, self.qkv_bias, "column", d),
                    Linear(n("v", "v_proj"), "v", h, self.kv_heads * self.value_dim, self.qkv_bias, "column",
                           self.value_dim)]
@@ -288,6 +304,12 @@ class Attention(BaseModel):
             out.append(Vector(names.get("sinks", "sinks"), self.heads, kind="sink", split="column"))
         return out
 
+    @property
+    def gate_size(self) -> int:
+        """Width of the output gate q_proj yields besides the queries (Qwen3NextAttention: q_proj out
+        heads * head_dim * 2, `query_states, gate = torch.chunk(..., 2, dim=-1)`, output * sigmoid(gate))."""
+        return self.q_size if self.output_gate else 0
+
     def describe(self) -> str:
         if self.window_kind == "sliding":
             return f"sliding-window ({self.window})"
@@ -301,6 +323,159 @@ class Attention(BaseModel):
         if self.mla:
             return (self.kv_lora_rank or 0) + self.qk_rope_head_dim
         return self.kv_heads * (self.head_dim + self.value_dim)
+
+
+MixerKind = Literal["gated_deltanet", "mamba2", "short_conv"]
+# default module names inside the layer, per kind (transformers 5.24: Qwen3NextDecoderLayer.linear_attn,
+# Mamba2Block.mixer, Lfm2DecoderLayer.conv); a model's module_names override them (role -> path)
+MIXER_NAMES: dict[str, dict[str, str]] = {
+    "gated_deltanet": {"mixer_in": "linear_attn.in_proj_qkvz", "mixer_ba": "linear_attn.in_proj_ba",
+                       "mixer_out": "linear_attn.out_proj", "mixer_conv": "linear_attn.conv1d",
+                       "mixer_norm": "linear_attn.norm", "mixer_dt_bias": "linear_attn.dt_bias",
+                       "mixer_A_log": "linear_attn.A_log"},
+    "mamba2": {"mixer_in": "mixer.in_proj", "mixer_out": "mixer.out_proj", "mixer_conv": "mixer.conv1d",
+               "mixer_norm": "mixer.norm", "mixer_dt_bias": "mixer.dt_bias", "mixer_A_log": "mixer.A_log",
+               "mixer_D": "mixer.D"},
+    "short_conv": {"mixer_in": "conv.in_proj", "mixer_out": "conv.out_proj", "mixer_conv": "conv.conv"},
+}
+
+
+class Mixer(BaseModel):
+    """A token mixer that is not softmax attention: a recurrent state or a short causal convolution, as data.
+
+    - gated_deltanet (Gated DeltaNet, Yang et al. 2024; transformers 5.24 models/qwen3_next/modeling_qwen3_next.py
+      Qwen3NextGatedDeltaNet): `heads` value heads of `value_dim`, `key_heads` key heads of `key_dim`;
+      in_proj_qkvz h -> 2*key + 2*value (q, k, v, z), in_proj_ba h -> 2*heads (beta, decay), a depthwise causal
+      conv over q,k,v (2*key + value channels, kernel `conv_kernel`, no bias), dt_bias and A_log (heads),
+      a gated RMSNorm of value_dim, out_proj value -> h; key = key_heads*key_dim, value = heads*value_dim.
+    - mamba2 (Mamba-2, Dao & Gu 2024; models/mamba2/modeling_mamba2.py Mamba2Mixer, and the same mixer in
+      nemotron_h, bamba, falcon_h1, granitemoehybrid): `heads` heads of `value_dim` (head_dim), `key_heads` B/C groups
+      (n_groups) of `key_dim` (state size); inner = heads*head_dim, conv_dim = inner + 2*groups*state; in_proj
+      h -> inner + conv_dim + heads (gate z, x B C, dt), conv1d over conv_dim channels, dt_bias, A_log, D (heads),
+      a gated RMSNorm of inner, out_proj inner -> h.
+    - short_conv (LFM2, models/lfm2/modeling_lfm2.py Lfm2ShortConv): in_proj h -> 3h (B, C, x), a depthwise conv of
+      h channels and kernel conv_L_cache, out_proj h -> h; `proj_bias` and `conv_bias` are both config.conv_bias.
+
+    The recurrent state per sequence (`state_elems`) is what transformers' cache holds (cache_utils.py
+    LinearAttentionLayer.lazy_initialization: conv_states (conv channels, kernel) in the conv input's dtype, and
+    recurrent_states as zeros_like the mixer's final state): Gated DeltaNet's final state is fp32
+    (torch_chunk_gated_delta_rule casts q/k/v to float32 and its state follows), Mamba-2's too (mamba2_chunk_scan
+    computes on .float() inputs); the short convolution keeps no recurrent state.
+    """
+
+    model_config = _FROZEN
+
+    kind: MixerKind
+    heads: int = Field(0, ge=0, description="value heads (GDN linear_num_value_heads, Mamba-2 num_heads)")
+    key_heads: int = Field(0, ge=0, description="GDN linear_num_key_heads; Mamba-2 n_groups (B/C groups)")
+    key_dim: int = Field(0, ge=0, description="GDN linear_key_head_dim; Mamba-2 state_size")
+    value_dim: int = Field(0, ge=0, description="GDN linear_value_head_dim; Mamba-2 head_dim")
+    conv_kernel: int = Field(gt=0, description="the depthwise causal convolution's kernel (its cache keeps as many "
+                                               "columns)")
+    conv_bias: bool = False
+    proj_bias: bool = Field(False, description="bias on the input and output projections")
+    split_projections: bool = Field(False, description="Gated DeltaNet's input projections as four linears "
+                                                        "in_proj_qkv, in_proj_z, in_proj_b, in_proj_a (Qwen3.5)")
+    gated_norm: bool = Field(True, description="a gated RMSNorm before out_proj (Falcon-H1 without mamba_rms_norm "
+                                               "has none)")
+    chunk_size: int = Field(0, ge=0, description="tokens per chunk of the chunked scan transformers' reference "
+                                                 "path runs (the sequence is padded to whole chunks); 0: none")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        out = handler(self)  # switches at their defaults left out (a shorter profile)
+        if isinstance(out, dict):
+            for key, default in (("gated_norm", True), ("chunk_size", 0), ("split_projections", False)):
+                if out.get(key) == default:
+                    out.pop(key)
+        return out
+
+    @model_validator(mode="after")
+    def _check(self) -> "Mixer":
+        if self.kind != "short_conv" and not (self.heads and self.key_heads and self.key_dim and self.value_dim):
+            raise MemplanError(f"a {self.kind} mixer needs heads, key_heads, key_dim and value_dim")
+        if self.kind == "gated_deltanet" and self.heads % self.key_heads:
+            raise MemplanError(f"Gated DeltaNet value heads ({self.heads}) must be a multiple of its key heads "
+                               f"({self.key_heads})")
+        if self.kind == "mamba2" and self.heads % self.key_heads:
+            raise MemplanError(f"Mamba-2 heads ({self.heads}) must be a multiple of its groups ({self.key_heads})")
+        return self
+
+    def inner(self, hidden: int) -> int:
+        """Width of the mixer's output (out_proj's input)."""
+        return hidden if self.kind == "short_conv" else self.heads * self.value_dim
+
+    def conv_channels(self, hidden: int) -> int:
+        if self.kind == "gated_deltanet":
+            return 2 * self.key_heads * self.key_dim + self.heads * self.value_dim
+        if self.kind == "mamba2":
+            return self.heads * self.value_dim + 2 * self.key_heads * self.key_dim
+        return hidden
+
+    def linears(self, hidden: int, names: dict[str, str]) -> list[Linear]:
+        """Input projection(s) column-parallel by heads, output projection row-parallel (as attention's; Megatron-
+        Core's MambaMixer splits in_proj by column and out_proj by row)."""
+        h, b, inner = hidden, self.proj_bias, self.inner(hidden)
+        n = {**MIXER_NAMES[self.kind], **names}
+        if self.kind == "gated_deltanet" and self.split_projections:
+            # Qwen3_5GatedDeltaNet: in_proj_qkv (q, k, v), in_proj_z (the output gate), in_proj_b, in_proj_a
+            key = self.key_heads * self.key_dim
+            ins = [Linear(n["mixer_in"], "mixer_in", h, 2 * key + inner, b, "column"),
+                   Linear(n["mixer_z"], "mixer_z", h, inner, b, "column"),
+                   Linear(n["mixer_b"], "mixer_b", h, self.heads, b, "column"),
+                   Linear(n["mixer_a"], "mixer_a", h, self.heads, b, "column")]
+        elif self.kind == "gated_deltanet":
+            key = self.key_heads * self.key_dim
+            ins = [Linear(n["mixer_in"], "mixer_in", h, 2 * key + 2 * inner, b, "column"),
+                   Linear(n["mixer_ba"], "mixer_ba", h, 2 * self.heads, b, "column")]
+        elif self.kind == "mamba2":
+            ins = [Linear(n["mixer_in"], "mixer_in", h, inner + self.conv_channels(h) + self.heads, b, "column")]
+        else:
+            ins = [Linear(n["mixer_in"], "mixer_in", h, 3 * h, b, "column")]
+        return ins + [Linear(n["mixer_out"], "mixer_out", inner, h, b, "row")]
+
+    def vectors(self, hidden: int, names: dict[str, str]) -> list[Vector]:
+        """The conv weight (channels x kernel) and bias, per-head dt_bias / A_log / D, the gated norm's weight."""
+        n = {**MIXER_NAMES[self.kind], **names}
+        conv = self.conv_channels(hidden)
+        out = [Vector(n["mixer_conv"] + ".weight", conv * self.conv_kernel, "mixer", "column")]
+        if self.conv_bias:
+            out.append(Vector(n["mixer_conv"] + ".bias", conv, "mixer", "column"))
+        if self.kind == "short_conv":
+            return out
+        out += [Vector(n["mixer_dt_bias"], self.heads, "mixer", "column"),
+                Vector(n["mixer_A_log"], self.heads, "mixer", "column")]
+        if self.kind == "mamba2":
+            out.append(Vector(n["mixer_D"], self.heads, "mixer", "column"))
+        if not self.gated_norm:
+            return out
+        # GDN's Qwen3NextRMSNormGated(head_v_dim) is shared by the heads; Mamba-2's MambaRMSNormGated(inner)
+        norm = self.value_dim if self.kind == "gated_deltanet" else self.inner(hidden)
+        out.append(Vector(n["mixer_norm"] + ".weight", norm, "mixer", "replicated" if self.kind == "gated_deltanet"
+                          else "column"))
+        return out
+
+    def state_elems(self, hidden: int) -> tuple[int, int]:
+        """(conv state, recurrent state) elements per sequence: (conv channels x kernel, heads x key_dim x
+        value_dim for GDN's (heads_v, dk, dv) and Mamba-2's (heads, head_dim, state); 0 for a short conv)."""
+        conv = self.conv_channels(hidden) * self.conv_kernel
+        if self.kind == "short_conv":
+            return conv, 0
+        return conv, self.heads * self.key_dim * self.value_dim
+
+    @property
+    def chunk(self) -> int:
+        return self.chunk_size
+
+    @property
+    def recurrent_state_bytes_per_elem(self) -> int:
+        """fp32 whatever the weights (see the class docstring); the conv state is in the weights' dtype (the conv
+        input's).  tests/test_module_tree.py checks both against transformers' cache after prefill + a decode step."""
+        return 4
+
+    def describe(self) -> str:
+        return {"gated_deltanet": f"Gated DeltaNet ({self.heads} heads)", "mamba2": f"Mamba-2 ({self.heads} heads)",
+                "short_conv": f"short conv ({self.conv_kernel})"}[self.kind]
 
 
 class FFN(BaseModel):
@@ -389,16 +564,51 @@ class FFN(BaseModel):
 
 
 class LayerSpec(BaseModel):
-    """One transformer layer: attention, FFN, norms (kind, place), residual wiring."""
+    """One transformer layer: its token mixer(s) (attention, or a recurrent/convolutional `mixer`, or both side by
+    side as Falcon-H1's), FFN, norms (kind, place), residual wiring.
 
-    model_config = _FROZEN
+    Design: the attention is stored in the optional field `attn` (given and dumped as "attention", so every profile
+    reads and writes as before) and read through the property `attention`, which returns it or -- in a layer with
+    no attention -- raises a one-line MemplanError naming the layer's mixer.  About a hundred places read
+    `layer.attention` (KV cache, FLOPs, layouts, serving engines); each stays correct for attention layers and
+    refuses a Gated DeltaNet / Mamba-2 / short-conv layer instead of counting it as attention, until it learns the
+    mixer (`layer.attn` is None there; `layer.mixer` says what it is).  Making `attention` Optional outright would
+    turn each of those places into an AttributeError on None, or a silent miscount where None is skipped.
+    """
 
-    attention: Attention
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
+
+    attn: Attention | None = Field(None, alias="attention")
+    mixer: Mixer | None = Field(None, description="a token mixer that is not attention (Gated DeltaNet, Mamba-2, "
+                                                  "short conv)")
     ffn: FFN
     norm: Norm = Field(default_factory=Norm)
     norm_place: NormPlace = "pre"
     parallel_residual: bool = Field(False, description="attention and FFN read the same input (GPT-J/NeoX/Falcon)")
     dropout: float = Field(0.0, ge=0, lt=1, description="residual dropout")
+
+    @model_validator(mode="after")
+    def _check_mixer(self) -> "LayerSpec":
+        if self.attn is None and self.mixer is None:
+            raise MemplanError("a layer needs a token mixer: attention or a recurrent/convolutional mixer")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # no mixer: the dump is as before this field existed (profiles and --json outputs unchanged)
+        out = handler(self)
+        if isinstance(out, dict) and self.mixer is None:
+            out.pop("mixer", None)
+        return out
+
+    @property
+    def attention(self) -> Attention:
+        if self.attn is None:
+            assert self.mixer is not None
+            raise MemplanError(f"a {self.mixer.describe()} layer has no attention, and this part of memplan models "
+                               "attention layers only (it would count the mixer as attention)")
+        return self.attn
 
     @property
     def norms(self) -> int:
@@ -407,7 +617,12 @@ class LayerSpec(BaseModel):
 
     @property
     def kind(self) -> str:
-        return f"{self.attention.describe()}, {self.ffn.describe()}"
+        return f"{self.mixer_describe()}, {self.ffn.describe()}"
+
+    def mixer_describe(self) -> str:
+        parts = ([self.attn.describe()] if self.attn is not None else []) + (
+            [self.mixer.describe()] if self.mixer is not None else [])
+        return " + ".join(parts)
 
     def linears(self, hidden: int, names: dict[str, str]) -> list[Linear]:
         # a layer spec is frozen and its Linears are frozen dataclasses: computed once per (spec, width, names), as
@@ -416,7 +631,8 @@ class LayerSpec(BaseModel):
 
     def vectors(self, hidden: int, names: dict[str, str]) -> list[Vector]:
         block = [Vector(f"norm{i}", hidden) for i in range(self.norms) for _ in range(self.norm.vectors_per_norm)]
-        return block + self.attention.vectors(self.norm, names)
+        attn = self.attn.vectors(self.norm, names) if self.attn is not None else []
+        return block + attn + (self.mixer.vectors(hidden, names) if self.mixer is not None else [])
 
     def parameters(self, hidden: int, names: dict[str, str]) -> "LayerParameters":
         return _layer_parameters(self, hidden, tuple(sorted(names.items())))
@@ -424,7 +640,9 @@ class LayerSpec(BaseModel):
     def _parameters(self, hidden: int, names: dict[str, str]) -> "LayerParameters":
         lins = self.linears(hidden, names)
         vecs = self.vectors(hidden, names)
-        attention = sum(x.params for x in lins if x.is_attention) + sum(v.size for v in vecs if v.kind == "sink")
+        # "attention" is the token mixer's share: attention linears and sinks, a recurrent/conv mixer's everything
+        attention = sum(x.params for x in lins if x.is_attention) + sum(
+            v.size for v in vecs if v.kind in ("sink", "mixer"))
         ffn = sum(x.params for x in lins if not x.is_attention)
         norms = sum(v.size for v in vecs if v.kind == "norm")
         inactive = sum(x.params * (x.experts - x.top_k) // x.experts for x in lins if x.routed)
@@ -434,7 +652,9 @@ class LayerSpec(BaseModel):
 
 @lru_cache(maxsize=1024)
 def _layer_linears(layer: LayerSpec, hidden: int, names: tuple[tuple[str, str], ...]) -> tuple[Linear, ...]:
-    return tuple(layer.attention.linears(hidden, dict(names)) + layer.ffn.linears(hidden, dict(names)))
+    attn = layer.attn.linears(hidden, dict(names)) if layer.attn is not None else []
+    mixer = layer.mixer.linears(hidden, dict(names)) if layer.mixer is not None else []
+    return tuple(attn + mixer + layer.ffn.linears(hidden, dict(names)))
 
 
 @lru_cache(maxsize=1024)
@@ -589,8 +809,8 @@ class Model(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "Model":
         for g in self.groups:
-            a = g.layer.attention
-            if a.window is not None and a.window_kind == "global":
+            a = g.layer.attn
+            if a is not None and a.window is not None and a.window_kind == "global":
                 raise MemplanError("a window needs window_kind sliding or chunked")
         return self
 
@@ -627,8 +847,15 @@ class Model(BaseModel):
         return self.groups[0].layer
 
     @property
+    def first_attention(self) -> Attention | None:
+        """The first layer's attention that has one (a hybrid's first layer may be a recurrent mixer)."""
+        return next((g.layer.attn for g in self.groups if g.layer.attn is not None), None)
+
+    @property
     def causal(self) -> bool:
-        return self.first.attention.causal
+        # recurrent and convolutional mixers are causal; a hybrid's first layer may be one of them
+        attn = next((g.layer.attn for g in self.groups if g.layer.attn is not None), None)
+        return attn.causal if attn is not None else True
 
     @property
     def tied(self) -> bool:
@@ -653,7 +880,8 @@ class Model(BaseModel):
                 counts[key(g.layer)] = counts.get(key(g.layer), 0) + g.count
             return ", ".join(f"{n} {k}" for k, n in counts.items())
 
-        attn = tally(lambda s: s.attention.describe() + f" {s.attention.kind.upper()}")
+        attn = tally(lambda s: s.attention.describe() + f" {s.attention.kind.upper()}" if s.attn is not None
+                     else s.mixer_describe())
         ffn = tally(lambda s: s.ffn.describe())
         return f"{self.n_layers} layers: attention {attn}; {ffn}"
 

@@ -32,6 +32,11 @@ ROLES: tuple[tuple[str, str | None, str], ...] = (
     (r"down_proj|w2|fc2|dense_4h_to_h|c_proj", None, "down"),
     (r"dense", r"(^|\.)output$", "down"),
     (r"act_fn|act|activation_fn|activation|intermediate_act_fn", None, "act"),
+    # recurrent / convolutional token mixers (spec/model.py Mixer): Qwen3NextGatedDeltaNet.in_proj_qkvz /
+    # in_proj_ba, Mamba2Mixer.in_proj, Lfm2ShortConv.in_proj; their depthwise conv1d / conv
+    (r"in_proj(_\w+)?", None, "mixer_in"),
+    (r"conv1d|conv", r"(^|\.)(linear_attn|mixer|mamba|conv)$", "conv"),
+    (r"linear_attn|mixer|mamba|conv", r"^$", "mixer"),  # the mixer block itself (Lfm2DecoderLayer.conv)
     (r"router|gate|shared_expert_gate", None, "router"),
     (r"experts", None, "experts"),
     (r"shared_experts?", None, "shared"),
@@ -50,6 +55,7 @@ SAVED_BY_PROJ = {
     "kv": "attention input", "gate": "MLP input", "up": "MLP input", "gate_up": "MLP input", "router": "MLP input",
     "o": "attention output (o_proj input)", "down": "MLP down input", "lm_head": "LM head input",
     "score": "score head input",
+    "mixer_in": "mixer input", "conv": "causal conv input",
 }
 HEADS = ("lm_head", "score")
 PRODUCED = {
@@ -57,6 +63,7 @@ PRODUCED = {
     "up": "up output", "gate_up": "gate/up output", "act": "activation output", "o": "attention output projection",
     "down": "MLP output", "embed": "embedding output", "lm_head": "logits", "rotary": "RoPE cos/sin tables",
     "score": "score logits",
+    "mixer_in": "mixer input projection", "conv": "causal conv output",
 }
 
 
@@ -247,4 +254,6 @@ def row_name(region: str, module: str, op: str, saver: str = "", elems: str = ""
         return "residual stream" + (" (norm input)" if by == "norm" else "")
     if made in PRODUCED:
         return PRODUCED[made]
+    if made == "mixer" or _inside(module, "mixer"):  # a recurrent/conv mixer's own ops (gates, scan, state)
+        return "causal conv output" if op == "convolution" else "mixer intermediates"
     return f"other ({base})"

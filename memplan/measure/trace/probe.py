@@ -21,7 +21,7 @@ from typing import Any
 
 from memplan.errors import MemplanError
 from memplan.families.registry import apply_overrides, find_family, read_config
-from memplan.spec.model import Model
+from memplan.spec.model import Attention, Model
 
 # per probe: one odd prime per role; head_dim, the hidden size and the FFN widths carry 2^3 besides (rotary halves
 # and quarters stay integers, and grouped matmuls see 16-byte aligned rows, as meta_grouped_mm demands); h = heads x
@@ -157,7 +157,9 @@ def probe_config(config: dict[str, Any], k: int, long_windows: bool) -> dict[str
     p = PROBES[k]
     out = copy.deepcopy(config)
     m = read_model(config, "config")
-    at = m.first.attention
+    # the heads of the first attention layer (a hybrid's first layer may be a mixer; a Mamba model has none:
+    # its mixer dims are not probe sizes, they stay the config's in every probe and are read as constants)
+    at = m.first_attention or _NO_HEADS
     heads_in, kv_in = at.heads, at.kv_heads
     if kv_in == heads_in:
         a = g = p["g"] * p["r"]
@@ -188,8 +190,16 @@ def probe_config(config: dict[str, Any], k: int, long_windows: bool) -> dict[str
     _set_all(out, EXPERT_KEYS, groups * p["E"])
     _set_all(out, TOPK_KEYS, p["K"])
     _set_all(out, WINDOW_KEYS, p["w_long"] if long_windows else p["w_short"])
+    if out.get("block_auto_adjust_ff_dim"):
+        # Lfm2MLP rounds intermediate_size (x 2/3, then up to a multiple of block_multiple_of): every probe's width
+        # would round to one constant; switched off, each probe's width is its own (the layer's width, whatever
+        # the switch, is read from the modules)
+        out["block_auto_adjust_ff_dim"] = False
     _resize_rope_lists(out, config, at.head_dim, d, at.rotary_fraction)
     return out
+
+
+_NO_HEADS = Attention(heads=1, kv_heads=1, head_dim=8, position="none")
 
 
 def _resize_rope_lists(out: dict[str, Any], config: dict[str, Any], d_in: int, d_out: int, fraction: float) -> None:
@@ -204,7 +214,7 @@ def _resize_rope_lists(out: dict[str, Any], config: dict[str, Any], d_in: int, d
 
 
 def has_windows(m: Model) -> bool:
-    return any(g.layer.attention.window is not None for g in m.groups)
+    return any(g.layer.attn is not None and g.layer.attn.window is not None for g in m.groups)
 
 
 def probes(period: dict[str, Any], long_windows: bool, count: int) -> list[Probe]:

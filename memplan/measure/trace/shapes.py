@@ -117,6 +117,11 @@ class Solver:
         if not found:
             for k in (-2, -1, 1, 2):  # a monomial plus a constant (sequence - 1, experts + 1)
                 found += [[t, (Fraction(k), ())] for t in self._monomials(tuple(x - k for x in v))]
+        if not found:  # a depthwise causal conv of kernel 4 pads the sequence by 3 (Qwen3NextGatedDeltaNet.conv1d):
+            # the sequence itself plus 3, nothing else (a wider offset would explain data-dependent MoE sizes)
+            for k in (3, -3):
+                found += [[t, (Fraction(k), ())] for t in self._monomials(tuple(x - k for x in v))
+                          if t == (Fraction(1), ("s",))]
         if not found and len(v) > 1:
             found = self._sums(v, 2)
         if not found and len(v) > 1:

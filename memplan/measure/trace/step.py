@@ -47,7 +47,7 @@ def without_dropout(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def has_dropout(config: dict[str, Any], model) -> bool:
-    return any(g.layer.attention.dropout or g.layer.dropout for g in model.groups) or model.embeddings.dropout > 0
+    return any((g.layer.attn is not None and g.layer.attn.dropout) or g.layer.dropout for g in model.groups) or model.embeddings.dropout > 0
 
 
 @contextlib.contextmanager
