@@ -48,6 +48,42 @@ def profiles_dir() -> Traversable:
         return Path(__file__).resolve().parent.parent / "profiles"
 
 
+USER_KINDS = ("models", "implementations")  # what a user makes (`memplan trace`): the rest ships with memplan
+
+
+def user_profiles_dir() -> Path | None:
+    """memplan's user catalog: the model profiles and activation rows `memplan trace` writes, read before the
+    installed ones.  $MEMPLAN_HOME/profiles, else $XDG_DATA_HOME/memplan/profiles, else
+    ~/.local/share/memplan/profiles (the XDG Base Directory specification's data home).  None when
+    $MEMPLAN_PROFILES names the one catalog to read."""
+    if os.environ.get("MEMPLAN_PROFILES"):
+        return None
+    home = os.environ.get("MEMPLAN_HOME")
+    if home:
+        return Path(home).expanduser() / "profiles"
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join("~", ".local", "share")
+    return Path(data_home).expanduser() / "memplan" / "profiles"
+
+
+def _folders(kind: str) -> list:
+    """Where profiles of `kind` are read, first match first: the user catalog (models and rows only), then the
+    installed profiles (or $MEMPLAN_PROFILES)."""
+    user = user_profiles_dir() if kind in USER_KINDS else None
+    try:
+        mine = [user / kind] if user is not None and (user / kind).is_dir() else []
+    except OSError:  # an unreadable home: the installed profiles still answer
+        mine = []
+    return mine + [_folder(kind)]
+
+
+def _profile_file(kind: str, stem: str):
+    """The file of profile `stem` of `kind`, the user's before the installed one; None if neither has it."""
+    for folder in _folders(kind):
+        if (folder / f"{stem}.json").is_file():
+            return folder / f"{stem}.json"
+    return None
+
+
 def runs_dir() -> Path:
     """Where `memplan profile --out auto` writes records: profiles/runs/ when profiles is a folder of a source
     checkout or $MEMPLAN_PROFILES (records are data to commit), else ./memplan-runs (never into site-packages)."""
@@ -72,7 +108,7 @@ def _folder(kind: str):
 @lru_cache(maxsize=None)
 def _read(kind: str, stem: str) -> tuple[dict, str]:
     """One profile's JSON (parsed, not validated) and where it is."""
-    entry = _folder(kind) / f"{stem}.json"
+    entry = _profile_file(kind, stem) or _folder(kind) / f"{stem}.json"
     try:
         data = json.loads(entry.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -85,7 +121,8 @@ def _read(kind: str, stem: str) -> tuple[dict, str]:
 @lru_cache(maxsize=None)
 def _raw(kind: str) -> dict[str, tuple[dict, str]]:
     """stem -> (the profile's JSON, where it is), parsed but not validated: a lookup validates only its match."""
-    stems = sorted(e.name.removesuffix(".json") for e in _folder(kind).iterdir() if e.name.endswith(".json"))
+    stems = sorted({e.name.removesuffix(".json") for folder in _folders(kind) for e in folder.iterdir()
+                    if e.name.endswith(".json")})
     return {stem: _read(kind, stem) for stem in stems}
 
 
@@ -139,7 +176,7 @@ def _find(kind: str, model: type[T], name: str) -> T | None:
     # a profile's own file name (what `memplan models` lists, and hf-<family>) reads that file alone: the name
     # index parses every profile of the kind (the traced implementations are large), ~15 ms of each start-up
     for stem in dict.fromkeys((name, name.lower().replace("_", "-"))):
-        if _PROFILE_STEM.fullmatch(stem) and (_folder(kind) / f"{stem}.json").is_file():
+        if _PROFILE_STEM.fullmatch(stem) and _profile_file(kind, stem) is not None:
             return _load_one(kind, model, stem)
     stem = _name_index(kind).get(normalize(name))
     return None if stem is None else _load_one(kind, model, stem)
@@ -332,7 +369,7 @@ def resolve_model(text: str, overrides: dict | None = None) -> ModelSpec:
         if not exists and is_hub_id(text):
             # a hub id: the built-in profile of that model, else one line on how to fetch its config.json
             return _with_overrides(get_model_profile(text), overrides)
-        spec = load_hf_config(path)
+        spec = _traced_model_of_config(path) or load_hf_config(path)
     elif text.strip()[:1].isdigit() or text.strip()[:1] == ".":
         spec = ModelSpec(name=text, total_parameters=parse_count(text))
     else:
@@ -349,12 +386,28 @@ def _traced_profile_named(text: str) -> bool:
     if "/" in text or os.sep in text or text.endswith(".json") or not re.fullmatch(r"[\w][\w.-]{0,99}", text):
         return False
     try:
-        if not (_folder("models") / f"{text}.json").is_file():
+        if _profile_file("models", text) is None:
             return False
         data, _ = _read("models", text)
     except MemplanError:
         return False
     return str(data.get("source") or "").startswith(TRACED_SOURCE)
+
+
+def _traced_model_of_config(path: Path) -> ModelSpec | None:
+    """For a config.json of a model_type no family file covers: the model profile `memplan trace` wrote from this
+    very config (its `_hf_config` equal to the file's), so that the path the user traced is the path they
+    estimate; None otherwise (the reader then says what to do)."""
+    from memplan.families.hf import config_path_of, read_json
+    from memplan.families.registry import find_family
+
+    data = read_json(config_path_of(path))
+    if find_family(str(data.get("model_type"))) is not None:
+        return None
+    for stem, (profile, _) in _raw("models").items():
+        if profile.get("_hf_config") == data and str(profile.get("source") or "").startswith(TRACED_SOURCE):
+            return get_model_profile(stem)
+    return None
 
 
 def _with_overrides(spec: ModelSpec, overrides: dict) -> ModelSpec:

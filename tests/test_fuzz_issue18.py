@@ -350,13 +350,14 @@ def test_concurrent_save_setup_one_wins_the_other_gets_one_line(tmp_path):
 
 def test_trace_never_writes_into_the_installed_profiles(tmp_path, monkeypatch):
     """`memplan trace FOLDER --force` where FOLDER is named like a shipped profile wrote over the shipped
-    profile; the default target is now $MEMPLAN_PROFILES or the current folder."""
+    profile; the default target is now $MEMPLAN_PROFILES or the user catalog ($MEMPLAN_HOME/profiles)."""
     import click
 
     from memplan.catalog import profiles_dir
     from memplan.cli import trace as trace_cli
 
     monkeypatch.delenv("MEMPLAN_PROFILES", raising=False)
+    monkeypatch.setenv("MEMPLAN_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     shipped = Path(str(profiles_dir())) / "implementations" / "hf-llama.json"
     before = shipped.read_bytes() if shipped.exists() else None
@@ -375,7 +376,8 @@ def test_trace_never_writes_into_the_installed_profiles(tmp_path, monkeypatch):
     (folder / "config.json").write_text(json.dumps(get_model_profile("llama-2-7b").hf_config))
     with pytest.raises(MemplanError, match="stop here"):
         trace_cli.trace_command.callback(config=str(folder), out=None, force=True, workers=1, as_json=False)
-    assert seen["target"] == Path("hf-llama.json") and not seen["target"].is_absolute()
+    assert seen["target"].parent == tmp_path / "home" / "profiles" / "implementations"
+    assert seen["target"].name.startswith("hf-llama-")
     assert (shipped.read_bytes() if shipped.exists() else None) == before
     del click
 

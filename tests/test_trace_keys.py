@@ -107,7 +107,13 @@ def test_the_printed_name_is_not_shadowed_by_a_folder_of_that_name(catalog, caps
     code, out, err = run_cli(capsys, "estimate", "granite-tiny")
     assert code == 0, err
     assert out.startswith("granite-tiny: ") and "activation rows hf-granite-" in out
-    # a path still reads the file: the profile only answers to its bare name
+    # the path of the config that was traced reads the profile traced from it (the same config, byte for byte
+    # parsed), so a user estimates what they traced by the path they traced
+    code, out, err = run_cli(capsys, "estimate", "./granite-tiny")
+    assert code == 0 and out.startswith("granite-tiny: ") and "activation rows hf-granite-" in out, err
+    # a config changed since is not what was traced: refused with the way to trace it
+    data = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**data, "num_hidden_layers": data["num_hidden_layers"] + 1}))
     code, _, err = run_cli(capsys, "estimate", "./granite-tiny")
     assert code == 2 and "memplan trace" in err
 
@@ -151,3 +157,58 @@ def test_the_structure_key_ignores_sizes_and_sees_structure():
     assert key == structure_key(read_config({**base, "attention_bias": True}))
     assert key != structure_key(score_head(read_config(base), 1))
     assert os.sep not in key and re.fullmatch(r"[0-9a-f]{8}", key)
+
+
+@pytest.fixture
+def user_catalog(tmp_path, monkeypatch):
+    """No MEMPLAN_PROFILES: the installed profiles plus memplan's user catalog under $MEMPLAN_HOME."""
+    from memplan import catalog as cat
+    from memplan.measure.trace import profile
+
+    monkeypatch.delenv("MEMPLAN_PROFILES", raising=False)
+    monkeypatch.setenv("MEMPLAN_HOME", str(tmp_path / "home"))
+    cat.clear_caches()
+    shipped = Path(str(cat.profiles_dir()))
+
+    def fake_trace(data, progress=None, workers=None, keyed=False):
+        from memplan.measure.trace.probe import read_model, text_config, with_class_defaults
+        from memplan.memory.implementations import keyed_rows_stem
+
+        m = read_model(with_class_defaults(text_config(data)))
+        prof = json.loads((shipped / "implementations" / "hf.json").read_text())
+        prof.update(name=keyed_rows_stem(m, data["model_type"]), family=data["model_type"], sources=[],
+                    traced_with={"transformers": tf.__version__, "torch": "2.13.0"})
+        return prof
+
+    monkeypatch.setattr(profile, "trace_profile", fake_trace)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    yield tmp_path / "home" / "profiles", shipped
+    cat.clear_caches()
+
+
+def test_trace_then_estimate_works_from_any_folder_through_the_user_catalog(user_catalog, capsys, tmp_path,
+                                                                           monkeypatch):
+    """A new user traces a config and estimates it, by its name or its path, from another folder too; nothing is
+    written into the installed profiles or the working folder."""
+    home, shipped = user_catalog
+    before = sorted(p.name for p in (shipped / "implementations").iterdir())
+    _config(Path("granite-mine"))
+    code, _, err = run_cli(capsys, "trace", "granite-mine")
+    assert code == 0, err
+    assert f"user catalog {home}" in err and "`memplan estimate granite-mine`" in err
+    assert (home / "models" / "granite-mine.json").is_file() and len(list(home.glob("implementations/hf-granite-*")))
+    assert sorted(p.name for p in Path.cwd().iterdir()) == ["granite-mine"]
+    assert sorted(p.name for p in (shipped / "implementations").iterdir()) == before
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for model in ("granite-mine", str(tmp_path / "work" / "granite-mine")):
+        code, out, err = run_cli(capsys, "estimate", model)
+        assert code == 0, err
+        assert out.startswith("granite-mine: ") and "activation rows hf-granite-" in out
+    # tracing the same config again writes nothing new and is no error
+    monkeypatch.chdir(tmp_path / "work")
+    code, _, err = run_cli(capsys, "trace", "granite-mine")
+    assert code == 0 and "not traced again" in err, err

@@ -2,12 +2,14 @@
 estimate reads), from its config.json or a built-in profile.
 
 It needs torch and transformers (imported only inside the command); the estimate that reads the profile stays
-torch-free.  The profile is written to --out; without it, into $MEMPLAN_PROFILES/implementations/hf-<type>-<key>.json
-when MEMPLAN_PROFILES names the user's own catalog, else into the current folder as hf-<type>-<key>.json (<key>: a
-hash of the config's structure, memory/implementations.py structure_key, so that two configs of one model_type keep
-their own rows; a config of a structure already traced is not traced again).  Never into
-the profiles installed with memplan: `trace --force` on a folder named like a shipped profile replaced the
-shipped profile (scripts/trace_profiles.py regenerates those).
+torch-free.  The profile is written to --out; without it, into $MEMPLAN_PROFILES/implementations/ when
+MEMPLAN_PROFILES names the user's own catalog, else into memplan's user catalog (catalog.user_profiles_dir:
+$MEMPLAN_HOME/profiles, else ~/.local/share/memplan/profiles), which the estimate reads before the installed
+profiles -- so `memplan trace CONFIG` then `memplan estimate CONFIG` (or the name it prints) works from any folder.
+The rows are hf-<type>-<key>.json (<key>: a hash of the config's structure, memory/implementations.py
+structure_key, so that two configs of one model_type keep their own rows; a config of a structure already traced is
+not traced again).  Never into the profiles installed with memplan: `trace --force` on a folder named like a
+shipped profile replaced the shipped profile (scripts/trace_profiles.py regenerates those).
 """
 from __future__ import annotations
 
@@ -48,14 +50,35 @@ def _model_profile(name: str, data: dict, profiles, force: bool, out: Path | Non
     stem = Path(name).parent.name if Path(name).name == "config.json" else Path(name).stem
     stem = stem or str(data["model_type"])
     path = out.with_name(f"{out.stem}.model.json") if out is not None else profiles / "models" / f"{stem}.json"
-    check_writable(path, force, "the model profile")
     import transformers
 
     spec = {"name": stem, "source": f"read by `memplan trace` from {name}: transformers {transformers.__version__} "
                                     f"{data['model_type']} module tree on the meta device (no family file); "
                                     f"{count_parameters(model).total:,} parameters, equal to the module's",
             "architecture": model.model_dump(mode="json"), "_hf_config": data}
+    if not _same_model_profile(path, spec):
+        check_writable(path, force, "the model profile")
     return path, spec
+
+
+def _same_model_profile(path: Path, spec: dict) -> bool:
+    """`path` already holds the model profile of this very config (same name, config and architecture): a second
+    trace of it has nothing to write."""
+    try:
+        have = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(have, dict) and all(have.get(k) == spec[k] for k in ("name", "architecture", "_hf_config"))
+
+
+def _make_catalog(catalog: Path) -> None:
+    """The catalog's models/ and implementations/ folders, made if missing; one line if they cannot be."""
+    for kind in ("models", "implementations"):
+        try:
+            (catalog / kind).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MemplanError(f"cannot make {catalog / kind} ({exc.strerror or exc}); set MEMPLAN_HOME to a folder "
+                               "you can write, or pass --out PATH") from None
 
 
 def _same_structure(path: Path, rows_name: str) -> bool:
@@ -121,7 +144,7 @@ def trace_command(config: str, out: str | None, force: bool, workers: int | None
         if model_type in REFUSED:
             raise MemplanError(f"{name}: model_type {model_type!r} is {REFUSED[model_type]}")
     _need_packages()
-    from memplan.catalog import profiles_dir
+    from memplan.catalog import profiles_dir, user_profiles_dir
     from memplan.report.files import check_writable, write_new_file
 
     from memplan.measure.trace.probe import read_model, text_config, with_class_defaults
@@ -131,11 +154,15 @@ def trace_command(config: str, out: str | None, force: bool, workers: int | None
     # that two configs of one model_type keep their own rows; configs that differ in sizes only share them
     rows_name = keyed_rows_stem(read_model(with_class_defaults(text_config(data)), name), model_type)
     file_name = f"{rows_name}.json"
-    if not out and not os.environ.get("MEMPLAN_PROFILES"):
-        out = file_name  # the current folder: never the installed catalog
-        _progress(f"writing {out} in the current folder (--out PATH to choose; the profiles installed with memplan "
-                  "are never written)")
-    target = Path(out) if out else profiles_dir() / "implementations" / file_name
+    # never the installed catalog: $MEMPLAN_PROFILES when the user named one, else the user catalog, which the
+    # estimate reads before the installed profiles (catalog.user_profiles_dir)
+    catalog = profiles_dir() if os.environ.get("MEMPLAN_PROFILES") else user_profiles_dir()
+    if not out:
+        _make_catalog(catalog)
+        if not os.environ.get("MEMPLAN_PROFILES"):
+            _progress(f"writing into memplan's user catalog {catalog} (read before the installed profiles; "
+                      "MEMPLAN_HOME moves it; --out PATH writes elsewhere)")
+    target = Path(out) if out else catalog / "implementations" / file_name
     reuse = not force and not as_json and target.is_file() and _same_structure(target, rows_name)
     if not reuse:
         check_writable(target, force, "--out")
@@ -144,7 +171,7 @@ def trace_command(config: str, out: str | None, force: bool, workers: int | None
     t0 = time.time()
     model_profile = None
     if not known:
-        model_profile = _model_profile(name, data, profiles_dir(), force, Path(out) if out else None)
+        model_profile = _model_profile(name, data, catalog, force, Path(out) if out else None)
     if reuse:  # a config of the same structure was traced: its rows are this one's (they are sizes' polynomials)
         _progress(f"{target} holds the rows of a config of the same structure ({rows_name}): not traced again "
                   "(--force retraces)")
@@ -157,7 +184,8 @@ def trace_command(config: str, out: str | None, force: bool, workers: int | None
         written = write_new_file(target, dumps(prof), force=force)
     if model_profile is not None:
         path, spec = model_profile
-        write_new_file(path, json.dumps(spec, indent=1) + "\n", force=force)
+        if force or not _same_model_profile(path, spec):
+            write_new_file(path, json.dumps(spec, indent=1) + "\n", force=force)
         if out:
             _progress(f"model profile written to {path}: put it in <profiles>/models/{spec['name']}.json and the "
                       f"rows in <profiles>/implementations/, then `MEMPLAN_PROFILES=<profiles> memplan estimate "

@@ -216,12 +216,12 @@ def keyed_rows_stem(m: Model, family: str | None = None) -> str:
 def traced_for(m: Model) -> ImplementationProfile | None:
     """The traced rows an estimate of `m` reads: those `memplan trace` made of a config of the same structure
     (hf-<family>[-seq-cls]-<key>), else the family's shipped rows for its head (hf-<family>[-seq-cls])."""
-    from memplan.catalog import _find, _folder
+    from memplan.catalog import _find, _folders
 
     base = rows_stem(m)
     try:  # only when some keyed trace of the family exists (the key costs a few milliseconds)
         pattern = re.compile(re.escape(base) + r"-[0-9a-f]{8}\.json")
-        keyed = any(pattern.fullmatch(e.name) for e in _folder("implementations").iterdir())
+        keyed = any(pattern.fullmatch(e.name) for folder in _folders("implementations") for e in folder.iterdir())
     except MemplanError:
         keyed = False
     if keyed:
