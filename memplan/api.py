@@ -52,7 +52,7 @@ import functools
 import sys
 from typing import TYPE_CHECKING, Any
 
-from memplan import keywords as _kw
+import memplan.keywords as _kw
 from memplan.errors import InputError, MemplanError, did_you_mean, keyword_wording
 from memplan.setups import TRAINING_KEYS, check_keys, resolve_gpu, training_setup
 
@@ -534,7 +534,7 @@ def models() -> "Table":
         >>> row["parameters"], row["layers"]
         (6738415616, 32)
     """
-    from memplan import catalog
+    import memplan.catalog as catalog
     from memplan.results.views import Table
 
     rows = []
@@ -555,7 +555,7 @@ def gpus() -> "Table":
         >>> g["memory_gib"], g["bf16_tflops"]
         (79.6, 989.4)
     """
-    from memplan import catalog
+    import memplan.catalog as catalog
     from memplan.results.views import Table
 
     rows = []

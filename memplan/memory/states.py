@@ -12,7 +12,7 @@ import math
 
 from pydantic import BaseModel
 
-from memplan import engines
+import memplan.engines as engines
 from memplan.engines import fsdp as fsdp_engine
 from memplan.engines import megatron as megatron_engine
 from memplan.errors import MemplanError

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from memplan import interrupt
+import memplan.interrupt as interrupt
 from memplan.errors import MemplanError
 from memplan.userfiles import file_kind, os_error_message
 
