@@ -15,6 +15,10 @@ Not counted as edges: imports under `if TYPE_CHECKING:` (annotations only, never
 `import memplan` / `from memplan import X` is an edge to the package `memplan` itself, which sits on the API's floor:
 its __getattr__ loads memplan.api (by name, through importlib, so the edge is declared in PACKAGE_EDGES).  A module
 below the API that reaches a helper through the package closes a cycle through the API: import the defining module.
+Likewise `from memplan.setupfiles import deepspeed` is an edge to the package memplan.setupfiles (it reads the
+package's namespace, whose __init__ imports every reader) as well as to memplan.setupfiles.deepspeed, while
+`import memplan.setupfiles.deepspeed as deepspeed` is an edge to the module alone: Python runs a parent package's
+__init__ before any module in it, but that implicit step is not counted, or every module would depend on memplan/.
 """
 from __future__ import annotations
 
@@ -32,9 +36,9 @@ HEAVY = {"torch", "transformers", "peft", "trl", "pynvml", "accelerate", "deepsp
 # floor is that of its first folder under memplan/ (memplan.memory.states -> "memory"), or its own name for the
 # modules directly in memplan/ (memplan.hints -> "hints" -> listed below with its floor).
 FLOORS: list[tuple[str, set[str]]] = [
-    # errors and the small helpers every floor uses: typed errors, reading a user's file safely, wording a pydantic
-    # error with its field, Ctrl-C handling, the installed library versions.  Import nothing above them.
-    ("base", {"errors", "field_errors", "userfiles", "interrupt", "versions"}),
+    # errors and the small helpers every floor uses: typed errors, reading a user's file and writing ours safely,
+    # wording a pydantic error with its field, Ctrl-C handling, the installed library versions.
+    ("base", {"errors", "field_errors", "userfiles", "outfiles", "interrupt", "versions"}),
     # what the user describes (pydantic): the model, layout, workload, hardware.  Imports nothing of memplan but
     # the base floor's errors.
     ("spec", {"spec"}),

@@ -360,7 +360,7 @@ class CudaSession:
 
     def _stop_snapshot(self) -> None:
         if self._recording:
-            from memplan.report.files import write_new_file_with
+            from memplan.outfiles import write_new_file_with
 
             try:  # through a temporary file: complete or not at all, never over a non-regular file
                 write_new_file_with(self.snapshot, lambda tmp: torch.cuda.memory._dump_snapshot(str(tmp)),
