@@ -42,9 +42,13 @@ FLOORS: list[tuple[str, set[str]]] = [
     # what the user describes (pydantic): the model, layout, workload, hardware.  Imports nothing of memplan but
     # the base floor's errors.
     ("spec", {"spec"}),
+    # views: the tables, plots and text a result is shown as.  A view reads a result's fields (it names the result
+    # classes for type checkers only), so it sits below the results and a result can offer its own views
+    # (`.table()`, the notebook's _repr_html_) without importing upward.
+    ("report", {"report"}),
     # what memplan answers (pydantic): the shapes of the answers, filled in by the arithmetic above (memory/ builds a
     # MemoryEstimate, perf/ a TimeEstimate).  So results sit below the arithmetic and import none of it -- only
-    # spec (the setup an answer echoes) and base.  How an answer is drawn is report/'s, above.
+    # spec (the setup an answer echoes), the views and base.
     ("results", {"results"}),
     # knowledge of a model family (config.json -> Model) and of a training engine (its conventions as data).
     ("knowledge", {"families", "engines"}),
@@ -66,8 +70,6 @@ FLOORS: list[tuple[str, set[str]]] = [
     # measurement: runs the step with torch and compares it with the answer for the same setup, so it sits above
     # the answers it checks (measure/rl_step reads the RL plan); nothing below imports it.
     ("measure", {"measure"}),
-    # views of the results: tables, plots, the files an answer is written to.
-    ("report", {"report"}),
     # the Python API (memplan.api; the package `memplan`, whose attributes are the API's, loaded lazily; the
     # generated stub memplan/__init__.pyi).
     ("api", {"api", "memplan", "stub"}),
