@@ -47,7 +47,7 @@ def _model_profile(name: str, data: dict, profiles, force: bool, out: Path | Non
     stem = stem or str(data["model_type"])
     path = out.with_name(f"{out.stem}.model.json") if out is not None else profiles / "models" / f"{stem}.json"
     check_writable(path, force, "the model profile")
-    import transformers
+    from memplan.measure.libraries import transformers  # torch and transformers: in measure/ only
 
     spec = {"name": stem, "source": f"read by `memplan trace` from {name}: transformers {transformers.__version__} "
                                     f"{data['model_type']} module tree on the meta device (no family file); "
