@@ -57,11 +57,14 @@ FLOORS: list[tuple[str, set[str]]] = [
     # the serving engines' release rules and tables (read from profiles/ through the catalog); other tools' setup
     # files (Trainer, DeepSpeed, Accelerate, axolotl, torchtitan, Megatron) and RL configs, read and written.
     ("files", {"serving", "setupfiles", "rlfiles"}),
-    # one builder for every setup, from flags, keyword arguments or setup files; `keywords` holds the typed option
-    # fields the API's signatures and the CLI's flags are generated from.
-    ("setups", {"setups", "keywords"}),
     # bytes.
     ("memory", {"memory"}),
+    # one builder for every setup, from flags, keyword arguments or setup files (`keywords` holds the typed option
+    # fields the API's signatures and the CLI's flags are generated from).  It validates with the model's
+    # arithmetic in memory/ (a LoRA spec's targets resolved against the model's linear layers, memory/lora.py; the
+    # TP/EP divisibility of a serving layout, memory/layout.py), so it sits above memory/; nothing in memory/ or
+    # perf/ builds a setup.
+    ("setups", {"setups", "keywords"}),
     # seconds (reads memory/ only for the planner's model-state bound and the serving roofline's KV kinds).
     ("perf", {"perf"}),
     # answers composed from the arithmetic: verdicts, the smallest change that fits (hints), the serving capacity

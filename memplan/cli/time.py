@@ -99,7 +99,7 @@ def time_command(**kwargs) -> None:
     check_flag_combinations(training)
     save = {k: training.pop(k) for k in ("_save_setup", "_save_setup_force") if k in training}
     setup = build_setup(**training)
-    from memplan.perf.time import estimate_time
+    from memplan.answers.time import estimate_time
 
     est = estimate_time(setup, gpu, tokens=_tokens(opts.pop("tokens")), causal=opts.pop("causal_flops"),
                         cpu_bandwidth_gbps=opts.pop("cpu_bandwidth"), **opts)

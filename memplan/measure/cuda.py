@@ -371,7 +371,7 @@ class CudaSession:
             self.snapshot_written = True
 
     def _time_steps(self) -> None:
-        from memplan.measure.runner import _Phases
+        from memplan.measure.phases import _Phases
 
         for _ in range(self.timed_steps):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -388,7 +388,7 @@ class CudaSession:
     def _count_flops(self) -> None:
         from torch.utils.flop_counter import FlopCounterMode
 
-        from memplan.measure.runner import _Phases
+        from memplan.measure.phases import _Phases
 
         counter = FlopCounterMode(display=False)
         spy = AttentionSpy()
