@@ -52,7 +52,7 @@ import functools
 import sys
 from typing import TYPE_CHECKING, Any
 
-from memplan import keywords as _kw
+import memplan.keywords as _kw
 from memplan.errors import InputError, MemplanError, did_you_mean, keyword_wording
 from memplan.setups import TRAINING_KEYS, check_keys, resolve_gpu, training_setup
 
@@ -256,7 +256,7 @@ def estimate_inference(model: str, gpu: str | None = None, *, max_batch: bool = 
     (gpu_memory_utilization, max_model_len, max_num_seqs, max_num_batched_tokens, block_size, kv_cache_dtype,
     quantization, vllm_version); engine="hf": transformers generate (weights, DynamicCache, prefill workspace).
     max_batch / max_context: the most concurrent sequences at the context, the longest max-model-len that fits."""
-    from memplan.memory.inference import estimate_inference as _estimate
+    from memplan.answers.inference import estimate_inference as _estimate
     from memplan.setups import serving_setup
 
     if kwargs.get("mem_fraction_static") is not None:  # SGLang's name for the fraction vLLM calls
@@ -280,7 +280,7 @@ TIME_KEYS = ("tokens", "steps", "global_batch", "mfu", "achieved_tflops", "measu
 def time(model: str, gpu: str, **kwargs: Any) -> "TimeEstimate":
     """Step time, days, GPU-hours and cost of training MODEL on GPU (tokens=300e9 or steps=N): the op walk, or
     an end-to-end achieved_tflops / mfu / measured record; kernel_scale, system, execution, overlap as the CLI."""
-    from memplan.perf.time import estimate_time
+    from memplan.answers.time import estimate_time
 
     opts = {k: kwargs.pop(k) for k in TIME_KEYS if k in kwargs}
     if opts.get("tokens") is not None:
@@ -534,7 +534,7 @@ def models() -> "Table":
         >>> row["parameters"], row["layers"]
         (6738415616, 32)
     """
-    from memplan import catalog
+    import memplan.catalog as catalog
     from memplan.results.views import Table
 
     rows = []
@@ -555,7 +555,7 @@ def gpus() -> "Table":
         >>> g["memory_gib"], g["bf16_tflops"]
         (79.6, 989.4)
     """
-    from memplan import catalog
+    import memplan.catalog as catalog
     from memplan.results.views import Table
 
     rows = []

@@ -404,7 +404,7 @@ def read_setup_data(data: dict[str, Any], path: str) -> SetupFile:
 
 def save_setup_file(path: str, setup: TrainingSetup, force: bool = False) -> str:
     """Write the setup used as memplan's own setup file (JSON, or YAML by extension): --setup reads it back."""
-    from memplan.report.files import write_new_file
+    from memplan.outfiles import write_new_file
 
     data = setup_file_data(setup)
     if path.lower().endswith((".yaml", ".yml")):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from memplan.catalog import get_gpu
 from memplan.families.registry import read_config
-from memplan.perf.time import estimate_time
+from memplan.answers.time import estimate_time
 from memplan.results.time import TimeEstimate
 from memplan.setups import training_setup
 from memplan.spec.model import FFN, Attention, Embeddings, Head, LayerGroup, LayerSpec, Model, ModelSpec, Norm

@@ -128,7 +128,9 @@ def test_the_type_stub_ides_read_is_generated_from_the_same_fields():
     import ast
     from pathlib import Path
 
+    from memplan.stub import stub_text
+
     stub = Path(memplan.__file__).with_suffix(".pyi")
-    assert stub.read_text() == kw.stub_text(), "stale: python -m memplan.keywords > memplan/__init__.pyi"
+    assert stub.read_text() == stub_text(), "stale: python -m memplan.keywords > memplan/__init__.pyi"
     defined = {n.name for n in ast.parse(stub.read_text()).body if isinstance(n, ast.FunctionDef)}
     assert defined | {"InputError", "MemplanError"} == set(memplan.__all__)

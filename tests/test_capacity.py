@@ -253,7 +253,7 @@ def test_sglang_plans_with_its_own_token_pool_and_flag_names():
 def test_a_replica_gets_slower_with_load_and_saturates():
     from memplan.perf.batching import Load, aggregated
     from memplan.perf.serving_time import step_cost
-    from memplan.memory.inference import estimate_inference
+    from memplan.answers.inference import estimate_inference
     from memplan.setups import resolve_gpu, serving_setup
 
     gpu = resolve_gpu("h100-sxm")

@@ -14,7 +14,7 @@ from memplan.catalog import get_gpu, get_model_profile
 from memplan.families.custom import build
 from memplan.families.registry import read_config
 from memplan.memory.hf_serving import prefill_workspace_bytes, required_bytes
-from memplan.memory.inference import estimate_inference
+from memplan.answers.inference import estimate_inference
 from memplan.setups import serving_setup
 from memplan.spec.model import ModelSpec
 from tests.helpers import cli_json, run_cli

@@ -12,7 +12,7 @@ import pytest
 
 from memplan.catalog import get_gpu
 from memplan.perf.plan import plan
-from memplan.perf.time import estimate_time
+from memplan.answers.time import estimate_time
 from memplan.setups import training_setup
 from tests.published_runs import (BLOOM, CALIBRATION, HELD_OUT, MEGATRON_2021, PUBLISHED, SEQ,
                                   error_percent, megatron_gpt, predict, predict_bloom, setup_of)

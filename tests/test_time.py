@@ -10,10 +10,11 @@ import sys
 import pytest
 
 import memplan.catalog as catalog
+from memplan.answers.time import estimate_time
 from memplan.errors import MemplanError
 from memplan.perf.ops import Context, LayerWalk
 from memplan.perf.pipeline import one_f_one_b
-from memplan.perf.time import build_step_model, estimate_time, gpu_hours_for
+from memplan.perf.time import build_step_model, gpu_hours_for
 from memplan.setups import training_setup
 from tests.helpers import run_cli
 from tests.published_runs import megatron_gpt

@@ -2,7 +2,7 @@
 
 Composes the floors below: for every engine setting searched (TP x max_num_seqs x max_num_batched_tokens) the
 memory side says whether the engine starts and how many sequences of the mean context its KV cache holds
-(memory/inference.py: vLLM's startup and blocks, or SGLang's token pool); perf/serving_time.py times an engine
+(answers/inference.py: vLLM's startup and blocks, or SGLang's token pool); perf/serving_time.py times an engine
 step from the roofline; perf/batching.py puts a replica under load (continuous batching, the queue for the prefill
 budget).  Then replicas: aggregated (prefill and decode in the same steps) or disaggregated (prefill replicas and
 decode replicas, the P:D ratio), the fewest GPUs that meet the targets, and the Pareto table of output tokens/s per
@@ -60,7 +60,7 @@ class Ask:
 # ---- the memory side: does it start, how many sequences its KV holds --------------------------------------
 def _engine(ask: Ask, tp: int, seqs: int | None, chunk: int | None) -> Engine | str:
     """seqs/chunk None: the engine's own defaults for this GPU (what a benchmark ran), read back from it."""
-    from memplan.memory.inference import estimate_inference
+    from memplan.answers.inference import estimate_inference
     from memplan.setups import serving_setup
 
     L = ask.load
@@ -261,7 +261,7 @@ _DRAFTS: dict = {}
 def _draft_cost(ask: Ask, tp: int) -> tuple[StepCost, int, int]:
     """The draft model's step, its weights per GPU and KV bytes per token per GPU, at the target's TP (vLLM runs
     the draft in the target's workers; a draft whose heads do not split over TP is run at TP 1)."""
-    from memplan.memory.inference import estimate_inference
+    from memplan.answers.inference import estimate_inference
     from memplan.setups import serving_setup
 
     name = ask.speculation.draft

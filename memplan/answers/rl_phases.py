@@ -77,7 +77,7 @@ def _phase(name: str, resident: list[RLComponent], extra: list[RLComponent], not
 
 def _vllm(model: Any, wl: RLWorkload, gpu, setup, batch: int):
     """The vLLM engine's startup for the rollout (memplan's serving floor), as TRL starts it."""
-    from memplan.memory.inference import estimate_inference
+    from memplan.answers.inference import estimate_inference
     from memplan.setups import serving_setup
 
     kw: dict[str, Any] = {"engine": "vllm", "gpu_memory_utilization": wl.vllm_utilization,
@@ -109,7 +109,7 @@ def _vllm(model: Any, wl: RLWorkload, gpu, setup, batch: int):
 
 
 def _hf_generate(wl: RLWorkload, setup, gpu, batch: int):
-    from memplan.memory.inference import estimate_inference
+    from memplan.answers.inference import estimate_inference
     from memplan.spec.inference import InferenceSetup
 
     s = InferenceSetup(model=setup.model, engine="hf", batch=batch, prompt=wl.prompt_tokens,

@@ -18,7 +18,7 @@ def plan_time(parts: dict[str, Any], wl: RLWorkload, gpu) -> RLTime:
     setup = parts["setup"]
     assumptions: list[str] = []
     opt_steps = wl.generation_steps / wl.gradient_accumulation_steps * wl.num_iterations if wl.online else 1.0
-    t = estimate_time(setup, gpu, steps=1, with_memory=False)
+    t = estimate_time(setup, gpu, steps=1)  # the seconds (perf/), no memory verdict
     update = t.step_seconds * opt_steps
     fwd_share = 1 / 4 if wl.gradient_checkpointing else 1 / 3
     fwd = t.compute_seconds * fwd_share  # one forward over the optimizer step's micro-batches

@@ -25,7 +25,7 @@ def _started_as_the_program() -> bool:
 if _started_as_the_program():
     # Ctrl-C quiet from the first memplan line the console script runs (before click, pydantic or the command's
     # imports start): the handler raises nothing, so no KeyboardInterrupt traceback can come out of start-up.
-    from memplan import interrupt as _interrupt
+    import memplan.interrupt as _interrupt
 
     _interrupt.install()
 
@@ -74,7 +74,7 @@ def run() -> None:
     """The console script: Ctrl-C quiet from here on (memplan.interrupt), then the command."""
     import os
 
-    from memplan import interrupt
+    import memplan.interrupt as interrupt
 
     interrupt.install()
     # memplan uses no pydantic plugins; without this pydantic scans every installed distribution's entry points

@@ -107,7 +107,7 @@ def _short_kinds(a) -> str:
 def models_command(name: str | None, as_json: bool) -> None:
     """List model profiles, or show NAME (a profile, count or config.json) with its layer groups and parameter
     breakdown."""
-    from memplan import catalog
+    import memplan.catalog as catalog
 
     if name is None:
         items = catalog.models()
@@ -213,7 +213,7 @@ def _show_parameters(m, pc) -> None:
 @json_option
 def gpus_command(name: str | None, units: str, as_json: bool) -> None:
     """List GPU profiles (dense peak TFLOP/s, no sparsity), or show NAME with its sources."""
-    from memplan import catalog
+    import memplan.catalog as catalog
 
     u = units_of(units)
     items = catalog.gpus() if name is None else {name: catalog.get_gpu(name)}
@@ -241,7 +241,7 @@ def gpus_command(name: str | None, units: str, as_json: bool) -> None:
 @json_option
 def interconnects_command(as_json: bool) -> None:
     """List interconnect profiles (per-GPU, one-direction GB/s)."""
-    from memplan import catalog
+    import memplan.catalog as catalog
 
     items = catalog.interconnects()
     if as_json:

@@ -63,7 +63,7 @@ def estimate_command(**kwargs) -> None:
         raise MemplanError("--max-micro-batch/--max-seq/--max-batch/--max-context need --gpu NAME to fit against")
 
     _reject_flags_of_the_other_mode(mode, training, inference, lora, wants_max, calibration_path, compare)
-    from memplan import api
+    import memplan.api as api
 
     if mode == "inference":
         run_inference(gpu_name, training, inference, as_json, units)

@@ -190,17 +190,16 @@ def resolve_gpu(name: str | None):
 
 
 def resolve_gpu_for_device(name: str | None, device: str, progress: Callable[[str], None]):
-    """--gpu NAME, else on cuda the profile matching the visible device's name (torch imported lazily)."""
+    """--gpu NAME, else on cuda the profile matching the visible device's name (torch imported by measure/)."""
     gpu = resolve_gpu(name)
     if gpu is None and device == "cuda":
-        import torch
-
         from memplan.catalog import get_gpu
+        from memplan.measure.libraries import cuda_device_name
 
         try:
-            gpu = get_gpu(torch.cuda.get_device_name())
+            gpu = get_gpu(cuda_device_name())
         except MemplanError:
-            progress(f"no GPU profile matches {torch.cuda.get_device_name()!r}: no peaks or capacity to compare with")
+            progress(f"no GPU profile matches {cuda_device_name()!r}: no peaks or capacity to compare with")
     return gpu
 
 

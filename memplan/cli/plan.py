@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import click
-from tabulate import tabulate
 
 from memplan.cli.checks import check_flag_combinations
 from memplan.cli.options import (build_setup, json_option, lora_options, pop_training_kwargs, resolve_gpu,
                                  save_setup_if_asked, training_options)
 from memplan.cli.time import _tokens, walk_options
 from memplan.cli.types import NAME, PATH, SIZE, BoundedInt
-from memplan.results.plan import Candidate, PlanResult
-from memplan.results.time import describe_layout
-from memplan.spec.units import format_bytes, format_count
+from memplan.report.plan import plan_table
+from memplan.report.text import describe_layout
+from memplan.results.plan import PlanResult
 
 # Training flags that, given on the command line, pin that dimension of the search (the rest are searched).
 PINNABLE = ("tp", "pp", "cp", "ep", "etp", "sequence_parallel", "virtual_stages", "first_stage_layers",
@@ -117,47 +116,6 @@ def _emit(result: PlanResult, setup, fmt: str, path: str | None, force: bool) ->
     click.echo(f"memplan plan: the best layout written as {fmt} to {written}", err=True)
     for w in said:
         click.echo(f"memplan plan: {w.message}", err=True)
-
-
-def _row(c: Candidate, label) -> list:
-    L = c.layout
-    off = "+".join(x for x, on in (("opt", L.offload_optimizer != "none"), ("params", L.offload_params != "none"))
-                   if on) or "-"
-    return [label, L.gpus, L.dp, L.tp, L.pp, L.virtual_stages, L.cp, L.ep, "y" if L.sequence_parallel else "-",
-            L.zero, off, L.micro_batch, L.grad_accum, L.recompute, format_bytes(c.memory_required_bytes),
-            format_bytes(c.cpu_memory_bytes) if c.cpu_memory_bytes else "-", f"{c.step_seconds:.3f}",
-            f"{c.exposed_comm_seconds:.3f}", f"{c.bubble_seconds:.3f}", f"{c.mfu:.1%}", f"{c.days:,.1f}",
-            f"${c.cost:,.0f}" if c.cost is not None else "-"]
-
-
-def plan_table(r: PlanResult) -> str:
-    counts = ", ".join(str(n) for n in r.gpus)
-    head = [
-        f"{r.model}: {r.parameters:,} parameters ({format_count(r.parameters)}) on {counts} x {r.gpu} "
-        f"({format_bytes(r.gpu_memory_bytes)}), {r.precision}, global batch {r.global_batch} x seq {r.seq}, "
-        f"execution {r.execution}",
-    ]
-    if r.min_gpus is not None:
-        head.append(f"fewest GPUs that fit: {r.min_gpus}")
-    head.append(f"searched {r.evaluated:,} strategies in {r.search_seconds:.2f} s ({r.candidates_per_second:,.0f}/s): "
-                f"{r.pruned_by_bound:,} dropped by the model-state bound, {r.checked_full} full memory estimates, "
-                f"{r.rejected_full} rejected ({r.skipped_dominated} by dominance, {r.rejected_cpu_memory} for CPU "
-                "RAM)")
-    rows = [_row(c, c.rank) for c in r.candidates]
-    if r.reference is not None and r.reference.layout not in [c.layout for c in r.candidates]:
-        rows.append(_row(r.reference, f"ref ({r.reference_rank if r.reference_rank is not None else 'does not fit'})"))
-    table = tabulate(rows, headers=["#", "gpus", "dp", "tp", "pp", "v", "cp", "ep", "sp", "zero", "offload", "mb",
-                                    "ga", "recompute", "memory/GPU", "CPU/node", "step s", "exposed comm s",
-                                    "bubble s", "MFU", "days", "cost"])
-    tail = [f"why: {w}" for w in r.why]
-    if r.price_per_hour is None:
-        price = "no price (use --price)"
-    else:
-        src = "--price" if r.price_source == "--price" else f"labelled default of the {r.gpu} profile"
-        price = f"${r.price_per_hour:g}/GPU-hour ({src})"
-    tail.append(f"days/cost: {r.steps:,} steps = {format_count(r.tokens or 0)} tokens at {price}")
-    tail += [f"assumption: {a}" for a in r.assumptions]
-    return "\n".join(head + ["", table, ""] + tail)
 
 
 __all__ = ["plan_command", "plan_table", "describe_layout"]

@@ -10,13 +10,9 @@ import os
 from pathlib import Path
 
 from memplan.errors import MemplanError
+# torch and transformers are imported in measure/ only (tests/test_import_graph.py): the checks live there
+from memplan.measure.libraries import CUDA_BUILD_HINT, HF_HINT, TORCH_HINT, need_torch, need_transformers  # noqa: F401
 
-CUDA_BUILD_HINT = ("install a CUDA build of torch, e.g. `pip install torch --index-url "
-                   "https://download.pytorch.org/whl/cu128` (pick the CUDA version your driver supports at "
-                   "https://pytorch.org/get-started/locally/)")
-TORCH_HINT = ("`pip install torch` (a CPU-only build: `pip install torch --index-url "
-              "https://download.pytorch.org/whl/cpu`), then `pip install 'memplan[profile]'`")
-HF_HINT = "`pip install 'memplan[hf]'` (or use --model-source reference)"
 # Refuse a step whose estimated peak is over this many times the memory it would run in: the estimate is
 # within a few percent of measurements (docs/validation.md), so a factor of 2 is a certain failure -- on the
 # CPU usually not a clean error but the kernel's OOM killer, which leaves no record.
@@ -40,35 +36,6 @@ def check_outputs(out: str | None, plot: str | None, snapshot: str | None, force
     given = [p for p in (out if out != "auto" else None, plot, snapshot) if p]
     if len({os.path.realpath(p) for p in given}) < len(given):
         raise MemplanError("--out, --plot and --snapshot name the same file; give each its own path")
-
-
-def need_torch(command: str):
-    """torch, imported; or one line saying how to install it (or why the installed one does not import)."""
-    try:
-        import torch
-    except ModuleNotFoundError as exc:
-        if exc.name == "torch":
-            raise MemplanError(f"{command} needs torch, which is not installed: {TORCH_HINT}") from None
-        raise MemplanError(f"{command}: torch is installed but does not import (missing {exc.name!r}); "
-                           f"reinstall it: {TORCH_HINT}") from None
-    except ImportError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MemplanError(f"{command}: torch is installed but does not import ({first}); reinstall it: "
-                           f"{TORCH_HINT}") from None
-    return torch
-
-
-def need_transformers(command: str) -> None:
-    try:
-        import transformers  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name == "transformers":
-            raise MemplanError(f"{command} --model-source hf needs transformers, which is not installed: "
-                               f"{HF_HINT}") from None
-        raise MemplanError(f"{command}: transformers does not import (missing {exc.name!r}): {HF_HINT}") from None
-    except ImportError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MemplanError(f"{command}: transformers does not import ({first}): {HF_HINT}") from None
 
 
 def check_device(torch, device: str) -> None:

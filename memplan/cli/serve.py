@@ -48,7 +48,7 @@ def serve_command(model: str, gpu: str, plot: str | None, force: bool, as_json: 
     prefill/decode (P:D), from the roofline and a batching/queueing model; the Pareto table of output tokens/s per
     GPU against latency, the assumptions, and what the model cannot know.
     """
-    from memplan import api
+    import memplan.api as api
     from memplan.report.capacity import capacity_plot, capacity_table
 
     if plot is not None:

@@ -73,7 +73,7 @@ def allow_serving_engines(command: click.Command) -> click.Command:
 
 
 def run_inference(gpu_name: str | None, training: dict, serving: dict, as_json: bool, units) -> None:
-    from memplan import api
+    import memplan.api as api
     from memplan.report.inference import inference_table
 
     extra = {k: v for k, v in serving.items() if v is not None and k not in ("max_batch", "max_context")}

@@ -50,7 +50,7 @@ def _model_profile(name: str, data: dict, profiles, force: bool, out: Path | Non
     stem = Path(name).parent.name if Path(name).name == "config.json" else Path(name).stem
     stem = stem or str(data["model_type"])
     path = out.with_name(f"{out.stem}.model.json") if out is not None else profiles / "models" / f"{stem}.json"
-    import transformers
+    from memplan.measure.libraries import transformers  # torch and transformers: in measure/ only
 
     spec = {"name": stem, "source": f"read by `memplan trace` from {name}: transformers {transformers.__version__} "
                                     f"{data['model_type']} module tree on the meta device (no family file); "
@@ -87,7 +87,7 @@ def _same_structure(path: Path, rows_name: str) -> bool:
         prof = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    import transformers
+    from memplan.measure.libraries import transformers
 
     return isinstance(prof, dict) and prof.get("name") == rows_name and \
         (prof.get("traced_with") or {}).get("transformers") == transformers.__version__

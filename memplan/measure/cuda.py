@@ -360,7 +360,7 @@ class CudaSession:
 
     def _stop_snapshot(self) -> None:
         if self._recording:
-            from memplan.report.files import write_new_file_with
+            from memplan.outfiles import write_new_file_with
 
             try:  # through a temporary file: complete or not at all, never over a non-regular file
                 write_new_file_with(self.snapshot, lambda tmp: torch.cuda.memory._dump_snapshot(str(tmp)),
@@ -371,7 +371,7 @@ class CudaSession:
             self.snapshot_written = True
 
     def _time_steps(self) -> None:
-        from memplan.measure.runner import _Phases
+        from memplan.measure.phases import _Phases
 
         for _ in range(self.timed_steps):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -388,7 +388,7 @@ class CudaSession:
     def _count_flops(self) -> None:
         from torch.utils.flop_counter import FlopCounterMode
 
-        from memplan.measure.runner import _Phases
+        from memplan.measure.phases import _Phases
 
         counter = FlopCounterMode(display=False)
         spy = AttentionSpy()

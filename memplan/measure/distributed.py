@@ -626,7 +626,7 @@ def _write_atomic(path: str, text: str) -> None:
 
 
 def _spawn_entry(local_rank: int, world: int, init_method: str, payload: list[str], out_dir: str) -> None:
-    from memplan import interrupt
+    import memplan.interrupt as interrupt
 
     interrupt.install()  # a terminal's Ctrl-C reaches every rank: each leaves quietly, as the parent does
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world),

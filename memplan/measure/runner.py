@@ -25,6 +25,7 @@ from memplan.errors import MemplanError
 from memplan.measure.models import BuiltModel, build_model
 from memplan.measure.oom import first_line, is_out_of_memory
 from memplan.measure.optimizers import OPTIMIZER_IMPLS, default_optimizer_impl, make_optimizer
+from memplan.measure.phases import _Phases  # where the step is (also imported from here by tests)
 from memplan.measure.precision import LossScaler, MasterWeightsOptimizer, ScaledOptimizer
 from memplan.measure.tracker import StorageTracker, downsample_max
 from memplan.results.profile import CATEGORIES, MeasuredStep
@@ -42,19 +43,6 @@ __all__ = ["measure_training_step", "find_max_micro_batch", "TORCH_DTYPES", "OPT
 # ---------------------------------------------------------------------------------------------------------
 # the step
 # ---------------------------------------------------------------------------------------------------------
-class _Phases:
-    """Tells every observer (tracker, cuda stats) where the step is; remembers the phase for OOM reports."""
-
-    def __init__(self, observers: list) -> None:
-        self.observers = observers
-        self.current: str | None = None
-
-    def __call__(self, name: str) -> None:
-        self.current = name
-        for obs in self.observers:
-            obs.set_phase(name)
-
-
 def training_loss(built: BuiltModel, module: nn.Module, input_ids: torch.Tensor,
                   targets: Callable[[], torch.Tensor]) -> torch.Tensor:
     """The loss of a measured step (also the multi-rank runner's): HF's own causal-LM loss, or cross-entropy

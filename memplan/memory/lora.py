@@ -31,9 +31,10 @@ import math
 
 from pydantic import BaseModel
 
+from memplan.engines.fsdp import LAYERS_IN_FLIGHT
 from memplan.errors import MemplanError, did_you_mean
 from memplan.memory.layout import LocalParameters, local_parameters
-from memplan.memory.states import LAYERS_IN_FLIGHT, ModelStates, optimizer_state_bytes
+from memplan.memory.state_bytes import ModelStates, optimizer_state_bytes
 from memplan.results.memory import Component
 from memplan.spec.model import LayerSpec, Linear, Model
 from memplan.spec.setup import LoraSpec, TrainingSetup

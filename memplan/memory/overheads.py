@@ -6,7 +6,7 @@ generation).  `required` = peak_allocated + these lines is what is compared with
 from __future__ import annotations
 
 
-from memplan import engines
+import memplan.engines as engines
 from memplan.catalog import data_table
 from memplan.memory.states import ModelStates
 from memplan.results.memory import Component

@@ -177,8 +177,9 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
                   measured: str | None = None, overlap: str = "auto", interconnect: str | None = None,
                   internode: str | None = None, price: float | None = None, causal: bool = False,
                   cpu_bandwidth_gbps: float = DEFAULT_CPU_BANDWIDTH_GBPS, execution: str | None = None,
-                  kernel_scale: float = 1.0, system: str | None = None, with_memory: bool = True) -> TimeEstimate:
-    """Time, GPU-hours and cost of training `setup` on `gpu` for `tokens` (or `steps` optimizer steps)."""
+                  kernel_scale: float = 1.0, system: str | None = None) -> TimeEstimate:
+    """Time, GPU-hours and cost of training `setup` on `gpu` for `tokens` (or `steps` optimizer steps): the seconds
+    only; memplan.answers.time.estimate_time adds the memory verdict (`memplan time`'s answer)."""
     # None from the API means "not given": the defaults, as the CLI's
     causal = bool(causal) if causal is not None else False
     overlap = "auto" if overlap is None else overlap
@@ -268,26 +269,7 @@ def estimate_time(setup: TrainingSetup, gpu: GPUSpec, *, tokens: float | None = 
         measured_step_seconds=measured_step, assumptions=assumptions, assumed=setup.assumed)
     if walk is not None and given is None:
         check_mfu(est.hfu, kernel_scale)
-    if with_memory:
-        _memory_verdict(est, setup, gpu, global_batch)
     return est
-
-
-def _memory_verdict(est: TimeEstimate, setup: TrainingSetup, gpu: GPUSpec, global_batch: int | None) -> None:
-    from memplan.memory.estimate import estimate_memory
-
-    mem = estimate_memory(setup, gpu)
-    est.memory_required_bytes, est.fits = mem.per_gpu.required, mem.fits
-    if mem.fits is False:
-        from memplan.hints import smallest_change
-
-        L = setup.layout
-        hint = smallest_change(setup, gpu)
-        change = f"; {hint.change} would ({hint.why})" if hint else ""
-        est.fit_hint = (f"DOES NOT FIT: this layout needs {mem.per_gpu.required / 2**30:,.2f} GiB per GPU of the "
-                        f"{gpu.name}'s {gpu.memory_bytes / 2**30:,.2f} GiB{change}; `memplan plan {setup.model.name} "
-                        f"--gpu {gpu.name} --gpus {L.gpus} --global-batch {L.global_batch} --seq {setup.seq}` "
-                        "searches the layouts that fit")
 
 
 def _assumptions(setup, gpu, layout, f, walk, end_to_end, step_source, overlap, links, causal, cpu_bw, predicted,

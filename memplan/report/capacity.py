@@ -2,7 +2,11 @@
 Pareto plot (matplotlib, optional)."""
 from __future__ import annotations
 
-from memplan.results.capacity import CapacityLayout, CapacityPlan
+from typing import TYPE_CHECKING
+
+
+if TYPE_CHECKING:  # the views read a result's fields; its class is named for type checkers only
+    from memplan.results.capacity import CapacityLayout, CapacityPlan
 
 
 def _ms(x: float) -> str:

@@ -1,10 +1,18 @@
 """How a multi-rank profile looks: per rank, measured beside estimated, then why they differ."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tabulate import tabulate
 
-from memplan.results.distributed import COMPARED, DistributedProfile
 from memplan.spec.units import Units, format_bytes
+
+if TYPE_CHECKING:  # the views read a result's fields; its class is named for type checkers only
+    from memplan.results.distributed import DistributedProfile
+
+# the fields measured beside estimated, in the table's order (measure/distributed.py compares the same)
+COMPARED = ("weights", "master_weights", "gradients", "optimizer_states", "model_states", "gathered_parameters",
+            "communication_buffers", "backend_device_bytes", "peak_allocated")
 
 EXACT_BELOW_BYTES = 10 * 2**20  # small figures in exact bytes: padding differences are a few hundred bytes
 

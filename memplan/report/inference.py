@@ -2,11 +2,15 @@
 cache per layer kind, and the roofline throughput."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tabulate import tabulate
 
-from memplan.results.inference import InferenceEstimate, Roofline, SglangStartup, VllmStartup
 from memplan.report.text import first_clause
 from memplan.spec.units import Units, format_bytes, format_count
+
+if TYPE_CHECKING:  # the views read a result's fields; its class is named for type checkers only
+    from memplan.results.inference import InferenceEstimate, Roofline, SglangStartup, VllmStartup
 
 
 def _seconds(s: float) -> str:

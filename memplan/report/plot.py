@@ -6,11 +6,14 @@ and the capacity when --gpu gives one), so the plot reads the same with or witho
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 from memplan.errors import MemplanError
 from memplan.report.files import write_new_file
-from memplan.results.memory import MemoryEstimate
 from memplan.spec.units import Units
+
+if TYPE_CHECKING:  # the views read a result's fields; its class is named for type checkers only
+    from memplan.results.memory import MemoryEstimate
 
 CATEGORY_ORDER = ["weights", "gradients", "master_weights", "optimizer_states", "gathered_parameters", "buffers",
                   "activations", "temporaries", "other", "overheads"]

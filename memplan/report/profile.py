@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
 from memplan.errors import MemplanError
 from memplan.report.files import write_new_file
-from memplan.results.memory import MemoryEstimate
-from memplan.results.profile import MeasuredStep
 from memplan.spec.units import Units, format_bytes
+
+if TYPE_CHECKING:  # the views read a result's fields; its class is named for type checkers only
+    from memplan.results.memory import MemoryEstimate
+    from memplan.results.profile import MeasuredStep
 
 # (label, MeasuredStep field, PerGPU field)
 ROWS = [

@@ -2,10 +2,14 @@
 step, and the changes that fit."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tabulate import tabulate
 
-from memplan.results.rl import RLPhase, RLPlan
 from memplan.spec.units import Units, format_bytes, format_count
+
+if TYPE_CHECKING:  # the views read a result's fields; its class is named for type checkers only
+    from memplan.results.rl import RLPhase, RLPlan
 
 
 def _header(p: RLPlan) -> list[str]:

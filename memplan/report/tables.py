@@ -1,10 +1,14 @@
 """Plain-text tables for memory estimates.  Every size names its unit; bytes/param names its convention."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tabulate import tabulate
 
-from memplan.results.memory import Comparison, MemoryEstimate
 from memplan.spec.units import Units, format_bytes, format_count, format_number
+
+if TYPE_CHECKING:  # the views read a result's fields; its class is named for type checkers only
+    from memplan.results.memory import Comparison, MemoryEstimate
 
 LOCATION_ORDER = {"gpu": 0, "cpu": 1, "nvme": 2}
 

@@ -17,13 +17,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from memplan.report.distributed import COMPARED  # noqa: F401 - the compared fields, named where they are shown
 from memplan.results.profile import PhasePeak
 from memplan.spec.setup import TrainingSetup
 
 SCHEMA_VERSION = 1
 
-COMPARED = ("weights", "master_weights", "gradients", "optimizer_states", "model_states", "gathered_parameters",
-            "communication_buffers", "backend_device_bytes", "peak_allocated")
 
 
 class RankMeasured(BaseModel):

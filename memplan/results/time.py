@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_serializer, field_validator
 
+from memplan.report.text import describe_layout  # noqa: F401 - the layout as one line; imported from here too
 from memplan.results.views import TimeView
 from memplan.spec.layout import Layout
 from memplan.spec.setup import Assumed
@@ -28,31 +29,6 @@ def load_layout(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: v for k, v in value.items() if k not in DERIVED_LAYOUT_KEYS}
     return value
-
-
-def describe_layout(layout: Layout) -> str:
-    """'dp16 tp8 pp8 v3 zero1 mb1 ga96 rc:full sp' -- the layout as one short line."""
-    L = layout
-    parts = [f"dp{L.dp}", f"tp{L.tp}", f"pp{L.pp}"]
-    if L.virtual_stages > 1:
-        parts.append(f"v{L.virtual_stages}")
-    if L.first_stage_layers is not None or L.last_stage_layers is not None:
-        parts.append(f"stages[{L.first_stage_layers if L.first_stage_layers is not None else '='}|"
-                     f"{L.last_stage_layers if L.last_stage_layers is not None else '='}]")
-    if L.cp > 1:
-        parts.append(f"cp{L.cp}")
-    if L.ep > 1:
-        parts.append(f"ep{L.ep}" + (f" etp{L.etp}" if L.etp is not None else ""))
-    parts.append(f"zero{L.zero}")
-    if L.offload_optimizer != "none" or L.offload_params != "none":
-        parts.append("offload:" + "+".join(x for x, on in (("opt", L.offload_optimizer != "none"),
-                                                            ("params", L.offload_params != "none")) if on))
-    parts += [f"mb{L.micro_batch}", f"ga{L.grad_accum}"]
-    if L.recompute != "none":
-        parts.append(f"rc:{L.recompute}")
-    if L.sequence_parallel:
-        parts.append("sp")
-    return " ".join(parts)
 
 
 class LayoutResult(BaseModel):

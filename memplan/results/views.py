@@ -2,9 +2,9 @@
 
 `ResultView` is mixed into the result classes (MemoryEstimate, Comparison, InferenceEstimate, TimeEstimate,
 PlanResult): `repr()`/`str()` is one line (model, GPU, required memory, the verdict) instead of every pydantic
-field; `_repr_html_`/`_repr_markdown_` show the table `memplan <command>` prints (memplan/report/ and the
-commands' renderers, imported only when shown); `.rows()` is one dict per component (per strategy, per
-candidate) and `.to_dataframe()` the same as a pandas DataFrame.  The JSON (`model_dump_json`) is unchanged.
+field; `_repr_html_`/`_repr_markdown_` show the table `memplan <command>` prints (memplan/report/, imported
+only when shown: the views sit below the results and name their classes for type checkers only); `.rows()` is
+one dict per component (per strategy, per candidate) and `.to_dataframe()` the same as a pandas DataFrame.  The JSON (`model_dump_json`) is unchanged.
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ class TimeView(ResultView):
                 f"MFU {e.mfu:.1%}{cost}" + _verdict(e.fits))
 
     def _table(self) -> str:
-        from memplan.cli.time import time_table  # the command's renderer (click is imported with it)
+        from memplan.report.time import time_table
 
         return time_table(self)  # type: ignore[arg-type]
 
@@ -192,7 +192,7 @@ class PlanView(ResultView):
                 f"{best.step_seconds:,.3f} s, MFU {best.mfu:.1%}")
 
     def _table(self) -> str:
-        from memplan.cli.plan import plan_table  # the command's renderer (click is imported with it)
+        from memplan.report.plan import plan_table
 
         return plan_table(self)  # type: ignore[arg-type]
 

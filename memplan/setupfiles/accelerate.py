@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from memplan.setupfiles import _fsdp, _source, deepspeed
+import memplan.setupfiles._fsdp as _fsdp
+import memplan.setupfiles._source as _source
+import memplan.setupfiles.deepspeed as deepspeed
 from memplan.setupfiles._collect import Collector
 from memplan.setupfiles.results import EmittedSetup, EngineLayout
 

@@ -16,7 +16,8 @@ import os
 
 from pathlib import Path
 
-from memplan.setupfiles import deepspeed, hf_trainer
+import memplan.setupfiles.deepspeed as deepspeed
+import memplan.setupfiles.hf_trainer as hf_trainer
 from memplan.setupfiles._collect import Collector
 
 REASONS = {key: "data, logging, evaluation, checkpointing or a hyper-parameter" for key in (

@@ -199,7 +199,7 @@ def _optimizer(c: Collector) -> None:
 def read_referenced(c: Collector, key: str, auto: dict[str, Any] | None = None, auto_source: str = "") -> None:
     """The DeepSpeed config another engine's file names at `key`: an inline section, or a path (relative to that
     file's folder, else to the current folder, where the engine resolves it when launched from there)."""
-    from memplan.setupfiles import _source
+    import memplan.setupfiles._source as _source
 
     raw = c.get(key, None)
     c.use(key)

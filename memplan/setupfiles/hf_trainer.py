@@ -13,7 +13,8 @@ memplan's pure bf16 recipe (weights, gradients and torch AdamW's states in bf16)
 """
 from __future__ import annotations
 
-from memplan.setupfiles import _fsdp, deepspeed
+import memplan.setupfiles._fsdp as _fsdp
+import memplan.setupfiles.deepspeed as deepspeed
 from memplan.setupfiles._collect import Collector
 
 # transformers training_args.py OptimizerNames -> (memplan optimizer, optimizer_impl or None)
@@ -105,7 +106,7 @@ def _fsdp_args(c: Collector, fsdp) -> None:
         import os
         from pathlib import Path
 
-        from memplan.setupfiles import _source
+        import memplan.setupfiles._source as _source
 
         # os.path.exists: False (not an OSError) for a name the OS refuses; _source.load then says what is wrong
         beside = Path(c.path).parent / cfg

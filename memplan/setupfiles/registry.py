@@ -12,7 +12,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from memplan.errors import MemplanError, did_you_mean
-from memplan.setupfiles import _source, accelerate, axolotl, deepspeed, hf_trainer, megatron, torchtitan
+import memplan.setupfiles._source as _source
+import memplan.setupfiles.accelerate as accelerate
+import memplan.setupfiles.axolotl as axolotl
+import memplan.setupfiles.deepspeed as deepspeed
+import memplan.setupfiles.hf_trainer as hf_trainer
+import memplan.setupfiles.megatron as megatron
+import memplan.setupfiles.torchtitan as torchtitan
 from memplan.setupfiles._collect import Collector
 from memplan.setupfiles.results import EmittedSetup, EngineLayout, SetupFileReading, SetupKeywords
 
@@ -101,9 +107,9 @@ def emit_setup(layout: EngineLayout | dict[str, Any], format: str) -> EmittedSet
 
 def write_setup_file(path: str | os.PathLike, layout: EngineLayout | dict[str, Any], format: str,
                      force: bool = False, what: str = "--out") -> tuple[Path, EmittedSetup]:
-    """Emit and write: memplan.report.files.write_new_file (atomic, regular files only, nothing overwritten
+    """Emit and write: memplan.outfiles.write_new_file (atomic, regular files only, nothing overwritten
     without force; `what` names the flag in its errors)."""
-    from memplan.report.files import resolve_target, write_new_file
+    from memplan.outfiles import resolve_target, write_new_file
 
     emitted = emit_setup(layout, format)
     resolve_target(path, force, what)  # refuse up front (write_new_file would keep the text under a free name)

@@ -251,7 +251,7 @@ def _optimizer(c: Collector) -> None:
 
 
 def _model(c: Collector) -> None:
-    from memplan import catalog
+    import memplan.catalog as catalog
 
     name, flavor = c.text("model.name"), c.get("model.flavor", None)
     c.consult_all("model", "model.name", "model.flavor")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from memplan import engines
+import memplan.engines as engines
 from memplan.spec.execution import Supports
 from memplan.spec.layout import Layout
 from memplan.spec.model import Model

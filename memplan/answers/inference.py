@@ -1,5 +1,7 @@
 """The serving estimate for either engine: components per GPU, the verdict, the largest batch or context, and the
-roofline, built from memory/vllm.py (vLLM's startup accounting) or memory/hf_serving.py (transformers).
+roofline, built from memory/vllm.py (vLLM's startup accounting) or memory/hf_serving.py (transformers) and
+perf/roofline.py -- an answer composed from the bytes and the seconds, so it lives in answers/ (it was
+memory/inference.py, which imported perf/ and setups upward).
 
 - `--engine vllm`: the components are vLLM's own (weights, peak activation, non-torch memory, CUDA graphs, the
   KV block pool); "fits" means vLLM starts and the batch fits in its blocks and max_num_seqs; --max-batch is the
