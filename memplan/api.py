@@ -104,7 +104,7 @@ def _public(name: str, returns: str, example: str):
                 return f(*args, **kwargs)
             for key in kwargs:
                 if key not in sig.parameters:
-                    text = did_you_mean(key, names, f"keyword argument").replace(f"{key!r}", f"{key!r} of {name}", 1)
+                    text = did_you_mean(key, names, "keyword argument").replace(f"{key!r}", f"{key!r} of {name}", 1)
                     raise InputError(key, "is not a keyword of " + name, keyword_text=text, flag_text=text)
             try:
                 bound = sig.bind(*args, **kwargs)
@@ -411,7 +411,6 @@ def profile(model: str, gpu: str | None = None, *, device: str = "fake", model_s
     """Measure one training step of MODEL (device "cuda", "cpu" or "fake") beside the estimate of that step."""
     from memplan.memory.estimate import estimate_memory
     from memplan.results.profile import ProfileResult
-    from memplan.results.rl import RLPlan
 
     setup = training_setup(model, **kwargs)
     try:

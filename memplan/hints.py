@@ -7,7 +7,6 @@ candidate is the full memory estimate (memory/estimate.py), so a hint never prom
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 from pydantic import BaseModel
 

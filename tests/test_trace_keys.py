@@ -42,7 +42,7 @@ def catalog(tmp_path, monkeypatch):
 
     def fake_trace(data, progress=None, workers=None, keyed=False):
         from memplan.measure.trace.probe import read_model, text_config, with_class_defaults
-        from memplan.memory.implementations import keyed_rows_stem, rows_stem
+        from memplan.memory.activations import keyed_rows_stem, rows_stem
 
         calls.append(data)
         m = read_model(with_class_defaults(text_config(data)))
@@ -143,7 +143,7 @@ def test_the_rows_record_their_release_and_the_estimate_compares(catalog, capsys
 
 def test_the_structure_key_ignores_sizes_and_sees_structure():
     from memplan.families.heads import score_head
-    from memplan.memory.implementations import structure_key
+    from memplan.memory.activations import structure_key
     from memplan.families.registry import read_config
 
     base = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -172,7 +172,7 @@ def user_catalog(tmp_path, monkeypatch):
 
     def fake_trace(data, progress=None, workers=None, keyed=False):
         from memplan.measure.trace.probe import read_model, text_config, with_class_defaults
-        from memplan.memory.implementations import keyed_rows_stem
+        from memplan.memory.activations import keyed_rows_stem
 
         m = read_model(with_class_defaults(text_config(data)))
         prof = json.loads((shipped / "implementations" / "hf.json").read_text())

@@ -148,7 +148,7 @@ def trace_command(config: str, out: str | None, force: bool, workers: int | None
     from memplan.report.files import check_writable, write_new_file
 
     from memplan.measure.trace.probe import read_model, text_config, with_class_defaults
-    from memplan.memory.implementations import keyed_rows_stem
+    from memplan.memory.activations import keyed_rows_stem
 
     # rows keyed by the config's structure (model_type + a hash of what decides the rows: layer kinds, head), so
     # that two configs of one model_type keep their own rows; configs that differ in sizes only share them

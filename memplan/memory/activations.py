@@ -8,11 +8,13 @@ micro-batches in flight as their sec. 4.2.3 / eq. (5) do.
 """
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel
 
 from memplan.errors import MemplanError
 from memplan.memory.implementations import (ImplementationProfile, Kernels, Mode, Tensor, evaluate,
-                                            get_implementation, traced_for)
+                                            get_implementation)
 from memplan.memory.lora import lora_activation_adjustment
 from memplan.spec.model import Attention, LayerGroup, LayerSpec, Model
 from memplan.spec.setup import TrainingSetup
@@ -260,7 +262,7 @@ def dispatch_buffer_bytes(setup: TrainingSetup, layer: LayerSpec, b: int, s: int
 def implementation_for(setup: TrainingSetup) -> ImplementationProfile:
     """The workload's implementation profile; `hf` means the traced profile of the model's family
     (profiles/implementations/hf-<family>.json; hf-<family>-seq-cls.json for a score head; a trace of a config of
-    the same structure first: implementations.traced_for) when there is one, else the hand-written hf.json.
+    the same structure first: traced_for below) when there is one, else the hand-written hf.json.
 
     LoRA/QLoRA: the traced profile when it was traced with every parameter frozen in the recipe's precision mode
     (`frozen_modes`; rows `when: {frozen: true}`), else the hand-written rows, which memory/lora.py adjusts from
@@ -586,3 +588,60 @@ def _add_line(acts: Activations, line: Line) -> None:
 def korthikanti_layer_bytes(setup: TrainingSetup) -> int:
     """Bytes kept per layer (one micro-batch), as Korthikanti et al. 2022 Table 2 tabulates them."""
     return activations(setup).first_layer_kept
+
+
+# features of layer_features()/model_features() that are the step's, not the model's (the rows' `when` read them
+# per estimate): left out of the structure key
+_STEP_FEATURES = frozenset({"mode", "kernels", "attention", "recompute", "frozen", "window_mask", "sdpa_math"})
+
+
+def rows_stem(m: Model, family: str | None = None) -> str:
+    """The file stem of a family's traced rows for `m`'s head: hf-<family> (a causal LM, and BERT's heads, which
+    its rows tell apart by `when`), hf-<family>-seq-cls for a sequence-classification (reward) score head, whose
+    loss and head keep other tensors."""
+    fam = (family or m.family).lower().replace("_", "-")
+    return f"hf-{fam}" + ("-seq-cls" if m.head.score else "")
+
+
+def structure_key(m: Model) -> str:
+    """A short hash of what decides `m`'s traced rows besides its sizes (rows are polynomials in the sizes): its
+    layer kinds' features, in order of first appearance, and the head's -- the features the rows' `when` clauses
+    read (memory/activations.py layer_features; measure/trace/profile.py kind_features).  Two configs of one
+    model_type with other structure get other keys; two that differ in sizes only share one trace."""
+    import hashlib
+    import json
+
+    from memplan.spec.model import ModelSpec
+    from memplan.spec.setup import TrainingSetup
+
+    dummy = ImplementationProfile(name="key", description="", layer=[], checkpoint=[], embedding=[], head=[])
+    setup = TrainingSetup(model=ModelSpec(name="key", architecture=m))
+    kinds = [spec for spec, _ in m.kinds()]
+    feats = [{k: v for k, v in layer_features(spec, m, setup, "fp32", "cuda", dummy).items()
+              if k not in _STEP_FEATURES} for spec in kinds]
+    # not the family's name: the stem holds it, and a multimodal config's text model reads as <type>_text
+    blob = json.dumps({"kinds": feats}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+
+def keyed_rows_stem(m: Model, family: str | None = None) -> str:
+    """Where `memplan trace` writes the rows of one config: hf-<family>[-seq-cls]-<structure key>."""
+    return f"{rows_stem(m, family)}-{structure_key(m)}"
+
+
+def traced_for(m: Model) -> ImplementationProfile | None:
+    """The traced rows an estimate of `m` reads: those `memplan trace` made of a config of the same structure
+    (hf-<family>[-seq-cls]-<key>), else the family's shipped rows for its head (hf-<family>[-seq-cls])."""
+    from memplan.catalog import _find, _folders
+
+    base = rows_stem(m)
+    try:  # only when some keyed trace of the family exists (the key costs a few milliseconds)
+        pattern = re.compile(re.escape(base) + r"-[0-9a-f]{8}\.json")
+        keyed = any(pattern.fullmatch(e.name) for folder in _folders("implementations") for e in folder.iterdir())
+    except MemplanError:
+        keyed = False
+    if keyed:
+        found = _find("implementations", ImplementationProfile, f"{base}-{structure_key(m)}")
+        if found is not None:
+            return found
+    return _find("implementations", ImplementationProfile, base)

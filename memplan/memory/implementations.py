@@ -31,14 +31,11 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from memplan.errors import MemplanError
-
-if TYPE_CHECKING:
-    from memplan.spec.model import Model
 
 Mode = Literal["fp32", "half", "autocast"]
 Kernels = Literal["cuda", "cpu"]
@@ -171,61 +168,3 @@ def traced_implementation(family: str) -> ImplementationProfile | None:
     from memplan.catalog import _find
 
     return _find("implementations", ImplementationProfile, f"hf-{family}")
-
-
-# features of layer_features()/model_features() that are the step's, not the model's (the rows' `when` read them
-# per estimate): left out of the structure key
-_STEP_FEATURES = frozenset({"mode", "kernels", "attention", "recompute", "frozen", "window_mask", "sdpa_math"})
-
-
-def rows_stem(m: Model, family: str | None = None) -> str:
-    """The file stem of a family's traced rows for `m`'s head: hf-<family> (a causal LM, and BERT's heads, which
-    its rows tell apart by `when`), hf-<family>-seq-cls for a sequence-classification (reward) score head, whose
-    loss and head keep other tensors."""
-    fam = (family or m.family).lower().replace("_", "-")
-    return f"hf-{fam}" + ("-seq-cls" if m.head.score else "")
-
-
-def structure_key(m: Model) -> str:
-    """A short hash of what decides `m`'s traced rows besides its sizes (rows are polynomials in the sizes): its
-    layer kinds' features, in order of first appearance, and the head's -- the features the rows' `when` clauses
-    read (memory/activations.py layer_features; measure/trace/profile.py kind_features).  Two configs of one
-    model_type with other structure get other keys; two that differ in sizes only share one trace."""
-    import hashlib
-    import json
-
-    from memplan.memory.activations import layer_features
-    from memplan.spec.model import ModelSpec
-    from memplan.spec.setup import TrainingSetup
-
-    dummy = ImplementationProfile(name="key", description="", layer=[], checkpoint=[], embedding=[], head=[])
-    setup = TrainingSetup(model=ModelSpec(name="key", architecture=m))
-    kinds = [spec for spec, _ in m.kinds()]
-    feats = [{k: v for k, v in layer_features(spec, m, setup, "fp32", "cuda", dummy).items()
-              if k not in _STEP_FEATURES} for spec in kinds]
-    # not the family's name: the stem holds it, and a multimodal config's text model reads as <type>_text
-    blob = json.dumps({"kinds": feats}, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:8]
-
-
-def keyed_rows_stem(m: Model, family: str | None = None) -> str:
-    """Where `memplan trace` writes the rows of one config: hf-<family>[-seq-cls]-<structure key>."""
-    return f"{rows_stem(m, family)}-{structure_key(m)}"
-
-
-def traced_for(m: Model) -> ImplementationProfile | None:
-    """The traced rows an estimate of `m` reads: those `memplan trace` made of a config of the same structure
-    (hf-<family>[-seq-cls]-<key>), else the family's shipped rows for its head (hf-<family>[-seq-cls])."""
-    from memplan.catalog import _find, _folders
-
-    base = rows_stem(m)
-    try:  # only when some keyed trace of the family exists (the key costs a few milliseconds)
-        pattern = re.compile(re.escape(base) + r"-[0-9a-f]{8}\.json")
-        keyed = any(pattern.fullmatch(e.name) for folder in _folders("implementations") for e in folder.iterdir())
-    except MemplanError:
-        keyed = False
-    if keyed:
-        found = _find("implementations", ImplementationProfile, f"{base}-{structure_key(m)}")
-        if found is not None:
-            return found
-    return _find("implementations", ImplementationProfile, base)

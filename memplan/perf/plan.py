@@ -18,7 +18,7 @@ from memplan.perf.efficiency import check_positive, peak_for
 from memplan.perf.flops import flops_per_token
 from memplan.spec.units import format_count
 from memplan.perf.search.enumerate import RECOMPUTE_ORDER, SEARCH_RULES, enumerate_families
-from memplan.perf.search.prune import Dominance, family, model_state_bound, state_bytes
+from memplan.perf.search.prune import Dominance, model_state_bound, state_bytes
 from memplan.perf.search.rank import compare, gap, sort_key
 from memplan.perf.step import DEFAULT_CPU_BANDWIDTH_GBPS, StepResult
 from memplan.perf.time import _breakdown, build_step_model, price_of

@@ -83,7 +83,7 @@ def _vllm_lines(v: VllmStartup, units: Units) -> list[str]:
     if v.starts:
         out.append(f"STARTS (max_num_seqs {v.max_num_seqs}, max_num_batched_tokens {v.max_num_batched_tokens:,})")
     else:
-        out.append(f"DOES NOT START" + (f" (fails in {v.failed_phase})" if v.failed_phase else "")
+        out.append("DOES NOT START" + (f" (fails in {v.failed_phase})" if v.failed_phase else "")
                    + f": {v.refusal}")
         out += [f"  try: {f}" for f in v.fixes]
     return out

@@ -78,8 +78,8 @@ def read(c: Collector) -> None:
                        "activations (autocast over bf16 weights casts nothing)")
         elif mixed is not None:
             c.set("precision", AMP[mixed], "mixed_precision",
-                  note=f"torch.autocast over the weights as loaded; assumed fp32 (load the model in bf16 and it is "
-                       f"--precision bf16)" if mixed in ("bf16", "fp16") else "")
+                  note="torch.autocast over the weights as loaded; assumed fp32 (load the model in bf16 and it is "
+                       "--precision bf16)" if mixed in ("bf16", "fp16") else "")
         else:
             c.default("precision", "fp32", "mixed_precision", "accelerate's default mixed_precision is 'no'")
     if c.boolean("use_cpu"):

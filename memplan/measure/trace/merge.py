@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from memplan.measure.trace.analyze import Item
-from memplan.measure.trace.shapes import canonical, split_coefficient
+from memplan.measure.trace.shapes import split_coefficient
 from memplan.measure.trace.step import Variant
 
 SPLIT_NAMES = {"q", "kv", "vw", "a", "g", "f", "fk", "fs", "V"}

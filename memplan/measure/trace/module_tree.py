@@ -20,19 +20,8 @@ from typing import Any
 
 from memplan.errors import MemplanError
 
-Q = ("q_proj", "query", "wq", "q")
-K = ("k_proj", "key", "wk", "k")
-V = ("v_proj", "value", "wv", "v")
-QKV = ("qkv_proj", "query_key_value", "Wqkv", "c_attn", "qkv", "W_pack")
-O = ("o_proj", "out_proj", "dense", "wo", "c_proj", "o")
-GATE = ("gate_proj", "w1")
-UP = ("up_proj", "w3", "fc1", "c_fc", "dense_h_to_4h", "fc_in")
-DOWN = ("down_proj", "w2", "fc2", "c_proj", "dense_4h_to_h", "fc_out", "output_linear")
-GATE_UP = ("gate_up_proj", "input_linear")  # GraniteMoeHybridMLP.input_linear: h -> 2f, chunked into gate and up
-
-
-def _last(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
+from memplan.measure.trace.linear_names import DOWN, GATE, GATE_UP, K, O, Q, QKV, UP, V  # noqa: F401 - re-exported
+from memplan.measure.trace.linear_names import last as _last
 
 
 def _is_linear(mod) -> bool:

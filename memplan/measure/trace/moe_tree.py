@@ -144,7 +144,8 @@ def _shared(block, block_path: str, h: int, gated: bool, bias: bool, where: str,
     """Shared experts: the dense MLP (gate/up/down linears) left in the block, and a (1, h) gate Linear."""
     from torch import nn
 
-    from memplan.measure.trace.module_tree import DOWN, GATE, UP, _last
+    from memplan.measure.trace.linear_names import DOWN, GATE, UP
+    from memplan.measure.trace.linear_names import last as _last
 
     lins = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)
             and not any(id(p) in owned for p in m.parameters(recurse=False))}

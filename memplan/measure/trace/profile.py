@@ -229,13 +229,13 @@ class Tracer:
         return probe_mod.read_model(self.text, "config")
 
     def _profile(self, rows: dict[str, list[dict]], dims: dict[str, list]) -> dict[str, Any]:
-        from memplan.memory.implementations import keyed_rows_stem, rows_stem
+        from memplan.memory.activations import keyed_rows_stem, rows_stem
 
         family = self.config["model_type"]
         text_type = self.text.get("model_type", family)
         base = json.loads(_hf_json())
         # hf-<family> (+ -seq-cls for a score head); a user's trace adds the structure key, so that two configs of
-        # one model_type keep their own rows (memory/implementations.py traced_for)
+        # one model_type keep their own rows (memory/activations.py traced_for)
         stem = keyed_rows_stem if self.keyed else rows_stem
         name = stem(self.real, family)
         aliases = [stem(self.real, text_type)] if text_type != family else []
