@@ -172,16 +172,8 @@ def _parse(text: str, where: str, max_depth: int) -> tuple[Any, bool]:
 
 def first_huge_int(value: Any) -> tuple[str, int] | None:
     """(dotted path, value) of the first whole number of over MAX_INT_DIGITS digits in parsed JSON, iteratively."""
-    stack: list[tuple[str, Any]] = [("", value)]
-    while stack:
-        where, v = stack.pop()
-        if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10 ** MAX_INT_DIGITS:
-            return where, v
-        if isinstance(v, dict):
-            stack.extend((f"{where}.{k}" if where else str(k), x) for k, x in reversed(list(v.items())))
-        elif isinstance(v, list):
-            stack.extend((f"{where}[{i}]", x) for i, x in reversed(list(enumerate(v))))
-    return None
+    return _first_leaf(value, lambda v: isinstance(v, int) and not isinstance(v, bool)
+                       and abs(v) >= 10 ** MAX_INT_DIGITS)
 
 
 def loads_json(text: str, where: str, **kwargs: Any) -> Any:
@@ -223,10 +215,16 @@ def read_user_json(path: str | os.PathLike, what: str = "", max_bytes: int = MAX
 
 def first_non_finite(value: Any) -> tuple[str, float] | None:
     """(dotted path, value) of the first NaN or infinity in parsed JSON, iteratively (depth is bounded anyway)."""
+    return _first_leaf(value, lambda v: isinstance(v, float) and not math.isfinite(v))
+
+
+def _first_leaf(value: Any, wanted) -> tuple[str, Any] | None:
+    """(dotted path, value) of the first value in parsed JSON, in document order, for which `wanted` holds;
+    iterative (depth is bounded anyway)."""
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         where, v = stack.pop()
-        if isinstance(v, float) and not math.isfinite(v):
+        if wanted(v):
             return where, v
         if isinstance(v, dict):
             stack.extend((f"{where}.{k}" if where else str(k), x) for k, x in reversed(list(v.items())))
